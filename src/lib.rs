@@ -1,0 +1,1 @@
+//! refold-proxy

@@ -1,0 +1,565 @@
+//! Configuration: the TOML file schema and its validation into typed values.
+//!
+//! Two layers: private `File*` structs mirror the file (`deny_unknown_fields`, every key
+//! optional with a default), and `Config` holds parsed, checked values. Secrets are never
+//! in the file: it names environment variables, read here once at load.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use http::header::HeaderName;
+use http::{HeaderValue, Uri};
+use jsonwebtoken::Algorithm;
+use serde::Deserialize;
+
+use crate::identity::KeySet;
+use crate::secret::Secret;
+
+/// Why a configuration was rejected. Every variant names the key or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for the schema (unknown key, wrong type...).
+    #[error("invalid config: {0}")]
+    Parse(#[from] toml::de::Error),
+    /// A value parsed but is not acceptable.
+    #[error("invalid config: `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// The validated configuration of one proxy.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub upstream: UpstreamConfig,
+    pub identity: IdentityConfig,
+    pub tokens: TokensConfig,
+}
+
+/// `[server]`: the public listener.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Path prefix of the SDK's `baseUrl`, without a trailing slash; empty for `/`.
+    pub mount_path: String,
+    pub shutdown_grace: Duration,
+    /// Runtime worker threads; `None` means one per core.
+    pub worker_threads: Option<usize>,
+}
+
+/// `[upstream]`: Refold.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Scheme and authority of Refold, plus an optional path prefix (no trailing slash).
+    pub base_url: Uri,
+    pub api_key: Secret,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle_per_host: usize,
+}
+
+/// `[identity]`: how callers prove who they are.
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    pub header: HeaderName,
+    pub cookie: Option<String>,
+    pub algorithms: Vec<Algorithm>,
+    pub hs_secret: Option<Secret>,
+    pub public_keys: KeySet,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub account_claim: String,
+    pub leeway: Duration,
+}
+
+/// `[tokens]`: the session-token cache.
+#[derive(Debug, Clone)]
+pub struct TokensConfig {
+    pub refresh_before_expiry: Duration,
+    pub fallback_ttl: Duration,
+    pub max_accounts: usize,
+    pub mint_timeout: Duration,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    server: FileServer,
+    #[serde(default)]
+    upstream: FileUpstream,
+    #[serde(default)]
+    identity: FileIdentity,
+    #[serde(default)]
+    tokens: FileTokens,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileServer {
+    listen: String,
+    mount_path: String,
+    shutdown_grace_s: u64,
+    worker_threads: usize,
+}
+
+impl Default for FileServer {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8080".into(),
+            mount_path: "/".into(),
+            shutdown_grace_s: 30,
+            worker_threads: 0,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileUpstream {
+    base_url: String,
+    api_key_env: String,
+    connect_timeout_ms: u64,
+    timeout_ms: u64,
+    pool_idle_timeout_s: u64,
+    pool_max_idle_per_host: usize,
+}
+
+impl Default for FileUpstream {
+    fn default() -> Self {
+        Self {
+            base_url: "https://app.refold.ai".into(),
+            api_key_env: "REFOLD_API_KEY".into(),
+            connect_timeout_ms: 2_000,
+            timeout_ms: 30_000,
+            pool_idle_timeout_s: 90,
+            pool_max_idle_per_host: 256,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileIdentity {
+    header: String,
+    cookie: Option<String>,
+    algorithms: Vec<String>,
+    hs_secret_env: Option<String>,
+    public_key_file: Option<PathBuf>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    account_claim: String,
+    leeway_s: u64,
+}
+
+impl Default for FileIdentity {
+    fn default() -> Self {
+        Self {
+            header: "authorization".into(),
+            cookie: None,
+            algorithms: vec!["HS256".into()],
+            hs_secret_env: Some("APP_JWT_SECRET".into()),
+            public_key_file: None,
+            issuer: None,
+            audience: None,
+            account_claim: "sub".into(),
+            leeway_s: 30,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileTokens {
+    refresh_before_expiry_s: u64,
+    fallback_ttl_s: u64,
+    max_accounts: usize,
+    mint_timeout_ms: u64,
+}
+
+impl Default for FileTokens {
+    fn default() -> Self {
+        Self {
+            refresh_before_expiry_s: 300,
+            fallback_ttl_s: 24 * 3600,
+            max_accounts: 100_000,
+            mint_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Shortest HMAC secret accepted: 256 bits, as RFC 7518 §3.2 requires for HS256.
+const MIN_HS_SECRET_BYTES: usize = 32;
+
+impl Config {
+    /// Reads and validates a config file, taking secrets from the process environment.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base_dir = path.parent().unwrap_or_else(|| Path::new("."));
+        Self::from_toml(&text, base_dir, |name| std::env::var(name).ok())
+    }
+
+    /// Validates a config from TOML text. Relative file paths resolve against `base_dir`;
+    /// `env` looks up the environment variables that hold secrets.
+    pub fn from_toml(
+        text: &str,
+        base_dir: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let file: FileConfig = toml::from_str(text)?;
+        Ok(Self {
+            server: validate_server(file.server)?,
+            upstream: validate_upstream(file.upstream, &env)?,
+            identity: validate_identity(file.identity, base_dir, &env)?,
+            tokens: validate_tokens(file.tokens)?,
+        })
+    }
+}
+
+fn secret_from_env(
+    key: &'static str,
+    name: &str,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Secret, ConfigError> {
+    if name.is_empty() {
+        return Err(invalid(key, "must name an environment variable"));
+    }
+    match env(name) {
+        Some(value) if !value.trim().is_empty() => Ok(Secret::new(value.trim())),
+        Some(_) => Err(invalid(
+            key,
+            format!("environment variable {name} is empty"),
+        )),
+        None => Err(invalid(
+            key,
+            format!("environment variable {name} is not set"),
+        )),
+    }
+}
+
+fn validate_server(file: FileServer) -> Result<ServerConfig, ConfigError> {
+    let listen = SocketAddr::from_str(&file.listen).map_err(|_| {
+        invalid(
+            "server.listen",
+            format!("{:?} is not an address like 0.0.0.0:8080", file.listen),
+        )
+    })?;
+    let mount_path = validate_mount_path(&file.mount_path)?;
+    if file.shutdown_grace_s > 3600 {
+        return Err(invalid("server.shutdown_grace_s", "must be at most 3600"));
+    }
+    Ok(ServerConfig {
+        listen,
+        mount_path,
+        shutdown_grace: Duration::from_secs(file.shutdown_grace_s),
+        worker_threads: (file.worker_threads > 0).then_some(file.worker_threads),
+    })
+}
+
+fn validate_mount_path(raw: &str) -> Result<String, ConfigError> {
+    const KEY: &str = "server.mount_path";
+    if !raw.starts_with('/') {
+        return Err(invalid(KEY, format!("{raw:?} must start with '/'")));
+    }
+    let trimmed = raw.trim_end_matches('/');
+    let bad = trimmed.contains("//")
+        || trimmed.split('/').any(|s| s == "." || s == "..")
+        || !trimmed
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/-._~".contains(&b));
+    if bad {
+        return Err(invalid(
+            KEY,
+            format!("{raw:?} must be a plain path such as \"/refold\""),
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+fn validate_upstream(
+    file: FileUpstream,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<UpstreamConfig, ConfigError> {
+    const KEY: &str = "upstream.base_url";
+    let uri = Uri::from_str(&file.base_url)
+        .map_err(|_| invalid(KEY, format!("{:?} is not a URL", file.base_url)))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(invalid(KEY, "must start with https:// or http://")),
+    }
+    let Some(authority) = uri.authority() else {
+        return Err(invalid(KEY, "must name a host"));
+    };
+    if authority.as_str().contains('@') {
+        return Err(invalid(KEY, "must not carry credentials"));
+    }
+    if uri.query().is_some() {
+        return Err(invalid(KEY, "must not have a query string"));
+    }
+    let prefix = uri.path().trim_end_matches('/');
+    let base_url = Uri::builder()
+        .scheme(uri.scheme_str().unwrap_or("https"))
+        .authority(authority.as_str())
+        .path_and_query(if prefix.is_empty() { "/" } else { prefix })
+        .build()
+        .map_err(|_| invalid(KEY, "is not a valid base URL"))?;
+
+    let api_key = secret_from_env("upstream.api_key_env", &file.api_key_env, env)?;
+    if HeaderValue::from_str(api_key.expose()).is_err() {
+        return Err(invalid(
+            "upstream.api_key_env",
+            format!(
+                "environment variable {} holds characters not allowed in a header",
+                file.api_key_env
+            ),
+        ));
+    }
+    if file.connect_timeout_ms == 0 {
+        return Err(invalid("upstream.connect_timeout_ms", "must be above 0"));
+    }
+    if file.timeout_ms == 0 {
+        return Err(invalid("upstream.timeout_ms", "must be above 0"));
+    }
+    Ok(UpstreamConfig {
+        base_url,
+        api_key,
+        connect_timeout: Duration::from_millis(file.connect_timeout_ms),
+        timeout: Duration::from_millis(file.timeout_ms),
+        pool_idle_timeout: Duration::from_secs(file.pool_idle_timeout_s),
+        pool_max_idle_per_host: file.pool_max_idle_per_host,
+    })
+}
+
+fn validate_identity(
+    file: FileIdentity,
+    base_dir: &Path,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<IdentityConfig, ConfigError> {
+    let header = HeaderName::from_str(&file.header).map_err(|_| {
+        invalid(
+            "identity.header",
+            format!("{:?} is not a header name", file.header),
+        )
+    })?;
+    if let Some(cookie) = &file.cookie {
+        let token_char = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        if cookie.is_empty() || !cookie.bytes().all(token_char) {
+            return Err(invalid(
+                "identity.cookie",
+                format!("{cookie:?} is not a cookie name"),
+            ));
+        }
+    }
+    if file.algorithms.is_empty() {
+        return Err(invalid("identity.algorithms", "must list at least one"));
+    }
+    let mut algorithms = Vec::with_capacity(file.algorithms.len());
+    for name in &file.algorithms {
+        let alg = Algorithm::from_str(name).map_err(|_| {
+            invalid(
+                "identity.algorithms",
+                format!("{name:?} is not a JWS algorithm (HS256, RS256, ES256, EdDSA, ...)"),
+            )
+        })?;
+        if !algorithms.contains(&alg) {
+            algorithms.push(alg);
+        }
+    }
+
+    let wants_hmac = algorithms.iter().any(|a| is_hmac(*a));
+    let hs_secret = match (&file.hs_secret_env, wants_hmac) {
+        (Some(name), true) => {
+            let secret = secret_from_env("identity.hs_secret_env", name, env)?;
+            if secret.expose().len() < MIN_HS_SECRET_BYTES {
+                return Err(invalid(
+                    "identity.hs_secret_env",
+                    format!("the secret in {name} is shorter than {MIN_HS_SECRET_BYTES} bytes"),
+                ));
+            }
+            Some(secret)
+        }
+        (None, true) => {
+            return Err(invalid(
+                "identity.hs_secret_env",
+                "an HS algorithm is allowed, so a secret variable must be named",
+            ))
+        }
+        (_, false) => None,
+    };
+
+    let public_keys = match &file.public_key_file {
+        Some(path) => {
+            let path = base_dir.join(path);
+            let pem = std::fs::read(&path).map_err(|e| {
+                invalid(
+                    "identity.public_key_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            KeySet::from_pem(&pem).map_err(|e| invalid("identity.public_key_file", e))?
+        }
+        None => KeySet::default(),
+    };
+    for alg in algorithms.iter().filter(|a| !is_hmac(**a)) {
+        if public_keys.key_for(*alg).is_none() {
+            return Err(invalid(
+                "identity.public_key_file",
+                format!("no public key for algorithm {alg:?}"),
+            ));
+        }
+    }
+
+    if file.account_claim.is_empty() {
+        return Err(invalid("identity.account_claim", "must name a claim"));
+    }
+    if file.issuer.as_deref() == Some("") {
+        return Err(invalid(
+            "identity.issuer",
+            "must not be empty; omit it instead",
+        ));
+    }
+    if file.audience.as_deref() == Some("") {
+        return Err(invalid(
+            "identity.audience",
+            "must not be empty; omit it instead",
+        ));
+    }
+    if file.leeway_s > 300 {
+        return Err(invalid("identity.leeway_s", "must be at most 300"));
+    }
+    Ok(IdentityConfig {
+        header,
+        cookie: file.cookie,
+        algorithms,
+        hs_secret,
+        public_keys,
+        issuer: file.issuer,
+        audience: file.audience,
+        account_claim: file.account_claim,
+        leeway: Duration::from_secs(file.leeway_s),
+    })
+}
+
+fn is_hmac(alg: Algorithm) -> bool {
+    matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+}
+
+fn validate_tokens(file: FileTokens) -> Result<TokensConfig, ConfigError> {
+    if file.fallback_ttl_s == 0 {
+        return Err(invalid("tokens.fallback_ttl_s", "must be above 0"));
+    }
+    if file.refresh_before_expiry_s >= file.fallback_ttl_s {
+        return Err(invalid(
+            "tokens.refresh_before_expiry_s",
+            "must be shorter than tokens.fallback_ttl_s",
+        ));
+    }
+    if file.max_accounts == 0 {
+        return Err(invalid("tokens.max_accounts", "must be above 0"));
+    }
+    if file.mint_timeout_ms == 0 {
+        return Err(invalid("tokens.mint_timeout_ms", "must be above 0"));
+    }
+    Ok(TokensConfig {
+        refresh_before_expiry: Duration::from_secs(file.refresh_before_expiry_s),
+        fallback_ttl: Duration::from_secs(file.fallback_ttl_s),
+        max_accounts: file.max_accounts,
+        mint_timeout: Duration::from_millis(file.mint_timeout_ms),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "REFOLD_API_KEY" => Some("tk_test_key".into()),
+            "APP_JWT_SECRET" => Some("0123456789abcdef0123456789abcdef".into()),
+            _ => None,
+        }
+    }
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("."), env)
+    }
+
+    #[test]
+    fn empty_file_takes_production_defaults() {
+        let config = load("").unwrap();
+        assert_eq!(config.upstream.base_url, "https://app.refold.ai/");
+        assert_eq!(config.server.mount_path, "");
+        assert_eq!(config.identity.account_claim, "sub");
+        assert_eq!(config.tokens.fallback_ttl, Duration::from_secs(86_400));
+    }
+
+    #[test]
+    fn mount_path_and_base_url_are_normalised() {
+        let config = load(
+            "[server]\nmount_path = \"/refold/\"\n[upstream]\nbase_url = \"http://127.0.0.1:9/prefix/\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.server.mount_path, "/refold");
+        assert_eq!(config.upstream.base_url, "http://127.0.0.1:9/prefix");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("[server]\nlisten = \"nope\"", "server.listen"),
+            ("[server]\nmount_path = \"api\"", "server.mount_path"),
+            ("[upstream]\nbase_url = \"ftp://x\"", "upstream.base_url"),
+            ("[upstream]\napi_key_env = \"NOPE\"", "NOPE"),
+            ("[identity]\nalgorithms = [\"none\"]", "identity.algorithms"),
+            (
+                "[identity]\nalgorithms = [\"RS256\"]",
+                "identity.public_key_file",
+            ),
+            ("[identity]\nhs_secret_env = \"MISSING\"", "MISSING"),
+            ("[tokens]\nmax_accounts = 0", "tokens.max_accounts"),
+            ("[server]\nlisen = \"0.0.0.0:1\"", "lisen"),
+            ("[nope]\n", "nope"),
+        ];
+        for (text, needle) in cases {
+            let err = load(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?} gave {err:?}");
+        }
+    }
+
+    #[test]
+    fn short_hmac_secret_is_refused() {
+        let err = Config::from_toml("", Path::new("."), |name| match name {
+            "APP_JWT_SECRET" => Some("short".into()),
+            other => env(other),
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("shorter than 32"), "{err}");
+    }
+
+    #[test]
+    fn debug_output_carries_no_secret() {
+        let config = load("").unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("tk_test_key"));
+        assert!(!debug.contains("0123456789abcdef"));
+    }
+}

@@ -1,0 +1,67 @@
+//! `Secret`: a string that never prints itself (API key, session tokens, signing secrets).
+
+use std::fmt;
+use std::sync::Arc;
+
+/// A secret string. `Debug` and `Display` print a placeholder, never the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<Arc<str>>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// A short, stable, non-reversible fingerprint for logs (first 8 hex digits of FNV-1a).
+    pub fn fingerprint(&self) -> String {
+        fingerprint(self.0.as_bytes())
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// A short hash of an identifier, for log lines that must correlate without naming it.
+pub fn fingerprint(bytes: &[u8]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{:08x}", (hash >> 32) as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_and_display_never_show_the_value() {
+        let s = Secret::new("tk_very_secret_value");
+        assert!(!format!("{s:?}").contains("very_secret"));
+        assert!(!format!("{s}").contains("very_secret"));
+        assert_eq!(s.expose(), "tk_very_secret_value");
+    }
+
+    #[test]
+    fn fingerprints_are_stable_and_distinct() {
+        assert_eq!(fingerprint(b"alice"), fingerprint(b"alice"));
+        assert_ne!(fingerprint(b"alice"), fingerprint(b"bob"));
+        assert_eq!(fingerprint(b"alice").len(), 8);
+    }
+}

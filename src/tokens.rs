@@ -1,0 +1,92 @@
+//! Session tokens: the cache that gives each linked account a valid Refold session token.
+//!
+//! - [`TokenCache::get`] returns a cached token, or mints one with the API key. However
+//!   many requests ask at once, an account has at most one mint in flight: the first
+//!   caller starts it as a task, everyone else waits on the same result.
+//! - A token is re-minted in the background once it enters its refresh window, while
+//!   the current one keeps serving; a request waits only when no valid token exists.
+//! - A failed mint is never cached as a token.
+
+mod cache;
+mod mint;
+
+pub use cache::{TokenCache, TokenSettings};
+pub use mint::{Environment, MintError, Minter};
+
+use std::fmt;
+
+use http::HeaderValue;
+use tokio::time::Instant;
+
+/// A Refold session token with its lifetime, ready to inject.
+#[derive(Clone)]
+pub struct Token {
+    authorization: HeaderValue,
+    /// After this the token is not injected any more (expiry less a safety margin).
+    stale_at: Instant,
+    /// From this point a background refresh is due.
+    refresh_at: Instant,
+    expires_at: Instant,
+}
+
+impl Token {
+    /// Builds a token minted at `now` that Refold says expires at `expires_at`.
+    pub(crate) fn new(
+        value: &str,
+        now: Instant,
+        expires_at: Instant,
+        refresh_before: std::time::Duration,
+    ) -> Option<Self> {
+        let mut authorization = HeaderValue::from_str(&format!("Bearer {value}")).ok()?;
+        authorization.set_sensitive(true);
+        let lifetime = expires_at.saturating_duration_since(now);
+        // Never inject a token in its last moments: it could expire on the way to Refold.
+        let margin = (lifetime / 10).min(std::time::Duration::from_secs(5));
+        // Refresh `refresh_before` ahead of expiry, but never in the first half of the
+        // lifetime: a short-lived token would otherwise be re-minted on every request.
+        let refresh_at = expires_at
+            .checked_sub(refresh_before)
+            .unwrap_or(now)
+            .max(now + lifetime / 2);
+        Some(Self {
+            authorization,
+            stale_at: expires_at - margin,
+            refresh_at,
+            expires_at,
+        })
+    }
+
+    /// The `Authorization` header value to send to Refold (marked sensitive).
+    pub fn authorization(&self) -> &HeaderValue {
+        &self.authorization
+    }
+
+    /// The raw token, for the response guard.
+    pub fn secret(&self) -> &[u8] {
+        &self.authorization.as_bytes()["Bearer ".len()..]
+    }
+
+    /// When Refold stops accepting it.
+    pub fn expires_at(&self) -> Instant {
+        self.expires_at
+    }
+
+    /// Whether it may still be injected at `now`.
+    pub fn is_usable(&self, now: Instant) -> bool {
+        now < self.stale_at
+    }
+
+    /// Whether a background refresh is due at `now`.
+    pub fn wants_refresh(&self, now: Instant) -> bool {
+        now >= self.refresh_at
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Token")
+            .field("value", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}

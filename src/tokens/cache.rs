@@ -1,0 +1,253 @@
+//! The per-account cache with single-flight minting and refresh-ahead.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::{Environment, MintError, Minter, Token};
+use crate::identity::Caller;
+
+/// After a failed background refresh, wait this long before trying again.
+const REFRESH_RETRY: Duration = Duration::from_secs(5);
+
+/// Cache settings.
+#[derive(Debug, Clone)]
+pub struct TokenSettings {
+    /// Identifies the upstream (its base URL), so one cache can never mix deployments.
+    pub upstream: Arc<str>,
+    /// The API key's environment: a test token never serves production.
+    pub environment: Environment,
+    pub max_accounts: usize,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct CacheKey {
+    upstream: Arc<str>,
+    environment: Environment,
+    account: Arc<str>,
+}
+
+type MintResult = Result<Token, MintError>;
+type Flight = watch::Receiver<Option<MintResult>>;
+
+#[derive(Default)]
+struct SlotState {
+    token: Option<Token>,
+    flight: Option<Flight>,
+    /// No background refresh before this, after one failed.
+    refresh_backoff_until: Option<Instant>,
+}
+
+struct Slot {
+    state: Mutex<SlotState>,
+    /// Milliseconds since the cache's epoch when the slot was last used.
+    last_used: AtomicU64,
+}
+
+impl Slot {
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        // A panic while holding the lock leaves only plain data behind: keep using it.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether the slot holds nothing worth keeping at `now`.
+    fn is_dead(&self, now: Instant) -> bool {
+        let state = self.lock();
+        state.flight.is_none() && state.token.as_ref().is_none_or(|t| !t.is_usable(now))
+    }
+}
+
+struct Inner {
+    slots: DashMap<CacheKey, Arc<Slot>>,
+    minter: Minter,
+    settings: TokenSettings,
+    epoch: Instant,
+}
+
+/// Session tokens by (upstream, environment, linked account). Cheap to clone.
+#[derive(Clone)]
+pub struct TokenCache {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("accounts", &self.inner.slots.len())
+            .field("settings", &self.inner.settings)
+            .finish()
+    }
+}
+
+impl TokenCache {
+    /// An empty cache minting with `minter`.
+    pub fn new(minter: Minter, settings: TokenSettings) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                slots: DashMap::new(),
+                minter,
+                settings,
+                epoch: Instant::now(),
+            }),
+        }
+    }
+
+    /// The caller's session token: cached, or minted (one mint per account at a time).
+    pub async fn get(&self, caller: &Caller) -> Result<Token, MintError> {
+        let now = Instant::now();
+        let key = self.key(caller.account());
+        let slot = self.slot(key.clone(), now);
+        let mut flight = {
+            let mut state = slot.lock();
+            if let Some(token) = state.token.as_ref().filter(|t| t.is_usable(now)) {
+                let token = token.clone();
+                let backoff_over = state.refresh_backoff_until.is_none_or(|t| now >= t);
+                if token.wants_refresh(now) && state.flight.is_none() && backoff_over {
+                    // Refold hands back the same token unless forced: a refresh must force.
+                    state.flight = Some(self.start_flight(&slot, key.account, true));
+                }
+                return Ok(token);
+            }
+            match &state.flight {
+                Some(flight) => flight.clone(),
+                None => {
+                    let flight = self.start_flight(&slot, key.account, false);
+                    state.flight = Some(flight.clone());
+                    flight
+                }
+            }
+        };
+        let result = match flight.wait_for(Option::is_some).await {
+            Ok(result) => result.clone(),
+            Err(_) => None,
+        };
+        result.unwrap_or_else(|| {
+            Err(MintError::Unavailable {
+                reason: "mint task ended without an answer".into(),
+                retry_after: None,
+            })
+        })
+    }
+
+    /// Drops an account's token (for example after Refold revoked it). Returns whether
+    /// there was one.
+    pub fn evict(&self, account: &str) -> bool {
+        let key = self.key(account);
+        match self.inner.slots.remove(&key) {
+            Some((_, slot)) => slot.lock().token.take().is_some(),
+            None => false,
+        }
+    }
+
+    /// How many accounts the cache holds.
+    pub fn len(&self) -> usize {
+        self.inner.slots.len()
+    }
+
+    /// Whether the cache holds no account.
+    pub fn is_empty(&self) -> bool {
+        self.inner.slots.is_empty()
+    }
+
+    fn key(&self, account: &str) -> CacheKey {
+        CacheKey {
+            upstream: self.inner.settings.upstream.clone(),
+            environment: self.inner.settings.environment,
+            account: Arc::from(account),
+        }
+    }
+
+    /// The account's slot, created if new. The map guard is dropped before returning.
+    fn slot(&self, key: CacheKey, now: Instant) -> Arc<Slot> {
+        let tick = now.saturating_duration_since(self.inner.epoch).as_millis() as u64;
+        if let Some(slot) = self.inner.slots.get(&key) {
+            slot.last_used.store(tick, Ordering::Relaxed);
+            return Arc::clone(slot.value());
+        }
+        if self.inner.slots.len() >= self.inner.settings.max_accounts {
+            self.make_room(now);
+        }
+        let slot = self
+            .inner
+            .slots
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(Slot {
+                    state: Mutex::new(SlotState::default()),
+                    last_used: AtomicU64::new(tick),
+                })
+            })
+            .value()
+            .clone();
+        slot
+    }
+
+    /// Bounds memory: drops dead slots, then the least recently used eighth.
+    fn make_room(&self, now: Instant) {
+        let slots = &self.inner.slots;
+        slots.retain(|_, slot| !slot.is_dead(now));
+        let max = self.inner.settings.max_accounts;
+        if slots.len() < max {
+            return;
+        }
+        let mut ages: Vec<u64> = slots
+            .iter()
+            .map(|e| e.value().last_used.load(Ordering::Relaxed))
+            .collect();
+        let cut = (ages.len() / 8).max(1).min(ages.len());
+        let (_, threshold, _) = ages.select_nth_unstable(cut - 1);
+        let threshold = *threshold;
+        let mut removed = 0;
+        slots.retain(|_, slot| {
+            if removed < cut && slot.last_used.load(Ordering::Relaxed) <= threshold {
+                removed += 1;
+                false
+            } else {
+                true
+            }
+        });
+        tracing::debug!(
+            removed,
+            "token cache full: evicted least recently used accounts"
+        );
+    }
+
+    /// Starts the account's one mint as a task, so it completes and fills the cache even
+    /// if every request waiting on it goes away.
+    fn start_flight(&self, slot: &Arc<Slot>, account: Arc<str>, force: bool) -> Flight {
+        let (tx, rx) = watch::channel(None);
+        let inner = Arc::clone(&self.inner);
+        let slot = Arc::clone(slot);
+        tokio::spawn(async move {
+            let result = inner.minter.mint(&account, force).await;
+            {
+                let mut state = slot.lock();
+                state.flight = None;
+                match &result {
+                    Ok(token) => {
+                        state.token = Some(token.clone());
+                        state.refresh_backoff_until = None;
+                    }
+                    Err(_) => state.refresh_backoff_until = Some(Instant::now() + REFRESH_RETRY),
+                }
+            }
+            match &result {
+                Ok(_) => {
+                    tracing::debug!(account = %crate::secret::fingerprint(account.as_bytes()), force, "minted session token")
+                }
+                Err(e) => {
+                    tracing::warn!(account = %crate::secret::fingerprint(account.as_bytes()), force, error = %e, "session token mint failed")
+                }
+            }
+            // Nobody waiting is fine: the token is cached either way.
+            let _ = tx.send(Some(result));
+        });
+        rx
+    }
+}

@@ -1,0 +1,310 @@
+//! Minting: `POST /api/v2/public/session-token` with the API key, and reading the answer.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{ACCEPT, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Limited};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::Token;
+use crate::config::Config;
+use crate::upstream::{join_uri, HttpClient};
+use crate::{full_body, BoxError};
+
+/// The largest mint response read; Refold's is a few hundred bytes.
+const MAX_MINT_RESPONSE: usize = 64 * 1024;
+
+/// Why a mint failed. Cheap to clone: one failure is shared by every request waiting on it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MintError {
+    /// Refold has no linked account with the caller's id.
+    #[error("no linked account with this id")]
+    AccountMissing,
+    /// Refold rejected the API key.
+    #[error("api key rejected with HTTP {0}")]
+    KeyRejected(u16),
+    /// The token endpoint is unreachable, overloaded or failing.
+    #[error("token endpoint unavailable: {reason}")]
+    Unavailable {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// The token endpoint did not answer in time.
+    #[error("token endpoint timed out")]
+    Timeout,
+    /// The token endpoint answered something unusable.
+    #[error("token endpoint answered badly: {0}")]
+    BadResponse(String),
+}
+
+/// Which Refold environment an API key belongs to (by its prefix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Environment {
+    Test,
+    Production,
+    Unknown,
+}
+
+impl Environment {
+    /// Test keys start `tk`, production keys `pk`.
+    pub fn of_api_key(key: &str) -> Self {
+        if key.starts_with("tk") {
+            Self::Test
+        } else if key.starts_with("pk") {
+            Self::Production
+        } else {
+            Self::Unknown
+        }
+    }
+
+    /// Its name, as Refold's token claims spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Test => "test",
+            Self::Production => "production",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// Mints session tokens with the API key.
+pub struct Minter {
+    client: HttpClient,
+    uri: Uri,
+    uri_force: Uri,
+    api_key: HeaderValue,
+    timeout: Duration,
+    fallback_ttl: Duration,
+    refresh_before: Duration,
+}
+
+impl std::fmt::Debug for Minter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Minter")
+            .field("uri", &self.uri)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct MintReply {
+    token: Option<Value>,
+    expires_in: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct ErrorReply {
+    error: Option<String>,
+    error_code: Option<String>,
+    message: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ExpClaim {
+    exp: Option<f64>,
+}
+
+impl Minter {
+    /// A minter for the configured upstream, sharing its connection pool.
+    pub fn new(config: &Config, client: HttpClient) -> Result<Self, BoxError> {
+        let base = &config.upstream.base_url;
+        let mut api_key = HeaderValue::from_str(config.upstream.api_key.expose())?;
+        api_key.set_sensitive(true);
+        Ok(Self {
+            client,
+            uri: join_uri(base, "/api/v2/public/session-token")?,
+            uri_force: join_uri(base, "/api/v2/public/session-token?force_refresh=true")?,
+            api_key,
+            timeout: config.tokens.mint_timeout,
+            fallback_ttl: config.tokens.fallback_ttl,
+            refresh_before: config.tokens.refresh_before_expiry,
+        })
+    }
+
+    /// Mints (or, without `force`, lets Refold hand back) the account's session token.
+    pub async fn mint(&self, account: &str, force: bool) -> Result<Token, MintError> {
+        match tokio::time::timeout(self.timeout, self.exchange(account, force)).await {
+            Ok(result) => result,
+            Err(_) => Err(MintError::Timeout),
+        }
+    }
+
+    async fn exchange(&self, account: &str, force: bool) -> Result<Token, MintError> {
+        let body = serde_json::json!({ "linked_account_id": account }).to_string();
+        let uri = if force { &self.uri_force } else { &self.uri };
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(uri.clone())
+            .header("x-api-key", self.api_key.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .header(ACCEPT, "application/json")
+            .body(full_body(body))
+            .map_err(|e| MintError::BadResponse(format!("cannot build request: {e}")))?;
+        let sent_at = Instant::now();
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| MintError::Unavailable {
+                reason: crate::upstream::describe_client_error(&e),
+                retry_after: None,
+            })?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = Limited::new(response.into_body(), MAX_MINT_RESPONSE)
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .map_err(|e| MintError::Unavailable {
+                reason: format!("reading the response failed: {e}"),
+                retry_after: None,
+            })?;
+        self.interpret(status, retry_after, &body, sent_at)
+    }
+
+    fn interpret(
+        &self,
+        status: StatusCode,
+        retry_after: Option<Duration>,
+        body: &Bytes,
+        sent_at: Instant,
+    ) -> Result<Token, MintError> {
+        match status {
+            StatusCode::OK | StatusCode::CREATED => self.parse_token(body, sent_at),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                Err(MintError::KeyRejected(status.as_u16()))
+            }
+            StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND if names_missing_account(body) => {
+                Err(MintError::AccountMissing)
+            }
+            // Older Refold answers an unknown account with a 500.
+            StatusCode::INTERNAL_SERVER_ERROR if names_missing_account(body) => {
+                Err(MintError::AccountMissing)
+            }
+            StatusCode::TOO_MANY_REQUESTS => Err(MintError::Unavailable {
+                reason: "rate limited (HTTP 429)".into(),
+                retry_after,
+            }),
+            s if s.is_server_error() => Err(MintError::Unavailable {
+                reason: format!("HTTP {}", s.as_u16()),
+                retry_after,
+            }),
+            s => Err(MintError::BadResponse(format!(
+                "unexpected HTTP {}",
+                s.as_u16()
+            ))),
+        }
+    }
+
+    fn parse_token(&self, body: &Bytes, sent_at: Instant) -> Result<Token, MintError> {
+        let reply: MintReply = serde_json::from_slice(body)
+            .map_err(|_| MintError::BadResponse("mint response is not a JSON object".into()))?;
+        let token = match reply.token {
+            Some(Value::String(t)) if !t.trim().is_empty() => t,
+            Some(Value::String(_)) => {
+                return Err(MintError::BadResponse(
+                    "mint response has an empty token".into(),
+                ))
+            }
+            Some(_) => {
+                return Err(MintError::BadResponse(
+                    "mint response token is not a string".into(),
+                ))
+            }
+            None => return Err(MintError::BadResponse("mint response has no token".into())),
+        };
+        // Count the lifetime from when the request left: the answer may have been slow.
+        let lifetime = reply
+            .expires_in
+            .as_ref()
+            .and_then(Value::as_f64)
+            .filter(|secs| secs.is_finite() && *secs > 0.0)
+            .map(Duration::from_secs_f64)
+            .or_else(|| jwt_lifetime(&token))
+            .unwrap_or(self.fallback_ttl);
+        let expires_at = sent_at
+            .checked_add(lifetime)
+            .unwrap_or_else(|| sent_at + self.fallback_ttl);
+        Token::new(&token, sent_at, expires_at, self.refresh_before).ok_or_else(|| {
+            MintError::BadResponse(
+                "mint response token has characters not allowed in a header".into(),
+            )
+        })
+    }
+}
+
+/// Whether an error body is Refold's "No linked account found" in either of its flavours.
+fn names_missing_account(body: &[u8]) -> bool {
+    let Ok(reply) = serde_json::from_slice::<ErrorReply>(body) else {
+        return false;
+    };
+    let code = reply.error.or(reply.error_code).unwrap_or_default();
+    code == "INVALID_LINKED_ACCOUNT_ID"
+        || reply
+            .message
+            .is_some_and(|m| m.contains("No linked account found"))
+}
+
+/// Time left until the JWT `exp` claim, read without verification (Refold holds the key).
+fn jwt_lifetime(token: &str) -> Option<Duration> {
+    let data = jsonwebtoken::dangerous::insecure_decode::<ExpClaim>(token).ok()?;
+    let exp = data.claims.exp?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()?
+        .as_secs_f64();
+    (exp > now).then(|| Duration::from_secs_f64(exp - now))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_follows_the_key_prefix() {
+        assert_eq!(Environment::of_api_key("tk_123"), Environment::Test);
+        assert_eq!(Environment::of_api_key("pk_123"), Environment::Production);
+        assert_eq!(Environment::of_api_key("zz"), Environment::Unknown);
+    }
+
+    #[test]
+    fn missing_account_is_recognised_in_both_flavours() {
+        assert!(names_missing_account(
+            br#"{"status_code":400,"error":"INVALID_LINKED_ACCOUNT_ID","message":"x"}"#
+        ));
+        assert!(names_missing_account(
+            br#"{"status_code":500,"error":"INTERNAL_SERVER_ERROR","message":"No linked account found for account id : a in environment test"}"#
+        ));
+        assert!(!names_missing_account(
+            br#"{"error":"INTERNAL_SERVER_ERROR"}"#
+        ));
+        assert!(!names_missing_account(b"<html>"));
+    }
+
+    #[test]
+    fn jwt_exp_gives_the_lifetime() {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &serde_json::json!({"exp": now + 3600}),
+            &jsonwebtoken::EncodingKey::from_secret(b"k"),
+        )
+        .unwrap();
+        let left = jwt_lifetime(&token).unwrap();
+        assert!(left > Duration::from_secs(3590) && left <= Duration::from_secs(3600));
+        assert!(jwt_lifetime("opaque-token").is_none());
+    }
+}

@@ -1,0 +1,152 @@
+//! Upstream: the pooled HTTP client to Refold and the forwarding call.
+//!
+//! One hyper-util client (rustls with webpki roots, HTTP/2 when Refold offers it over
+//! ALPN, HTTP/1.1 otherwise) carries both the proxied requests and the mints. Bodies
+//! stream both ways; nothing is buffered here.
+
+use std::error::Error as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::PathAndQuery;
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::UpstreamConfig;
+use crate::error::ProxyError;
+use crate::{BoxError, ProxyBody};
+
+/// The client type shared by forwarding and minting.
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
+
+/// Builds the pooled client for `config`.
+pub fn build_client(config: &UpstreamConfig) -> Result<HttpClient, BoxError> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(config.connect_timeout));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(provider)?
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(config.pool_idle_timeout)
+        .pool_max_idle_per_host(config.pool_max_idle_per_host)
+        .build(https))
+}
+
+/// `base` (scheme, authority and optional path prefix) joined with `path_and_query`.
+pub fn join_uri(base: &Uri, path_and_query: &str) -> Result<Uri, http::Error> {
+    let prefix = base.path().trim_end_matches('/');
+    let pq = if prefix.is_empty() {
+        PathAndQuery::try_from(path_and_query)?
+    } else {
+        PathAndQuery::try_from(format!("{prefix}{path_and_query}"))?
+    };
+    let mut parts = base.clone().into_parts();
+    parts.path_and_query = Some(pq);
+    Ok(Uri::from_parts(parts)?)
+}
+
+/// A short description of a client error for logs (never carries request data).
+pub fn describe_client_error(err: &hyper_util::client::legacy::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
+fn is_timeout(err: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = err.source();
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// Refold, as the proxy forwards to it.
+#[derive(Debug)]
+pub struct Upstream {
+    client: HttpClient,
+    base: Uri,
+    timeout: Duration,
+}
+
+impl Upstream {
+    /// Forwards to `base` over `client`, waiting at most `timeout` for response headers.
+    pub fn new(client: HttpClient, base: Uri, timeout: Duration) -> Self {
+        Self {
+            client,
+            base,
+            timeout,
+        }
+    }
+
+    /// The absolute upstream URI for a checked path and query.
+    pub fn uri_for(&self, path_and_query: &str) -> Result<Uri, ProxyError> {
+        join_uri(&self.base, path_and_query)
+            .map_err(|_| ProxyError::Internal("cannot build upstream uri"))
+    }
+
+    /// Sends the request and returns Refold's response head with its body streaming.
+    pub async fn forward(
+        &self,
+        request: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        match tokio::time::timeout(self.timeout, self.client.request(request)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) if e.is_connect() && is_timeout(&e) => {
+                tracing::warn!(error = %describe_client_error(&e), "upstream connect timed out");
+                Err(ProxyError::UpstreamTimeout)
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %describe_client_error(&e), "upstream request failed");
+                Err(ProxyError::UpstreamUnavailable(Box::new(e)))
+            }
+            Err(_) => Err(ProxyError::UpstreamTimeout),
+        }
+    }
+
+    /// The pooled client, shared with the minter.
+    pub fn client(&self) -> &HttpClient {
+        &self.client
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_keeps_the_base_prefix() {
+        let base: Uri = "http://127.0.0.1:9/refold".parse().unwrap();
+        assert_eq!(
+            join_uri(&base, "/api/v1/x?a=1").unwrap(),
+            "http://127.0.0.1:9/refold/api/v1/x?a=1"
+        );
+        let base: Uri = "https://app.refold.ai/".parse().unwrap();
+        assert_eq!(
+            join_uri(&base, "/api").unwrap(),
+            "https://app.refold.ai/api"
+        );
+    }
+}

@@ -1,1 +1,3 @@
 //! refold-proxy
+
+pub mod mock;

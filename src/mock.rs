@@ -5,13 +5,27 @@
 //! frontend SDK talk to:
 //!
 //! - the session-token mint (`POST /api/v2/public/session-token`, `?force_refresh=true`)
-//!   and its revoke route, with HS256 JWTs that are reused while valid;
+//!   and its revoke route;
 //! - the linked-account routes (upsert, create, list, get, delete);
 //! - every SDK endpoint, with enough per-account state for the SDK flows: a catalogue of
 //!   two applications, connections, configs and their fields, workflows, executions;
+//! - `POST /api/v2/public/connect-url`, whose answer carries a session token, so that
+//!   tests can see what would leak through a proxy that forwarded it;
 //! - Refold's error envelope (`status_code`, `http_error_type`, `error`, `message`) on
 //!   every error, 404 and 405 included. Every response is JSON except the echo fixture,
 //!   which answers with whatever it was sent.
+//!
+//! # Credentials
+//! Org-level routes (linked-account create, list, get, delete) take the API key alone
+//! and reject session tokens. Account-level routes take `authorization: Bearer <token>`,
+//! or the API key with `linked_account_id` as a header or query parameter. The
+//! linked-account upsert takes either, and with a token updates the token's own account.
+//!
+//! # Session tokens
+//! HS256 JWTs with the claims `org_id`, `linked_account_id`, `environment`, `iat` and
+//! `exp`. A mint hands back the account's still-valid token, with a smaller `expires_in`,
+//! unless `force_refresh=true`; earlier tokens stay valid until they expire or are
+//! revoked. Expiry runs on Tokio's clock, so paused-time tests see tokens expire.
 //!
 //! # Fixtures
 //! - Applications: `freshdesk` (`auth_type: "keybased"`, inputs `api_key` and
@@ -29,9 +43,10 @@
 //!   `GET /api/v2/public/execution/{id}` to exactly that many bytes of valid JSON, streamed.
 //!
 //! # Observability
-//! Every request is recorded ([`MockUpstream::requests`]) before the mock answers it,
-//! except an echo, which is recorded once its body has been streamed through. Mint
-//! requests are counted as they arrive, whatever the outcome.
+//! Every request is recorded ([`MockUpstream::requests`], the newest
+//! [`MockConfig::record_limit`] of them) before the stand-in answers it, except an echo,
+//! which is recorded as its body ends. Mint requests are counted as they arrive, whatever
+//! the outcome. Logs name routes, never paths, headers, tokens or the API key.
 
 mod accounts;
 mod body;
@@ -265,6 +280,15 @@ impl MockUpstream {
     /// The fault switches, settable at any time from any thread.
     pub fn faults(&self) -> &Faults {
         &self.state.faults
+    }
+}
+
+impl fmt::Debug for MockUpstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MockUpstream")
+            .field("org_id", &self.state.org_id)
+            .field("environment", &self.state.environment)
+            .finish_non_exhaustive()
     }
 }
 

@@ -51,12 +51,7 @@ pub(super) fn mint(
         Some(MintFault::OpaqueToken) => TokenForm::Opaque,
         Some(MintFault::Down) => return Err(Dropped),
         Some(MintFault::ServiceUnavailable) => {
-            return Ok(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "SERVICE_UNAVAILABLE",
-                "Service Unavailable",
-            )
-            .response())
+            return Ok(ApiError::service_unavailable().response())
         }
         Some(MintFault::InternalError) => {
             return Ok(ApiError::internal("Internal Server Error").response())
@@ -298,12 +293,8 @@ pub(super) fn connect_url(state: &State, caller: &Caller, call: &Call<'_>) -> Ou
                 .token
         }
     };
-    let host = state
-        .local_addr()
-        .map(|addr| addr.to_string())
-        .or_else(|| call.header("host").map(str::to_owned))
-        .unwrap_or_else(|| "localhost".to_owned());
-    ok(&json!({"hosted_url": format!("http://{host}/connect/{token}")}))
+    let origin = state.origin(&call.parts.headers);
+    ok(&json!({"hosted_url": format!("{origin}/connect/{token}")}))
 }
 
 /// A linked account as Refold returns it.

@@ -47,13 +47,9 @@ pub(super) fn integrate(state: &State, account: &str, slug: &str, call: &Call<'_
             state
                 .oauth_states
                 .insert(oauth_state.clone(), (account.to_owned(), app.slug));
-            let host = state
-                .local_addr()
-                .map(|addr| addr.to_string())
-                .or_else(|| call.header("host").map(str::to_owned))
-                .unwrap_or_else(|| "localhost".to_owned());
+            let origin = state.origin(&call.parts.headers);
             ok(&json!({
-                "auth_url": format!("http://{host}/mock/oauth/{}/authorize?state={oauth_state}", app.slug),
+                "auth_url": format!("{origin}/mock/oauth/{}/authorize?state={oauth_state}", app.slug),
             }))
         }
         AuthType::KeyBased => {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use http::request::Parts;
 use http::{HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use tracing::debug;
+use tracing::{debug, debug_span, Instrument};
 
 use super::accounts::{self, MintRequest};
 use super::body::{read_body, ReadBody, ResponseBody, RECORDED_BODY_LIMIT};
@@ -29,25 +29,23 @@ pub(super) async fn respond(
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Dropped> {
     let (parts, body) = request.into_parts();
-    let result = match routes::resolve(&parts.method, parts.uri.path()) {
-        Ok(Route::Mint) => mint(&state, &parts, body).await,
-        Ok(Route::Api(op)) => api(state, &parts, body, Ok(op)).await,
-        Err(miss) => api(state, &parts, body, Err(miss)).await,
-    };
-    match &result {
-        Ok(response) => debug!(
-            method = %parts.method,
-            path = parts.uri.path(),
-            status = response.status().as_u16(),
-            "mock upstream: answered"
-        ),
-        Err(_) => debug!(
-            method = %parts.method,
-            path = parts.uri.path(),
-            "mock upstream: dropped the connection"
-        ),
+    let route = routes::resolve(&parts.method, parts.uri.path());
+    // The route, not the path: a path may carry anything, a session token included.
+    let span = debug_span!("mock_upstream", method = %parts.method, route = ?route);
+    async move {
+        let result = match route {
+            Ok(Route::Mint) => mint(&state, &parts, body).await,
+            Ok(Route::Api(op)) => api(state, &parts, body, Ok(op)).await,
+            Err(miss) => api(state, &parts, body, Err(miss)).await,
+        };
+        match &result {
+            Ok(response) => debug!(status = response.status().as_u16(), "answered"),
+            Err(_) => debug!("dropped the connection"),
+        }
+        result
     }
-    result
+    .instrument(span)
+    .await
 }
 
 async fn mint(
@@ -91,14 +89,7 @@ async fn api(
         Some(ApiFault::InternalError) => {
             return Ok(ApiError::internal("Internal Server Error").response())
         }
-        Some(ApiFault::ServiceUnavailable) => {
-            return Ok(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "SERVICE_UNAVAILABLE",
-                "Service Unavailable",
-            )
-            .response())
-        }
+        Some(ApiFault::ServiceUnavailable) => return Ok(ApiError::service_unavailable().response()),
     }
     let op = match op {
         Ok(op) => op,
@@ -138,26 +129,26 @@ fn authenticate(state: &State, auth: Auth, parts: &Parts) -> Result<Caller, ApiE
             })
             .ok_or_else(ApiError::invalid_token)
     };
-    let by_key = |caller: Caller| {
+    let check_key = || {
         if state.is_api_key(headers) {
-            Ok(caller)
+            Ok(())
         } else {
             Err(ApiError::invalid_credentials())
         }
     };
     match auth {
         Auth::None => Ok(Caller::Anonymous),
-        Auth::Key => by_key(Caller::Org),
+        Auth::Key => check_key().map(|()| Caller::Org),
         Auth::Token => bearer.map_or_else(|| Err(ApiError::token_missing()), by_token),
         Auth::KeyOrToken => match bearer {
             Some(token) => by_token(token),
-            None if has_key => by_key(Caller::Org),
+            None if has_key => check_key().map(|()| Caller::Org),
             None => Err(ApiError::token_missing()),
         },
         Auth::Account => match bearer {
             Some(token) => by_token(token),
             None if has_key => {
-                by_key(Caller::Anonymous)?;
+                check_key()?;
                 let linked_account_id = headers
                     .get("linked_account_id")
                     .and_then(|value| value.to_str().ok())

@@ -141,8 +141,18 @@ impl State {
         self.local_addr.get_or_init(|| addr);
     }
 
-    pub(super) fn local_addr(&self) -> Option<SocketAddr> {
-        self.local_addr.get().copied()
+    /// `http://host:port` of this stand-in, for the URLs it hands out: the listener's
+    /// address, else the request's `host`.
+    pub(super) fn origin(&self, headers: &HeaderMap) -> String {
+        let host = match self.local_addr.get() {
+            Some(addr) => addr.to_string(),
+            None => headers
+                .get(http::header::HOST)
+                .and_then(|host| host.to_str().ok())
+                .unwrap_or("localhost")
+                .to_owned(),
+        };
+        format!("http://{host}")
     }
 
     /// Create the account if it does not exist; true if it was created.

@@ -106,6 +106,14 @@ impl ApiError {
         )
     }
 
+    pub(super) fn service_unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+            "Service Unavailable",
+        )
+    }
+
     /// Bad or missing API key, and session tokens on org-level routes.
     pub(super) fn invalid_credentials() -> Self {
         Self::new(

@@ -9,35 +9,40 @@ use serde_json::{json, Value};
 use super::Harness;
 use crate::mock::{ApiFault, MintFault};
 
+/// Long enough to measure a delay.
 const LATENCY: Duration = Duration::from_millis(300);
+/// So long that finishing within `PROMPTLY` proves it was not applied.
+const FOREVER: Duration = Duration::from_secs(3600);
+const PROMPTLY: Duration = Duration::from_secs(30);
+
+async fn promptly<T>(work: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(PROMPTLY, work)
+        .await
+        .expect("delayed by a latency that should not apply")
+}
 
 #[tokio::test]
 async fn mint_latency_delays_the_mint_only() {
     let h = Harness::with_accounts(&["acct-1"]).await;
     let token = h.mint("acct-1").await;
     h.mock.faults().set_mint_latency(LATENCY);
-
-    let started = Instant::now();
-    h.call(Method::GET, &token, "/api/v3/org/basics", None)
-        .await;
-    assert!(started.elapsed() < LATENCY, "API slowed by mint latency");
     let started = Instant::now();
     assert_eq!(h.mint("acct-1").await, token);
     assert!(started.elapsed() >= LATENCY);
 
+    h.mock.faults().set_mint_latency(FOREVER);
+    let (status, _) = promptly(h.call(Method::GET, &token, "/api/v3/org/basics", None)).await;
+    assert_eq!(status, StatusCode::OK);
     h.mock.faults().set_mint_latency(Duration::ZERO);
-    let started = Instant::now();
-    h.mint("acct-1").await;
-    assert!(started.elapsed() < LATENCY);
+    promptly(h.mint("acct-1")).await;
 }
 
 #[tokio::test]
 async fn api_latency_delays_everything_but_the_mint() {
     let h = Harness::with_accounts(&["acct-1"]).await;
+    h.mock.faults().set_api_latency(FOREVER);
+    let token = promptly(h.mint("acct-1")).await;
     h.mock.faults().set_api_latency(LATENCY);
-    let started = Instant::now();
-    let token = h.mint("acct-1").await;
-    assert!(started.elapsed() < LATENCY, "mint slowed by API latency");
     let started = Instant::now();
     let (status, _) = h
         .call(Method::GET, &token, "/api/v3/org/basics", None)
@@ -255,29 +260,26 @@ async fn counted_faults_hit_the_next_requests_then_stop() {
 async fn clear_turns_every_switch_off() {
     let h = Harness::with_accounts(&["acct-1"]).await;
     let faults = h.mock.faults();
-    faults.set_mint_latency(LATENCY);
-    faults.set_api_latency(LATENCY);
+    faults.set_mint_latency(FOREVER);
+    faults.set_api_latency(FOREVER);
     faults.set_mint_fault(MintFault::Down);
     faults.set_api_fault(ApiFault::Down);
     faults.set_execution_response_size(Some(1 << 20));
     faults.clear();
 
-    let started = Instant::now();
-    let token = h.mint("acct-1").await;
-    let (_, started_execution) = h
-        .call(
-            Method::POST,
-            &token,
-            "/api/v2/public/workflow/create-ticket/execute",
-            None,
-        )
-        .await;
+    let token = promptly(h.mint("acct-1")).await;
+    let (_, started) = promptly(h.call(
+        Method::POST,
+        &token,
+        "/api/v2/public/workflow/create-ticket/execute",
+        None,
+    ))
+    .await;
     let path = format!(
         "/api/v2/public/execution/{}",
-        started_execution["execution_id"].as_str().unwrap()
+        started["execution_id"].as_str().unwrap()
     );
-    let (status, execution) = h.call(Method::GET, &token, &path, None).await;
+    let (status, execution) = promptly(h.call(Method::GET, &token, &path, None)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(execution.get("padding"), None);
-    assert!(started.elapsed() < LATENCY);
 }

@@ -27,11 +27,13 @@
 //! - [`proxy`]: the request path, in order.
 //! - [`routes`], [`identity`], [`tokens`], [`headers`], [`upstream`]: one step each.
 //! - [`secret`]: values that never print themselves.
+//! - [`mock`]: the stand-in Refold API (demo, tests, benches).
 
 pub mod config;
 pub mod error;
 pub mod headers;
 pub mod identity;
+pub mod mock;
 pub mod proxy;
 pub mod routes;
 pub mod secret;

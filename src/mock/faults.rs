@@ -1,0 +1,164 @@
+//! Fault switches: make the stand-in slow, unreachable or wrong at runtime, from any
+//! thread.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+/// How the session-token mint misbehaves. Every fault but `OpaqueToken` answers before
+/// the API key or the body is looked at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MintFault {
+    /// Close the connection without a response (over HTTP/2: reset the stream).
+    Down,
+    /// 503 with Refold's error envelope.
+    ServiceUnavailable,
+    /// 500 with Refold's error envelope.
+    InternalError,
+    /// 429 with `Retry-After` (whole seconds) and Refold's error envelope.
+    RateLimited {
+        /// What `Retry-After` says.
+        retry_after: Duration,
+    },
+    /// 200 with an HTML page.
+    HtmlBody,
+    /// 200 with an empty body.
+    EmptyBody,
+    /// 200 with JSON that has no `token`.
+    MissingToken,
+    /// 200 with `"token": ""`.
+    EmptyToken,
+    /// 200 with a number as `token`.
+    NonStringToken,
+    /// 200 with only `{"token": "<opaque>"}`: not a JWT, no `expires_in`. The token is
+    /// real: the API accepts it for the token's lifetime.
+    OpaqueToken,
+}
+
+/// How every route other than the mint misbehaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApiFault {
+    /// Close the connection without a response (over HTTP/2: reset the stream).
+    Down,
+    /// 500 with Refold's error envelope.
+    InternalError,
+    /// 503 with Refold's error envelope.
+    ServiceUnavailable,
+}
+
+/// The runtime switches. All off by default.
+#[derive(Debug, Default)]
+pub struct Faults {
+    switches: Mutex<Switches>,
+}
+
+#[derive(Debug, Default)]
+struct Switches {
+    mint_latency: Duration,
+    api_latency: Duration,
+    mint: Option<Armed<MintFault>>,
+    api: Option<Armed<ApiFault>>,
+    execution_response_size: Option<u64>,
+}
+
+/// A fault and how many more requests it hits (`None`: until cleared).
+#[derive(Debug, Clone, Copy)]
+struct Armed<F> {
+    fault: F,
+    remaining: Option<u32>,
+}
+
+impl<F: Copy> Armed<F> {
+    fn new(fault: F, times: Option<u32>) -> Option<Self> {
+        (times != Some(0)).then_some(Self {
+            fault,
+            remaining: times,
+        })
+    }
+
+    /// The fault for the request at hand, counting it against `remaining`.
+    fn fire(slot: &mut Option<Self>) -> Option<F> {
+        let armed = slot.as_mut()?;
+        let fault = armed.fault;
+        if let Some(remaining) = armed.remaining.as_mut() {
+            *remaining -= 1;
+            if *remaining == 0 {
+                *slot = None;
+            }
+        }
+        Some(fault)
+    }
+}
+
+impl Faults {
+    /// Delay every mint response by `latency` (zero turns it off).
+    pub fn set_mint_latency(&self, latency: Duration) {
+        self.switches().mint_latency = latency;
+    }
+
+    /// Delay every other response by `latency` (zero turns it off).
+    pub fn set_api_latency(&self, latency: Duration) {
+        self.switches().api_latency = latency;
+    }
+
+    /// Make every mint request fail with `fault` until cleared.
+    pub fn set_mint_fault(&self, fault: MintFault) {
+        self.switches().mint = Armed::new(fault, None);
+    }
+
+    /// Make the next `times` mint requests fail with `fault`, then behave again.
+    pub fn set_mint_fault_times(&self, fault: MintFault, times: u32) {
+        self.switches().mint = Armed::new(fault, Some(times));
+    }
+
+    /// Stop failing mint requests.
+    pub fn clear_mint_fault(&self) {
+        self.switches().mint = None;
+    }
+
+    /// Make every other request fail with `fault` until cleared.
+    pub fn set_api_fault(&self, fault: ApiFault) {
+        self.switches().api = Armed::new(fault, None);
+    }
+
+    /// Make the next `times` non-mint requests fail with `fault`, then behave again.
+    pub fn set_api_fault_times(&self, fault: ApiFault, times: u32) {
+        self.switches().api = Armed::new(fault, Some(times));
+    }
+
+    /// Stop failing non-mint requests.
+    pub fn clear_api_fault(&self) {
+        self.switches().api = None;
+    }
+
+    /// Pad `GET /api/v2/public/execution/{id}` responses to exactly `bytes` bytes of
+    /// valid JSON (or at least the unpadded execution); `None` turns padding off.
+    pub fn set_execution_response_size(&self, bytes: Option<u64>) {
+        self.switches().execution_response_size = bytes;
+    }
+
+    /// Turn every switch off.
+    pub fn clear(&self) {
+        *self.switches() = Switches::default();
+    }
+
+    /// Latency and fault for one mint request.
+    pub(super) fn next_mint(&self) -> (Duration, Option<MintFault>) {
+        let mut switches = self.switches();
+        (switches.mint_latency, Armed::fire(&mut switches.mint))
+    }
+
+    /// Latency and fault for one non-mint request.
+    pub(super) fn next_api(&self) -> (Duration, Option<ApiFault>) {
+        let mut switches = self.switches();
+        (switches.api_latency, Armed::fire(&mut switches.api))
+    }
+
+    pub(super) fn execution_response_size(&self) -> Option<u64> {
+        self.switches().execution_response_size
+    }
+
+    fn switches(&self) -> MutexGuard<'_, Switches> {
+        // The switches stay consistent even if a holder panicked: every write is one store.
+        self.switches.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}

@@ -211,7 +211,33 @@ impl Op {
             | Self::DeleteAccount(_) => Auth::Key,
             Self::RevokeToken => Auth::Token,
             Self::UpsertAccount => Auth::KeyOrToken,
-            _ => Auth::Account,
+            // Listed rather than defaulted, so that a new operation has to choose.
+            Self::OrgBasics
+            | Self::ConnectUrl
+            | Self::ListApps
+            | Self::GetApp(_)
+            | Self::Integrate(_)
+            | Self::SaveKeys(_)
+            | Self::Disconnect(_)
+            | Self::AuthConfig(_)
+            | Self::FindOrCreateConfig
+            | Self::UpdateConfig
+            | Self::GetConfig(..)
+            | Self::DeleteConfig(..)
+            | Self::ListConfigs(_)
+            | Self::ToggleConfigWorkflow { .. }
+            | Self::GetField(_)
+            | Self::UpdateField(_)
+            | Self::DeleteField(_)
+            | Self::FieldOptions(_)
+            | Self::ListWorkflows
+            | Self::CreateWorkflow
+            | Self::DeleteWorkflow(_)
+            | Self::RequestStructure(_)
+            | Self::Execute(_)
+            | Self::ListExecutions
+            | Self::GetExecution(_)
+            | Self::CreateLead => Auth::Account,
         }
     }
 }

@@ -118,7 +118,9 @@ pub struct Authenticator {
     cookie: Option<String>,
     hmac: Option<DecodingKey>,
     public_keys: KeySet,
-    validation: Validation,
+    /// One validation per allowed algorithm: jsonwebtoken insists that every algorithm
+    /// of a validation belongs to the key's family.
+    validations: Vec<(Algorithm, Validation)>,
     account_claim: String,
 }
 
@@ -127,7 +129,10 @@ impl fmt::Debug for Authenticator {
         f.debug_struct("Authenticator")
             .field("header", &self.header)
             .field("cookie", &self.cookie)
-            .field("algorithms", &self.validation.algorithms)
+            .field(
+                "algorithms",
+                &self.validations.iter().map(|(a, _)| a).collect::<Vec<_>>(),
+            )
             .field("hmac", &self.hmac.is_some())
             .field("public_keys", &self.public_keys)
             .field("account_claim", &self.account_claim)
@@ -139,7 +144,6 @@ impl Authenticator {
     /// Builds the verifier from validated config.
     pub fn new(config: &IdentityConfig) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.algorithms = config.algorithms.clone();
         validation.leeway = config.leeway.as_secs();
         validation.validate_exp = true;
         validation.validate_nbf = true;
@@ -161,6 +165,15 @@ impl Authenticator {
             None => validation.validate_aud = false,
         }
         validation.set_required_spec_claims(&required);
+        let validations = config
+            .algorithms
+            .iter()
+            .map(|alg| {
+                let mut v = validation.clone();
+                v.algorithms = vec![*alg];
+                (*alg, v)
+            })
+            .collect();
         Self {
             bearer: config.header == AUTHORIZATION,
             header: config.header.clone(),
@@ -170,7 +183,7 @@ impl Authenticator {
                 .as_ref()
                 .map(|s| DecodingKey::from_secret(s.expose().as_bytes())),
             public_keys: config.public_keys.clone(),
-            validation,
+            validations,
             account_claim: config.account_claim.clone(),
         }
     }
@@ -216,17 +229,17 @@ impl Authenticator {
                 reason: "malformed token",
                 source: Some(e),
             })?;
-        if !self.validation.algorithms.contains(&header.alg) {
+        let Some((_, validation)) = self.validations.iter().find(|(a, _)| *a == header.alg) else {
             return Err(invalid("algorithm not allowed"));
-        }
+        };
         let claims = if header.alg.family() == AlgorithmFamily::Hmac {
             let key = self.hmac.as_ref().ok_or_else(|| invalid("no HMAC key"))?;
-            self.decode(token, key)?
+            decode(token, key, validation)?
         } else {
             let mut last = None;
             let mut verified = None;
             for key in self.public_keys.keys_for(header.alg) {
-                match self.decode(token, key) {
+                match decode(token, key, validation) {
                     Ok(claims) => {
                         verified = Some(claims);
                         break;
@@ -250,36 +263,41 @@ impl Authenticator {
         }
         Ok(Caller::new(account))
     }
+}
 
-    fn decode(&self, token: &str, key: &DecodingKey) -> Result<Map<String, Value>, ProxyError> {
-        jsonwebtoken::decode::<Map<String, Value>>(token, key, &self.validation)
-            .map(|data| data.claims)
-            .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => ProxyError::ExpiredCredential,
-                ErrorKind::InvalidSignature => ProxyError::InvalidCredential {
-                    reason: "bad signature",
+/// Verifies `token` with one key and returns its claims.
+fn decode(
+    token: &str,
+    key: &DecodingKey,
+    validation: &Validation,
+) -> Result<Map<String, Value>, ProxyError> {
+    jsonwebtoken::decode::<Map<String, Value>>(token, key, validation)
+        .map(|data| data.claims)
+        .map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => ProxyError::ExpiredCredential,
+            ErrorKind::InvalidSignature => ProxyError::InvalidCredential {
+                reason: "bad signature",
+                source: Some(e),
+            },
+            ErrorKind::ImmatureSignature => ProxyError::InvalidCredential {
+                reason: "not yet valid",
+                source: Some(e),
+            },
+            ErrorKind::MissingRequiredClaim(_) => ProxyError::InvalidCredential {
+                reason: "required claim missing",
+                source: Some(e),
+            },
+            ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => {
+                ProxyError::InvalidCredential {
+                    reason: "wrong issuer or audience",
                     source: Some(e),
-                },
-                ErrorKind::ImmatureSignature => ProxyError::InvalidCredential {
-                    reason: "not yet valid",
-                    source: Some(e),
-                },
-                ErrorKind::MissingRequiredClaim(_) => ProxyError::InvalidCredential {
-                    reason: "required claim missing",
-                    source: Some(e),
-                },
-                ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => {
-                    ProxyError::InvalidCredential {
-                        reason: "wrong issuer or audience",
-                        source: Some(e),
-                    }
                 }
-                _ => ProxyError::InvalidCredential {
-                    reason: "token rejected",
-                    source: Some(e),
-                },
-            })
-    }
+            }
+            _ => ProxyError::InvalidCredential {
+                reason: "token rejected",
+                source: Some(e),
+            },
+        })
 }
 
 fn invalid(reason: &'static str) -> ProxyError {

@@ -30,6 +30,7 @@
 //! - [`mock`]: the stand-in Refold API (demo, tests, benches).
 
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod headers;
 pub mod identity;

@@ -1,1 +1,161 @@
-fn main() {}
+//! The `refold-proxy` command: parse arguments, set up logging, run. No logic lives here.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use refold_proxy::config::{parse_duration, Config};
+use refold_proxy::{demo, identity, server};
+use tracing_subscriber::EnvFilter;
+
+/// Authenticating reverse proxy for the Refold API.
+#[derive(Debug, Parser)]
+#[command(name = "refold-proxy", version, about)]
+struct Cli {
+    /// The config file to run with.
+    #[arg(long, value_name = "FILE", default_value = "proxy.toml")]
+    config: PathBuf,
+    /// Validate this config file (and the secrets it names) and exit.
+    #[arg(long, value_name = "FILE")]
+    check_config: Option<PathBuf>,
+    /// Log line format (logs go to stderr; filter with RUST_LOG).
+    #[arg(long, value_enum, default_value_t = LogFormat::Pretty)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the stand-in Refold upstream and a proxy in front of it, and print a request to try.
+    Demo {
+        /// Where the demo proxy listens (another free port is used if this one is taken).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+    /// Run only the stand-in Refold upstream.
+    MockUpstream {
+        #[arg(long)]
+        listen: SocketAddr,
+        /// The API key the stand-in accepts (prefix `tk` = test, `pk` = production).
+        #[arg(long, default_value = demo::DEMO_API_KEY)]
+        api_key: String,
+        /// Linked accounts that exist from the start (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = demo::DEMO_ACCOUNT)]
+        accounts: Vec<String>,
+    },
+    /// Sign an app JWT with the configured HS secret, for trying a deployment by hand.
+    SignJwt {
+        /// The linked account id the token names.
+        #[arg(long)]
+        sub: String,
+        /// How long the token is valid (90s, 30m, 1h, 2d).
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    if let Some(path) = &cli.check_config {
+        return match Config::load(path) {
+            Ok(config) => {
+                println!(
+                    "{}: ok (listen {}, upstream {}, mount path \"{}\")",
+                    path.display(),
+                    config.server.listen,
+                    config.upstream.base_url,
+                    if config.server.mount_path.is_empty() {
+                        "/"
+                    } else {
+                        &config.server.mount_path
+                    },
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", path.display());
+                ExitCode::from(2)
+            }
+        };
+    }
+    let result = match cli.command {
+        None => Config::load(&cli.config)
+            .map_err(Into::into)
+            .and_then(|config| {
+                runtime(config.server.worker_threads)?
+                    .block_on(server::run(&config, server::shutdown_signal()))
+            }),
+        Some(Command::Demo { listen }) => {
+            runtime(None).and_then(|rt| rt.block_on(demo::run(listen, server::shutdown_signal())))
+        }
+        Some(Command::MockUpstream {
+            listen,
+            api_key,
+            accounts,
+        }) => runtime(None).and_then(|rt| {
+            rt.block_on(demo::run_mock_upstream(
+                listen,
+                api_key,
+                accounts,
+                server::shutdown_signal(),
+            ))
+        }),
+        Some(Command::SignJwt { sub, ttl }) => sign_jwt(&cli.config, &sub, &ttl),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("refold-proxy: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn sign_jwt(config: &std::path::Path, sub: &str, ttl: &str) -> Result<(), refold_proxy::BoxError> {
+    let config = Config::load(config)?;
+    let ttl = parse_duration(ttl)?;
+    let identity = &config.identity;
+    let secret = identity
+        .hs_secret
+        .as_ref()
+        .ok_or("sign-jwt needs an HS algorithm and identity.hs_secret_env in the config")?;
+    let token = identity::sign_hs256(
+        secret,
+        &identity.account_claim,
+        sub,
+        ttl,
+        identity.issuer.as_deref(),
+        identity.audience.as_deref(),
+    )?;
+    println!("{token}");
+    Ok(())
+}
+
+fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, refold_proxy::BoxError> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(workers) = workers {
+        builder.worker_threads(workers);
+    }
+    Ok(builder.build()?)
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -123,3 +123,26 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
 }
+
+/// Binds `config.server.listen` and serves the proxy until `shutdown` resolves.
+pub async fn run(
+    config: &crate::config::Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), crate::BoxError> {
+    let proxy = Arc::new(Proxy::new(config)?);
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        upstream = %config.upstream.base_url,
+        mount_path = %config.server.mount_path,
+        "refold-proxy listening"
+    );
+    let options = ServeOptions {
+        shutdown_grace: config.server.shutdown_grace,
+        ..ServeOptions::default()
+    };
+    serve(listener, proxy, options, shutdown).await;
+    Ok(())
+}

@@ -14,9 +14,32 @@ pub use cache::{TokenCache, TokenSettings};
 pub use mint::{Environment, MintError, Minter};
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use http::HeaderValue;
 use tokio::time::Instant;
+
+/// The token lifecycle's clock: tokio's monotonic clock plus a skew that only tests move,
+/// so expiry and refresh are tested without sleeping.
+#[derive(Debug, Clone, Default)]
+pub struct Clock {
+    skew_ms: Arc<AtomicU64>,
+}
+
+impl Clock {
+    /// The current instant, as the token cache sees it.
+    pub fn now(&self) -> Instant {
+        Instant::now() + Duration::from_millis(self.skew_ms.load(Ordering::Relaxed))
+    }
+
+    /// Moves this clock (and every clone of it) forward.
+    pub fn advance(&self, by: Duration) {
+        self.skew_ms
+            .fetch_add(by.as_millis() as u64, Ordering::Relaxed);
+    }
+}
 
 /// A Refold session token with its lifetime, ready to inject.
 #[derive(Clone)]

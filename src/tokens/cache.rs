@@ -8,7 +8,7 @@ use dashmap::DashMap;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{Environment, MintError, Minter, Token};
+use super::{Clock, Environment, MintError, Minter, Token};
 use crate::identity::Caller;
 
 /// After a failed background refresh, wait this long before trying again.
@@ -91,16 +91,16 @@ impl TokenCache {
         Self {
             inner: Arc::new(Inner {
                 slots: DashMap::new(),
+                epoch: minter.clock().now(),
                 minter,
                 settings,
-                epoch: Instant::now(),
             }),
         }
     }
 
     /// The caller's session token: cached, or minted (one mint per account at a time).
     pub async fn get(&self, caller: &Caller) -> Result<Token, MintError> {
-        let now = Instant::now();
+        let now = self.clock().now();
         let key = self.key(caller.account());
         let slot = self.slot(key.clone(), now);
         let mut flight = {
@@ -143,6 +143,11 @@ impl TokenCache {
             Some((_, slot)) => slot.lock().token.take().is_some(),
             None => false,
         }
+    }
+
+    /// The clock expiry and refresh are judged by.
+    pub fn clock(&self) -> &Clock {
+        self.inner.minter.clock()
     }
 
     /// How many accounts the cache holds.
@@ -234,7 +239,10 @@ impl TokenCache {
                         state.token = Some(token.clone());
                         state.refresh_backoff_until = None;
                     }
-                    Err(_) => state.refresh_backoff_until = Some(Instant::now() + REFRESH_RETRY),
+                    Err(_) => {
+                        state.refresh_backoff_until =
+                            Some(inner.minter.clock().now() + REFRESH_RETRY)
+                    }
                 }
             }
             match &result {

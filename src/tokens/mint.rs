@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::Token;
+use super::{Clock, Token};
 use crate::config::Config;
 use crate::upstream::{join_uri, HttpClient};
 use crate::{full_body, BoxError};
@@ -80,6 +80,7 @@ pub struct Minter {
     timeout: Duration,
     fallback_ttl: Duration,
     refresh_before: Duration,
+    clock: Clock,
 }
 
 impl std::fmt::Debug for Minter {
@@ -123,7 +124,13 @@ impl Minter {
             timeout: config.tokens.mint_timeout,
             fallback_ttl: config.tokens.fallback_ttl,
             refresh_before: config.tokens.refresh_before_expiry,
+            clock: Clock::default(),
         })
+    }
+
+    /// The clock that dates minted tokens.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// Mints (or, without `force`, lets Refold hand back) the account's session token.
@@ -145,7 +152,7 @@ impl Minter {
             .header(ACCEPT, "application/json")
             .body(full_body(body))
             .map_err(|e| MintError::BadResponse(format!("cannot build request: {e}")))?;
-        let sent_at = Instant::now();
+        let sent_at = self.clock.now();
         let response = self
             .client
             .request(request)

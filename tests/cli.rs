@@ -1,0 +1,159 @@
+//! The command line: `--check-config`, `sign-jwt` and `demo`, run as the real binary.
+
+#![allow(clippy::unwrap_used, reason = "a panic is a test failure")]
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use tokio::io::AsyncBufReadExt;
+
+const BIN: &str = env!("CARGO_BIN_EXE_refold-proxy");
+const SECRET: &str = "cli-test-signing-secret-0123456789abcdef";
+
+fn command() -> Command {
+    let mut c = Command::new(BIN);
+    c.env("REFOLD_API_KEY", "pk_cli_test_key")
+        .env("APP_JWT_SECRET", SECRET)
+        .env("RUST_LOG", "warn");
+    c
+}
+
+fn write_config(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("refold-proxy-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn the_shipped_config_validates() {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("proxy.toml");
+    let out = command()
+        .arg("--check-config")
+        .arg(&shipped)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("https://app.refold.ai"), "{stdout}");
+}
+
+#[test]
+fn bad_configs_fail_naming_the_key() {
+    let cases = [
+        (
+            "unknown-key.toml",
+            "[server]\nlisten = \"0.0.0.0:8080\"\nlisen = 1\n",
+            "lisen",
+        ),
+        (
+            "bad-address.toml",
+            "[server]\nlisten = \"localhost-8080\"\n",
+            "server.listen",
+        ),
+        (
+            "missing-secret.toml",
+            "[upstream]\napi_key_env = \"REFOLD_KEY_NOT_SET\"\n",
+            "REFOLD_KEY_NOT_SET",
+        ),
+        (
+            "bad-url.toml",
+            "[upstream]\nbase_url = \"app.refold.ai\"\n",
+            "upstream.base_url",
+        ),
+        (
+            "bad-alg.toml",
+            "[identity]\nalgorithms = [\"none\"]\n",
+            "identity.algorithms",
+        ),
+    ];
+    for (name, text, needle) in cases {
+        let path = write_config(name, text);
+        let out = command().arg("--check-config").arg(&path).output().unwrap();
+        assert!(!out.status.success(), "{name} passed");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(needle), "{name}: {stderr}");
+        assert!(!stderr.contains("pk_cli_test_key") && !stderr.contains(SECRET));
+    }
+}
+
+#[test]
+fn sign_jwt_signs_with_the_configured_secret() {
+    let path = write_config(
+        "sign.toml",
+        "[identity]\nissuer = \"https://auth.example\"\n",
+    );
+    let out = command()
+        .args(["--config"])
+        .arg(&path)
+        .args(["sign-jwt", "--sub", "user-42", "--ttl", "30m"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.set_issuer(&["https://auth.example"]);
+    let data = jsonwebtoken::decode::<serde_json::Value>(
+        token.trim(),
+        &jsonwebtoken::DecodingKey::from_secret(SECRET.as_bytes()),
+        &validation,
+    )
+    .unwrap();
+    assert_eq!(data.claims["sub"], "user-42");
+    let ttl = data.claims["exp"].as_u64().unwrap() - data.claims["iat"].as_u64().unwrap();
+    assert_eq!(ttl, 1800);
+}
+
+#[tokio::test]
+async fn demo_prints_a_curl_that_works() {
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let curl_line = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.trim_start().starts_with("curl ") {
+                return line;
+            }
+        }
+        panic!("demo exited without printing a curl line");
+    })
+    .await
+    .expect("demo printed no curl line in time");
+    // curl -s URL -H 'authorization: Bearer JWT'
+    let url = curl_line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap();
+    let jwt = curl_line
+        .split("Bearer ")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches('\'')
+        .to_owned();
+    let response = reqwest::Client::new()
+        .get(url)
+        .header("authorization", format!("Bearer {jwt}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(body.is_array() || body.is_object());
+    child.kill().await.unwrap();
+}

@@ -1,0 +1,216 @@
+//! Failures of the token endpoint and of Refold itself: each has its status, a JSON
+//! body in Refold's envelope, and nothing cached or leaked.
+
+#![allow(clippy::unwrap_used, reason = "a panic is a test failure")]
+
+mod support;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use refold_proxy::mock::{ApiFault, MintFault, MissingAccount};
+use support::{assert_error, Harness, API_KEY};
+
+const PATH: &str = "/api/v2/public/workflow";
+
+fn api_requests(h: &Harness) -> usize {
+    h.mock.requests().iter().filter(|r| r.path == PATH).count()
+}
+
+#[tokio::test]
+async fn unknown_account_is_403_in_both_refold_flavours() {
+    for flavour in [MissingAccount::BadRequest, MissingAccount::InternalError] {
+        let h = Harness::builder()
+            .mock(|m| m.missing_account = flavour)
+            .start()
+            .await;
+        assert_error(
+            h.get_as("ghost", PATH).await,
+            403,
+            "LINKED_ACCOUNT_NOT_FOUND",
+        )
+        .await;
+        assert_eq!(api_requests(&h), 0);
+    }
+}
+
+#[tokio::test]
+async fn token_endpoint_down_or_failing_is_503_with_retry_after() {
+    let h = Harness::with_accounts(&["alice"]).await;
+    for fault in [
+        MintFault::Down,
+        MintFault::ServiceUnavailable,
+        MintFault::InternalError,
+    ] {
+        h.mock.faults().set_mint_fault(fault);
+        let response = h.get_as("alice", PATH).await;
+        let retry_after: u64 = response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&retry_after));
+        assert_error(response, 503, "TOKEN_SERVICE_UNAVAILABLE").await;
+    }
+    assert_eq!(api_requests(&h), 0);
+    // Recovery needs no restart: the failures were not cached.
+    h.mock.faults().clear();
+    assert_eq!(h.get_as("alice", PATH).await.status(), 200);
+}
+
+#[tokio::test]
+async fn token_endpoint_rate_limit_passes_its_retry_after_on() {
+    let h = Harness::with_accounts(&["alice"]).await;
+    h.mock.faults().set_mint_fault(MintFault::RateLimited {
+        retry_after: Duration::from_secs(7),
+    });
+    let response = h.get_as("alice", PATH).await;
+    assert_eq!(response.headers()["retry-after"], "7");
+    assert_error(response, 503, "TOKEN_SERVICE_UNAVAILABLE").await;
+}
+
+#[tokio::test]
+async fn slow_token_endpoint_times_out_cleanly_with_one_mint() {
+    let h = Harness::builder()
+        .accounts(["alice"])
+        .tokens("mint_timeout_ms = 300")
+        .start()
+        .await;
+    h.mock.faults().set_mint_latency(Duration::from_secs(3));
+    let responses = join_all((0..20).map(|_| h.get_as("alice", PATH))).await;
+    for response in responses {
+        assert_error(response, 503, "TOKEN_SERVICE_UNAVAILABLE").await;
+    }
+    assert_eq!(h.mock.mint_count(), 1, "waiting requests shared one mint");
+    assert_eq!(api_requests(&h), 0);
+}
+
+#[tokio::test]
+async fn garbage_mint_responses_are_502_and_never_cached() {
+    let h = Harness::with_accounts(&["alice"]).await;
+    for fault in [
+        MintFault::HtmlBody,
+        MintFault::EmptyBody,
+        MintFault::MissingToken,
+        MintFault::EmptyToken,
+        MintFault::NonStringToken,
+    ] {
+        h.mock.faults().set_mint_fault(fault);
+        let body = assert_error(
+            h.get_as("alice", PATH).await,
+            502,
+            "TOKEN_SERVICE_BAD_RESPONSE",
+        )
+        .await;
+        assert!(!body.to_string().contains("html"), "{fault:?}: {body}");
+    }
+    assert_eq!(api_requests(&h), 0);
+    h.mock.faults().clear();
+    assert_eq!(h.get_as("alice", PATH).await.status(), 200);
+}
+
+#[tokio::test]
+async fn an_opaque_token_lives_the_fallback_ttl() {
+    let h = Harness::builder()
+        .accounts(["alice"])
+        .tokens("fallback_ttl_s = 3600\nrefresh_before_expiry_s = 60")
+        .start()
+        .await;
+    h.mock.faults().set_mint_fault(MintFault::OpaqueToken);
+    assert_eq!(h.get_as("alice", PATH).await.status(), 200);
+    assert_eq!(h.mock.mint_count(), 1);
+    let clock = h.proxy.tokens().clock().clone();
+    clock.advance(Duration::from_secs(1700));
+    assert_eq!(h.get_as("alice", PATH).await.status(), 200);
+    assert_eq!(
+        h.mock.mint_count(),
+        1,
+        "still well within the fallback lifetime"
+    );
+    clock.advance(Duration::from_secs(2 * 3600));
+    assert_eq!(h.get_as("alice", PATH).await.status(), 200);
+    assert_eq!(
+        h.mock.mint_count(),
+        2,
+        "past the fallback lifetime a new mint is due"
+    );
+}
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn rejected_api_key_is_502_with_a_loud_log_that_never_shows_the_key() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let wrong_key = "tk_wrong_key_that_must_not_be_logged";
+    let h = Harness::builder()
+        .accounts(["alice"])
+        .proxy_api_key(wrong_key)
+        .start()
+        .await;
+    let body = assert_error(h.get_as("alice", PATH).await, 502, "UPSTREAM_AUTH_FAILED").await;
+    assert!(!body.to_string().contains(wrong_key));
+    assert!(!body.to_string().contains(API_KEY));
+    assert_eq!(api_requests(&h), 0);
+
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("ERROR"), "{logs}");
+    assert!(logs.contains("api key"), "{logs}");
+    assert!(!logs.contains(wrong_key), "the key reached the log");
+}
+
+#[tokio::test]
+async fn upstream_down_is_502_and_slow_is_504() {
+    let h = Harness::builder()
+        .accounts(["alice"])
+        .upstream("timeout_ms = 300")
+        .start()
+        .await;
+    assert_eq!(h.get_as("alice", PATH).await.status(), 200);
+
+    h.mock.faults().set_api_fault(ApiFault::Down);
+    assert_error(h.get_as("alice", PATH).await, 502, "UPSTREAM_UNAVAILABLE").await;
+    h.mock.faults().clear();
+
+    h.mock.faults().set_api_latency(Duration::from_secs(3));
+    assert_error(h.get_as("alice", PATH).await, 504, "UPSTREAM_TIMEOUT").await;
+    h.mock.faults().clear();
+
+    assert_eq!(h.get_as("alice", PATH).await.status(), 200);
+}
+
+#[tokio::test]
+async fn nothing_listening_upstream_is_503_for_a_cold_account() {
+    // Reserve a port, then free it, so nothing listens there.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let h = Harness::builder()
+        .accounts(["alice"])
+        .upstream_url(&format!("http://{dead}"))
+        .start()
+        .await;
+    let response = h.get_as("alice", PATH).await;
+    assert!(response.headers().contains_key("retry-after"));
+    assert_error(response, 503, "TOKEN_SERVICE_UNAVAILABLE").await;
+}

@@ -1,0 +1,190 @@
+//! Session tokens over real sockets: one mint per account however many ask at once,
+//! reuse, refresh ahead of expiry, and no caching of failures.
+
+#![allow(clippy::unwrap_used, reason = "a panic is a test failure")]
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use support::{app_jwt, assert_error, Harness};
+
+const PATH: &str = "/api/v2/public/workflow";
+
+/// Waits (bounded) until `condition` holds; for background work with no event to await.
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn forwarded_tokens(h: &Harness) -> Vec<String> {
+    h.mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == PATH)
+        .map(|r| r.headers["authorization"].to_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_first_requests_make_one_mint() {
+    let h = Harness::with_accounts(&["alice"]).await;
+    // A slow token endpoint keeps every request waiting on the same mint.
+    h.mock.faults().set_mint_latency(Duration::from_millis(300));
+    let jwt = app_jwt("alice");
+    // Ten HTTP/2 connections of 100 streams each: all 1,000 requests in flight at once.
+    let clients: Vec<reqwest::Client> = (0..10)
+        .map(|_| {
+            reqwest::Client::builder()
+                .http2_prior_knowledge()
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let requests = (0..1000).map(|i| {
+        let client = clients[i % clients.len()].clone();
+        let url = h.url(PATH);
+        let jwt = jwt.clone();
+        async move {
+            client
+                .get(url)
+                .bearer_auth(jwt)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    });
+    let statuses = join_all(requests).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(h.mock.mint_count(), 1);
+    let tokens = forwarded_tokens(&h);
+    assert_eq!(tokens.len(), 1000);
+    let session = format!("Bearer {}", h.mock.current_token("alice").unwrap());
+    assert!(tokens.iter().all(|t| *t == session));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_accounts_at_once_make_two_hundred_mints() {
+    let accounts: Vec<String> = (0..200).map(|i| format!("acct-{i}")).collect();
+    let h = Harness::builder()
+        .accounts(accounts.iter().cloned())
+        .start()
+        .await;
+    h.mock.faults().set_mint_latency(Duration::from_millis(100));
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let requests = accounts.iter().flat_map(|account| {
+        let jwt = app_jwt(account);
+        (0..3).map(move |_| (jwt.clone(), account.clone()))
+    });
+    let statuses = join_all(requests.map(|(jwt, _)| {
+        let request = client.get(h.url(PATH)).bearer_auth(jwt);
+        async move { request.send().await.unwrap().status() }
+    }))
+    .await;
+    assert!(statuses.iter().all(|s| *s == 200));
+    assert_eq!(h.mock.mint_count(), 200);
+    for account in &accounts {
+        assert_eq!(h.mock.mints_for(account), 1, "{account}");
+    }
+    // Every forwarded request carried its own account's token.
+    for r in h.mock.requests().into_iter().filter(|r| r.path == PATH) {
+        let account = r.linked_account_id.clone().expect("authenticated");
+        let expected = format!("Bearer {}", h.mock.current_token(&account).unwrap());
+        assert_eq!(r.headers["authorization"], expected.as_str());
+    }
+}
+
+#[tokio::test]
+async fn tokens_are_reused_refreshed_ahead_and_reminted_after_expiry() {
+    // Refold's token lives an hour; the proxy refreshes 5 minutes ahead.
+    let h = Harness::builder()
+        .accounts(["alice"])
+        .mock(|m| m.token_ttl = Duration::from_secs(3600))
+        .tokens("refresh_before_expiry_s = 300")
+        .start()
+        .await;
+    let clock = h.proxy.tokens().clock().clone();
+
+    assert_eq!(h.get_as("alice", PATH).await.status(), 200);
+    let first = h.mock.current_token("alice").unwrap();
+    assert_eq!(h.mock.mint_count(), 1);
+
+    // 50 minutes on: still outside the refresh window, the cached token serves.
+    clock.advance(Duration::from_secs(50 * 60));
+    assert_eq!(h.get_as("alice", PATH).await.status(), 200);
+    assert_eq!(h.mock.mint_count(), 1);
+
+    // 57 minutes on: inside the window. The request is served with the current token
+    // while one forced re-mint runs in the background.
+    clock.advance(Duration::from_secs(7 * 60));
+    assert_eq!(h.get_as("alice", PATH).await.status(), 200);
+    assert_eq!(
+        forwarded_tokens(&h).last().unwrap(),
+        &format!("Bearer {first}")
+    );
+    eventually("the background refresh", || h.mock.mint_count() == 2).await;
+    let second = h.mock.current_token("alice").unwrap();
+    assert_ne!(first, second, "a refresh must force a new token");
+    eventually("the refreshed token to be cached", || {
+        h.proxy.tokens().len() == 1 && h.mock.mint_count() == 2
+    })
+    .await;
+    // The refreshed token serves from now on, with no further mint.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(h.get_as("alice", PATH).await.status(), 200);
+    assert_eq!(
+        forwarded_tokens(&h).last().unwrap(),
+        &format!("Bearer {second}")
+    );
+    assert_eq!(h.mock.mint_count(), 2);
+
+    // Two hours on: every token the proxy holds is past expiry; the request waits for
+    // a mint instead of injecting an expired token.
+    clock.advance(Duration::from_secs(2 * 3600));
+    assert_eq!(h.get_as("alice", PATH).await.status(), 200);
+    assert_eq!(h.mock.mint_count(), 3);
+}
+
+#[tokio::test]
+async fn a_failed_mint_is_not_cached() {
+    let h = Harness::with_accounts(&[]).await;
+    assert_error(
+        h.get_as("newcomer", PATH).await,
+        403,
+        "LINKED_ACCOUNT_NOT_FOUND",
+    )
+    .await;
+    assert_eq!(h.mock.mint_count(), 1);
+    h.mock.add_account("newcomer");
+    assert_eq!(h.get_as("newcomer", PATH).await.status(), 200);
+    assert_eq!(h.mock.mint_count(), 2);
+    assert_eq!(forwarded_tokens(&h).len(), 1);
+}
+
+#[tokio::test]
+async fn the_cache_stays_within_max_accounts() {
+    let accounts: Vec<String> = (0..40).map(|i| format!("a{i}")).collect();
+    let h = Harness::builder()
+        .accounts(accounts.iter().cloned())
+        .tokens("max_accounts = 16")
+        .start()
+        .await;
+    for account in &accounts {
+        assert_eq!(h.get_as(account, PATH).await.status(), 200);
+        assert!(h.proxy.tokens().len() <= 16, "{}", h.proxy.tokens().len());
+    }
+    // The most recent account is still cached: no new mint.
+    let mints = h.mock.mint_count();
+    assert_eq!(h.get_as(accounts.last().unwrap(), PATH).await.status(), 200);
+    assert_eq!(h.mock.mint_count(), mints);
+}

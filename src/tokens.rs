@@ -54,7 +54,7 @@ pub struct Token {
 
 impl Token {
     /// Builds a token minted at `now` that Refold says expires at `expires_at`.
-    pub(crate) fn new(
+    pub fn new(
         value: &str,
         now: Instant,
         expires_at: Instant,

@@ -51,7 +51,7 @@ pub async fn run(listen: SocketAddr, shutdown: impl Future<Output = ()>) -> Resu
         "APP_JWT_SECRET" => Some(DEMO_SIGNING_SECRET.into()),
         _ => None,
     })?;
-    let proxy = Arc::new(Proxy::new(&config)?);
+    let proxy = Arc::new(Proxy::new(&config).await?);
     let jwt = sign_hs256(
         &Secret::new(DEMO_SIGNING_SECRET),
         "sub",

@@ -66,8 +66,9 @@ impl From<MintError> for ProxyError {
 }
 
 impl Proxy {
-    /// Builds every step from validated config.
-    pub fn new(config: &Config) -> Result<Self, BoxError> {
+    /// Builds every step from validated config. Async: some steps load what they need
+    /// (keys, for instance) before the proxy may serve.
+    pub async fn new(config: &Config) -> Result<Self, BoxError> {
         let client = build_client(&config.upstream)?;
         let minter = Minter::new(config, client.clone())?;
         let tokens = TokenCache::new(

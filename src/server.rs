@@ -129,7 +129,7 @@ pub async fn run(
     config: &crate::config::Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), crate::BoxError> {
-    let proxy = Arc::new(Proxy::new(config)?);
+    let proxy = Arc::new(Proxy::new(config).await?);
     let listener = TcpListener::bind(config.server.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;

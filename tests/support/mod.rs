@@ -138,7 +138,7 @@ impl HarnessBuilder {
             other => env.iter().find(|(k, _)| k == other).map(|(_, v)| v.clone()),
         })
         .unwrap_or_else(|e| panic!("test config rejected: {e}\n{toml}"));
-        let proxy = Arc::new(Proxy::new(&config).unwrap());
+        let proxy = Arc::new(Proxy::new(&config).await.unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy_addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();

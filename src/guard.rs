@@ -171,9 +171,9 @@ fn is_textual(headers: &HeaderMap) -> bool {
 }
 
 /// Chunks already read, then (optionally) the rest of the body.
-struct Prefixed<B> {
-    prefix: VecDeque<Bytes>,
-    rest: Option<B>,
+pub(crate) struct Prefixed<B> {
+    pub(crate) prefix: VecDeque<Bytes>,
+    pub(crate) rest: Option<B>,
 }
 
 impl<B> Body for Prefixed<B>

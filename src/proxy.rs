@@ -19,7 +19,7 @@ use http_body_util::{BodyExt, Limited};
 use crate::config::{Config, LimitsConfig};
 use crate::cors::Cors;
 use crate::error::ProxyError;
-use crate::guard::ResponseGuard;
+use crate::guard::{Prefixed, ResponseGuard};
 use crate::headers::{
     check_account_binding, check_framing, head_size, strip_credential_params, HeaderPolicy,
 };
@@ -193,12 +193,29 @@ impl Proxy {
             .apply_to_request(&mut parts.headers, &token, conn.peer.ip());
         let limit = usize::try_from(self.limits.max_body_bytes).unwrap_or(usize::MAX);
         // Trailers could smuggle a credential past the header policy: they never pass.
-        let body = Limited::new(body, limit)
+        let mut body = Limited::new(body, limit)
             .map_frame(|frame| match frame.into_data() {
                 Ok(data) => http_body::Frame::data(data),
                 Err(_) => http_body::Frame::data(Bytes::new()),
             })
             .boxed_unsync();
+        // Read the first piece of the body before anything goes upstream: a broken chunk
+        // size or an oversized body is refused here, not halfway through the forward.
+        if !body.is_end_stream() {
+            let first = match body.frame().await {
+                Some(Ok(frame)) => frame.into_data().ok(),
+                Some(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                    return Err(ProxyError::BodyTooLarge)
+                }
+                Some(Err(_)) => return Err(ProxyError::MalformedRequest("unreadable body")),
+                None => None,
+            };
+            body = Prefixed {
+                prefix: first.into_iter().collect(),
+                rest: Some(body),
+            }
+            .boxed_unsync();
+        }
 
         let response = self
             .upstream

@@ -1,5 +1,5 @@
 //! Workflows and their executions, with the test fixtures that ride on execute: the
-//! streaming `echo`, `status-<code>` responses and padded execution reads.
+//! streaming `echo`, `status-<code>` responses, `reflect-headers` and padded execution reads.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -22,6 +22,9 @@ use super::wire::{json, ok, paginate, ApiError, Call, Outcome};
 pub(super) const ECHO_WORKFLOW: &str = "echo";
 /// Aliases `status-<code>` answer with that status.
 const STATUS_WORKFLOW_PREFIX: &str = "status-";
+/// Fixture alias: answers with the request headers it received, as a workflow that
+/// reflects its trigger would (the response guard's test case).
+pub(super) const REFLECT_HEADERS_WORKFLOW: &str = "reflect-headers";
 /// Executions kept per account; the oldest go first.
 const EXECUTIONS_KEPT: usize = 1000;
 
@@ -140,6 +143,20 @@ pub(super) fn request_structure(state: &State, account: &str, id: &str) -> Outco
 /// `sync_execution`, `config_id`, `connection_id`; the body (possibly empty, whatever
 /// `content-type` says) is the workflow's input.
 pub(super) fn execute(state: &State, account: &str, id_or_alias: &str, call: &Call<'_>) -> Outcome {
+    if id_or_alias == REFLECT_HEADERS_WORKFLOW {
+        let headers: serde_json::Map<String, Value> = call
+            .parts
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_owned(),
+                    Value::from(String::from_utf8_lossy(value.as_bytes()).into_owned()),
+                )
+            })
+            .collect();
+        return ok(&json!({ "headers": headers }));
+    }
     let slug = call.non_empty_header("slug");
     let input = if call.body.iter().all(u8::is_ascii_whitespace) {
         json!({})

@@ -159,7 +159,10 @@ async fn rejected_api_key_is_502_with_a_loud_log_that_never_shows_the_key() {
         .with_writer(move || writer.clone())
         .with_ansi(false)
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    // Process-wide: a thread-local subscriber misses events whose callsites other test
+    // threads registered first. This is the only test here that installs one; the other
+    // tests' lines land in the same buffer, and must not carry the key either.
+    tracing::subscriber::set_global_default(subscriber).unwrap();
 
     let wrong_key = "tk_wrong_key_that_must_not_be_logged";
     let h = Harness::builder()

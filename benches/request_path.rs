@@ -6,6 +6,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use refold_proxy::config::Config;
+use refold_proxy::guard::ResponseGuard;
 use refold_proxy::headers::{strip_credential_params, HeaderPolicy};
 use refold_proxy::identity::{sign_hs256, Authenticator};
 use refold_proxy::routes::RoutePolicy;
@@ -106,5 +107,22 @@ fn headers(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, identity, routes, headers);
+fn guard(c: &mut Criterion) {
+    let guard = ResponseGuard::new(&Secret::new("tk_bench_api_key_0123456789"), 1024 * 1024);
+    let token = format!("eyJhbGciOiJIUzI1NiJ9.{}.sig", "x".repeat(200));
+    let finder = memchr::memmem::Finder::new(token.as_bytes());
+    // A typical Refold answer: a page of workflows, about 2 KiB and 64 KiB.
+    for size in [2 * 1024, 64 * 1024] {
+        let mut body = String::from("{\"docs\":[");
+        while body.len() < size {
+            body.push_str(r#"{"_id":"65c9ef72f4b95fce32e8ccf8","name":"Create ticket","slug":"freshdesk","enabled":true},"#);
+        }
+        body.push_str("{}]}");
+        c.bench_function(&format!("guard/scan_{}k", size / 1024), |b| {
+            b.iter(|| assert!(!guard.leaks(body.as_bytes(), &finder)))
+        });
+    }
+}
+
+criterion_group!(benches, identity, routes, headers, guard);
 criterion_main!(benches);

@@ -68,6 +68,9 @@ fn main() -> ExitCode {
     if let Some(path) = &cli.check_config {
         return match Config::load(path) {
             Ok(config) => {
+                for warning in &config.warnings {
+                    eprintln!("warning: {warning}");
+                }
                 println!(
                     "{}: ok (listen {}, upstream {}, mount path \"{}\")",
                     path.display(),

@@ -82,7 +82,7 @@ impl Proxy {
         Ok(Self {
             mount_path: config.server.mount_path.clone(),
             routes: RoutePolicy::new(),
-            authenticator: Authenticator::new(&config.identity),
+            authenticator: Authenticator::load(&config.identity).await?,
             tokens,
             headers: HeaderPolicy::new(&config.identity.header),
             upstream: Upstream::new(
@@ -126,7 +126,10 @@ impl Proxy {
         let (mut parts, body) = request.into_parts();
         let path = self.unmount(parts.uri.path())?;
         self.routes.check(&parts.method, &path)?;
-        let caller = self.authenticator.authenticate(&parts.headers)?;
+        let caller = self
+            .authenticator
+            .authenticate_or_refetch(&parts.headers)
+            .await?;
         let token = self.tokens.get(&caller).await?;
 
         let path_and_query = match parts.uri.query().map(strip_credential_params) {

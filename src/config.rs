@@ -96,6 +96,22 @@ pub struct IdentityConfig {
     pub audience: Option<String>,
     pub account_claim: String,
     pub leeway: Duration,
+    /// Where a JSON Web Key Set comes from, when one is configured.
+    pub jwks: Option<JwksConfig>,
+}
+
+/// `[identity] jwks_*`: the identity provider's JSON Web Key Set and how it is kept fresh.
+#[derive(Debug, Clone)]
+pub struct JwksConfig {
+    pub url: Uri,
+    /// How long fetched keys serve before a background refresh.
+    pub ttl: Duration,
+    /// Least time between two re-fetches caused by an unknown `kid`.
+    pub refetch_cooldown: Duration,
+    /// Time one fetch may take, body included.
+    pub timeout: Duration,
+    /// Where the last good key set is kept, for start-ups while the provider is down.
+    pub cache_file: Option<PathBuf>,
 }
 
 /// `[tokens]`: the session-token cache.
@@ -185,6 +201,11 @@ struct FileIdentity {
     audience: Option<String>,
     account_claim: String,
     leeway_s: u64,
+    jwks_url: Option<String>,
+    jwks_ttl_s: Option<u64>,
+    jwks_refetch_cooldown_s: Option<u64>,
+    jwks_timeout_ms: Option<u64>,
+    jwks_cache_file: Option<PathBuf>,
 }
 
 impl Default for FileIdentity {
@@ -199,6 +220,11 @@ impl Default for FileIdentity {
             audience: None,
             account_claim: "sub".into(),
             leeway_s: 30,
+            jwks_url: None,
+            jwks_ttl_s: None,
+            jwks_refetch_cooldown_s: None,
+            jwks_timeout_ms: None,
+            jwks_cache_file: None,
         }
     }
 }
@@ -446,11 +472,20 @@ fn validate_identity(
         }
         None => KeySet::default(),
     };
+    let jwks = validate_jwks(&file, base_dir)?;
+    if jwks.is_some() && algorithms.iter().all(|a| is_hmac(*a)) {
+        return Err(invalid(
+            "identity.jwks_url",
+            "identity.algorithms lists no RS, PS, ES or EdDSA algorithm, so no JWKS key would ever be used",
+        ));
+    }
+    // With a JWKS, whether it covers every algorithm is only known once it is fetched:
+    // the authenticator checks that at start-up.
     for alg in algorithms.iter().filter(|a| !is_hmac(**a)) {
-        if public_keys.key_for(*alg).is_none() {
+        if public_keys.key_for(*alg).is_none() && jwks.is_none() {
             return Err(invalid(
                 "identity.public_key_file",
-                format!("no public key for algorithm {alg:?}"),
+                format!("no public key for algorithm {alg:?} (set identity.public_key_file or identity.jwks_url)"),
             ));
         }
     }
@@ -483,7 +518,90 @@ fn validate_identity(
         audience: file.audience,
         account_claim: file.account_claim,
         leeway: Duration::from_secs(file.leeway_s),
+        jwks,
     })
+}
+
+fn validate_jwks(file: &FileIdentity, base_dir: &Path) -> Result<Option<JwksConfig>, ConfigError> {
+    const KEY: &str = "identity.jwks_url";
+    let Some(raw) = &file.jwks_url else {
+        let stray = [
+            ("identity.jwks_ttl_s", file.jwks_ttl_s.is_some()),
+            (
+                "identity.jwks_refetch_cooldown_s",
+                file.jwks_refetch_cooldown_s.is_some(),
+            ),
+            ("identity.jwks_timeout_ms", file.jwks_timeout_ms.is_some()),
+            ("identity.jwks_cache_file", file.jwks_cache_file.is_some()),
+        ];
+        return match stray.iter().find(|(_, set)| *set) {
+            Some((key, _)) => Err(invalid(key, "only applies with identity.jwks_url")),
+            None => Ok(None),
+        };
+    };
+    let url = Uri::from_str(raw).map_err(|_| invalid(KEY, format!("{raw:?} is not a URL")))?;
+    match url.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(invalid(KEY, "must start with https:// or http://")),
+    }
+    match url.authority() {
+        None => return Err(invalid(KEY, "must name a host")),
+        Some(authority) if authority.as_str().contains('@') => {
+            return Err(invalid(KEY, "must not carry credentials"))
+        }
+        Some(_) => {}
+    }
+    let ttl_s = file.jwks_ttl_s.unwrap_or(300);
+    if !(1..=86_400).contains(&ttl_s) {
+        return Err(invalid(
+            "identity.jwks_ttl_s",
+            "must be between 1 and 86400",
+        ));
+    }
+    let cooldown_s = file.jwks_refetch_cooldown_s.unwrap_or(30);
+    if !(1..=3600).contains(&cooldown_s) {
+        return Err(invalid(
+            "identity.jwks_refetch_cooldown_s",
+            "must be between 1 and 3600",
+        ));
+    }
+    let timeout_ms = file.jwks_timeout_ms.unwrap_or(5_000);
+    if !(1..=60_000).contains(&timeout_ms) {
+        return Err(invalid(
+            "identity.jwks_timeout_ms",
+            "must be between 1 and 60000",
+        ));
+    }
+    let cache_file = match &file.jwks_cache_file {
+        None => None,
+        Some(path) if path.as_os_str().is_empty() => {
+            return Err(invalid(
+                "identity.jwks_cache_file",
+                "must not be empty; omit it instead",
+            ))
+        }
+        Some(path) => {
+            let path = base_dir.join(path);
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or_else(|| Path::new("."));
+            if !dir.is_dir() {
+                return Err(invalid(
+                    "identity.jwks_cache_file",
+                    format!("directory {} does not exist", dir.display()),
+                ));
+            }
+            Some(path)
+        }
+    };
+    Ok(Some(JwksConfig {
+        url,
+        ttl: Duration::from_secs(ttl_s),
+        refetch_cooldown: Duration::from_secs(cooldown_s),
+        timeout: Duration::from_millis(timeout_ms),
+        cache_file,
+    }))
 }
 
 fn is_hmac(alg: Algorithm) -> bool {
@@ -598,6 +716,63 @@ mod tests {
         for (text, needle) in cases {
             let err = load(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?} gave {err:?}");
+        }
+    }
+
+    #[test]
+    fn jwks_settings_take_defaults_and_are_validated() {
+        const RS: &str = "[identity]\nalgorithms = [\"RS256\"]\n";
+        let config = load(&format!(
+            "{RS}jwks_url = \"https://auth.example/.well-known/jwks.json\""
+        ))
+        .unwrap();
+        let jwks = config.identity.jwks.unwrap();
+        assert_eq!(jwks.url, "https://auth.example/.well-known/jwks.json");
+        assert_eq!(jwks.ttl, Duration::from_secs(300));
+        assert_eq!(jwks.refetch_cooldown, Duration::from_secs(30));
+        assert_eq!(jwks.timeout, Duration::from_millis(5000));
+        assert!(jwks.cache_file.is_none());
+        assert!(load("").unwrap().identity.jwks.is_none());
+
+        let url = "jwks_url = \"https://auth.example/jwks\"\n";
+        let cases = [
+            (
+                format!("{RS}jwks_url = \"ftp://auth.example/jwks\""),
+                "identity.jwks_url",
+            ),
+            (
+                format!("{RS}jwks_url = \"https://u:p@auth.example/jwks\""),
+                "identity.jwks_url",
+            ),
+            (format!("{RS}jwks_url = \"/jwks\""), "identity.jwks_url"),
+            (format!("[identity]\n{url}"), "identity.jwks_url"),
+            (
+                "[identity]\njwks_ttl_s = 60".to_owned(),
+                "identity.jwks_ttl_s",
+            ),
+            (
+                format!("{RS}jwks_cache_file = \"jwks.json\""),
+                "identity.jwks_cache_file",
+            ),
+            (format!("{RS}{url}jwks_ttl_s = 0"), "identity.jwks_ttl_s"),
+            (
+                format!("{RS}{url}jwks_refetch_cooldown_s = 0"),
+                "identity.jwks_refetch_cooldown_s",
+            ),
+            (
+                format!("{RS}{url}jwks_timeout_ms = 0"),
+                "identity.jwks_timeout_ms",
+            ),
+            (
+                format!("{RS}{url}jwks_cache_file = \"/no/such/dir/jwks.json\""),
+                "identity.jwks_cache_file",
+            ),
+            (format!("{RS}{url}jwks_tll_s = 1"), "jwks_tll_s"),
+        ];
+        for (text, needle) in cases {
+            let err = load(&text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?} gave {err:?}");
+            assert!(!err.contains("u:p@"), "{err}");
         }
     }
 

@@ -4,6 +4,17 @@
 //! or, when configured, a cookie. Verification is jsonwebtoken's, set stricter than its
 //! defaults: the algorithm must be on the allowlist, `exp` is required, `nbf` is checked,
 //! and a configured issuer or audience makes that claim required too.
+//!
+//! HS tokens verify with the one configured secret. RS/PS/ES/EdDSA tokens verify with
+//! the public keys of `public_key_file` and of the JWKS at `jwks_url` ([`keys`] says which
+//! key fits which token: the token's `kid` must name the key); a `kid` no key has causes
+//! at most one JWKS re-fetch per cooldown ([`jwks`]) and is refused if still unknown.
+
+mod jwks;
+mod keys;
+
+pub use jwks::{CacheError, FetchError, JwksError};
+pub use keys::{JwksParseError, KeySet};
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,6 +25,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Map, Value};
 
+use self::jwks::Jwks;
 use crate::config::IdentityConfig;
 use crate::error::ProxyError;
 use crate::secret::{fingerprint, Secret};
@@ -51,73 +63,16 @@ impl fmt::Debug for Caller {
     }
 }
 
-/// Public keys for the asymmetric algorithms, read from PEM.
-#[derive(Clone, Default)]
-pub struct KeySet {
-    keys: Vec<DecodingKey>,
-}
-
-impl KeySet {
-    /// Parses every PEM block of a file (RSA, EC and Ed25519 public keys, in any order).
-    pub fn from_pem(pem: &[u8]) -> Result<Self, String> {
-        let text = std::str::from_utf8(pem).map_err(|_| "the file is not PEM text".to_owned())?;
-        let mut keys = Vec::new();
-        let mut rest = text;
-        while let Some(start) = rest.find("-----BEGIN ") {
-            let block_and_after = &rest[start..];
-            let Some(end_marker) = block_and_after.find("-----END ") else {
-                return Err("a PEM block has no END line".into());
-            };
-            let after_end = &block_and_after[end_marker + 9..];
-            let close = after_end
-                .find("-----")
-                .ok_or_else(|| "a PEM END line is not closed".to_owned())?;
-            let block_len = end_marker + 9 + close + 5;
-            let block = &block_and_after[..block_len];
-            let key = DecodingKey::from_rsa_pem(block.as_bytes())
-                .or_else(|_| DecodingKey::from_ec_pem(block.as_bytes()))
-                .or_else(|_| DecodingKey::from_ed_pem(block.as_bytes()))
-                .map_err(|_| {
-                    format!(
-                        "PEM block {} is not an RSA, EC or Ed25519 public key",
-                        keys.len() + 1
-                    )
-                })?;
-            keys.push(key);
-            rest = &block_and_after[block_len..];
-        }
-        if keys.is_empty() {
-            return Err("the file holds no PEM public key".into());
-        }
-        Ok(Self { keys })
-    }
-
-    /// The first key usable with `alg`, if any.
-    pub fn key_for(&self, alg: Algorithm) -> Option<&DecodingKey> {
-        self.keys_for(alg).next()
-    }
-
-    fn keys_for(&self, alg: Algorithm) -> impl Iterator<Item = &DecodingKey> {
-        let family = alg.family();
-        self.keys.iter().filter(move |k| k.family() == family)
-    }
-}
-
-impl fmt::Debug for KeySet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeySet")
-            .field("keys", &self.keys.len())
-            .finish()
-    }
-}
-
 /// Verifies app JWTs against the configured keys and claims.
 pub struct Authenticator {
     header: http::HeaderName,
     bearer: bool,
     cookie: Option<String>,
     hmac: Option<DecodingKey>,
+    /// The `public_key_file` keys: the whole key set when there is no JWKS.
     public_keys: KeySet,
+    /// The JWKS, whose key set includes the `public_key_file` keys.
+    jwks: Option<Jwks>,
     /// One validation per allowed algorithm: jsonwebtoken insists that every algorithm
     /// of a validation belongs to the key's family.
     validations: Vec<(Algorithm, Validation)>,
@@ -135,13 +90,26 @@ impl fmt::Debug for Authenticator {
             )
             .field("hmac", &self.hmac.is_some())
             .field("public_keys", &self.public_keys)
+            .field("jwks", &self.jwks)
             .field("account_claim", &self.account_claim)
             .finish()
     }
 }
 
 impl Authenticator {
-    /// Builds the verifier from validated config.
+    /// Builds the verifier from validated config, fetching the JWKS when `jwks_url` is set
+    /// (or reading its cache file when the fetch fails) and keeping it fresh from then on.
+    pub async fn load(config: &IdentityConfig) -> Result<Self, JwksError> {
+        let mut authenticator = Self::new(config);
+        if let Some(jwks) = &config.jwks {
+            authenticator.jwks =
+                Some(Jwks::load(jwks, &config.public_keys, &config.algorithms).await?);
+        }
+        Ok(authenticator)
+    }
+
+    /// Builds the verifier from validated config, without the JWKS: asymmetric tokens
+    /// verify with the `public_key_file` keys only. [`Authenticator::load`] adds the JWKS.
     pub fn new(config: &IdentityConfig) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = config.leeway.as_secs();
@@ -183,15 +151,31 @@ impl Authenticator {
                 .as_ref()
                 .map(|s| DecodingKey::from_secret(s.expose().as_bytes())),
             public_keys: config.public_keys.clone(),
+            jwks: None,
             validations,
             account_claim: config.account_claim.clone(),
         }
     }
 
-    /// Verifies the request's credential and returns the caller it names.
+    /// Verifies the request's credential with the keys at hand and returns the caller it
+    /// names. Never waits: a token naming an unknown `kid` is refused.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ProxyError> {
         let token = self.credential(headers)?;
-        self.verify(token)
+        self.verify(token).map_err(Failure::into_error)
+    }
+
+    /// As [`Authenticator::authenticate`], but a token naming a `kid` no key has first
+    /// causes a JWKS re-fetch (at most one per cooldown, shared by concurrent callers) and
+    /// is refused only if the `kid` is still unknown after it.
+    pub async fn authenticate_or_refetch(&self, headers: &HeaderMap) -> Result<Caller, ProxyError> {
+        let token = self.credential(headers)?;
+        match (self.verify(token), &self.jwks) {
+            (Err(Failure::UnknownKid), Some(jwks)) => {
+                jwks.refetch_for_unknown_kid().await;
+                self.verify(token).map_err(Failure::into_error)
+            }
+            (outcome, _) => outcome.map_err(Failure::into_error),
+        }
     }
 
     /// Finds the raw credential: the configured header first, then the cookie.
@@ -223,22 +207,32 @@ impl Authenticator {
         Err(ProxyError::MissingCredential)
     }
 
-    fn verify(&self, token: &str) -> Result<Caller, ProxyError> {
+    fn verify(&self, token: &str) -> Result<Caller, Failure> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| ProxyError::InvalidCredential {
                 reason: "malformed token",
                 source: Some(e),
             })?;
         let Some((_, validation)) = self.validations.iter().find(|(a, _)| *a == header.alg) else {
-            return Err(invalid("algorithm not allowed"));
+            return Err(invalid("algorithm not allowed").into());
         };
         let claims = if header.alg.family() == AlgorithmFamily::Hmac {
+            // One secret, nothing to choose between: a `kid` on an HS token is not looked at.
             let key = self.hmac.as_ref().ok_or_else(|| invalid("no HMAC key"))?;
             decode(token, key, validation)?
         } else {
+            let snapshot;
+            let keys: &KeySet = match &self.jwks {
+                Some(jwks) => {
+                    snapshot = jwks.keys();
+                    &snapshot
+                }
+                None => &self.public_keys,
+            };
+            let kid = header.kid.as_deref();
             let mut last = None;
             let mut verified = None;
-            for key in self.public_keys.keys_for(header.alg) {
+            for key in keys.candidates(kid, header.alg) {
                 match decode(token, key, validation) {
                     Ok(claims) => {
                         verified = Some(claims);
@@ -247,21 +241,45 @@ impl Authenticator {
                     Err(e) => last = Some(e),
                 }
             }
-            match (verified, last) {
-                (Some(claims), _) => claims,
-                (None, Some(e)) => return Err(e),
-                (None, None) => return Err(invalid("no key for the algorithm")),
+            match (verified, last, kid) {
+                (Some(claims), _, _) => claims,
+                (None, Some(e), _) => return Err(e.into()),
+                (None, None, Some(_)) => return Err(Failure::UnknownKid),
+                (None, None, None) => return Err(invalid("no key fits the token").into()),
             }
         };
         let account = match claims.get(&self.account_claim) {
             Some(Value::String(s)) if !s.is_empty() && s.len() <= 512 => s.clone(),
             Some(Value::Number(n)) if n.is_u64() || n.is_i64() => n.to_string(),
-            _ => return Err(invalid("account claim missing or not a string")),
+            _ => return Err(invalid("account claim missing or not a string").into()),
         };
         if account.chars().any(char::is_control) {
-            return Err(invalid("account claim holds control characters"));
+            return Err(invalid("account claim holds control characters").into());
         }
         Ok(Caller::new(account))
+    }
+}
+
+/// Why a token did not verify with the keys at hand.
+enum Failure {
+    /// Refused for good.
+    Refused(ProxyError),
+    /// It names a `kid` no fitting key has: a JWKS re-fetch might still find the key.
+    UnknownKid,
+}
+
+impl Failure {
+    fn into_error(self) -> ProxyError {
+        match self {
+            Self::Refused(err) => err,
+            Self::UnknownKid => invalid("unknown key id"),
+        }
+    }
+}
+
+impl From<ProxyError> for Failure {
+    fn from(err: ProxyError) -> Self {
+        Self::Refused(err)
     }
 }
 

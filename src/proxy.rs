@@ -97,7 +97,7 @@ impl Proxy {
                 config.cors.allow_credentials,
             ),
             routes: RoutePolicy::new(&config.routes),
-            authenticator: Authenticator::new(&config.identity),
+            authenticator: Authenticator::load(&config.identity).await?,
             tokens,
             headers: HeaderPolicy::new(&config.identity.header, &config.limits.trusted_proxies),
             upstream: Upstream::new(
@@ -178,7 +178,10 @@ impl Proxy {
 
         let path = normalize(self.unmount(parts.uri.path())?, self.limits.max_path_bytes)?;
         self.routes.check(&parts.method, &path)?;
-        let caller = self.authenticator.authenticate(&parts.headers)?;
+        let caller = self
+            .authenticator
+            .authenticate_or_refetch(&parts.headers)
+            .await?;
         check_account_binding(&parts.headers, parts.uri.query(), caller.account())?;
         let token = self.tokens.get(&caller).await?;
 

@@ -255,3 +255,161 @@ pub async fn assert_error(
     assert!(body["message"].is_string(), "{body}");
     body
 }
+
+/// A signing key of `tests/keys/` with the `kid` a JWKS publishes it under.
+#[derive(Clone, Debug)]
+pub struct TestKey {
+    pub kid: String,
+    pub alg: Algorithm,
+    private_pem: &'static str,
+}
+
+impl TestKey {
+    /// `private_pem` names a PKCS#8 file in `tests/keys/` (RSA for RS*, P-256 for ES256).
+    pub fn new(kid: &str, alg: Algorithm, private_pem: &'static str) -> Self {
+        Self {
+            kid: kid.into(),
+            alg,
+            private_pem,
+        }
+    }
+
+    fn encoding_key(&self) -> EncodingKey {
+        let pem = std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/keys")
+                .join(self.private_pem),
+        )
+        .unwrap();
+        match self.alg {
+            Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(&pem).unwrap(),
+            _ => EncodingKey::from_rsa_pem(&pem).unwrap(),
+        }
+    }
+
+    /// The public half as a JWKS entry (`kid`, `use: sig`, `alg`).
+    pub fn jwk(&self) -> serde_json::Value {
+        let mut jwk =
+            jsonwebtoken::jwk::Jwk::from_encoding_key(&self.encoding_key(), self.alg).unwrap();
+        jwk.common.key_id = Some(self.kid.clone());
+        jwk.common.public_key_use = Some(jsonwebtoken::jwk::PublicKeyUse::Signature);
+        serde_json::to_value(jwk).unwrap()
+    }
+
+    /// A token signed with this key whose header names `kid` (or no kid).
+    pub fn sign_as(&self, kid: Option<&str>, claims: &serde_json::Value) -> String {
+        let mut header = Header::new(self.alg);
+        header.kid = kid.map(str::to_owned);
+        jsonwebtoken::encode(&header, claims, &self.encoding_key()).unwrap()
+    }
+
+    /// A valid app JWT for `account`, signed with this key under its own `kid`.
+    pub fn app_jwt(&self, account: &str) -> String {
+        self.sign_as(
+            Some(&self.kid),
+            &serde_json::json!({ "sub": account, "exp": now() + 600, "iat": now() }),
+        )
+    }
+}
+
+/// A JSON Web Key Set server on `127.0.0.1:0`. It counts the requests it gets, serves a
+/// set the test can swap, and can be taken down (it then drops every request unanswered).
+pub struct JwksServer {
+    pub addr: SocketAddr,
+    state: Arc<JwksServerState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct JwksServerState {
+    body: std::sync::Mutex<bytes::Bytes>,
+    fetches: std::sync::atomic::AtomicUsize,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl JwksServer {
+    /// Serves a set of `keys`' public halves.
+    pub async fn start(keys: &[&TestKey]) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(JwksServerState {
+            body: std::sync::Mutex::new(jwks_body(keys)),
+            fetches: std::sync::atomic::AtomicUsize::new(0),
+            down: std::sync::atomic::AtomicBool::new(false),
+        });
+        let shared = Arc::clone(&state);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let state = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |_request| {
+                        let state = Arc::clone(&state);
+                        async move {
+                            state
+                                .fetches
+                                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            if state.down.load(std::sync::atomic::Ordering::SeqCst) {
+                                return Err(std::io::Error::other("JWKS server is down"));
+                            }
+                            let body = state.body.lock().unwrap().clone();
+                            Ok(http::Response::builder()
+                                .header("content-type", "application/json")
+                                .body(http_body_util::Full::new(body))
+                                .unwrap())
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, state, task }
+    }
+
+    /// The URL of the set.
+    pub fn url(&self) -> String {
+        format!("http://{}/.well-known/jwks.json", self.addr)
+    }
+
+    /// How many requests (answered or not) the server has received.
+    pub fn fetches(&self) -> usize {
+        self.state.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Serves `keys` from now on.
+    pub fn serve(&self, keys: &[&TestKey]) {
+        *self.state.body.lock().unwrap() = jwks_body(keys);
+    }
+
+    /// Takes the server down (`true`) or brings it back.
+    pub fn set_down(&self, down: bool) {
+        self.state
+            .down
+            .store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for JwksServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn jwks_body(keys: &[&TestKey]) -> bytes::Bytes {
+    let keys: Vec<_> = keys.iter().map(|k| k.jwk()).collect();
+    serde_json::json!({ "keys": keys }).to_string().into()
+}
+
+/// Waits (polling, at most 10 s) until `done` holds; panics naming `what` otherwise.
+pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}

@@ -74,7 +74,7 @@ fn identity(c: &mut Criterion) {
 }
 
 fn routes(c: &mut Criterion) {
-    let policy = RoutePolicy::new();
+    let policy = RoutePolicy::default();
     c.bench_function("routes/check_sdk_route", |b| {
         b.iter(|| policy.check(&Method::POST, "/api/v2/public/workflow/wf-1/execute"))
     });
@@ -84,7 +84,7 @@ fn routes(c: &mut Criterion) {
 }
 
 fn headers(c: &mut Criterion) {
-    let policy = HeaderPolicy::new(&http::header::AUTHORIZATION);
+    let policy = HeaderPolicy::new(&http::header::AUTHORIZATION, &[]);
     let now = tokio::time::Instant::now();
     let token = Token::new(
         &"x".repeat(220),
@@ -97,7 +97,7 @@ fn headers(c: &mut Criterion) {
     c.bench_function("headers/apply_to_request", |b| {
         b.iter_batched_ref(
             || headers.clone(),
-            |h| policy.apply_to_request(h, &token),
+            |h| policy.apply_to_request(h, &token, std::net::IpAddr::from([203, 0, 113, 9])),
             criterion::BatchSize::SmallInput,
         )
     });

@@ -17,6 +17,10 @@ use serde::Deserialize;
 use crate::identity::KeySet;
 use crate::secret::Secret;
 
+mod policy;
+
+pub use policy::{Cidr, CorsConfig, GuardConfig, LimitsConfig, RoutesConfig};
+
 /// Why a configuration was rejected. Every variant names the key or file at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -49,6 +53,12 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub identity: IdentityConfig,
     pub tokens: TokensConfig,
+    pub routes: RoutesConfig,
+    pub cors: CorsConfig,
+    pub limits: LimitsConfig,
+    pub guard: GuardConfig,
+    /// Things that load but are probably mistakes; `--check-config` prints them.
+    pub warnings: Vec<String>,
 }
 
 /// `[server]`: the public listener.
@@ -108,6 +118,14 @@ struct FileConfig {
     identity: FileIdentity,
     #[serde(default)]
     tokens: FileTokens,
+    #[serde(default)]
+    routes: policy::FileRoutes,
+    #[serde(default)]
+    cors: policy::FileCors,
+    #[serde(default)]
+    limits: policy::FileLimits,
+    #[serde(default)]
+    guard: policy::FileGuard,
 }
 
 #[derive(Debug, Deserialize)]
@@ -226,11 +244,17 @@ impl Config {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
         let file: FileConfig = toml::from_str(text)?;
+        let mut warnings = Vec::new();
         Ok(Self {
             server: validate_server(file.server)?,
             upstream: validate_upstream(file.upstream, &env)?,
             identity: validate_identity(file.identity, base_dir, &env)?,
             tokens: validate_tokens(file.tokens)?,
+            routes: policy::validate_routes(file.routes, &mut warnings)?,
+            cors: policy::validate_cors(file.cors)?,
+            limits: policy::validate_limits(file.limits)?,
+            guard: policy::validate_guard(file.guard)?,
+            warnings,
         })
     }
 }

@@ -71,7 +71,13 @@ pub async fn run(listen: SocketAddr, shutdown: impl Future<Output = ()>) -> Resu
          \nOr point the SDK at it: new Cobalt({{ baseUrl: \"http://{proxy_addr}\", token: \"<that JWT>\" }})\
          \nCtrl-C to stop."
     );
-    serve(listener, proxy, ServeOptions::default(), shutdown).await;
+    serve(
+        listener,
+        proxy,
+        ServeOptions::from_config(&config),
+        shutdown,
+    )
+    .await;
     Ok(())
 }
 

@@ -36,6 +36,28 @@ pub enum ProxyError {
     /// The path is outside `mount_path`.
     #[error("path outside the mount path")]
     NotMounted,
+    /// The path could mean something else to another parser (traversal, encoded
+    /// separators, control characters, non-UTF-8, too long).
+    #[error("invalid path")]
+    InvalidPath,
+    /// The route exists with other methods.
+    #[error("method not allowed")]
+    MethodNotAllowed { allow: String },
+    /// A `linked_account_id` in the query or a header names someone else.
+    #[error("linked_account_id does not match the caller")]
+    AccountMismatch,
+    /// The request's `Origin` is not allowed.
+    #[error("origin not allowed")]
+    OriginNotAllowed,
+    /// The request head is larger than allowed.
+    #[error("request headers too large")]
+    HeadersTooLarge,
+    /// The request body is larger than allowed.
+    #[error("request body too large")]
+    BodyTooLarge,
+    /// The request is framed in a way that proxies and servers may read differently.
+    #[error("malformed request: {0}")]
+    MalformedRequest(&'static str),
     /// The route may not pass the proxy.
     #[error("route not allowed")]
     RouteNotAllowed,
@@ -65,6 +87,9 @@ pub enum ProxyError {
     /// Refold did not answer within the configured time.
     #[error("upstream timed out")]
     UpstreamTimeout,
+    /// Refold's response carried the caller's session token or the API key.
+    #[error("response blocked: it carried a secret")]
+    TokenLeakBlocked,
 
     // ---- the proxy itself ----
     /// A bug or an impossible state; details in the log.
@@ -79,13 +104,21 @@ impl ProxyError {
             Self::MissingCredential | Self::InvalidCredential { .. } | Self::ExpiredCredential => {
                 StatusCode::UNAUTHORIZED
             }
-            Self::AmbiguousCredential => StatusCode::BAD_REQUEST,
+            Self::AmbiguousCredential | Self::InvalidPath | Self::MalformedRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
             Self::NotMounted | Self::RouteNotAllowed => StatusCode::NOT_FOUND,
-            Self::LinkedAccountNotFound => StatusCode::FORBIDDEN,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::LinkedAccountNotFound | Self::AccountMismatch | Self::OriginNotAllowed => {
+                StatusCode::FORBIDDEN
+            }
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TokenServiceUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::ApiKeyRejected(_) | Self::TokenServiceBadResponse(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::TokenLeakBlocked => StatusCode::BAD_GATEWAY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -98,6 +131,13 @@ impl ProxyError {
             Self::ExpiredCredential => "APP_TOKEN_EXPIRED",
             Self::AmbiguousCredential => "AMBIGUOUS_CREDENTIALS",
             Self::NotMounted => "NOT_FOUND",
+            Self::InvalidPath => "INVALID_PATH",
+            Self::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
+            Self::AccountMismatch => "ACCOUNT_MISMATCH",
+            Self::OriginNotAllowed => "CORS_ORIGIN_NOT_ALLOWED",
+            Self::HeadersTooLarge => "HEADERS_TOO_LARGE",
+            Self::BodyTooLarge => "BODY_TOO_LARGE",
+            Self::MalformedRequest(_) => "MALFORMED_REQUEST",
             Self::RouteNotAllowed => "ROUTE_NOT_ALLOWED",
             Self::LinkedAccountNotFound => "LINKED_ACCOUNT_NOT_FOUND",
             Self::TokenServiceUnavailable { .. } => "TOKEN_SERVICE_UNAVAILABLE",
@@ -105,6 +145,7 @@ impl ProxyError {
             Self::TokenServiceBadResponse(_) => "TOKEN_SERVICE_BAD_RESPONSE",
             Self::UpstreamUnavailable(_) => "UPSTREAM_UNAVAILABLE",
             Self::UpstreamTimeout => "UPSTREAM_TIMEOUT",
+            Self::TokenLeakBlocked => "TOKEN_LEAK_BLOCKED",
             Self::Internal(_) => "INTERNAL_ERROR",
         }
     }
@@ -117,6 +158,13 @@ impl ProxyError {
             Self::ExpiredCredential => "Authorization token expired",
             Self::AmbiguousCredential => "More than one authorization header",
             Self::NotMounted => "Not found",
+            Self::InvalidPath => "Invalid request path",
+            Self::MethodNotAllowed { .. } => "Method not allowed on this route",
+            Self::AccountMismatch => "linked_account_id does not match the signed-in user",
+            Self::OriginNotAllowed => "Origin not allowed",
+            Self::HeadersTooLarge => "Request headers too large",
+            Self::BodyTooLarge => "Request body too large",
+            Self::MalformedRequest(_) => "Malformed request",
             Self::RouteNotAllowed => "This route is not available through the proxy",
             Self::LinkedAccountNotFound => "No linked account exists for this user",
             Self::TokenServiceUnavailable { .. } => {
@@ -128,6 +176,7 @@ impl ProxyError {
             }
             Self::UpstreamUnavailable(_) => "Refold is unavailable",
             Self::UpstreamTimeout => "Refold did not answer in time",
+            Self::TokenLeakBlocked => "Response withheld: it contained a credential",
             Self::Internal(_) => "Internal proxy error",
         }
     }
@@ -144,7 +193,10 @@ impl ProxyError {
     pub fn is_operator_fault(&self) -> bool {
         matches!(
             self,
-            Self::ApiKeyRejected(_) | Self::TokenServiceBadResponse(_) | Self::Internal(_)
+            Self::ApiKeyRejected(_)
+                | Self::TokenServiceBadResponse(_)
+                | Self::TokenLeakBlocked
+                | Self::Internal(_)
         )
     }
 
@@ -155,6 +207,11 @@ impl ProxyError {
         *response.status_mut() = status;
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Self::MethodNotAllowed { allow } = self {
+            if let Ok(allow) = HeaderValue::from_str(allow) {
+                headers.insert(http::header::ALLOW, allow);
+            }
+        }
         if let Some(after) = self.retry_after() {
             // Round up: "retry after 0 seconds" invites an immediate storm.
             let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);

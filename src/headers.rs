@@ -8,10 +8,13 @@
 //! On the way down: hop-by-hop headers and `Set-Cookie` go.
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use percent_encoding::percent_decode_str;
 
+use crate::config::Cidr;
+use crate::error::ProxyError;
 use crate::tokens::Token;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1 plus the common non-standard ones).
@@ -36,31 +39,46 @@ const CREDENTIALS: [&str; 5] = [
     "proxy-authorization",
 ];
 
+/// Headers through which peers describe the original client; believed only from
+/// trusted proxies.
+const FORWARDING: [&str; 2] = ["forwarded", "x-real-ip"];
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
 /// Strips and sets headers on requests and responses.
 #[derive(Debug, Clone)]
 pub struct HeaderPolicy {
     /// The app's credential header when it is not `authorization`.
     app_credential: Option<HeaderName>,
+    trusted_proxies: Vec<Cidr>,
 }
 
 impl HeaderPolicy {
-    /// A policy that also strips `app_credential_header` (the configured identity header).
-    pub fn new(app_credential_header: &HeaderName) -> Self {
+    /// A policy that also strips `app_credential_header` (the configured identity header)
+    /// and believes forwarding headers only from `trusted_proxies`.
+    pub fn new(app_credential_header: &HeaderName, trusted_proxies: &[Cidr]) -> Self {
         Self {
             app_credential: (app_credential_header != header::AUTHORIZATION)
                 .then(|| app_credential_header.clone()),
+            trusted_proxies: trusted_proxies.to_vec(),
         }
     }
 
-    /// Makes a client's request headers fit to send to Refold with `token`.
-    pub fn apply_to_request(&self, headers: &mut HeaderMap, token: &Token) {
+    /// Makes a client's request headers fit to send to Refold with `token`, on behalf
+    /// of the peer at `peer`.
+    pub fn apply_to_request(&self, headers: &mut HeaderMap, token: &Token, peer: IpAddr) {
         remove_hop_by_hop(headers);
+        let trusted = self.trusted_proxies.iter().any(|c| c.contains(peer));
         let app_credential = self.app_credential.as_ref().map(|h| h.as_str());
         let doomed: Vec<HeaderName> = headers
             .keys()
             .filter(|name| {
-                CREDENTIALS.iter().any(|c| same_name(name.as_str(), c))
-                    || app_credential.is_some_and(|c| same_name(name.as_str(), c))
+                let name = name.as_str();
+                CREDENTIALS.iter().any(|c| same_name(name, c))
+                    || app_credential.is_some_and(|c| same_name(name, c))
+                    || name.starts_with("proxy-")
+                    || name.starts_with("proxy_")
+                    || (!trusted && is_forwarding(name))
             })
             .cloned()
             .collect();
@@ -70,13 +88,103 @@ impl HeaderPolicy {
         // The client set Host for the proxy; the upstream client sets Refold's.
         headers.remove(header::HOST);
         headers.insert(header::AUTHORIZATION, token.authorization().clone());
+        let peer_value = HeaderValue::from_str(&peer.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        match headers.get(&X_FORWARDED_FOR).map(|v| v.to_str()) {
+            Some(Ok(chain)) if trusted => {
+                let chain = format!("{chain}, {peer}");
+                if let Ok(chain) = HeaderValue::from_str(&chain) {
+                    headers.insert(X_FORWARDED_FOR, chain);
+                }
+            }
+            _ => {
+                headers.insert(X_FORWARDED_FOR, peer_value);
+            }
+        }
+        if !headers.contains_key(&X_FORWARDED_PROTO) {
+            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        }
     }
 
     /// Makes Refold's response headers fit to send back to the client.
     pub fn apply_to_response(&self, headers: &mut HeaderMap) {
         remove_hop_by_hop(headers);
         headers.remove(header::SET_COOKIE);
+        // The proxy, not Refold, decides CORS.
+        crate::cors::remove_cors_headers(headers);
     }
+}
+
+/// Whether a header describes the original client (`Forwarded`, `X-Forwarded-*`, ...).
+fn is_forwarding(name: &str) -> bool {
+    FORWARDING.iter().any(|f| same_name(name, f))
+        || name.starts_with("x-forwarded-")
+        || name.starts_with("x_forwarded_")
+        || name.starts_with("x-forwarded_")
+        || name.starts_with("x_forwarded-")
+}
+
+/// Refuses requests that name a linked account other than the caller's, in the query or
+/// a header (any spelling). Equal values pass (and are stripped later).
+pub fn check_account_binding(
+    headers: &HeaderMap,
+    query: Option<&str>,
+    account: &str,
+) -> Result<(), ProxyError> {
+    for (name, value) in headers {
+        if same_name(name.as_str(), "linked-account-id") && value.as_bytes() != account.as_bytes() {
+            return Err(ProxyError::AccountMismatch);
+        }
+    }
+    let Some(query) = query else {
+        return Ok(());
+    };
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = percent_decode_str(key).decode_utf8_lossy();
+        if same_name(key.trim(), "linked-account-id") {
+            let value = value.replace('+', " ");
+            let value = percent_decode_str(&value).decode_utf8_lossy();
+            if value != account {
+                return Err(ProxyError::AccountMismatch);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses request framings that a proxy and a server may read differently (request
+/// smuggling): `Content-Length` together with `Transfer-Encoding`, several differing
+/// `Content-Length`s, or a `Transfer-Encoding` other than plain `chunked`.
+pub fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
+    let lengths: Vec<&HeaderValue> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
+    let encodings: Vec<&HeaderValue> = headers.get_all(header::TRANSFER_ENCODING).iter().collect();
+    if !lengths.is_empty() && !encodings.is_empty() {
+        return Err(ProxyError::MalformedRequest(
+            "content-length with transfer-encoding",
+        ));
+    }
+    if lengths.windows(2).any(|w| w[0] != w[1]) {
+        return Err(ProxyError::MalformedRequest("conflicting content-length"));
+    }
+    if encodings.len() > 1
+        || encodings
+            .iter()
+            .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"chunked"))
+    {
+        return Err(ProxyError::MalformedRequest(
+            "unsupported transfer-encoding",
+        ));
+    }
+    Ok(())
+}
+
+/// The size of a request head's header fields, as counted against `max_header_bytes`.
+pub fn head_size(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum()
 }
 
 /// Removes the static hop-by-hop headers and those the `Connection` header names.
@@ -168,8 +276,11 @@ mod tests {
                 HeaderValue::from_static(value),
             );
         }
-        HeaderPolicy::new(&HeaderName::from_static("x-app-token"))
-            .apply_to_request(&mut h, &token());
+        HeaderPolicy::new(&HeaderName::from_static("x-app-token"), &[]).apply_to_request(
+            &mut h,
+            &token(),
+            "203.0.113.9".parse().unwrap(),
+        );
         assert_eq!(h.get_all(header::AUTHORIZATION).iter().count(), 1);
         assert_eq!(h[header::AUTHORIZATION], "Bearer session-abc");
         for gone in [
@@ -203,9 +314,77 @@ mod tests {
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert("x-kept", HeaderValue::from_static("1"));
         h.insert(header::SET_COOKIE, HeaderValue::from_static("a=b"));
-        HeaderPolicy::new(&header::AUTHORIZATION).apply_to_response(&mut h);
+        HeaderPolicy::new(&header::AUTHORIZATION, &[]).apply_to_response(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn forwarding_headers_are_believed_only_from_trusted_proxies() {
+        let spoofed = || {
+            let mut h = HeaderMap::new();
+            h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+            h.insert("x_forwarded_host", HeaderValue::from_static("evil"));
+            h.insert("forwarded", HeaderValue::from_static("for=1.2.3.4"));
+            h.insert("x-real-ip", HeaderValue::from_static("1.2.3.4"));
+            h.insert("proxy-anything", HeaderValue::from_static("x"));
+            h
+        };
+        let policy = HeaderPolicy::new(
+            &header::AUTHORIZATION,
+            &[Cidr::parse("10.0.0.0/8").unwrap()],
+        );
+        let mut h = spoofed();
+        policy.apply_to_request(&mut h, &token(), "203.0.113.9".parse().unwrap());
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        for gone in [
+            "x_forwarded_host",
+            "forwarded",
+            "x-real-ip",
+            "proxy-anything",
+        ] {
+            assert!(!h.contains_key(gone), "{gone}");
+        }
+        let mut h = spoofed();
+        policy.apply_to_request(&mut h, &token(), "10.1.2.3".parse().unwrap());
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.1.2.3");
+        assert!(h.contains_key("forwarded"));
+        assert!(!h.contains_key("proxy-anything"));
+    }
+
+    #[test]
+    fn account_binding() {
+        let mut h = HeaderMap::new();
+        assert!(check_account_binding(&h, Some("a=1&linked_account_id=alice"), "alice").is_ok());
+        assert!(check_account_binding(&h, Some("LINKED-ACCOUNT-ID=bob"), "alice").is_err());
+        assert!(check_account_binding(&h, Some("linked%5Faccount%5Fid=bob"), "alice").is_err());
+        assert!(check_account_binding(&h, Some("linked_account_id=a%20b"), "a b").is_ok());
+        h.insert("Linked_Account_Id", HeaderValue::from_static("bob"));
+        assert!(check_account_binding(&h, None, "alice").is_err());
+        assert!(check_account_binding(&h, None, "bob").is_ok());
+    }
+
+    #[test]
+    fn smuggling_shapes_are_refused() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        assert!(check_framing(&h).is_ok());
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        assert!(check_framing(&h).is_err());
+        let mut h = HeaderMap::new();
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("6"));
+        assert!(check_framing(&h).is_err());
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("gzip, chunked"),
+        );
+        assert!(check_framing(&h).is_err());
     }
 
     #[test]

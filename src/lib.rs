@@ -30,8 +30,10 @@
 //! - [`mock`]: the stand-in Refold API (demo, tests, benches).
 
 pub mod config;
+pub mod cors;
 pub mod demo;
 pub mod error;
+pub mod guard;
 pub mod headers;
 pub mod identity;
 pub mod mock;

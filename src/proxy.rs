@@ -1,24 +1,30 @@
 //! The request path, top to bottom. This is the only file that knows the order:
 //!
 //! ```text
-//! mount ─► routes ─► identity ─► tokens ─► headers ─► upstream ─► response headers
+//! cors ─► framing/limits ─► mount ─► normalise ─► routes ─► identity ─► account binding
+//!      ─► tokens ─► headers ─► upstream ─► response guard ─► response headers ─► cors
 //! ```
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::header::CONTENT_LENGTH;
 use http::{Request, Response, Version};
 use http_body::Body;
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Limited};
 
-use crate::config::Config;
+use crate::config::{Config, LimitsConfig};
+use crate::cors::Cors;
 use crate::error::ProxyError;
-use crate::headers::{strip_credential_params, HeaderPolicy};
+use crate::guard::ResponseGuard;
+use crate::headers::{
+    check_account_binding, check_framing, head_size, strip_credential_params, HeaderPolicy,
+};
 use crate::identity::Authenticator;
-use crate::routes::{fold_slashes, RoutePolicy};
+use crate::routes::{normalize, RoutePolicy};
 use crate::tokens::{Environment, MintError, Minter, TokenCache, TokenSettings};
 use crate::upstream::{build_client, Upstream};
 use crate::{BoxError, ProxyBody};
@@ -34,11 +40,14 @@ pub struct ConnInfo {
 #[derive(Debug)]
 pub struct Proxy {
     mount_path: String,
+    cors: Cors,
     routes: RoutePolicy,
     authenticator: Authenticator,
     tokens: TokenCache,
     headers: HeaderPolicy,
     upstream: Upstream,
+    guard: ResponseGuard,
+    limits: LimitsConfig,
 }
 
 impl From<MintError> for ProxyError {
@@ -50,15 +59,12 @@ impl From<MintError> for ProxyError {
             MintError::Unavailable { retry_after, .. } => ProxyError::TokenServiceUnavailable {
                 // Honour Refold's Retry-After, within reason.
                 retry_after: retry_after
-                    .unwrap_or(std::time::Duration::from_secs(2))
-                    .clamp(
-                        std::time::Duration::from_secs(1),
-                        std::time::Duration::from_secs(60),
-                    ),
+                    .unwrap_or(Duration::from_secs(2))
+                    .clamp(Duration::from_secs(1), Duration::from_secs(60)),
                 source: err,
             },
             MintError::Timeout => ProxyError::TokenServiceUnavailable {
-                retry_after: std::time::Duration::from_secs(2),
+                retry_after: Duration::from_secs(2),
                 source: err,
             },
         }
@@ -79,17 +85,27 @@ impl Proxy {
                 max_accounts: config.tokens.max_accounts,
             },
         );
+        for warning in &config.warnings {
+            tracing::warn!("config: {warning}");
+        }
         Ok(Self {
             mount_path: config.server.mount_path.clone(),
-            routes: RoutePolicy::new(),
+            cors: Cors::new(
+                config.cors.allowed_origins.clone(),
+                config.cors.max_age,
+                config.cors.allow_credentials,
+            ),
+            routes: RoutePolicy::new(&config.routes),
             authenticator: Authenticator::new(&config.identity),
             tokens,
-            headers: HeaderPolicy::new(&config.identity.header),
+            headers: HeaderPolicy::new(&config.identity.header, &config.limits.trusted_proxies),
             upstream: Upstream::new(
                 client,
                 config.upstream.base_url.clone(),
                 config.upstream.timeout,
             ),
+            guard: ResponseGuard::new(&config.upstream.api_key, config.guard.max_scan_bytes),
+            limits: config.limits.clone(),
         })
     }
 
@@ -106,7 +122,21 @@ impl Proxy {
     {
         let started = Instant::now();
         let method = request.method().clone();
-        match self.handle_inner(request).await {
+        // A page of another site is refused before anything else happens.
+        let origin = match self.cors.check(request.headers()) {
+            Ok(origin) => origin,
+            Err(_) => {
+                let err = ProxyError::OriginNotAllowed;
+                log_refusal(&err, &method, conn);
+                return err.to_response();
+            }
+        };
+        if let Some(origin) = &origin {
+            if Cors::is_preflight(&method, request.headers()) {
+                return self.cors.preflight(origin);
+            }
+        }
+        let mut response = match self.handle_inner(request, conn).await {
             Ok(response) => {
                 tracing::debug!(%method, status = response.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "proxied");
                 response
@@ -115,18 +145,40 @@ impl Proxy {
                 log_refusal(&err, &method, conn);
                 err.to_response()
             }
+        };
+        if let Some(origin) = &origin {
+            self.cors.decorate(origin, response.headers_mut());
         }
+        response
     }
 
-    async fn handle_inner<B>(&self, request: Request<B>) -> Result<Response<ProxyBody>, ProxyError>
+    async fn handle_inner<B>(
+        &self,
+        request: Request<B>,
+        conn: &ConnInfo,
+    ) -> Result<Response<ProxyBody>, ProxyError>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
         let (mut parts, body) = request.into_parts();
-        let path = self.unmount(parts.uri.path())?;
+        check_framing(&parts.headers)?;
+        if head_size(&parts.headers) > self.limits.max_header_bytes {
+            return Err(ProxyError::HeadersTooLarge);
+        }
+        let declared = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.limits.max_body_bytes) {
+            return Err(ProxyError::BodyTooLarge);
+        }
+
+        let path = normalize(self.unmount(parts.uri.path())?, self.limits.max_path_bytes)?;
         self.routes.check(&parts.method, &path)?;
         let caller = self.authenticator.authenticate(&parts.headers)?;
+        check_account_binding(&parts.headers, parts.uri.query(), caller.account())?;
         let token = self.tokens.get(&caller).await?;
 
         let path_and_query = match parts.uri.query().map(strip_credential_params) {
@@ -136,30 +188,29 @@ impl Proxy {
         parts.uri = self.upstream.uri_for(&path_and_query)?;
         // The upstream client picks HTTP/1.1 or HTTP/2 per connection, whatever the caller spoke.
         parts.version = Version::HTTP_11;
-        self.headers.apply_to_request(&mut parts.headers, &token);
-        let body = body.map_err(Into::into).boxed_unsync();
+        self.headers
+            .apply_to_request(&mut parts.headers, &token, conn.peer.ip());
+        let limit = usize::try_from(self.limits.max_body_bytes).unwrap_or(usize::MAX);
+        let body = Limited::new(body, limit).boxed_unsync();
 
         let response = self
             .upstream
             .forward(Request::from_parts(parts, body))
             .await?;
-        let (mut parts, body) = response.into_parts();
-        self.headers.apply_to_response(&mut parts.headers);
-        let body = body.map_err(BoxError::from).boxed_unsync();
-        Ok(Response::from_parts(parts, body))
+        let mut response = self.guard.inspect(response, &token).await?;
+        self.headers.apply_to_response(response.headers_mut());
+        Ok(response)
     }
 
-    /// The path below `mount_path`, with repeated slashes folded.
-    fn unmount<'a>(&self, path: &'a str) -> Result<Cow<'a, str>, ProxyError> {
-        let below = if self.mount_path.is_empty() {
-            path
-        } else {
-            match path.strip_prefix(self.mount_path.as_str()) {
-                Some(rest) if rest.starts_with('/') => rest,
-                _ => return Err(ProxyError::NotMounted),
-            }
-        };
-        Ok(fold_slashes(below))
+    /// The path below `mount_path`.
+    fn unmount<'a>(&self, path: &'a str) -> Result<&'a str, ProxyError> {
+        if self.mount_path.is_empty() {
+            return Ok(path);
+        }
+        match path.strip_prefix(self.mount_path.as_str()) {
+            Some(rest) if rest.starts_with('/') => Ok(rest),
+            _ => Err(ProxyError::NotMounted),
+        }
     }
 }
 

@@ -1,58 +1,339 @@
-//! Route policy: which paths may reach Refold through the proxy.
+//! Route policy: path normalisation, then which routes may reach Refold.
 //!
-//! Routes that hand a session token to whoever calls them defeat the proxy's purpose, so
-//! they never pass: the session-token endpoints, connect URLs and codes, hosted properties
-//! and the active-linked-account lookup. They are matched on a canonical form of the path
-//! (percent-decoded, lower case, repeated and trailing slashes folded), as Refold's own
-//! router may route `/API/V2/PUBLIC/SESSION-TOKEN/` to the same handler.
+//! 1. [`normalize`] turns the path below the mount into the one path that is both checked
+//!    and forwarded: repeated slashes folded (the SDK's `//api/...`), everything else kept
+//!    byte for byte. Paths that could mean something else to another parser are refused:
+//!    `.`/`..` segments (raw, percent-encoded or double-encoded), encoded `/` or `\`,
+//!    control characters, non-UTF-8, and over-long paths.
+//! 2. [`RoutePolicy::check`] matches the normalised path against an allowlist of the
+//!    SDK's endpoints (method + template); a known path with another method is 405.
+//! 3. Routes that hand out tokens and org-level routes are denied whatever the config
+//!    says, matched on a canonical form (decoded, lower case, no trailing slash), as
+//!    Refold's router may route `/API/V2/PUBLIC/SESSION-TOKEN/` to the same handler.
 
 use std::borrow::Cow;
+use std::fmt;
 
 use http::Method;
 use percent_encoding::percent_decode_str;
 
+use crate::config::RoutesConfig;
 use crate::error::ProxyError;
 
-/// Paths (and everything below them) that never pass.
-const TOKEN_LEAKING: [&str; 5] = [
-    "/api/v2/public/session-token",
-    "/api/v2/public/connect-url",
-    "/api/v2/public/connect-code/exchange",
-    "/api/v2/public/hosted-properties",
-    "/api/v2/public/session/active-linked-account",
+/// The SDK's endpoints (REFOLD_API.md), allowed by default.
+const SDK_ROUTES: &[&str] = &[
+    "GET /api/v3/org/basics",
+    "GET /api/v2/f-sdk/application",
+    "GET /api/v2/f-sdk/application/{slug}",
+    "GET /api/v1/{slug}/integrate",
+    "POST /api/v1/{slug}/integrate",
+    "POST /api/v2/app/{slug}/save",
+    "DELETE /api/v1/linked-acc/integration/{slug}",
+    "POST /api/v2/f-sdk/config",
+    "PUT /api/v2/f-sdk/config",
+    "GET /api/v2/f-sdk/slug/{slug}/config",
+    "GET /api/v2/f-sdk/slug/{slug}/config/{config_id}",
+    "DELETE /api/v2/f-sdk/slug/{slug}/config",
+    "DELETE /api/v2/f-sdk/slug/{slug}/config/{config_id}",
+    "GET /api/v2/public/slug/{slug}/configs",
+    "PATCH /api/v2/public/slug/{slug}/config/{config_id}/workflows/{workflow_id}",
+    "GET /api/v2/public/config/field/{field_id}",
+    "POST /api/v2/public/config/field/{field_id}",
+    "PUT /api/v2/public/config/field/{field_id}",
+    "DELETE /api/v2/public/config/field/{field_id}",
+    "POST /api/v2/public/config/rule-engine/{field_id}",
+    "GET /api/v2/public/workflow",
+    "POST /api/v2/public/workflow",
+    "DELETE /api/v2/public/workflow/{workflow_id}",
+    "GET /api/v2/public/workflow/request-structure/{workflow_id}",
+    "POST /api/v2/public/workflow/{workflow_id}/execute",
+    "GET /api/v2/public/execution",
+    "GET /api/v2/public/execution/{execution_id}",
+    "POST /api/v1/ecosystem/leads",
+    "GET /api/v2/public/slug/{slug}/auth-config",
 ];
 
-/// Decides whether a request's route may pass.
-#[derive(Debug, Clone, Default)]
-pub struct RoutePolicy {}
+/// The SDK's private `updateAccount`: it can rewrite the account's stored app
+/// credentials, so it passes only when `routes.allow_update_account` says so.
+const UPDATE_ACCOUNT: &str = "PUT /api/v2/public/linked-account";
 
-impl RoutePolicy {
-    /// The default policy.
-    pub fn new() -> Self {
-        Self {}
+/// Canonical path prefixes that never pass, with the reason.
+const HARD_DENY: &[(&str, &str)] = &[
+    (
+        "/api/v2/public/session-token",
+        "it hands out session tokens",
+    ),
+    (
+        "/api/v2/public/connect-url",
+        "it returns a URL holding a session token",
+    ),
+    (
+        "/api/v2/public/connect-code",
+        "it exchanges a code for a session token",
+    ),
+    (
+        "/api/v2/public/hosted-properties",
+        "it exposes hosted-portal tokens",
+    ),
+    ("/api/v2/public/session", "it reveals session state"),
+    ("/api/v2/public/webhook", "it is an org-level route"),
+    ("/api/v2/public/webhooks", "it is an org-level route"),
+    ("/api/v2/public/org", "it is an org-level route"),
+    ("/api/v2/org", "it is an org-level route"),
+];
+
+/// `/api/v2/public/linked-account` and below are org-level (listing, creation,
+/// deletion), except the exact `PUT` that `allow_update_account` may open.
+const LINKED_ACCOUNTS: &str = "/api/v2/public/linked-account";
+
+/// A route template: a method and a path whose `{name}` segments match any one segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteTemplate {
+    method: Method,
+    segments: Vec<Segment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Param,
+}
+
+impl RouteTemplate {
+    /// Parses `"GET /api/v2/public/workflow/{workflow_id}"`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (method, path) = text
+            .trim()
+            .split_once(' ')
+            .ok_or_else(|| format!("{text:?} is not \"METHOD /path\""))?;
+        let method = match method {
+            "GET" => Method::GET,
+            "POST" => Method::POST,
+            "PUT" => Method::PUT,
+            "PATCH" => Method::PATCH,
+            "DELETE" => Method::DELETE,
+            other => {
+                return Err(format!(
+                    "{text:?}: method {other:?} is not GET, POST, PUT, PATCH or DELETE"
+                ))
+            }
+        };
+        let path = path.trim();
+        if !path.starts_with('/') || path.contains("//") || path.contains(['?', '#', '%', '\\']) {
+            return Err(format!(
+                "{text:?}: the path must be a plain /path/{{param}} template"
+            ));
+        }
+        let mut segments = Vec::new();
+        for segment in path.trim_end_matches('/').split('/').skip(1) {
+            if segment.starts_with('{') && segment.ends_with('}') && segment.len() > 2 {
+                segments.push(Segment::Param);
+            } else if segment.contains(['{', '}'])
+                || segment == "."
+                || segment == ".."
+                || segment.is_empty()
+            {
+                return Err(format!("{text:?}: bad segment {segment:?}"));
+            } else {
+                segments.push(Segment::Literal(segment.to_owned()));
+            }
+        }
+        if segments.is_empty() {
+            return Err(format!("{text:?}: the path is empty"));
+        }
+        Ok(Self { method, segments })
     }
 
-    /// Refuses routes that must not pass. `path` is the path after the mount prefix.
-    pub fn check(&self, _method: &Method, path: &str) -> Result<(), ProxyError> {
-        let canonical = canonical(path);
-        let leaks = TOKEN_LEAKING.iter().any(|denied| {
-            canonical
-                .strip_prefix(denied)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-        });
-        if leaks {
-            return Err(ProxyError::RouteNotAllowed);
+    fn matches_path(&self, segments: &[&str]) -> bool {
+        self.segments.len() == segments.len()
+            && self.segments.iter().zip(segments).all(|(t, s)| match t {
+                Segment::Literal(l) => l == s,
+                Segment::Param => !s.is_empty(),
+            })
+    }
+
+    /// The template's path with parameters as `{}`, for logs and metrics.
+    pub fn path(&self) -> String {
+        let mut out = String::new();
+        for segment in &self.segments {
+            out.push('/');
+            match segment {
+                Segment::Literal(l) => out.push_str(l),
+                Segment::Param => out.push_str("{}"),
+            }
         }
-        Ok(())
+        out
     }
 }
 
-/// The form routes are compared in: percent-decoded until stable, lower case, with
-/// repeated slashes folded, path parameters (`;...`) dropped, and no trailing slash.
+impl fmt::Display for RouteTemplate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.method, self.path())
+    }
+}
+
+/// Why a template can never pass, if it cannot.
+pub fn hard_denied(template: &RouteTemplate) -> Option<&'static str> {
+    let path = canonical(&template.path().replace("{}", "x"));
+    denied_reason(&template.method, &path, false)
+}
+
+fn denied_reason(
+    method: &Method,
+    canonical: &str,
+    allow_update_account: bool,
+) -> Option<&'static str> {
+    let under = |prefix: &str| {
+        canonical
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
+    if let Some((_, why)) = HARD_DENY.iter().find(|(prefix, _)| under(prefix)) {
+        return Some(why);
+    }
+    if under(LINKED_ACCOUNTS) {
+        let update = canonical == LINKED_ACCOUNTS && method == Method::PUT;
+        if !(update && allow_update_account) {
+            return Some("linked-account management is org-level");
+        }
+    }
+    None
+}
+
+/// Decides whether a request's route may pass.
+#[derive(Debug, Clone)]
+pub struct RoutePolicy {
+    allowed: Vec<RouteTemplate>,
+    allow_update_account: bool,
+}
+
+impl Default for RoutePolicy {
+    fn default() -> Self {
+        Self::new(&RoutesConfig::default())
+    }
+}
+
+impl RoutePolicy {
+    /// The SDK allowlist, changed by `[routes]`.
+    pub fn new(config: &RoutesConfig) -> Self {
+        let mut allowed: Vec<RouteTemplate> = SDK_ROUTES
+            .iter()
+            .filter_map(|t| RouteTemplate::parse(t).ok())
+            .collect();
+        if config.allow_update_account {
+            allowed.extend(RouteTemplate::parse(UPDATE_ACCOUNT).ok());
+        }
+        allowed.extend(config.allow.iter().cloned());
+        allowed.retain(|t| !config.deny.contains(t));
+        Self {
+            allowed,
+            allow_update_account: config.allow_update_account,
+        }
+    }
+
+    /// Checks a normalised path (see [`normalize`]). Returns the matched template.
+    pub fn check(&self, method: &Method, path: &str) -> Result<&RouteTemplate, ProxyError> {
+        if denied_reason(method, &canonical(path), self.allow_update_account).is_some() {
+            return Err(ProxyError::RouteNotAllowed);
+        }
+        let trimmed = path
+            .strip_suffix('/')
+            .filter(|p| !p.is_empty())
+            .unwrap_or(path);
+        let segments: Vec<&str> = trimmed.split('/').skip(1).collect();
+        let mut path_known = false;
+        for template in &self.allowed {
+            if template.matches_path(&segments) {
+                if template.method == method {
+                    return Ok(template);
+                }
+                path_known = true;
+            }
+        }
+        if path_known {
+            let allow: Vec<&str> = self
+                .allowed_methods(path)
+                .iter()
+                .map(|m| m.as_str())
+                .collect();
+            Err(ProxyError::MethodNotAllowed {
+                allow: allow.join(", "),
+            })
+        } else {
+            Err(ProxyError::RouteNotAllowed)
+        }
+    }
+
+    /// The methods allowed on a path, for a 405's `Allow` header.
+    pub fn allowed_methods(&self, path: &str) -> Vec<&Method> {
+        let trimmed = path
+            .strip_suffix('/')
+            .filter(|p| !p.is_empty())
+            .unwrap_or(path);
+        let segments: Vec<&str> = trimmed.split('/').skip(1).collect();
+        self.allowed
+            .iter()
+            .filter(|t| t.matches_path(&segments))
+            .map(|t| &t.method)
+            .collect()
+    }
+}
+
+/// The path to check and forward: repeated slashes folded, nothing else changed.
+/// Refuses (400 `INVALID_PATH`) anything another parser could read differently.
+pub fn normalize(path: &str, max_bytes: usize) -> Result<Cow<'_, str>, ProxyError> {
+    if path.len() > max_bytes || !path.starts_with('/') {
+        return Err(ProxyError::InvalidPath);
+    }
+    for segment in path.split('/') {
+        check_segment(segment)?;
+    }
+    Ok(fold_slashes(path))
+}
+
+/// Percent-decoding rounds undone when checking a segment: catches double and triple
+/// encoding; a segment still encoded after that is refused.
+const DECODE_ROUNDS: usize = 3;
+
+fn check_segment(raw: &str) -> Result<(), ProxyError> {
+    if raw.bytes().any(|b| b.is_ascii_control() || b == b'\\') {
+        return Err(ProxyError::InvalidPath);
+    }
+    let mut current: Cow<'_, str> = Cow::Borrowed(raw);
+    for round in 0..=DECODE_ROUNDS {
+        if current == "." || current == ".." {
+            return Err(ProxyError::InvalidPath);
+        }
+        if round > 0 && current.contains(['/', '\\']) {
+            return Err(ProxyError::InvalidPath);
+        }
+        if current.chars().any(char::is_control) {
+            return Err(ProxyError::InvalidPath);
+        }
+        if !current.contains('%') {
+            return Ok(());
+        }
+        if round == DECODE_ROUNDS {
+            break;
+        }
+        let decoded = percent_decode_str(&current)
+            .decode_utf8()
+            .map_err(|_| ProxyError::InvalidPath)?
+            .into_owned();
+        if decoded == current {
+            // A lone `%` that decodes to itself: not an encoding, but not a valid path either.
+            return Err(ProxyError::InvalidPath);
+        }
+        current = Cow::Owned(decoded);
+    }
+    Err(ProxyError::InvalidPath)
+}
+
+/// The form deny rules compare in: percent-decoded until stable, lower case, repeated
+/// slashes folded, path parameters (`;...`) dropped, and no trailing slash.
 fn canonical(path: &str) -> String {
     let mut decoded: Cow<'_, str> = Cow::Borrowed(path);
-    // Bounded: each round shortens an encoded path, so three rounds undo double encoding.
-    for _ in 0..3 {
+    for _ in 0..DECODE_ROUNDS {
         let next = percent_decode_str(&decoded)
             .decode_utf8_lossy()
             .into_owned();
@@ -97,43 +378,196 @@ pub fn fold_slashes(path: &str) -> Cow<'_, str> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn token_leaking_routes_are_refused_in_every_spelling() {
-        let policy = RoutePolicy::new();
-        for path in [
-            "/api/v2/public/session-token",
-            "/api/v2/public/session-token/",
-            "/API/V2/PUBLIC/SESSION-TOKEN/",
-            "/api/v2/public/session-token/revoke",
-            "//api/v2/public/session-token",
-            "/api/v2/public/session%2Dtoken",
-            "/api/v2/public/session%252Dtoken",
-            "/api/v2/public/session-token;x=1",
-            "/api/v2/public/connect-url",
-            "/api/v2/public/connect-code/exchange",
-            "/api/v2/public/hosted-properties",
-            "/api/v2/public/session/active-linked-account",
-        ] {
-            assert!(policy.check(&Method::POST, path).is_err(), "{path} passed");
+    fn policy() -> RoutePolicy {
+        RoutePolicy::default()
+    }
+
+    fn code(result: Result<&RouteTemplate, ProxyError>) -> &'static str {
+        match result {
+            Ok(_) => "OK",
+            Err(e) => e.code(),
         }
     }
 
     #[test]
-    fn sdk_routes_pass() {
-        let policy = RoutePolicy::new();
-        for path in [
-            "/api/v2/f-sdk/application",
-            "/api/v2/public/workflow",
-            "/api/v2/public/session-tokens-are-not-this",
-            "/api/v3/org/basics",
+    fn token_leaking_and_org_routes_are_refused_in_every_spelling() {
+        let policy = RoutePolicy::new(&RoutesConfig {
+            allow: vec![
+                RouteTemplate::parse("POST /api/v2/public/session-token").unwrap(),
+                RouteTemplate::parse("GET /api/v2/public/linked-account").unwrap(),
+            ],
+            ..RoutesConfig::default()
+        });
+        for (method, path) in [
+            (Method::POST, "/api/v2/public/session-token"),
+            (Method::POST, "/api/v2/public/session-token/"),
+            (Method::POST, "/API/V2/PUBLIC/SESSION-TOKEN/"),
+            (Method::POST, "/api/v2/public/session-token/revoke"),
+            (Method::POST, "/api/v2/public/session%2Dtoken"),
+            (Method::POST, "/api/v2/public/session%252Dtoken"),
+            (Method::POST, "/api/v2/public/session-token;x=1"),
+            (Method::POST, "/api/v2/public/connect-url"),
+            (Method::POST, "/api/v2/public/connect-code/exchange"),
+            (Method::GET, "/api/v2/public/hosted-properties"),
+            (Method::GET, "/api/v2/public/session/active-linked-account"),
+            (Method::GET, "/api/v2/public/linked-account"),
+            (Method::DELETE, "/api/v2/public/linked-account/x"),
+            (Method::POST, "/api/v2/public/webhook"),
         ] {
-            assert!(policy.check(&Method::GET, path).is_ok(), "{path} refused");
+            assert_eq!(
+                code(policy.check(&method, path)),
+                "ROUTE_NOT_ALLOWED",
+                "{method} {path}"
+            );
         }
     }
 
     #[test]
-    fn slashes_fold() {
-        assert_eq!(fold_slashes("//api//v1/x"), "/api/v1/x");
-        assert!(matches!(fold_slashes("/api/v1"), Cow::Borrowed(_)));
+    fn sdk_routes_pass_and_wrong_methods_are_405() {
+        let p = policy();
+        assert_eq!(
+            code(p.check(&Method::GET, "/api/v2/f-sdk/application")),
+            "OK"
+        );
+        assert_eq!(
+            code(p.check(&Method::GET, "/api/v2/f-sdk/application/")),
+            "OK"
+        );
+        assert_eq!(
+            code(p.check(&Method::GET, "/api/v2/f-sdk/application/hubspot")),
+            "OK"
+        );
+        assert_eq!(
+            code(p.check(&Method::POST, "/api/v1/hubspot/integrate")),
+            "OK"
+        );
+        assert_eq!(
+            code(p.check(&Method::GET, "/api/v1/hubspot/integrate")),
+            "OK"
+        );
+        assert_eq!(
+            code(p.check(&Method::POST, "/api/v2/public/workflow/wf_1/execute")),
+            "OK"
+        );
+        assert_eq!(
+            code(p.check(&Method::DELETE, "/api/v2/f-sdk/application")),
+            "METHOD_NOT_ALLOWED"
+        );
+        assert_eq!(
+            code(p.check(&Method::GET, "/api/v2/public/unknown")),
+            "ROUTE_NOT_ALLOWED"
+        );
+        assert_eq!(
+            code(p.check(&Method::GET, "/api/v2/public/%77orkflow")),
+            "ROUTE_NOT_ALLOWED"
+        );
+        assert_eq!(
+            code(p.check(&Method::PUT, "/api/v2/public/linked-account")),
+            "ROUTE_NOT_ALLOWED"
+        );
+        assert_eq!(p.allowed_methods("/api/v2/public/workflow").len(), 2);
+    }
+
+    #[test]
+    fn update_account_is_one_switch() {
+        let p = RoutePolicy::new(&RoutesConfig {
+            allow_update_account: true,
+            ..RoutesConfig::default()
+        });
+        assert_eq!(
+            code(p.check(&Method::PUT, "/api/v2/public/linked-account")),
+            "OK"
+        );
+        assert_eq!(
+            code(p.check(&Method::GET, "/api/v2/public/linked-account")),
+            "ROUTE_NOT_ALLOWED"
+        );
+        assert_eq!(
+            code(p.check(&Method::DELETE, "/api/v2/public/linked-account/other")),
+            "ROUTE_NOT_ALLOWED"
+        );
+    }
+
+    #[test]
+    fn config_can_add_and_remove_routes() {
+        let p = RoutePolicy::new(&RoutesConfig {
+            allow: vec![RouteTemplate::parse("POST /api/v2/custom/{id}/run").unwrap()],
+            deny: vec![
+                RouteTemplate::parse("DELETE /api/v2/public/workflow/{workflow_id}").unwrap(),
+            ],
+            allow_update_account: false,
+        });
+        assert_eq!(code(p.check(&Method::POST, "/api/v2/custom/7/run")), "OK");
+        assert_eq!(
+            code(p.check(&Method::DELETE, "/api/v2/public/workflow/wf")),
+            "ROUTE_NOT_ALLOWED"
+        );
+    }
+
+    #[test]
+    fn templates_are_validated() {
+        for bad in [
+            "GET",
+            "FETCH /x",
+            "GET x",
+            "GET /a//b",
+            "GET /a/../b",
+            "GET /a/{b",
+            "GET /a?x",
+            "GET /",
+        ] {
+            assert!(RouteTemplate::parse(bad).is_err(), "{bad} accepted");
+        }
+        assert!(hard_denied(
+            &RouteTemplate::parse("POST /api/v2/public/session-token/{x}").unwrap()
+        )
+        .is_some());
+        assert!(
+            hard_denied(&RouteTemplate::parse("GET /api/v2/public/workflow").unwrap()).is_none()
+        );
+    }
+
+    #[test]
+    fn normalisation_refuses_ambiguous_paths() {
+        for bad in [
+            "/api/v2/../public/session-token",
+            "/api/v2/./x",
+            "/api/%2e%2e/x",
+            "/api/%2E%2E/x",
+            "/api/%252e%252e/x",
+            "/api/.%2e/x",
+            "/api/a%2fb",
+            "/api/a%2Fb",
+            "/api/a%252fb",
+            "/api/a%5cb",
+            "/api/a\\b",
+            "/api/a%00b",
+            "/api/a%0ab",
+            "/api/a%ffb",
+            "/api/a%2525252fb",
+            "/api/100%",
+            "api/x",
+        ] {
+            assert!(normalize(bad, 2048).is_err(), "{bad} accepted");
+        }
+        assert!(normalize(&format!("/{}", "a".repeat(3000)), 2048).is_err());
+    }
+
+    #[test]
+    fn normalisation_keeps_everything_else_byte_for_byte() {
+        assert_eq!(normalize("//api/v1/x", 2048).unwrap(), "/api/v1/x");
+        assert_eq!(
+            normalize("/api/v1/My%20App/config", 2048).unwrap(),
+            "/api/v1/My%20App/config"
+        );
+        assert_eq!(
+            normalize("/api/v1/caf%C3%A9", 2048).unwrap(),
+            "/api/v1/caf%C3%A9"
+        );
+        assert_eq!(normalize("/api/v1/a.b..c", 2048).unwrap(), "/api/v1/a.b..c");
+        assert!(matches!(
+            normalize("/api/v1", 2048).unwrap(),
+            Cow::Borrowed(_)
+        ));
     }
 }

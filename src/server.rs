@@ -11,6 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::proxy::{ConnInfo, Proxy};
 
@@ -19,8 +20,13 @@ use crate::proxy::{ConnInfo, Proxy};
 pub struct ServeOptions {
     /// How long in-flight requests may take to finish after shutdown begins.
     pub shutdown_grace: Duration,
-    /// How long a client may take to send a request head.
+    /// How long a client may take to send a request head (slow-loris defence).
     pub header_read_timeout: Duration,
+    /// Largest request head the connection reads; the proxy answers a JSON 431 above
+    /// `limits.max_header_bytes`, hyper cuts off heads far beyond it.
+    pub max_header_bytes: usize,
+    /// Connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 impl Default for ServeOptions {
@@ -28,6 +34,20 @@ impl Default for ServeOptions {
         Self {
             shutdown_grace: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+            max_connections: 10_000,
+        }
+    }
+}
+
+impl ServeOptions {
+    /// The options a config asks for.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            shutdown_grace: config.server.shutdown_grace,
+            header_read_timeout: config.limits.header_read_timeout,
+            max_header_bytes: config.limits.max_header_bytes,
+            max_connections: config.limits.max_connections,
         }
     }
 }
@@ -44,12 +64,26 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
+        .header_read_timeout(options.header_read_timeout)
+        // Room above the limit, so most oversized heads still get the proxy's JSON 431.
+        .max_buf_size((options.max_header_bytes * 4).max(16 * 1024));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(options.max_header_bytes * 4).unwrap_or(u32::MAX));
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(options.max_connections));
     tokio::pin!(shutdown);
 
     loop {
+        // Wait for a free slot before accepting: excess clients queue in the backlog.
+        let permit = tokio::select! {
+            permit = Arc::clone(&slots).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -78,6 +112,7 @@ pub async fn serve(
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
+            drop(permit);
         });
     }
 
@@ -139,10 +174,6 @@ pub async fn run(
         mount_path = %config.server.mount_path,
         "refold-proxy listening"
     );
-    let options = ServeOptions {
-        shutdown_grace: config.server.shutdown_grace,
-        ..ServeOptions::default()
-    };
-    serve(listener, proxy, options, shutdown).await;
+    serve(listener, proxy, ServeOptions::from_config(config), shutdown).await;
     Ok(())
 }

@@ -70,6 +70,18 @@ pub fn describe_client_error(err: &hyper_util::client::legacy::Error) -> String 
     out
 }
 
+/// Whether `T` is somewhere in the error's cause chain.
+fn caused_by<T: std::error::Error + 'static>(err: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = err.source();
+    while let Some(cause) = source {
+        if cause.is::<T>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
 fn is_timeout(err: &hyper_util::client::legacy::Error) -> bool {
     let mut source = err.source();
     while let Some(cause) = source {
@@ -117,6 +129,9 @@ impl Upstream {
             Ok(Err(e)) if e.is_connect() && is_timeout(&e) => {
                 tracing::warn!(error = %describe_client_error(&e), "upstream connect timed out");
                 Err(ProxyError::UpstreamTimeout)
+            }
+            Ok(Err(e)) if caused_by::<http_body_util::LengthLimitError>(&e) => {
+                Err(ProxyError::BodyTooLarge)
             }
             Ok(Err(e)) => {
                 tracing::warn!(error = %describe_client_error(&e), "upstream request failed");

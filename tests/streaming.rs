@@ -28,7 +28,11 @@ fn chunk(i: usize) -> Bytes {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_megabytes_pass_both_ways_while_memory_stays_flat() {
-    let h = Harness::with_accounts(&["alice"]).await;
+    let h = Harness::builder()
+        .accounts(["alice"])
+        .tables("[limits]\nmax_body_bytes = 134217728")
+        .start()
+        .await;
     // Warm up: mint, pools, allocator.
     assert_eq!(
         h.get_as("alice", "/api/v2/public/workflow").await.status(),

@@ -60,6 +60,7 @@ pub struct HarnessBuilder {
     upstream: String,
     identity: String,
     tokens: String,
+    tables: String,
     upstream_url: Option<String>,
     api_key: String,
     env: Vec<(String, String)>,
@@ -89,6 +90,12 @@ impl HarnessBuilder {
     pub fn tokens(mut self, toml: &str) -> Self {
         self.tokens.push_str(toml);
         self.tokens.push('\n');
+        self
+    }
+    /// Whole tables (`[limits]`, `[cors]`, `[routes]`, `[guard]`), appended as written.
+    pub fn tables(mut self, toml: &str) -> Self {
+        self.tables.push_str(toml);
+        self.tables.push('\n');
         self
     }
     /// Linked accounts that exist in the stand-in from the start.
@@ -135,8 +142,8 @@ impl HarnessBuilder {
             "[server]\nlisten = \"127.0.0.1:0\"\n{}\n\
              [upstream]\nbase_url = \"{base_url}\"\napi_key_env = \"TEST_REFOLD_API_KEY\"\n{}\n\
              [identity]\nhs_secret_env = \"TEST_APP_JWT_SECRET\"\n{}\n\
-             [tokens]\n{}\n",
-            self.server, self.upstream, self.identity, self.tokens
+             [tokens]\n{}\n{}\n",
+            self.server, self.upstream, self.identity, self.tokens, self.tables
         );
         let toml = match &self.cors {
             Some(cors) => format!("{toml}[cors]\n{cors}"),
@@ -156,7 +163,7 @@ impl HarnessBuilder {
         let (tx, rx) = oneshot::channel::<()>();
         let options = ServeOptions {
             shutdown_grace: Duration::from_secs(5),
-            ..ServeOptions::default()
+            ..ServeOptions::from_config(&config)
         };
         let server = tokio::spawn(serve(listener, Arc::clone(&proxy), options, async {
             let _ = rx.await;
@@ -200,6 +207,7 @@ impl Harness {
             upstream: String::new(),
             identity: String::new(),
             tokens: String::new(),
+            tables: String::new(),
             upstream_url: None,
             api_key: API_KEY.into(),
             env: Vec::new(),

@@ -1,0 +1,279 @@
+//! The policy tables of the config: `[routes]`, `[cors]`, `[limits]` and `[guard]`.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{invalid, ConfigError};
+use crate::cors::OriginPattern;
+use crate::routes::RouteTemplate;
+
+/// `[routes]`: changes to the SDK allowlist.
+#[derive(Debug, Clone, Default)]
+pub struct RoutesConfig {
+    /// Extra `METHOD /path/{param}` templates to let through.
+    pub allow: Vec<RouteTemplate>,
+    /// Templates of the allowlist to refuse.
+    pub deny: Vec<RouteTemplate>,
+    /// Let the SDK's private `updateAccount` (`PUT /api/v2/public/linked-account`) through.
+    pub allow_update_account: bool,
+}
+
+/// `[cors]`: which browser origins may call the proxy.
+#[derive(Debug, Clone)]
+pub struct CorsConfig {
+    pub allowed_origins: Vec<OriginPattern>,
+    pub max_age: Duration,
+    pub allow_credentials: bool,
+}
+
+/// `[limits]`: bounds on what a client may send.
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    pub max_header_bytes: usize,
+    pub max_body_bytes: u64,
+    pub max_path_bytes: usize,
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+    /// Peers whose `Forwarded`/`X-Forwarded-*` headers are believed.
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+/// `[guard]`: the response guard that keeps secrets from going back to the caller.
+#[derive(Debug, Clone)]
+pub struct GuardConfig {
+    /// JSON response bodies up to this size are scanned; larger ones stream unscanned.
+    pub max_scan_bytes: usize,
+}
+
+/// An IP network in CIDR notation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `10.0.0.0/8`, `::1/128` or a bare address (a /32 or /128).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text, None),
+        };
+        let network: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?} is not an IP network"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{text:?} has a bad prefix length"))?,
+            None => max,
+        };
+        Ok(Self { network, prefix })
+    }
+
+    /// Whether `ip` lies in this network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct FileRoutes {
+    allow: Vec<String>,
+    deny: Vec<String>,
+    allow_update_account: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct FileCors {
+    allowed_origins: Vec<String>,
+    max_age_s: u64,
+    allow_credentials: bool,
+}
+
+impl Default for FileCors {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            max_age_s: 600,
+            allow_credentials: false,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct FileLimits {
+    max_header_bytes: usize,
+    max_body_bytes: u64,
+    max_path_bytes: usize,
+    header_read_timeout_ms: u64,
+    max_connections: usize,
+    trusted_proxies: Vec<String>,
+}
+
+impl Default for FileLimits {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 16 * 1024,
+            max_body_bytes: 10 * 1024 * 1024,
+            max_path_bytes: 2048,
+            header_read_timeout_ms: 10_000,
+            max_connections: 10_000,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct FileGuard {
+    max_scan_bytes: usize,
+}
+
+impl Default for FileGuard {
+    fn default() -> Self {
+        Self {
+            max_scan_bytes: 1024 * 1024,
+        }
+    }
+}
+
+pub(super) fn validate_routes(
+    file: FileRoutes,
+    warnings: &mut Vec<String>,
+) -> Result<RoutesConfig, ConfigError> {
+    let parse = |key: &'static str, list: &[String]| {
+        list.iter()
+            .map(|t| RouteTemplate::parse(t).map_err(|e| invalid(key, e)))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let allow = parse("routes.allow", &file.allow)?;
+    let deny = parse("routes.deny", &file.deny)?;
+    for template in &allow {
+        if let Some(why) = crate::routes::hard_denied(template) {
+            warnings.push(format!(
+                "routes.allow: \"{template}\" is never forwarded ({why}); the entry has no effect"
+            ));
+        }
+    }
+    Ok(RoutesConfig {
+        allow,
+        deny,
+        allow_update_account: file.allow_update_account,
+    })
+}
+
+pub(super) fn validate_cors(file: FileCors) -> Result<CorsConfig, ConfigError> {
+    let allowed_origins = file
+        .allowed_origins
+        .iter()
+        .map(|o| OriginPattern::parse(o).map_err(|e| invalid("cors.allowed_origins", e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    if file.max_age_s > 86_400 {
+        return Err(invalid("cors.max_age_s", "must be at most 86400"));
+    }
+    Ok(CorsConfig {
+        allowed_origins,
+        max_age: Duration::from_secs(file.max_age_s),
+        allow_credentials: file.allow_credentials,
+    })
+}
+
+pub(super) fn validate_limits(file: FileLimits) -> Result<LimitsConfig, ConfigError> {
+    if !(1024..=1024 * 1024).contains(&file.max_header_bytes) {
+        return Err(invalid(
+            "limits.max_header_bytes",
+            "must be between 1024 and 1048576",
+        ));
+    }
+    if file.max_body_bytes == 0 {
+        return Err(invalid("limits.max_body_bytes", "must be above 0"));
+    }
+    if !(64..=65_536).contains(&file.max_path_bytes) {
+        return Err(invalid(
+            "limits.max_path_bytes",
+            "must be between 64 and 65536",
+        ));
+    }
+    if file.header_read_timeout_ms == 0 {
+        return Err(invalid("limits.header_read_timeout_ms", "must be above 0"));
+    }
+    if file.max_connections == 0 {
+        return Err(invalid("limits.max_connections", "must be above 0"));
+    }
+    let trusted_proxies = file
+        .trusted_proxies
+        .iter()
+        .map(|c| Cidr::parse(c).map_err(|e| invalid("limits.trusted_proxies", e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(LimitsConfig {
+        max_header_bytes: file.max_header_bytes,
+        max_body_bytes: file.max_body_bytes,
+        max_path_bytes: file.max_path_bytes,
+        header_read_timeout: Duration::from_millis(file.header_read_timeout_ms),
+        max_connections: file.max_connections,
+        trusted_proxies,
+    })
+}
+
+pub(super) fn validate_guard(file: FileGuard) -> Result<GuardConfig, ConfigError> {
+    if file.max_scan_bytes > 64 * 1024 * 1024 {
+        return Err(invalid("guard.max_scan_bytes", "must be at most 67108864"));
+    }
+    Ok(GuardConfig {
+        max_scan_bytes: file.max_scan_bytes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs_match_their_networks() {
+        let net = Cidr::parse("10.1.0.0/16").unwrap();
+        assert!(net.contains("10.1.200.3".parse().unwrap()));
+        assert!(!net.contains("10.2.0.1".parse().unwrap()));
+        assert!(net.contains("::ffff:10.1.0.9".parse().unwrap()));
+        let one = Cidr::parse("127.0.0.1").unwrap();
+        assert!(one.contains("127.0.0.1".parse().unwrap()));
+        assert!(!one.contains("127.0.0.2".parse().unwrap()));
+        assert!(Cidr::parse("::/0")
+            .unwrap()
+            .contains("2001:db8::1".parse().unwrap()));
+        assert!(Cidr::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
+        for bad in ["10.0.0.0/33", "nope", "10.0.0.0/x"] {
+            assert!(Cidr::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

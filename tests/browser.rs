@@ -166,8 +166,8 @@ async fn the_sdk_works_cross_origin_from_an_allowed_origin_only() {
     let blocked = PageServer::start(&dir).await;
     let h = Harness::builder()
         .accounts([ALLOWED, BLOCKED])
-        .cors(&format!(
-            "allowed_origins = [\"{}\"]\nmax_age_s = 600\nallow_credentials = false",
+        .tables(&format!(
+            "[cors]\nallowed_origins = [\"{}\"]\nmax_age_s = 600\nallow_credentials = false",
             allowed.origin
         ))
         .start()
@@ -198,6 +198,7 @@ async fn the_sdk_works_cross_origin_from_an_allowed_origin_only() {
         "browser test failed:\n{stdout}\n{stderr}"
     );
     assert!(stdout.contains("pass 2"), "{stdout}");
+    println!("{stdout}");
 
     // The page really came from both origins, SDK file included.
     for server in [&allowed, &blocked] {

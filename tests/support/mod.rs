@@ -64,7 +64,6 @@ pub struct HarnessBuilder {
     upstream_url: Option<String>,
     api_key: String,
     env: Vec<(String, String)>,
-    cors: Option<String>,
 }
 
 impl HarnessBuilder {
@@ -120,13 +119,6 @@ impl HarnessBuilder {
         self.api_key = key.into();
         self
     }
-    /// Lines of a `[cors]` section (the proxy's config has none unless this is called).
-    pub fn cors(mut self, toml: &str) -> Self {
-        let cors = self.cors.get_or_insert_with(String::new);
-        cors.push_str(toml);
-        cors.push('\n');
-        self
-    }
     /// An extra environment variable visible to the config.
     pub fn env(mut self, name: &str, value: &str) -> Self {
         self.env.push((name.into(), value.into()));
@@ -145,10 +137,6 @@ impl HarnessBuilder {
              [tokens]\n{}\n{}\n",
             self.server, self.upstream, self.identity, self.tokens, self.tables
         );
-        let toml = match &self.cors {
-            Some(cors) => format!("{toml}[cors]\n{cors}"),
-            None => toml,
-        };
         let api_key = self.api_key;
         let env = self.env;
         let config = Config::from_toml(&toml, Path::new("."), move |name| match name {
@@ -211,7 +199,6 @@ impl Harness {
             upstream_url: None,
             api_key: API_KEY.into(),
             env: Vec::new(),
-            cors: None,
         }
     }
 

@@ -105,6 +105,7 @@ pub struct TokensConfig {
     pub fallback_ttl: Duration,
     pub max_accounts: usize,
     pub mint_timeout: Duration,
+    pub missing_account_ttl: Duration,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -209,6 +210,7 @@ struct FileTokens {
     fallback_ttl_s: u64,
     max_accounts: usize,
     mint_timeout_ms: u64,
+    missing_account_ttl_s: u64,
 }
 
 impl Default for FileTokens {
@@ -218,6 +220,7 @@ impl Default for FileTokens {
             fallback_ttl_s: 24 * 3600,
             max_accounts: 100_000,
             mint_timeout_ms: 10_000,
+            missing_account_ttl_s: 30,
         }
     }
 }
@@ -488,8 +491,11 @@ fn is_hmac(alg: Algorithm) -> bool {
 }
 
 fn validate_tokens(file: FileTokens) -> Result<TokensConfig, ConfigError> {
-    if file.fallback_ttl_s == 0 {
-        return Err(invalid("tokens.fallback_ttl_s", "must be above 0"));
+    if !(1..=30 * 86_400).contains(&file.fallback_ttl_s) {
+        return Err(invalid(
+            "tokens.fallback_ttl_s",
+            "must be between 1 and 2592000 (30 days)",
+        ));
     }
     if file.refresh_before_expiry_s >= file.fallback_ttl_s {
         return Err(invalid(
@@ -500,14 +506,18 @@ fn validate_tokens(file: FileTokens) -> Result<TokensConfig, ConfigError> {
     if file.max_accounts == 0 {
         return Err(invalid("tokens.max_accounts", "must be above 0"));
     }
-    if file.mint_timeout_ms == 0 {
-        return Err(invalid("tokens.mint_timeout_ms", "must be above 0"));
+    if !(1..=600_000).contains(&file.mint_timeout_ms) {
+        return Err(invalid(
+            "tokens.mint_timeout_ms",
+            "must be between 1 and 600000",
+        ));
     }
     Ok(TokensConfig {
         refresh_before_expiry: Duration::from_secs(file.refresh_before_expiry_s),
         fallback_ttl: Duration::from_secs(file.fallback_ttl_s),
         max_accounts: file.max_accounts,
         mint_timeout: Duration::from_millis(file.mint_timeout_ms),
+        missing_account_ttl: Duration::from_secs(file.missing_account_ttl_s.min(86_400)),
     })
 }
 

@@ -107,7 +107,17 @@ impl Cors {
     pub fn check(&self, headers: &HeaderMap) -> Result<Option<HeaderValue>, OriginNotAllowed> {
         let mut origins = headers.get_all(header::ORIGIN).iter();
         let Some(origin) = origins.next() else {
-            return Ok(None);
+            // No Origin, but the browser says another site caused this request (a link,
+            // a form, an image): never SDK traffic, and with a cookie credential it would
+            // be cross-site request forgery.
+            let cross_site = headers
+                .get("sec-fetch-site")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
+            return if cross_site {
+                Err(OriginNotAllowed)
+            } else {
+                Ok(None)
+            };
         };
         if origins.next().is_some() {
             return Err(OriginNotAllowed);
@@ -231,6 +241,16 @@ mod tests {
         ] {
             assert!(c.check(&with_origin(bad)).is_err(), "{bad} allowed");
         }
+    }
+
+    #[test]
+    fn cross_site_requests_without_origin_are_refused() {
+        let c = cors(&["https://app.example.com"]);
+        let mut h = HeaderMap::new();
+        h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
+        assert!(c.check(&h).is_err());
+        h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+        assert!(c.check(&h).unwrap().is_none());
     }
 
     #[test]

@@ -23,6 +23,18 @@ use crate::secret::Secret;
 use crate::tokens::Token;
 use crate::{BoxError, ProxyBody};
 
+/// Refold's word for a session token it no longer accepts.
+static INVALID_TOKEN: std::sync::LazyLock<Finder<'static>> =
+    std::sync::LazyLock::new(|| Finder::new(b"INVALID_TOKEN"));
+
+/// A response that passed the guard.
+#[derive(Debug)]
+pub struct Inspected {
+    pub response: Response<ProxyBody>,
+    /// Refold answered 401 `INVALID_TOKEN`: the injected session token is dead.
+    pub token_rejected: bool,
+}
+
 /// Scans responses for secrets.
 pub struct ResponseGuard {
     api_key: Finder<'static>,
@@ -56,6 +68,27 @@ impl ResponseGuard {
         &self,
         response: Response<Incoming>,
         token: &Token,
+    ) -> Result<Inspected, ProxyError> {
+        let unauthorized = response.status() == http::StatusCode::UNAUTHORIZED;
+        let mut token_rejected = false;
+        let response = self
+            .scan(response, token, |body| {
+                // Only a 401 whose body says INVALID_TOKEN means the token is bad: a
+                // workflow may answer 401 of its own.
+                token_rejected = unauthorized && INVALID_TOKEN.find(body).is_some();
+            })
+            .await?;
+        Ok(Inspected {
+            response,
+            token_rejected,
+        })
+    }
+
+    async fn scan(
+        &self,
+        response: Response<Incoming>,
+        token: &Token,
+        mut on_body: impl FnMut(&[u8]),
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let token = Finder::new(token.secret());
         if self.headers_leak(response.headers(), &token) {
@@ -104,6 +137,7 @@ impl ResponseGuard {
         if self.leaks(&seen, &token) {
             return Err(ProxyError::TokenLeakBlocked);
         }
+        on_body(&seen);
         let body = Prefixed::<Incoming> {
             prefix: chunks,
             rest: None,

@@ -141,8 +141,7 @@ pub fn check_account_binding(
     };
     for pair in query.split('&') {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let key = percent_decode_str(key).decode_utf8_lossy();
-        if same_name(key.trim(), "linked-account-id") {
+        if is_account_param(key) {
             let value = value.replace('+', " ");
             let value = percent_decode_str(&value).decode_utf8_lossy();
             if value != account {
@@ -217,14 +216,21 @@ fn same_name(name: &str, canonical: &str) -> bool {
         })
 }
 
+/// Whether a raw query key names `linked_account_id`: any case, `_` or `-`,
+/// percent-encoded or not, and in the nested spellings query parsers such as `qs`
+/// fold into it (`linked_account_id[]`, `linked_account_id[0]`, `linked_account_id.x`).
+fn is_account_param(raw_key: &str) -> bool {
+    let key = raw_key.replace('+', " ");
+    let key = percent_decode_str(&key).decode_utf8_lossy();
+    let key = key.trim();
+    let base = key.split(['[', '.']).next().unwrap_or(key).trim();
+    same_name(base, "linked-account-id")
+}
+
 /// The query without `linked_account_id` parameters (any case, `_` or `-`, percent-encoded
 /// or not). Borrowed when there was nothing to strip.
 pub fn strip_credential_params(query: &str) -> Cow<'_, str> {
-    let is_credential = |pair: &str| {
-        let key = pair.split('=').next().unwrap_or("");
-        let key = percent_decode_str(key).decode_utf8_lossy();
-        same_name(key.trim(), "linked-account-id")
-    };
+    let is_credential = |pair: &str| is_account_param(pair.split('=').next().unwrap_or(""));
     if !query.split('&').any(is_credential) {
         return Cow::Borrowed(query);
     }
@@ -360,6 +366,8 @@ mod tests {
         assert!(check_account_binding(&h, Some("LINKED-ACCOUNT-ID=bob"), "alice").is_err());
         assert!(check_account_binding(&h, Some("linked%5Faccount%5Fid=bob"), "alice").is_err());
         assert!(check_account_binding(&h, Some("linked_account_id=a%20b"), "a b").is_ok());
+        assert!(check_account_binding(&h, Some("linked_account_id[]=bob"), "alice").is_err());
+        assert!(check_account_binding(&h, Some("linked_account_id.x=bob"), "alice").is_err());
         h.insert("Linked_Account_Id", HeaderValue::from_static("bob"));
         assert!(check_account_binding(&h, None, "alice").is_err());
         assert!(check_account_binding(&h, None, "bob").is_ok());
@@ -398,5 +406,11 @@ mod tests {
             "a=1&b"
         );
         assert_eq!(strip_credential_params("linked_account_id"), "");
+        assert_eq!(
+            strip_credential_params(
+                "linked_account_id[]=m&linked_account_id[0]=m&linked_account_id.x=1&a=1"
+            ),
+            "a=1"
+        );
     }
 }

@@ -83,6 +83,7 @@ impl Proxy {
                 upstream: Arc::from(config.upstream.base_url.to_string()),
                 environment: Environment::of_api_key(config.upstream.api_key.expose()),
                 max_accounts: config.tokens.max_accounts,
+                missing_account_ttl: config.tokens.missing_account_ttl,
             },
         );
         for warning in &config.warnings {
@@ -191,13 +192,25 @@ impl Proxy {
         self.headers
             .apply_to_request(&mut parts.headers, &token, conn.peer.ip());
         let limit = usize::try_from(self.limits.max_body_bytes).unwrap_or(usize::MAX);
-        let body = Limited::new(body, limit).boxed_unsync();
+        // Trailers could smuggle a credential past the header policy: they never pass.
+        let body = Limited::new(body, limit)
+            .map_frame(|frame| match frame.into_data() {
+                Ok(data) => http_body::Frame::data(data),
+                Err(_) => http_body::Frame::data(Bytes::new()),
+            })
+            .boxed_unsync();
 
         let response = self
             .upstream
             .forward(Request::from_parts(parts, body))
             .await?;
-        let mut response = self.guard.inspect(response, &token).await?;
+        let inspected = self.guard.inspect(response, &token).await?;
+        if inspected.token_rejected {
+            // Refold no longer accepts it (revoked, or expired early): the next request
+            // gets a freshly forced one.
+            self.tokens.invalidate(&caller, &token);
+        }
+        let mut response = inspected.response;
         self.headers.apply_to_response(response.headers_mut());
         Ok(response)
     }

@@ -12,6 +12,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
 use crate::proxy::{ConnInfo, Proxy};
 
@@ -73,6 +74,7 @@ pub async fn serve(
         .max_header_list_size(u32::try_from(options.max_header_bytes * 4).unwrap_or(u32::MAX));
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(options.max_connections));
+    let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
 
     loop {
@@ -108,7 +110,9 @@ pub async fn serve(
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
-        tokio::spawn(async move {
+        // Reap finished connections so the set stays the size of the open ones.
+        while connections.try_join_next().is_some() {}
+        connections.spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
@@ -124,9 +128,10 @@ pub async fn serve(
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("drained"),
         () = tokio::time::sleep(options.shutdown_grace) => {
-            tracing::warn!("shutdown grace period over: closing remaining connections");
+            tracing::warn!(open = connections.len(), "shutdown grace period over: closing remaining connections");
         }
     }
+    connections.shutdown().await;
 }
 
 fn is_connection_error(e: &std::io::Error) -> bool {

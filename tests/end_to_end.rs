@@ -106,8 +106,7 @@ async fn a_linked_account_id_for_someone_else_never_reaches_refold() {
         .send()
         .await
         .unwrap();
-    let status = response.status().as_u16();
-    assert!(status == 200 || status == 403, "status {status}");
+    assert_error(response, 403, "ACCOUNT_MISMATCH").await;
     for r in h.mock.requests() {
         assert_ne!(r.linked_account_id.as_deref(), Some("mallory"));
         assert!(!r.query.unwrap_or_default().contains("mallory"));
@@ -206,9 +205,10 @@ async fn workflow_execute_passes_sdk_headers_and_an_empty_json_body() {
         .send()
         .await
         .unwrap();
-    let status = response.status().as_u16();
+    // An unknown workflow: Refold's own 404 comes back, JSON, untouched.
+    assert_eq!(response.status(), 404);
     let body: serde_json::Value = response.json().await.expect("JSON");
-    assert!(status < 500, "{status} {body}");
+    assert_eq!(body["status_code"], 404, "{body}");
     let requests = h.mock.requests();
     let r = recorded(&requests, "/api/v2/public/workflow/wf-1/execute");
     assert_eq!(r.len(), 1);
@@ -249,4 +249,40 @@ async fn upstream_status_and_json_pass_through_unchanged() {
     assert_eq!(response.status(), 404);
     let body: serde_json::Value = response.json().await.expect("JSON");
     assert_eq!(body["status_code"], 404);
+}
+
+#[tokio::test]
+async fn dot_segments_and_encoded_separators_are_400_and_never_forwarded() {
+    let h = Harness::with_accounts(&["alice"]).await;
+    for path in [
+        "/api/v2/public/workflow/../session-token",
+        "/api/v2/public/./session-token",
+        "/api/v2/public/%2e/session-token",
+        "/api/v2/x/%2E%2E/public/session-token/revoke",
+        "/api/v2/public/workflow/%252e%252e/connect-url",
+        "/api/v2/public/workflow/a%2Fb/execute",
+        "/api/v2/public/workflow/a%5Cb/execute",
+        "/api/v2/public/workflow/a%00b/execute",
+        "/api/v2/public/workflow/%ff/execute",
+    ] {
+        // reqwest would resolve raw dot segments itself: send the request line as is.
+        let raw = raw_request(h.proxy_addr, &format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            app_jwt("alice")
+        ))
+        .await;
+        assert!(raw.starts_with("HTTP/1.1 400"), "{path}: {raw}");
+        assert!(raw.contains("\"INVALID_PATH\""), "{path}: {raw}");
+    }
+    assert!(h.mock.requests().is_empty(), "something reached Refold");
+}
+
+/// Sends bytes over a plain TCP connection and returns everything the proxy answers.
+async fn raw_request(addr: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
 }

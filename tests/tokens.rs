@@ -157,7 +157,10 @@ async fn tokens_are_reused_refreshed_ahead_and_reminted_after_expiry() {
 
 #[tokio::test]
 async fn a_failed_mint_is_not_cached() {
-    let h = Harness::with_accounts(&[]).await;
+    let h = Harness::builder()
+        .tokens("missing_account_ttl_s = 0")
+        .start()
+        .await;
     assert_error(
         h.get_as("newcomer", PATH).await,
         403,
@@ -187,4 +190,73 @@ async fn the_cache_stays_within_max_accounts() {
     let mints = h.mock.mint_count();
     assert_eq!(h.get_as(accounts.last().unwrap(), PATH).await.status(), 200);
     assert_eq!(h.mock.mint_count(), mints);
+}
+
+#[tokio::test]
+async fn a_missing_account_is_remembered_briefly() {
+    let h = Harness::builder()
+        .tokens("missing_account_ttl_s = 30")
+        .start()
+        .await;
+    for _ in 0..20 {
+        assert_error(
+            h.get_as("ghost", PATH).await,
+            403,
+            "LINKED_ACCOUNT_NOT_FOUND",
+        )
+        .await;
+    }
+    assert_eq!(
+        h.mock.mint_count(),
+        1,
+        "a flood for a missing account is one mint"
+    );
+    h.mock.add_account("ghost");
+    h.proxy.tokens().clock().advance(Duration::from_secs(31));
+    assert_eq!(h.get_as("ghost", PATH).await.status(), 200);
+    assert_eq!(h.mock.mint_count(), 2);
+}
+
+#[tokio::test]
+async fn a_token_refold_rejects_is_dropped_and_reminted_with_force() {
+    let h = Harness::with_accounts(&["alice"]).await;
+    assert_eq!(h.get_as("alice", PATH).await.status(), 200);
+    let first = h.mock.current_token("alice").unwrap();
+    h.mock.revoke_all_tokens();
+    // Refold's 401 INVALID_TOKEN goes back as Refold sent it...
+    let rejected = h.get_as("alice", PATH).await;
+    assert_eq!(rejected.status(), 401);
+    let body: serde_json::Value = rejected.json().await.unwrap();
+    assert_eq!(body["error"], "INVALID_TOKEN");
+    // ...and the next request carries a fresh, forced token.
+    assert_eq!(h.get_as("alice", PATH).await.status(), 200);
+    assert_eq!(h.mock.mint_count(), 2);
+    let second = h.mock.current_token("alice").unwrap();
+    assert_ne!(first, second);
+    let mints: Vec<_> = h
+        .mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/api/v2/public/session-token")
+        .collect();
+    assert_eq!(mints[1].query.as_deref(), Some("force_refresh=true"));
+    assert_eq!(
+        forwarded_tokens(&h).last().unwrap(),
+        &format!("Bearer {second}")
+    );
+}
+
+#[tokio::test]
+async fn a_workflows_own_401_does_not_drop_the_token() {
+    let h = Harness::with_accounts(&["alice"]).await;
+    let response = h
+        .client
+        .post(h.url("/api/v2/public/workflow/status-401/execute"))
+        .bearer_auth(support::app_jwt("alice"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(h.get_as("alice", PATH).await.status(), 200);
+    assert_eq!(h.mock.mint_count(), 1);
 }

@@ -22,6 +22,9 @@ pub struct TokenSettings {
     /// The API key's environment: a test token never serves production.
     pub environment: Environment,
     pub max_accounts: usize,
+    /// How long "no such linked account" is remembered, so a flood of requests for a
+    /// missing account does not become a flood of mints.
+    pub missing_account_ttl: Duration,
 }
 
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -40,6 +43,19 @@ struct SlotState {
     flight: Option<Flight>,
     /// No background refresh before this, after one failed.
     refresh_backoff_until: Option<Instant>,
+    /// Refold said the account does not exist: believe it until then.
+    missing_until: Option<Instant>,
+    /// Refold rejected the cached token: the next mint must not get it back.
+    force_next: bool,
+}
+
+/// Ends a slot's flight when the mint task finishes, however it finishes.
+struct FlightGuard(Arc<Slot>);
+
+impl Drop for FlightGuard {
+    fn drop(&mut self) {
+        self.0.lock().flight = None;
+    }
 }
 
 struct Slot {
@@ -65,6 +81,7 @@ impl Slot {
 
 struct Inner {
     slots: DashMap<CacheKey, Arc<Slot>>,
+    pruning: Mutex<()>,
     minter: Minter,
     settings: TokenSettings,
     epoch: Instant,
@@ -91,6 +108,7 @@ impl TokenCache {
         Self {
             inner: Arc::new(Inner {
                 slots: DashMap::new(),
+                pruning: Mutex::new(()),
                 epoch: minter.clock().now(),
                 minter,
                 settings,
@@ -105,6 +123,9 @@ impl TokenCache {
         let slot = self.slot(key.clone(), now);
         let mut flight = {
             let mut state = slot.lock();
+            if state.missing_until.is_some_and(|until| now < until) {
+                return Err(MintError::AccountMissing);
+            }
             if let Some(token) = state.token.as_ref().filter(|t| t.is_usable(now)) {
                 let token = token.clone();
                 let backoff_over = state.refresh_backoff_until.is_none_or(|t| now >= t);
@@ -117,7 +138,8 @@ impl TokenCache {
             match &state.flight {
                 Some(flight) => flight.clone(),
                 None => {
-                    let flight = self.start_flight(&slot, key.account, false);
+                    let force = std::mem::take(&mut state.force_next);
+                    let flight = self.start_flight(&slot, key.account, force);
                     state.flight = Some(flight.clone());
                     flight
                 }
@@ -133,6 +155,25 @@ impl TokenCache {
                 retry_after: None,
             })
         })
+    }
+
+    /// Drops `token` if it is still the caller's cached one, because Refold rejected it;
+    /// the next request mints with `force_refresh`.
+    pub fn invalidate(&self, caller: &Caller, token: &Token) {
+        let key = self.key(caller.account());
+        let Some(slot) = self.inner.slots.get(&key).map(|s| Arc::clone(s.value())) else {
+            return;
+        };
+        let mut state = slot.lock();
+        if state
+            .token
+            .as_ref()
+            .is_some_and(|t| t.authorization() == token.authorization())
+        {
+            state.token = None;
+            state.force_next = true;
+            tracing::info!(account = %caller.tag(), "Refold rejected the session token: dropped");
+        }
     }
 
     /// Drops an account's token (for example after Refold revoked it). Returns whether
@@ -193,8 +234,13 @@ impl TokenCache {
         slot
     }
 
-    /// Bounds memory: drops dead slots, then the least recently used eighth.
+    /// Bounds memory: drops dead slots, then the least recently used eighth of those
+    /// without a mint in flight (dropping one would let a second mint start).
     fn make_room(&self, now: Instant) {
+        // One pruning pass at a time; callers arriving meanwhile insert without waiting.
+        let Ok(_pruning) = self.inner.pruning.try_lock() else {
+            return;
+        };
         let slots = &self.inner.slots;
         slots.retain(|_, slot| !slot.is_dead(now));
         let max = self.inner.settings.max_accounts;
@@ -210,7 +256,8 @@ impl TokenCache {
         let threshold = *threshold;
         let mut removed = 0;
         slots.retain(|_, slot| {
-            if removed < cut && slot.last_used.load(Ordering::Relaxed) <= threshold {
+            let old = slot.last_used.load(Ordering::Relaxed) <= threshold;
+            if removed < cut && old && slot.lock().flight.is_none() {
                 removed += 1;
                 false
             } else {
@@ -230,21 +277,26 @@ impl TokenCache {
         let inner = Arc::clone(&self.inner);
         let slot = Arc::clone(slot);
         tokio::spawn(async move {
+            // Clears the flight even if the mint panics, so the account is not stuck
+            // behind a flight that will never land.
+            let guard = FlightGuard(Arc::clone(&slot));
             let result = inner.minter.mint(&account, force).await;
             {
+                let now = inner.minter.clock().now();
                 let mut state = slot.lock();
-                state.flight = None;
                 match &result {
                     Ok(token) => {
                         state.token = Some(token.clone());
                         state.refresh_backoff_until = None;
+                        state.missing_until = None;
                     }
-                    Err(_) => {
-                        state.refresh_backoff_until =
-                            Some(inner.minter.clock().now() + REFRESH_RETRY)
+                    Err(MintError::AccountMissing) => {
+                        state.missing_until = Some(now + inner.settings.missing_account_ttl);
                     }
+                    Err(_) => state.refresh_backoff_until = Some(now + REFRESH_RETRY),
                 }
             }
+            drop(guard);
             match &result {
                 Ok(_) => {
                     tracing::debug!(account = %crate::secret::fingerprint(account.as_bytes()), force, "minted session token")

@@ -18,6 +18,10 @@ use crate::{full_body, BoxError};
 /// The largest mint response read; Refold's is a few hundred bytes.
 const MAX_MINT_RESPONSE: usize = 64 * 1024;
 
+/// No token is trusted for longer than this, whatever Refold says (its longest seen
+/// lifetime is about a week).
+const MAX_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// Why a mint failed. Cheap to clone: one failure is shared by every request waiting on it.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum MintError {
@@ -235,19 +239,24 @@ impl Minter {
             .expires_in
             .as_ref()
             .and_then(Value::as_f64)
-            .filter(|secs| secs.is_finite() && *secs > 0.0)
-            .map(Duration::from_secs_f64)
+            .and_then(seconds)
             .or_else(|| jwt_lifetime(&token))
-            .unwrap_or(self.fallback_ttl);
-        let expires_at = sent_at
-            .checked_add(lifetime)
-            .unwrap_or_else(|| sent_at + self.fallback_ttl);
+            .unwrap_or(self.fallback_ttl)
+            .min(MAX_LIFETIME);
+        let expires_at = sent_at + lifetime;
         Token::new(&token, sent_at, expires_at, self.refresh_before).ok_or_else(|| {
             MintError::BadResponse(
                 "mint response token has characters not allowed in a header".into(),
             )
         })
     }
+}
+
+/// A positive, finite number of seconds as a `Duration` (absurd values are clamped later).
+fn seconds(secs: f64) -> Option<Duration> {
+    (secs.is_finite() && secs > 0.0)
+        .then(|| Duration::try_from_secs_f64(secs.min(MAX_LIFETIME.as_secs_f64())).ok())
+        .flatten()
 }
 
 /// Whether an error body is Refold's "No linked account found" in either of its flavours.
@@ -270,7 +279,7 @@ fn jwt_lifetime(token: &str) -> Option<Duration> {
         .duration_since(UNIX_EPOCH)
         .ok()?
         .as_secs_f64();
-    (exp > now).then(|| Duration::from_secs_f64(exp - now))
+    seconds(exp - now)
 }
 
 #[cfg(test)]
@@ -313,5 +322,14 @@ mod tests {
         let left = jwt_lifetime(&token).unwrap();
         assert!(left > Duration::from_secs(3590) && left <= Duration::from_secs(3600));
         assert!(jwt_lifetime("opaque-token").is_none());
+    }
+
+    #[test]
+    fn absurd_lifetimes_are_clamped_not_panics() {
+        assert_eq!(seconds(1e20), Some(MAX_LIFETIME));
+        assert_eq!(seconds(f64::INFINITY), None);
+        assert_eq!(seconds(-5.0), None);
+        assert_eq!(seconds(0.0), None);
+        assert_eq!(seconds(90.0), Some(Duration::from_secs(90)));
     }
 }

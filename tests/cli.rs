@@ -84,6 +84,21 @@ fn bad_configs_fail_naming_the_key() {
 }
 
 #[test]
+fn check_config_warns_about_routes_that_can_never_pass() {
+    let path = write_config(
+        "warn.toml",
+        "[routes]\nallow = [\"POST /api/v2/public/session-token\"]\n",
+    );
+    let out = command().arg("--check-config").arg(&path).output().unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning") && stderr.contains("session-token"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn sign_jwt_signs_with_the_configured_secret() {
     let path = write_config(
         "sign.toml",

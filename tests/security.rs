@@ -539,3 +539,33 @@ async fn a_slow_loris_head_is_cut_off() {
     assert!(closed.is_ok(), "the proxy kept a half-sent head open");
     assert!(h.mock.requests().is_empty());
 }
+
+#[tokio::test]
+async fn connections_beyond_max_connections_wait_for_a_free_slot() {
+    let h = Harness::builder()
+        .accounts(["alice"])
+        .tables("[limits]\nmax_connections = 1")
+        .start()
+        .await;
+    let jwt = app_jwt("alice");
+    let request = format!("GET {PATH} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {jwt}\r\n\r\n");
+    // The first client holds the only slot with a keep-alive connection.
+    let mut first = tokio::net::TcpStream::connect(h.proxy_addr).await.unwrap();
+    first.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = first.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+
+    // The second is accepted by the kernel but not served while the slot is taken.
+    let mut second = tokio::net::TcpStream::connect(h.proxy_addr).await.unwrap();
+    second.write_all(request.as_bytes()).await.unwrap();
+    let early = tokio::time::timeout(Duration::from_millis(300), second.read(&mut buf)).await;
+    assert!(early.is_err(), "served beyond max_connections");
+
+    drop(first);
+    let n = tokio::time::timeout(Duration::from_secs(10), second.read(&mut buf))
+        .await
+        .expect("the waiting connection was never served")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+}

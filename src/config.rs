@@ -82,6 +82,11 @@ pub struct UpstreamConfig {
     pub timeout: Duration,
     pub pool_idle_timeout: Duration,
     pub pool_max_idle_per_host: usize,
+    /// Response timeout for `sync_execution: true` workflow runs, which may be slow.
+    pub sync_execution_timeout: Duration,
+    /// Request bodies up to this size are kept, so a request Refold refused with
+    /// `INVALID_TOKEN` can be retried once with a fresh token.
+    pub retry_body_limit: usize,
 }
 
 /// `[identity]`: how callers prove who they are.
@@ -122,6 +127,14 @@ pub struct TokensConfig {
     pub max_accounts: usize,
     pub mint_timeout: Duration,
     pub missing_account_ttl: Duration,
+    /// Upsert an unknown linked account (`PUT /api/v2/public/linked-account`) and mint again.
+    pub auto_provision: bool,
+    /// Mints in flight at once, across all accounts.
+    pub max_concurrent_mints: usize,
+    /// Consecutive token-endpoint failures that open the circuit breaker.
+    pub breaker_failures: u32,
+    /// How long the open breaker stops calling the token endpoint.
+    pub breaker_cooldown: Duration,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -174,6 +187,8 @@ struct FileUpstream {
     timeout_ms: u64,
     pool_idle_timeout_s: u64,
     pool_max_idle_per_host: usize,
+    sync_execution_timeout_ms: u64,
+    retry_body_limit: usize,
 }
 
 impl Default for FileUpstream {
@@ -185,6 +200,8 @@ impl Default for FileUpstream {
             timeout_ms: 30_000,
             pool_idle_timeout_s: 90,
             pool_max_idle_per_host: 256,
+            sync_execution_timeout_ms: 120_000,
+            retry_body_limit: 64 * 1024,
         }
     }
 }
@@ -237,6 +254,10 @@ struct FileTokens {
     max_accounts: usize,
     mint_timeout_ms: u64,
     missing_account_ttl_s: u64,
+    auto_provision: bool,
+    max_concurrent_mints: usize,
+    breaker_failures: u32,
+    breaker_cooldown_s: u64,
 }
 
 impl Default for FileTokens {
@@ -247,6 +268,10 @@ impl Default for FileTokens {
             max_accounts: 100_000,
             mint_timeout_ms: 10_000,
             missing_account_ttl_s: 30,
+            auto_provision: false,
+            max_concurrent_mints: 4,
+            breaker_failures: 5,
+            breaker_cooldown_s: 10,
         }
     }
 }
@@ -399,6 +424,10 @@ fn validate_upstream(
         timeout: Duration::from_millis(file.timeout_ms),
         pool_idle_timeout: Duration::from_secs(file.pool_idle_timeout_s),
         pool_max_idle_per_host: file.pool_max_idle_per_host,
+        sync_execution_timeout: Duration::from_millis(
+            file.sync_execution_timeout_ms.max(file.timeout_ms),
+        ),
+        retry_body_limit: file.retry_body_limit.min(16 * 1024 * 1024),
     })
 }
 
@@ -624,6 +653,21 @@ fn validate_tokens(file: FileTokens) -> Result<TokensConfig, ConfigError> {
     if file.max_accounts == 0 {
         return Err(invalid("tokens.max_accounts", "must be above 0"));
     }
+    if !(1..=1024).contains(&file.max_concurrent_mints) {
+        return Err(invalid(
+            "tokens.max_concurrent_mints",
+            "must be between 1 and 1024",
+        ));
+    }
+    if file.breaker_failures == 0 {
+        return Err(invalid("tokens.breaker_failures", "must be above 0"));
+    }
+    if !(1..=3600).contains(&file.breaker_cooldown_s) {
+        return Err(invalid(
+            "tokens.breaker_cooldown_s",
+            "must be between 1 and 3600",
+        ));
+    }
     if !(1..=600_000).contains(&file.mint_timeout_ms) {
         return Err(invalid(
             "tokens.mint_timeout_ms",
@@ -636,6 +680,10 @@ fn validate_tokens(file: FileTokens) -> Result<TokensConfig, ConfigError> {
         max_accounts: file.max_accounts,
         mint_timeout: Duration::from_millis(file.mint_timeout_ms),
         missing_account_ttl: Duration::from_secs(file.missing_account_ttl_s.min(86_400)),
+        auto_provision: file.auto_provision,
+        max_concurrent_mints: file.max_concurrent_mints,
+        breaker_failures: file.breaker_failures,
+        breaker_cooldown: Duration::from_secs(file.breaker_cooldown_s),
     })
 }
 

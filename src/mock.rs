@@ -246,6 +246,11 @@ impl MockUpstream {
         self.state.mint_count()
     }
 
+    /// The most mint requests that were being answered at the same moment.
+    pub fn max_mints_in_flight(&self) -> u64 {
+        self.state.max_mints_in_flight()
+    }
+
     /// How many mint requests arrived naming this linked account in a well-formed body.
     pub fn mints_for(&self, linked_account_id: &str) -> u64 {
         self.state.mints_for(linked_account_id)

@@ -27,7 +27,22 @@ use crate::identity::Authenticator;
 use crate::routes::{normalize, RoutePolicy};
 use crate::tokens::{Environment, MintError, Minter, TokenCache, TokenSettings};
 use crate::upstream::{build_client, Upstream};
-use crate::{BoxError, ProxyBody};
+use crate::{full_body, BoxError, ProxyBody};
+
+/// A request body after read-ahead: small ones whole, large ones streaming.
+enum RequestBody {
+    Kept(Bytes),
+    Streaming(ProxyBody),
+}
+
+impl RequestBody {
+    fn into_body(self) -> ProxyBody {
+        match self {
+            Self::Kept(bytes) => full_body(bytes),
+            Self::Streaming(body) => body,
+        }
+    }
+}
 
 /// Facts about the downstream connection a request arrived on.
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +63,7 @@ pub struct Proxy {
     upstream: Upstream,
     guard: ResponseGuard,
     limits: LimitsConfig,
+    retry_body_limit: usize,
 }
 
 impl From<MintError> for ProxyError {
@@ -100,13 +116,10 @@ impl Proxy {
             authenticator: Authenticator::load(&config.identity).await?,
             tokens,
             headers: HeaderPolicy::new(&config.identity.header, &config.limits.trusted_proxies),
-            upstream: Upstream::new(
-                client,
-                config.upstream.base_url.clone(),
-                config.upstream.timeout,
-            ),
+            upstream: Upstream::new(client, &config.upstream),
             guard: ResponseGuard::new(&config.upstream.api_key, config.guard.max_scan_bytes),
             limits: config.limits.clone(),
+            retry_body_limit: config.upstream.retry_body_limit,
         })
     }
 
@@ -196,43 +209,94 @@ impl Proxy {
             .apply_to_request(&mut parts.headers, &token, conn.peer.ip());
         let limit = usize::try_from(self.limits.max_body_bytes).unwrap_or(usize::MAX);
         // Trailers could smuggle a credential past the header policy: they never pass.
-        let mut body = Limited::new(body, limit)
+        let body = Limited::new(body, limit)
             .map_frame(|frame| match frame.into_data() {
                 Ok(data) => http_body::Frame::data(data),
                 Err(_) => http_body::Frame::data(Bytes::new()),
             })
             .boxed_unsync();
-        // Read the first piece of the body before anything goes upstream: a broken chunk
-        // size or an oversized body is refused here, not halfway through the forward.
-        if !body.is_end_stream() {
-            let first = match body.frame().await {
-                Some(Ok(frame)) => frame.into_data().ok(),
-                Some(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-                    return Err(ProxyError::BodyTooLarge)
-                }
-                Some(Err(_)) => return Err(ProxyError::MalformedRequest("unreadable body")),
-                None => None,
-            };
-            body = Prefixed {
-                prefix: first.into_iter().collect(),
-                rest: Some(body),
-            }
-            .boxed_unsync();
-        }
+        let body = self.read_ahead(body).await?;
+        let sync_execution = parts
+            .headers
+            .get("sync_execution")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
 
+        let retry = match &body {
+            // Kept whole: a copy of the request can go again with a fresh token.
+            RequestBody::Kept(bytes) => Some((
+                parts.method.clone(),
+                parts.uri.clone(),
+                parts.headers.clone(),
+                bytes.clone(),
+            )),
+            RequestBody::Streaming(_) => None,
+        };
         let response = self
             .upstream
-            .forward(Request::from_parts(parts, body))
+            .forward(Request::from_parts(parts, body.into_body()), sync_execution)
             .await?;
-        let inspected = self.guard.inspect(response, &token).await?;
+        let mut inspected = self.guard.inspect(response, &token).await?;
         if inspected.token_rejected {
-            // Refold no longer accepts it (revoked, or expired early): the next request
-            // gets a freshly forced one.
+            // Refold no longer accepts the token (revoked, or expired early): drop it,
+            // mint with force_refresh (one mint for everyone waiting), and go again once.
             self.tokens.invalidate(&caller, &token);
+            if let Some((method, uri, mut headers, bytes)) = retry {
+                let token = self.tokens.get(&caller).await?;
+                headers.insert(http::header::AUTHORIZATION, token.authorization().clone());
+                let mut request = Request::new(full_body(bytes));
+                *request.method_mut() = method;
+                *request.uri_mut() = uri;
+                *request.headers_mut() = headers;
+                let response = self.upstream.forward(request, sync_execution).await?;
+                inspected = self.guard.inspect(response, &token).await?;
+                if inspected.token_rejected {
+                    self.tokens.invalidate(&caller, &token);
+                }
+            }
         }
         let mut response = inspected.response;
         self.headers.apply_to_response(response.headers_mut());
         Ok(response)
+    }
+
+    /// Reads the body before anything goes upstream, up to `retry_body_limit`: a broken
+    /// chunk or an oversized body is refused here, not halfway through the forward, and
+    /// a small body is kept whole so the request can be retried.
+    async fn read_ahead(&self, mut body: ProxyBody) -> Result<RequestBody, ProxyError> {
+        let mut chunks = std::collections::VecDeque::new();
+        let mut kept = 0usize;
+        loop {
+            if body.is_end_stream() {
+                break;
+            }
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        kept += data.len();
+                        chunks.push_back(data);
+                    }
+                    if kept > self.retry_body_limit {
+                        return Ok(RequestBody::Streaming(
+                            Prefixed {
+                                prefix: chunks,
+                                rest: Some(body),
+                            }
+                            .boxed_unsync(),
+                        ));
+                    }
+                }
+                Some(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                    return Err(ProxyError::BodyTooLarge)
+                }
+                Some(Err(_)) => return Err(ProxyError::MalformedRequest("unreadable body")),
+                None => break,
+            }
+        }
+        let mut whole = bytes::BytesMut::with_capacity(kept);
+        for chunk in chunks {
+            whole.extend_from_slice(&chunk);
+        }
+        Ok(RequestBody::Kept(whole.freeze()))
     }
 
     /// The path below `mount_path`.

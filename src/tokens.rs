@@ -7,6 +7,7 @@
 //!   the current one keeps serving; a request waits only when no valid token exists.
 //! - A failed mint is never cached as a token.
 
+mod breaker;
 mod cache;
 mod mint;
 

@@ -101,15 +101,17 @@ pub struct Upstream {
     client: HttpClient,
     base: Uri,
     timeout: Duration,
+    sync_execution_timeout: Duration,
 }
 
 impl Upstream {
-    /// Forwards to `base` over `client`, waiting at most `timeout` for response headers.
-    pub fn new(client: HttpClient, base: Uri, timeout: Duration) -> Self {
+    /// Forwards to the configured base URL over `client`.
+    pub fn new(client: HttpClient, config: &UpstreamConfig) -> Self {
         Self {
             client,
-            base,
-            timeout,
+            base: config.base_url.clone(),
+            timeout: config.timeout,
+            sync_execution_timeout: config.sync_execution_timeout,
         }
     }
 
@@ -120,11 +122,18 @@ impl Upstream {
     }
 
     /// Sends the request and returns Refold's response head with its body streaming.
+    /// A synchronous workflow execution gets the longer `sync_execution_timeout`.
     pub async fn forward(
         &self,
         request: Request<ProxyBody>,
+        sync_execution: bool,
     ) -> Result<Response<Incoming>, ProxyError> {
-        match tokio::time::timeout(self.timeout, self.client.request(request)).await {
+        let timeout = if sync_execution {
+            self.sync_execution_timeout
+        } else {
+            self.timeout
+        };
+        match tokio::time::timeout(timeout, self.client.request(request)).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) if e.is_connect() && is_timeout(&e) => {
                 tracing::warn!(error = %describe_client_error(&e), "upstream connect timed out");

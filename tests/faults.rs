@@ -108,6 +108,12 @@ async fn garbage_mint_responses_are_502_and_never_cached() {
     }
     assert_eq!(api_requests(&h), 0);
     h.mock.faults().clear();
+    // Five bad answers in a row opened the breaker; once it cools down, a fresh mint
+    // succeeds: nothing bad was cached.
+    h.proxy
+        .tokens()
+        .clock()
+        .advance(std::time::Duration::from_secs(11));
     assert_eq!(h.get_as("alice", PATH).await.status(), 200);
 }
 

@@ -92,7 +92,7 @@ pub(super) fn mint(
     Ok(issue(state, parts, request, form).unwrap_or_else(|error| error.response()))
 }
 
-fn rate_limited(retry_after: Duration) -> Response<ResponseBody> {
+pub(super) fn rate_limited(retry_after: Duration) -> Response<ResponseBody> {
     let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
     let mut response = ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,

@@ -43,6 +43,11 @@ pub enum ApiFault {
     InternalError,
     /// 503 with Refold's error envelope.
     ServiceUnavailable,
+    /// 429 with `Retry-After` (whole seconds) and Refold's error envelope.
+    RateLimited {
+        /// What `Retry-After` says.
+        retry_after: Duration,
+    },
 }
 
 /// The runtime switches. All off by default.

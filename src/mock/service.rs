@@ -53,6 +53,7 @@ async fn mint(
     parts: &Parts,
     body: Incoming,
 ) -> Result<Response<ResponseBody>, Dropped> {
+    let _in_flight = state.mint_started();
     let body = read_body(body).await.map_err(|_| Dropped)?;
     let request = MintRequest::parse(&body.bytes);
     record(state, parts, None, &body);
@@ -90,6 +91,9 @@ async fn api(
             return Ok(ApiError::internal("Internal Server Error").response())
         }
         Some(ApiFault::ServiceUnavailable) => return Ok(ApiError::service_unavailable().response()),
+        Some(ApiFault::RateLimited { retry_after }) => {
+            return Ok(accounts::rate_limited(retry_after))
+        }
     }
     let op = match op {
         Ok(op) => op,

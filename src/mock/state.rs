@@ -35,6 +35,8 @@ pub(super) struct State {
     /// OAuth `state` values handed out in `auth_url`s: (linked account, app slug).
     pub(super) oauth_states: DashMap<String, (String, &'static str)>,
     mint_total: AtomicU64,
+    mints_in_flight: AtomicU64,
+    max_mints_in_flight: AtomicU64,
     mints: DashMap<String, u64>,
     records: Mutex<VecDeque<RecordedRequest>>,
     record_limit: usize,
@@ -117,6 +119,8 @@ impl State {
             accounts: DashMap::new(),
             oauth_states: DashMap::new(),
             mint_total: AtomicU64::new(0),
+            mints_in_flight: AtomicU64::new(0),
+            max_mints_in_flight: AtomicU64::new(0),
             mints: DashMap::new(),
             records: Mutex::default(),
             record_limit: config.record_limit,
@@ -213,6 +217,17 @@ impl State {
     }
 
     /// Count one mint request, per account when its body named one.
+    /// Marks a mint request as in flight until the returned guard drops.
+    pub(super) fn mint_started(&self) -> MintInFlight<'_> {
+        let now = self.mints_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_mints_in_flight.fetch_max(now, Ordering::SeqCst);
+        MintInFlight(self)
+    }
+
+    pub(super) fn max_mints_in_flight(&self) -> u64 {
+        self.max_mints_in_flight.load(Ordering::SeqCst)
+    }
+
     pub(super) fn count_mint(&self, linked_account_id: Option<&str>) {
         self.mint_total.fetch_add(1, Ordering::Relaxed);
         if let Some(id) = linked_account_id {
@@ -287,4 +302,13 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + u64::from(month <= 2);
     (year, month, day)
+}
+
+/// A mint request being answered; counted in `mints_in_flight` while it lives.
+pub(super) struct MintInFlight<'a>(&'a State);
+
+impl Drop for MintInFlight<'_> {
+    fn drop(&mut self) {
+        self.0.mints_in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }

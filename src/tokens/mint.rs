@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use super::breaker::Breaker;
 use super::{Clock, Token};
 use crate::config::Config;
 use crate::upstream::{join_uri, HttpClient};
@@ -85,6 +86,9 @@ pub struct Minter {
     fallback_ttl: Duration,
     refresh_before: Duration,
     clock: Clock,
+    provision_uri: Option<Uri>,
+    permits: tokio::sync::Semaphore,
+    breaker: Breaker,
 }
 
 impl std::fmt::Debug for Minter {
@@ -129,6 +133,16 @@ impl Minter {
             fallback_ttl: config.tokens.fallback_ttl,
             refresh_before: config.tokens.refresh_before_expiry,
             clock: Clock::default(),
+            provision_uri: config
+                .tokens
+                .auto_provision
+                .then(|| join_uri(base, "/api/v2/public/linked-account"))
+                .transpose()?,
+            permits: tokio::sync::Semaphore::new(config.tokens.max_concurrent_mints),
+            breaker: Breaker::new(
+                config.tokens.breaker_failures,
+                config.tokens.breaker_cooldown,
+            ),
         })
     }
 
@@ -137,11 +151,97 @@ impl Minter {
         &self.clock
     }
 
+    /// Whether the circuit breaker is refusing calls to the token endpoint now.
+    pub fn breaker_open(&self) -> bool {
+        self.breaker.is_open(self.clock.now())
+    }
+
     /// Mints (or, without `force`, lets Refold hand back) the account's session token.
+    ///
+    /// At most `max_concurrent_mints` calls are in flight across all accounts; the wait
+    /// for a slot counts against `mint_timeout`. With the breaker open it fails at once.
     pub async fn mint(&self, account: &str, force: bool) -> Result<Token, MintError> {
-        match tokio::time::timeout(self.timeout, self.exchange(account, force)).await {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let Ok(permit) = tokio::time::timeout_at(deadline, self.permits.acquire()).await else {
+            return Err(MintError::Timeout);
+        };
+        let _permit = permit.map_err(|_| MintError::Unavailable {
+            reason: "minting stopped".into(),
+            retry_after: None,
+        })?;
+        self.breaker.admit(self.clock.now())?;
+        let mut result = self.call(deadline, self.exchange(account, force)).await;
+        if matches!(result, Err(MintError::AccountMissing)) && self.provision_uri.is_some() {
+            let provisioned = self.call(deadline, self.provision(account)).await;
+            result = match provisioned {
+                Ok(()) => self.call(deadline, self.exchange(account, force)).await,
+                Err(e) => Err(e),
+            };
+        }
+        result
+    }
+
+    /// One call to the token service under the deadline, its outcome told to the breaker.
+    async fn call<T>(
+        &self,
+        deadline: tokio::time::Instant,
+        call: impl std::future::Future<Output = Result<T, MintError>>,
+    ) -> Result<T, MintError> {
+        let result = match tokio::time::timeout_at(deadline, call).await {
             Ok(result) => result,
             Err(_) => Err(MintError::Timeout),
+        };
+        let outcome = result.as_ref().map(|_| ()).map_err(Clone::clone);
+        self.breaker.record(&outcome, self.clock.now());
+        result
+    }
+
+    /// Creates the linked account (idempotent upsert), for `auto_provision`.
+    async fn provision(&self, account: &str) -> Result<(), MintError> {
+        let Some(uri) = &self.provision_uri else {
+            return Err(MintError::AccountMissing);
+        };
+        let request = Request::builder()
+            .method(Method::PUT)
+            .uri(uri.clone())
+            .header("x-api-key", self.api_key.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .header(ACCEPT, "application/json")
+            .body(full_body(
+                serde_json::json!({ "linked_account_id": account }).to_string(),
+            ))
+            .map_err(|e| MintError::BadResponse(format!("cannot build request: {e}")))?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| MintError::Unavailable {
+                reason: crate::upstream::describe_client_error(&e),
+                retry_after: None,
+            })?;
+        let status = response.status();
+        // Drain the answer so the connection goes back to the pool.
+        let _ = Limited::new(response.into_body(), MAX_MINT_RESPONSE)
+            .collect()
+            .await;
+        match status {
+            s if s.is_success() => {
+                tracing::info!(account = %crate::secret::fingerprint(account.as_bytes()), "provisioned linked account");
+                Ok(())
+            }
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                Err(MintError::KeyRejected(status.as_u16()))
+            }
+            s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
+                Err(MintError::Unavailable {
+                    reason: format!("linked-account upsert answered HTTP {}", s.as_u16()),
+                    retry_after: None,
+                })
+            }
+            s => Err(MintError::BadResponse(format!(
+                "linked-account upsert answered HTTP {}",
+                s.as_u16()
+            ))),
         }
     }
 
@@ -180,18 +280,19 @@ impl Minter {
                 reason: format!("reading the response failed: {e}"),
                 retry_after: None,
             })?;
-        self.interpret(status, retry_after, &body, sent_at)
+        self.interpret(account, status, retry_after, &body, sent_at)
     }
 
     fn interpret(
         &self,
+        account: &str,
         status: StatusCode,
         retry_after: Option<Duration>,
         body: &Bytes,
         sent_at: Instant,
     ) -> Result<Token, MintError> {
         match status {
-            StatusCode::OK | StatusCode::CREATED => self.parse_token(body, sent_at),
+            StatusCode::OK | StatusCode::CREATED => self.parse_token(account, body, sent_at),
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                 Err(MintError::KeyRejected(status.as_u16()))
             }
@@ -217,7 +318,12 @@ impl Minter {
         }
     }
 
-    fn parse_token(&self, body: &Bytes, sent_at: Instant) -> Result<Token, MintError> {
+    fn parse_token(
+        &self,
+        account: &str,
+        body: &Bytes,
+        sent_at: Instant,
+    ) -> Result<Token, MintError> {
         let reply: MintReply = serde_json::from_slice(body)
             .map_err(|_| MintError::BadResponse("mint response is not a JSON object".into()))?;
         let token = match reply.token {
@@ -244,12 +350,24 @@ impl Minter {
             .unwrap_or(self.fallback_ttl)
             .min(MAX_LIFETIME);
         let expires_at = sent_at + lifetime;
-        Token::new(&token, sent_at, expires_at, self.refresh_before).ok_or_else(|| {
+        // Spread refreshes over up to half the window again, so accounts minted together
+        // (a cold start, a recovery) do not all come back for new tokens together.
+        let spread = self.refresh_before.mul_f64(0.5 * jitter(account));
+        Token::new(&token, sent_at, expires_at, self.refresh_before + spread).ok_or_else(|| {
             MintError::BadResponse(
                 "mint response token has characters not allowed in a header".into(),
             )
         })
     }
+}
+
+/// A number in [0, 1), different for every call: the standard library's randomly keyed
+/// hasher is the random source.
+fn jitter(account: &str) -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write(account.as_bytes());
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// A positive, finite number of seconds as a `Duration` (absurd values are clamped later).

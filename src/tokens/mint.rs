@@ -443,6 +443,16 @@ mod tests {
     }
 
     #[test]
+    fn jitter_spreads_accounts_minted_together() {
+        let spread: Vec<f64> = (0..64).map(|_| jitter("same-account")).collect();
+        assert!(spread.iter().all(|j| (0.0..1.0).contains(j)));
+        let mut distinct = spread.clone();
+        distinct.sort_by(f64::total_cmp);
+        distinct.dedup();
+        assert!(distinct.len() > 60, "jitter repeats: {distinct:?}");
+    }
+
+    #[test]
     fn absurd_lifetimes_are_clamped_not_panics() {
         assert_eq!(seconds(1e20), Some(MAX_LIFETIME));
         assert_eq!(seconds(f64::INFINITY), None);

@@ -446,7 +446,7 @@ mod tests {
     fn jitter_spreads_accounts_minted_together() {
         let spread: Vec<f64> = (0..64).map(|_| jitter("same-account")).collect();
         assert!(spread.iter().all(|j| (0.0..1.0).contains(j)));
-        let mut distinct = spread.clone();
+        let mut distinct = spread;
         distinct.sort_by(f64::total_cmp);
         distinct.dedup();
         assert!(distinct.len() > 60, "jitter repeats: {distinct:?}");

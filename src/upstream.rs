@@ -23,20 +23,28 @@ use crate::{BoxError, ProxyBody};
 /// The client type shared by forwarding and minting.
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
 
-/// Builds the pooled client for `config`.
-pub fn build_client(config: &UpstreamConfig) -> Result<HttpClient, BoxError> {
+/// A connector for `http://` and `https://` (rustls with the aws-lc provider and webpki
+/// roots; HTTP/2 when the server offers it over ALPN).
+pub fn https_connector(
+    connect_timeout: Duration,
+) -> Result<HttpsConnector<HttpConnector>, rustls::Error> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
-    http.set_connect_timeout(Some(config.connect_timeout));
+    http.set_connect_timeout(Some(connect_timeout));
     http.set_keepalive(Some(Duration::from_secs(60)));
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
         .with_provider_and_webpki_roots(provider)?
         .https_or_http()
         .enable_http1()
         .enable_http2()
-        .wrap_connector(http);
+        .wrap_connector(http))
+}
+
+/// Builds the pooled client for `config`.
+pub fn build_client(config: &UpstreamConfig) -> Result<HttpClient, BoxError> {
+    let https = https_connector(config.connect_timeout)?;
     Ok(Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())

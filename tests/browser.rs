@@ -14,7 +14,6 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,26 +28,6 @@ const ALLOWED: &str = "browser-allowed";
 const BLOCKED: &str = "browser-blocked";
 /// Debian's Chromium, the browser playwright-core drives.
 const CHROMIUM: &str = "/usr/bin/chromium";
-
-fn ensure_installed(dir: &Path) {
-    let installed = ["playwright-core", "@cobaltio/cobalt-js"]
-        .iter()
-        .all(|package| {
-            dir.join("node_modules")
-                .join(package)
-                .join("package.json")
-                .exists()
-        });
-    if installed {
-        return;
-    }
-    let status = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(dir)
-        .status()
-        .expect("npm is needed for the browser test (install Node.js and npm)");
-    assert!(status.success(), "npm ci failed in {}", dir.display());
-}
 
 /// A tiny static HTTP server for the test page, on an origin of its own.
 struct PageServer {
@@ -160,7 +139,7 @@ async fn the_sdk_works_cross_origin_from_an_allowed_origin_only() {
         "the browser test needs Chromium at {CHROMIUM} (Debian: apt-get install chromium)"
     );
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    ensure_installed(&dir);
+    support::npm_install(&dir, &["playwright-core", "@cobaltio/cobalt-js"]);
 
     let allowed = PageServer::start(&dir).await;
     let blocked = PageServer::start(&dir).await;

@@ -131,7 +131,9 @@ async fn ten_thousand_requests_across_500_accounts_make_500_mints_within_the_cap
     let accounts: Vec<String> = (0..500).map(|i| format!("acct-{i}")).collect();
     let h = Harness::builder()
         .accounts(accounts.iter().cloned())
-        .tokens("max_concurrent_mints = 4")
+        // Mints queue for one of 4 slots; the queue may take a while on a loaded machine,
+        // and waiting is what is being tested, not speed.
+        .tokens("max_concurrent_mints = 4\nmint_timeout_ms = 120000")
         .start()
         .await;
     h.mock.faults().set_mint_latency(Duration::from_millis(5));
@@ -151,8 +153,13 @@ async fn ten_thousand_requests_across_500_accounts_make_500_mints_within_the_cap
         async move { request.send().await.unwrap().status().as_u16() }
     }))
     .await;
-    let failed = statuses.iter().filter(|s| **s != 200).count();
-    assert_eq!(failed, 0, "{failed} requests failed");
+    let failed: Vec<u16> = statuses.iter().copied().filter(|s| *s != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} requests failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(10)]
+    );
     assert_eq!(h.mock.mint_count(), 500);
     assert!(accounts.iter().all(|a| h.mock.mints_for(a) == 1));
     let peak = h.mock.max_mints_in_flight();

@@ -9,31 +9,15 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 
 use support::{app_jwt, Harness};
 
 const ACCOUNT: &str = "sdk-user";
 
-fn ensure_sdk_installed(dir: &Path) {
-    if dir
-        .join("node_modules/@cobaltio/cobalt-js/package.json")
-        .exists()
-    {
-        return;
-    }
-    let status = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(dir)
-        .status()
-        .expect("npm is needed for the SDK test (install Node.js and npm)");
-    assert!(status.success(), "npm ci failed in {}", dir.display());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_published_sdk_works_through_the_proxy() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk");
-    ensure_sdk_installed(&dir);
+    support::npm_install(&dir, &["@cobaltio/cobalt-js"]);
     let h = Harness::builder()
         .accounts([ACCOUNT])
         .server("mount_path = \"/refold\"")

@@ -196,29 +196,37 @@ impl Minter {
         result
     }
 
-    /// Creates the linked account (idempotent upsert), for `auto_provision`.
-    async fn provision(&self, account: &str) -> Result<(), MintError> {
-        let Some(uri) = &self.provision_uri else {
-            return Err(MintError::AccountMissing);
-        };
+    /// Sends `{"linked_account_id": account}` with the API key.
+    async fn send_with_key(
+        &self,
+        method: Method,
+        uri: &Uri,
+        account: &str,
+    ) -> Result<http::Response<hyper::body::Incoming>, MintError> {
+        let body = serde_json::json!({ "linked_account_id": account }).to_string();
         let request = Request::builder()
-            .method(Method::PUT)
+            .method(method)
             .uri(uri.clone())
             .header("x-api-key", self.api_key.clone())
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "application/json")
-            .body(full_body(
-                serde_json::json!({ "linked_account_id": account }).to_string(),
-            ))
+            .body(full_body(body))
             .map_err(|e| MintError::BadResponse(format!("cannot build request: {e}")))?;
-        let response = self
-            .client
+        self.client
             .request(request)
             .await
             .map_err(|e| MintError::Unavailable {
                 reason: crate::upstream::describe_client_error(&e),
                 retry_after: None,
-            })?;
+            })
+    }
+
+    /// Creates the linked account (idempotent upsert), for `auto_provision`.
+    async fn provision(&self, account: &str) -> Result<(), MintError> {
+        let Some(uri) = &self.provision_uri else {
+            return Err(MintError::AccountMissing);
+        };
+        let response = self.send_with_key(Method::PUT, uri, account).await?;
         let status = response.status();
         // Drain the answer so the connection goes back to the pool.
         let _ = Limited::new(response.into_body(), MAX_MINT_RESPONSE)
@@ -246,25 +254,9 @@ impl Minter {
     }
 
     async fn exchange(&self, account: &str, force: bool) -> Result<Token, MintError> {
-        let body = serde_json::json!({ "linked_account_id": account }).to_string();
         let uri = if force { &self.uri_force } else { &self.uri };
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri(uri.clone())
-            .header("x-api-key", self.api_key.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .header(ACCEPT, "application/json")
-            .body(full_body(body))
-            .map_err(|e| MintError::BadResponse(format!("cannot build request: {e}")))?;
         let sent_at = self.clock.now();
-        let response = self
-            .client
-            .request(request)
-            .await
-            .map_err(|e| MintError::Unavailable {
-                reason: crate::upstream::describe_client_error(&e),
-                retry_after: None,
-            })?;
+        let response = self.send_with_key(Method::POST, uri, account).await?;
         let status = response.status();
         let retry_after = response
             .headers()

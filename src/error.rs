@@ -55,6 +55,9 @@ pub enum ProxyError {
     /// The request body is larger than allowed.
     #[error("request body too large")]
     BodyTooLarge,
+    /// The caller's linked account, or the proxy as a whole, is over its request rate.
+    #[error("rate limited")]
+    RateLimited { retry_after: Duration },
     /// The request is framed in a way that proxies and servers may read differently.
     #[error("malformed request: {0}")]
     MalformedRequest(&'static str),
@@ -113,6 +116,7 @@ impl ProxyError {
                 StatusCode::FORBIDDEN
             }
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TokenServiceUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::ApiKeyRejected(_) | Self::TokenServiceBadResponse(_) => StatusCode::BAD_GATEWAY,
@@ -136,6 +140,7 @@ impl ProxyError {
             Self::AccountMismatch => "ACCOUNT_MISMATCH",
             Self::OriginNotAllowed => "CORS_ORIGIN_NOT_ALLOWED",
             Self::HeadersTooLarge => "HEADERS_TOO_LARGE",
+            Self::RateLimited { .. } => "RATE_LIMITED",
             Self::BodyTooLarge => "BODY_TOO_LARGE",
             Self::MalformedRequest(_) => "MALFORMED_REQUEST",
             Self::RouteNotAllowed => "ROUTE_NOT_ALLOWED",
@@ -163,6 +168,7 @@ impl ProxyError {
             Self::AccountMismatch => "linked_account_id does not match the signed-in user",
             Self::OriginNotAllowed => "Origin not allowed",
             Self::HeadersTooLarge => "Request headers too large",
+            Self::RateLimited { .. } => "Too many requests, retry later",
             Self::BodyTooLarge => "Request body too large",
             Self::MalformedRequest(_) => "Malformed request",
             Self::RouteNotAllowed => "This route is not available through the proxy",
@@ -184,7 +190,8 @@ impl ProxyError {
     /// `Retry-After` for errors that clear by themselves.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::TokenServiceUnavailable { retry_after, .. } => Some(*retry_after),
+            Self::TokenServiceUnavailable { retry_after, .. }
+            | Self::RateLimited { retry_after } => Some(*retry_after),
             _ => None,
         }
     }

@@ -38,6 +38,7 @@ pub mod headers;
 pub mod identity;
 pub mod mock;
 pub mod proxy;
+pub mod ratelimit;
 pub mod routes;
 pub mod secret;
 pub mod server;

@@ -24,6 +24,7 @@ use crate::headers::{
     check_account_binding, check_framing, head_size, strip_credential_params, HeaderPolicy,
 };
 use crate::identity::Authenticator;
+use crate::ratelimit::RateLimiter;
 use crate::routes::{normalize, RoutePolicy};
 use crate::tokens::{Environment, MintError, Minter, TokenCache, TokenSettings};
 use crate::upstream::{build_client, Upstream};
@@ -64,6 +65,7 @@ pub struct Proxy {
     guard: ResponseGuard,
     limits: LimitsConfig,
     retry_body_limit: usize,
+    limiter: RateLimiter,
 }
 
 impl From<MintError> for ProxyError {
@@ -114,10 +116,17 @@ impl Proxy {
             ),
             routes: RoutePolicy::new(&config.routes),
             authenticator: Authenticator::load(&config.identity).await?,
-            tokens,
             headers: HeaderPolicy::new(&config.identity.header, &config.limits.trusted_proxies),
             upstream: Upstream::new(client, &config.upstream),
             guard: ResponseGuard::new(&config.upstream.api_key, config.guard.max_scan_bytes),
+            limiter: RateLimiter::new(
+                config.limits.per_account_rps,
+                config.limits.per_account_burst,
+                config.tokens.max_accounts,
+                config.limits.max_in_flight,
+                tokens.clock().clone(),
+            ),
+            tokens,
             limits: config.limits.clone(),
             retry_body_limit: config.upstream.retry_body_limit,
         })
@@ -175,6 +184,9 @@ impl Proxy {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        let _slot = self.limiter.enter().ok_or(ProxyError::RateLimited {
+            retry_after: Duration::from_secs(1),
+        })?;
         let (mut parts, body) = request.into_parts();
         check_framing(&parts.headers)?;
         if head_size(&parts.headers) > self.limits.max_header_bytes {
@@ -196,6 +208,9 @@ impl Proxy {
             .authenticate_or_refetch(&parts.headers)
             .await?;
         check_account_binding(&parts.headers, parts.uri.query(), caller.account())?;
+        self.limiter
+            .check(caller.account())
+            .map_err(|retry_after| ProxyError::RateLimited { retry_after })?;
         let token = self.tokens.get(&caller).await?;
 
         let path_and_query = match parts.uri.query().map(strip_credential_params) {

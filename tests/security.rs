@@ -134,7 +134,7 @@ async fn client_sent_identity_and_forwarding_headers_do_not_survive() {
 async fn forwarding_headers_from_a_trusted_proxy_are_kept_and_extended() {
     let h = Harness::builder()
         .accounts(["alice"])
-        .tables("[limits]\ntrusted_proxies = [\"127.0.0.0/8\"]")
+        .limits("trusted_proxies = [\"127.0.0.0/8\"]")
         .start()
         .await;
     let response = h
@@ -475,7 +475,7 @@ async fn two_authorization_headers_are_400() {
 async fn oversized_heads_and_bodies_are_refused() {
     let h = Harness::builder()
         .accounts(["alice"])
-        .tables("[limits]\nmax_header_bytes = 4096\nmax_body_bytes = 1024")
+        .limits("max_header_bytes = 4096\nmax_body_bytes = 1024")
         .start()
         .await;
     let jwt = app_jwt("alice");
@@ -524,7 +524,7 @@ async fn oversized_heads_and_bodies_are_refused() {
 async fn a_slow_loris_head_is_cut_off() {
     let h = Harness::builder()
         .accounts(["alice"])
-        .tables("[limits]\nheader_read_timeout_ms = 300")
+        .limits("header_read_timeout_ms = 300")
         .start()
         .await;
     let mut stream = tokio::net::TcpStream::connect(h.proxy_addr).await.unwrap();
@@ -544,7 +544,7 @@ async fn a_slow_loris_head_is_cut_off() {
 async fn connections_beyond_max_connections_wait_for_a_free_slot() {
     let h = Harness::builder()
         .accounts(["alice"])
-        .tables("[limits]\nmax_connections = 1")
+        .limits("max_connections = 1")
         .start()
         .await;
     let jwt = app_jwt("alice");

@@ -30,7 +30,7 @@ fn chunk(i: usize) -> Bytes {
 async fn sixty_four_megabytes_pass_both_ways_while_memory_stays_flat() {
     let h = Harness::builder()
         .accounts(["alice"])
-        .tables("[limits]\nmax_body_bytes = 134217728")
+        .limits("max_body_bytes = 134217728")
         .start()
         .await;
     // Warm up: mint, pools, allocator.

@@ -38,6 +38,12 @@ pub struct LimitsConfig {
     pub max_connections: usize,
     /// Peers whose `Forwarded`/`X-Forwarded-*` headers are believed.
     pub trusted_proxies: Vec<Cidr>,
+    /// Sustained requests per second per linked account.
+    pub per_account_rps: f64,
+    /// Requests a linked account may send at once before the rate applies.
+    pub per_account_burst: u32,
+    /// Requests in flight at once, all callers together.
+    pub max_in_flight: usize,
 }
 
 /// `[guard]`: the response guard that keeps secrets from going back to the caller.
@@ -137,6 +143,9 @@ pub(super) struct FileLimits {
     header_read_timeout_ms: u64,
     max_connections: usize,
     trusted_proxies: Vec<String>,
+    per_account_rps: f64,
+    per_account_burst: u32,
+    max_in_flight: usize,
 }
 
 impl Default for FileLimits {
@@ -148,6 +157,11 @@ impl Default for FileLimits {
             header_read_timeout_ms: 10_000,
             max_connections: 10_000,
             trusted_proxies: Vec::new(),
+            // Refold allows an org about 20 requests/s (burst 5): one account gets a
+            // quarter of that sustained, and room for the SDK's bursts at page load.
+            per_account_rps: 5.0,
+            per_account_burst: 10,
+            max_in_flight: 4096,
         }
     }
 }
@@ -234,6 +248,21 @@ pub(super) fn validate_limits(file: FileLimits) -> Result<LimitsConfig, ConfigEr
         .iter()
         .map(|c| Cidr::parse(c).map_err(|e| invalid("limits.trusted_proxies", e)))
         .collect::<Result<Vec<_>, _>>()?;
+    if !(file.per_account_rps.is_finite()
+        && file.per_account_rps > 0.0
+        && file.per_account_rps <= 1e6)
+    {
+        return Err(invalid(
+            "limits.per_account_rps",
+            "must be a number above 0",
+        ));
+    }
+    if file.per_account_burst == 0 {
+        return Err(invalid("limits.per_account_burst", "must be above 0"));
+    }
+    if file.max_in_flight == 0 {
+        return Err(invalid("limits.max_in_flight", "must be above 0"));
+    }
     Ok(LimitsConfig {
         max_header_bytes: file.max_header_bytes,
         max_body_bytes: file.max_body_bytes,
@@ -241,6 +270,9 @@ pub(super) fn validate_limits(file: FileLimits) -> Result<LimitsConfig, ConfigEr
         header_read_timeout: Duration::from_millis(file.header_read_timeout_ms),
         max_connections: file.max_connections,
         trusted_proxies,
+        per_account_rps: file.per_account_rps,
+        per_account_burst: file.per_account_burst,
+        max_in_flight: file.max_in_flight,
     })
 }
 

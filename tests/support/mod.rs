@@ -60,6 +60,7 @@ pub struct HarnessBuilder {
     upstream: String,
     identity: String,
     tokens: String,
+    limits: String,
     tables: String,
     upstream_url: Option<String>,
     api_key: String,
@@ -91,7 +92,14 @@ impl HarnessBuilder {
         self.tokens.push('\n');
         self
     }
-    /// Whole tables (`[limits]`, `[cors]`, `[routes]`, `[guard]`), appended as written.
+    /// Lines added to `[limits]`. Test proxies otherwise have per-account rate limits
+    /// high enough never to interfere.
+    pub fn limits(mut self, toml: &str) -> Self {
+        self.limits.push_str(toml);
+        self.limits.push('\n');
+        self
+    }
+    /// Whole tables (`[cors]`, `[routes]`, `[guard]`), appended as written.
     pub fn tables(mut self, toml: &str) -> Self {
         self.tables.push_str(toml);
         self.tables.push('\n');
@@ -130,12 +138,23 @@ impl HarnessBuilder {
         let base_url = self
             .upstream_url
             .unwrap_or_else(|| format!("http://{mock_addr}"));
+        // Rate limits high enough never to interfere, unless the test sets its own.
+        let mut limits = self.limits.clone();
+        for (key, value) in [
+            ("per_account_rps", "1000000.0"),
+            ("per_account_burst", "1000000"),
+        ] {
+            if !limits.contains(key) {
+                limits.push_str(&format!("{key} = {value}\n"));
+            }
+        }
         let toml = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n{}\n\
              [upstream]\nbase_url = \"{base_url}\"\napi_key_env = \"TEST_REFOLD_API_KEY\"\n{}\n\
              [identity]\nhs_secret_env = \"TEST_APP_JWT_SECRET\"\n{}\n\
-             [tokens]\n{}\n{}\n",
-            self.server, self.upstream, self.identity, self.tokens, self.tables
+             [tokens]\n{}\n\
+             [limits]\n{}\n{}\n",
+            self.server, self.upstream, self.identity, self.tokens, limits, self.tables
         );
         let api_key = self.api_key;
         let env = self.env;
@@ -195,6 +214,7 @@ impl Harness {
             upstream: String::new(),
             identity: String::new(),
             tokens: String::new(),
+            limits: String::new(),
             tables: String::new(),
             upstream_url: None,
             api_key: API_KEY.into(),

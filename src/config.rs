@@ -50,6 +50,7 @@ fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub server: ServerConfig,
+    pub admin: AdminConfig,
     pub upstream: UpstreamConfig,
     pub identity: IdentityConfig,
     pub tokens: TokensConfig,
@@ -70,6 +71,14 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Runtime worker threads; `None` means one per core.
     pub worker_threads: Option<usize>,
+}
+
+/// `[admin]`: the admin listener (health, readiness, token eviction).
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// The bearer secret `POST /tokens/{id}/evict` requires; `None` disables the endpoint.
+    pub token: Option<Secret>,
 }
 
 /// `[upstream]`: Refold.
@@ -120,7 +129,7 @@ pub struct JwksConfig {
 }
 
 /// `[tokens]`: the session-token cache.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TokensConfig {
     pub refresh_before_expiry: Duration,
     pub fallback_ttl: Duration,
@@ -142,6 +151,8 @@ pub struct TokensConfig {
 struct FileConfig {
     #[serde(default)]
     server: FileServer,
+    #[serde(default)]
+    admin: FileAdmin,
     #[serde(default)]
     upstream: FileUpstream,
     #[serde(default)]
@@ -174,6 +185,22 @@ impl Default for FileServer {
             mount_path: "/".into(),
             shutdown_grace_s: 30,
             worker_threads: 0,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileAdmin {
+    listen: String,
+    admin_token_env: Option<String>,
+}
+
+impl Default for FileAdmin {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9901".into(),
+            admin_token_env: None,
         }
     }
 }
@@ -279,6 +306,9 @@ impl Default for FileTokens {
 /// Shortest HMAC secret accepted: 256 bits, as RFC 7518 §3.2 requires for HS256.
 const MIN_HS_SECRET_BYTES: usize = 32;
 
+/// Shortest admin bearer secret accepted (`openssl rand -hex 32` gives 64).
+const MIN_ADMIN_TOKEN_BYTES: usize = 32;
+
 impl Config {
     /// Reads and validates a config file, taking secrets from the process environment.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -299,8 +329,10 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let file: FileConfig = toml::from_str(text)?;
         let mut warnings = Vec::new();
+        let server = validate_server(file.server)?;
         Ok(Self {
-            server: validate_server(file.server)?,
+            admin: validate_admin(file.admin, &server, &env)?,
+            server,
             upstream: validate_upstream(file.upstream, &env)?,
             identity: validate_identity(file.identity, base_dir, &env)?,
             tokens: validate_tokens(file.tokens)?,
@@ -351,6 +383,50 @@ fn validate_server(file: FileServer) -> Result<ServerConfig, ConfigError> {
         shutdown_grace: Duration::from_secs(file.shutdown_grace_s),
         worker_threads: (file.worker_threads > 0).then_some(file.worker_threads),
     })
+}
+
+fn validate_admin(
+    file: FileAdmin,
+    server: &ServerConfig,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<AdminConfig, ConfigError> {
+    const KEY: &str = "admin.listen";
+    let listen = SocketAddr::from_str(&file.listen).map_err(|_| {
+        invalid(
+            KEY,
+            format!("{:?} is not an address like 127.0.0.1:9901", file.listen),
+        )
+    })?;
+    if shares_port(listen, server.listen) {
+        return Err(invalid(
+            KEY,
+            format!(
+                "{listen} is the public listener's port (server.listen = {}): the admin endpoints must never be public",
+                server.listen
+            ),
+        ));
+    }
+    let token = match &file.admin_token_env {
+        None => None,
+        Some(name) => {
+            let secret = secret_from_env("admin.admin_token_env", name, env)?;
+            if secret.expose().len() < MIN_ADMIN_TOKEN_BYTES {
+                return Err(invalid(
+                    "admin.admin_token_env",
+                    format!("the secret in {name} is shorter than {MIN_ADMIN_TOKEN_BYTES} bytes"),
+                ));
+            }
+            Some(secret)
+        }
+    };
+    Ok(AdminConfig { listen, token })
+}
+
+/// Whether two listen addresses would bind the same port (port 0 picks a free one).
+fn shares_port(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 fn validate_mount_path(raw: &str) -> Result<String, ConfigError> {
@@ -822,6 +898,66 @@ mod tests {
             assert!(err.contains(needle), "{text:?} gave {err:?}");
             assert!(!err.contains("u:p@"), "{err}");
         }
+    }
+
+    #[test]
+    fn admin_listener_takes_defaults_and_never_the_public_port() {
+        let config = load("").unwrap();
+        assert_eq!(config.admin.listen, "127.0.0.1:9901".parse().unwrap());
+        assert!(config.admin.token.is_none());
+        let with_token = Config::from_toml(
+            "[admin]\nadmin_token_env = \"ADMIN\"",
+            Path::new("."),
+            |name| match name {
+                "ADMIN" => Some("an-admin-secret-of-thirty-two-bytes!".into()),
+                other => env(other),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            with_token.admin.token.unwrap().expose(),
+            "an-admin-secret-of-thirty-two-bytes!"
+        );
+        // Ephemeral ports never collide.
+        load("[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"").unwrap();
+        load("[server]\nlisten = \"10.0.0.1:8080\"\n[admin]\nlisten = \"127.0.0.1:8080\"").unwrap();
+
+        let cases = [
+            ("[admin]\nlisten = \"nope\"", "admin.listen"),
+            (
+                "[server]\nlisten = \"127.0.0.1:9000\"\n[admin]\nlisten = \"127.0.0.1:9000\"",
+                "admin.listen",
+            ),
+            (
+                "[server]\nlisten = \"0.0.0.0:9000\"\n[admin]\nlisten = \"127.0.0.1:9000\"",
+                "admin.listen",
+            ),
+            ("[admin]\nlisten = \"0.0.0.0:8080\"", "admin.listen"),
+            (
+                "[admin]\nadmin_token_env = \"UNSET\"",
+                "admin.admin_token_env",
+            ),
+            ("[admin]\nadmin_token_env = \"\"", "admin.admin_token_env"),
+            ("[admin]\ntoken = \"inline\"", "token"),
+        ];
+        for (text, needle) in cases {
+            let err = load(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?} gave {err:?}");
+        }
+        let short = Config::from_toml(
+            "[admin]\nadmin_token_env = \"ADMIN\"",
+            Path::new("."),
+            |name| match name {
+                "ADMIN" => Some("tiny-admin".into()),
+                other => env(other),
+            },
+        )
+        .unwrap_err();
+        assert!(
+            short.to_string().contains("admin.admin_token_env"),
+            "{short}"
+        );
+        assert!(!short.to_string().contains("tiny-admin"), "{short}");
     }
 
     #[test]

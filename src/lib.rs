@@ -23,12 +23,15 @@
 //! ## Modules
 //! - [`config`]: the file schema and its validation into [`config::Config`].
 //! - [`error`]: [`error::ProxyError`], its status and Refold-shaped JSON body.
-//! - [`server`]: accept loop, HTTP/1.1 + h2c, graceful drain.
+//! - [`server`]: accept loop, HTTP/1.1 + h2c, graceful drain; `run` starts and stops it all.
+//! - [`admin`]: `/healthz`, `/readyz` and token eviction on their own listener.
+//! - [`reload`]: SIGHUP re-reads the config and swaps the proxy, keeping the token cache.
 //! - [`proxy`]: the request path, in order.
 //! - [`routes`], [`identity`], [`tokens`], [`headers`], [`upstream`]: one step each.
 //! - [`secret`]: values that never print themselves.
 //! - [`mock`]: the stand-in Refold API (demo, tests, benches).
 
+pub mod admin;
 pub mod config;
 pub mod cors;
 pub mod demo;
@@ -39,6 +42,7 @@ pub mod identity;
 pub mod mock;
 pub mod proxy;
 pub mod ratelimit;
+pub mod reload;
 pub mod routes;
 pub mod secret;
 pub mod server;

@@ -94,8 +94,11 @@ fn main() -> ExitCode {
         None => Config::load(&cli.config)
             .map_err(Into::into)
             .and_then(|config| {
-                runtime(config.server.worker_threads)?
-                    .block_on(server::run(&config, server::shutdown_signal()))
+                runtime(config.server.worker_threads)?.block_on(server::run(
+                    &config,
+                    Some(&cli.config),
+                    server::shutdown_signal(),
+                ))
             }),
         Some(Command::Demo { listen }) => {
             runtime(None).and_then(|rt| rt.block_on(demo::run(listen, server::shutdown_signal())))

@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -27,7 +27,7 @@ use crate::identity::Authenticator;
 use crate::ratelimit::RateLimiter;
 use crate::routes::{normalize, RoutePolicy};
 use crate::tokens::{Environment, MintError, Minter, TokenCache, TokenSettings};
-use crate::upstream::{build_client, Upstream};
+use crate::upstream::{build_client, HttpClient, Upstream};
 use crate::{full_body, BoxError, ProxyBody};
 
 /// A request body after read-ahead: small ones whole, large ones streaming.
@@ -104,6 +104,22 @@ impl Proxy {
                 missing_account_ttl: config.tokens.missing_account_ttl,
             },
         );
+        Self::build(config, client, tokens).await
+    }
+
+    /// A proxy built from a reloaded `config` that keeps this one's session-token cache
+    /// and upstream connection pool, so a reload costs no mint and no reconnect. The
+    /// `[tokens]` settings, `upstream.base_url`, the API key and the pool settings of
+    /// `config` are not used: they live as long as the cache (see [`crate::reload`]).
+    pub async fn reconfigured(&self, config: &Config) -> Result<Self, BoxError> {
+        Self::build(config, self.upstream.client().clone(), self.tokens.clone()).await
+    }
+
+    async fn build(
+        config: &Config,
+        client: HttpClient,
+        tokens: TokenCache,
+    ) -> Result<Self, BoxError> {
         for warning in &config.warnings {
             tracing::warn!("config: {warning}");
         }
@@ -135,6 +151,11 @@ impl Proxy {
     /// The session-token cache.
     pub fn tokens(&self) -> &TokenCache {
         &self.tokens
+    }
+
+    /// The request limits it enforces (the connection-level ones apply to new connections).
+    pub fn limits(&self) -> &LimitsConfig {
+        &self.limits
     }
 
     /// Handles one request. Never fails: errors become JSON responses and a log line.
@@ -335,5 +356,44 @@ fn log_refusal(err: &ProxyError, method: &http::Method, conn: &ConnInfo) {
         tracing::warn!(%method, status, code = err.code(), error = %err, cause = ?cause, "request failed");
     } else {
         tracing::info!(%method, status, code = err.code(), error = %err, "request refused");
+    }
+}
+
+/// The proxy currently serving, replaced whole on reload. Each request takes the current
+/// proxy once (a read lock held for an `Arc` clone, never across an `.await`) and finishes
+/// on it, whatever is swapped in meanwhile.
+#[derive(Debug, Clone)]
+pub struct ProxyHandle {
+    current: Arc<RwLock<Arc<Proxy>>>,
+}
+
+impl ProxyHandle {
+    /// A handle serving `proxy`.
+    pub fn new(proxy: Arc<Proxy>) -> Self {
+        Self {
+            current: Arc::new(RwLock::new(proxy)),
+        }
+    }
+
+    /// The proxy new requests go to.
+    pub fn current(&self) -> Arc<Proxy> {
+        // A poisoned lock still holds a whole `Arc`: keep serving with it.
+        Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Sends new requests to `proxy`; requests in flight finish on the one they started on.
+    pub fn replace(&self, proxy: Arc<Proxy>) {
+        let previous = std::mem::replace(
+            &mut *self.current.write().unwrap_or_else(|p| p.into_inner()),
+            proxy,
+        );
+        // Outside the lock: the previous proxy lives on while requests still hold it.
+        drop(previous);
+    }
+}
+
+impl From<Arc<Proxy>> for ProxyHandle {
+    fn from(proxy: Arc<Proxy>) -> Self {
+        Self::new(proxy)
     }
 }

@@ -22,6 +22,21 @@ impl Secret {
     pub fn fingerprint(&self) -> String {
         fingerprint(self.0.as_bytes())
     }
+
+    /// Whether `candidate` is this secret, in time that depends only on the lengths (a
+    /// caller guessing byte by byte learns nothing from how long a refusal takes).
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        let secret = self.0.as_bytes();
+        if secret.len() != candidate.len() {
+            return false;
+        }
+        let difference = secret
+            .iter()
+            .zip(candidate)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        // Keep the optimiser from turning the fold back into an early-exit comparison.
+        std::hint::black_box(difference) == 0
+    }
 }
 
 impl fmt::Debug for Secret {
@@ -56,6 +71,16 @@ mod tests {
         assert!(!format!("{s:?}").contains("very_secret"));
         assert!(!format!("{s}").contains("very_secret"));
         assert_eq!(s.expose(), "tk_very_secret_value");
+    }
+
+    #[test]
+    fn matches_only_the_exact_secret() {
+        let s = Secret::new("admin-secret");
+        assert!(s.matches(b"admin-secret"));
+        assert!(!s.matches(b"admin-secreT"));
+        assert!(!s.matches(b"admin-secret "));
+        assert!(!s.matches(b"admin"));
+        assert!(!s.matches(b""));
     }
 
     #[test]

@@ -1,7 +1,10 @@
-//! The public listener: accept loop, HTTP/1.1 and cleartext HTTP/2, graceful drain.
+//! The listeners: accept loop, HTTP/1.1 and cleartext HTTP/2, graceful drain, signals,
+//! and `run`, which starts, serves and stops the whole process.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,23 +12,23 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use hyper_util::server::graceful::{GracefulConnection, GracefulShutdown};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::proxy::{ConnInfo, Proxy};
+use crate::admin::{self, Admin, Phase, Readiness};
+use crate::config::{Config, LimitsConfig};
+use crate::proxy::{ConnInfo, Proxy, ProxyHandle};
 
-/// Server settings that are not the proxy's.
+/// Settings of the public listener that hold for the life of the process. The other
+/// connection settings (`limits.header_read_timeout`, `limits.max_header_bytes`) come
+/// from the proxy serving when a connection opens, so a reload applies them to new
+/// connections.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     /// How long in-flight requests may take to finish after shutdown begins.
     pub shutdown_grace: Duration,
-    /// How long a client may take to send a request head (slow-loris defence).
-    pub header_read_timeout: Duration,
-    /// Largest request head the connection reads; the proxy answers a JSON 431 above
-    /// `limits.max_header_bytes`, hyper cuts off heads far beyond it.
-    pub max_header_bytes: usize,
     /// Connections served at once; further ones wait in the listen backlog.
     pub max_connections: usize,
 }
@@ -34,8 +37,6 @@ impl Default for ServeOptions {
     fn default() -> Self {
         Self {
             shutdown_grace: Duration::from_secs(30),
-            header_read_timeout: Duration::from_secs(10),
-            max_header_bytes: 16 * 1024,
             max_connections: 10_000,
         }
     }
@@ -43,37 +44,80 @@ impl Default for ServeOptions {
 
 impl ServeOptions {
     /// The options a config asks for.
-    pub fn from_config(config: &crate::config::Config) -> Self {
+    pub fn from_config(config: &Config) -> Self {
         Self {
             shutdown_grace: config.server.shutdown_grace,
-            header_read_timeout: config.limits.header_read_timeout,
-            max_header_bytes: config.limits.max_header_bytes,
             max_connections: config.limits.max_connections,
         }
     }
 }
 
 /// Serves `proxy` on an already-bound listener until `shutdown` resolves, then stops
-/// accepting and lets in-flight requests finish for up to `shutdown_grace`.
+/// accepting and lets in-flight requests finish for up to `shutdown_grace`. Each request
+/// goes to the handle's current proxy.
 pub async fn serve(
     listener: TcpListener,
-    proxy: Arc<Proxy>,
+    proxy: impl Into<ProxyHandle>,
     options: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) {
+    let handle = proxy.into();
+    accept_until(
+        "public",
+        listener,
+        options.max_connections,
+        options.shutdown_grace,
+        shutdown,
+        move |stream, peer| {
+            let builder = connection_builder(handle.current().limits());
+            let conn_info = ConnInfo { peer };
+            let handle = handle.clone();
+            let service = service_fn(move |request: hyper::Request<Incoming>| {
+                // The request finishes on this proxy even if a reload swaps in another.
+                let proxy = handle.current();
+                async move { Ok::<_, Infallible>(proxy.handle(request, &conn_info).await) }
+            });
+            builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned()
+        },
+    )
+    .await;
+}
+
+/// HTTP/1.1 and HTTP/2 settings for one new public connection.
+fn connection_builder(limits: &LimitsConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout)
+        .header_read_timeout(limits.header_read_timeout)
         // Room above the limit, so most oversized heads still get the proxy's JSON 431.
-        .max_buf_size((options.max_header_bytes * 4).max(16 * 1024));
+        .max_buf_size((limits.max_header_bytes * 4).max(16 * 1024));
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(options.max_header_bytes * 4).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(limits.max_header_bytes * 4).unwrap_or(u32::MAX));
+    builder
+}
+
+/// The accept loop of both listeners (hyper-util's `server_graceful` example): wait for
+/// a connection slot, accept, serve the connection `connect` builds in its own task.
+/// Once `shutdown` resolves: close the listener (new connections are refused), let open
+/// connections finish their requests for up to `grace`, then cut the rest.
+pub(crate) async fn accept_until<C>(
+    name: &'static str,
+    listener: TcpListener,
+    max_connections: usize,
+    grace: Duration,
+    shutdown: impl Future<Output = ()>,
+    mut connect: impl FnMut(TcpStream, SocketAddr) -> C,
+) where
+    C: GracefulConnection + Send + 'static,
+    C::Error: std::fmt::Display,
+{
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(options.max_connections));
+    let slots = Arc::new(Semaphore::new(max_connections));
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
 
@@ -92,7 +136,7 @@ pub async fn serve(
                 Err(e) if is_connection_error(&e) => continue,
                 Err(e) => {
                     // Out of file descriptors and the like: back off rather than spin.
-                    tracing::error!(error = %e, "accept failed");
+                    tracing::error!(listener = name, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -100,21 +144,12 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let conn_info = ConnInfo { peer };
-        let proxy = Arc::clone(&proxy);
-        let service = service_fn(move |request: hyper::Request<Incoming>| {
-            let proxy = Arc::clone(&proxy);
-            async move { Ok::<_, Infallible>(proxy.handle(request, &conn_info).await) }
-        });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let connection = graceful.watch(connect(stream, peer));
         // Reap finished connections so the set stays the size of the open ones.
         while connections.try_join_next().is_some() {}
         connections.spawn(async move {
             if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+                tracing::debug!(listener = name, error = %e, "connection ended with an error");
             }
             drop(permit);
         });
@@ -122,13 +157,15 @@ pub async fn serve(
 
     drop(listener);
     tracing::info!(
-        grace_s = options.shutdown_grace.as_secs(),
+        listener = name,
+        open = connections.len(),
+        grace_s = grace.as_secs(),
         "shutting down: draining in-flight requests"
     );
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("drained"),
-        () = tokio::time::sleep(options.shutdown_grace) => {
-            tracing::warn!(open = connections.len(), "shutdown grace period over: closing remaining connections");
+        () = graceful.shutdown() => tracing::info!(listener = name, "drained"),
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!(listener = name, open = connections.len(), "shutdown grace period over: closing remaining connections");
         }
     }
     connections.shutdown().await;
@@ -164,21 +201,113 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Binds `config.server.listen` and serves the proxy until `shutdown` resolves.
+/// Runs the proxy as configured until `shutdown` resolves, then drains and returns.
+///
+/// Binds the admin and public listeners first, so a taken port fails fast. The admin
+/// listener serves from then on: `/readyz` answers 503 while the proxy is built (JWT
+/// keys load), 200 once it serves, and 503 again from the moment `shutdown` resolves.
+/// Then the public listener closes, in-flight requests get `server.shutdown_grace` to
+/// finish, and the admin listener stops last. With `config_path`, SIGHUP reloads the
+/// config from that file ([`crate::reload`]).
 pub async fn run(
-    config: &crate::config::Config,
+    config: &Config,
+    config_path: Option<&Path>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), crate::BoxError> {
-    let proxy = Arc::new(Proxy::new(config).await?);
-    let listener = TcpListener::bind(config.server.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
+    let readiness = Arc::new(Readiness::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let work = run_until_stopped(config, config_path, Arc::clone(&readiness), stop_rx);
+    tokio::pin!(work);
+    tokio::select! {
+        result = &mut work => return result,
+        () = shutdown => {}
+    }
+    readiness.advance(Phase::Draining);
+    let _ = stop_tx.send(true);
+    work.await
+}
+
+async fn run_until_stopped(
+    config: &Config,
+    config_path: Option<&Path>,
+    readiness: Arc<Readiness>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), crate::BoxError> {
+    // Installed before the slow part of start-up: a SIGHUP then is kept for later, not
+    // fatal (the default action of SIGHUP is to terminate).
+    #[cfg(unix)]
+    let hangups = match config_path {
+        Some(path) => Some((path.to_owned(), crate::reload::hangups()?)),
+        None => None,
+    };
+    #[cfg(not(unix))]
+    let _ = config_path;
+    let admin_listener = bind(config.admin.listen, "admin.listen").await?;
+    let listener = bind(config.server.listen, "server.listen").await?;
     tracing::info!(
-        listen = %listener.local_addr()?,
-        upstream = %config.upstream.base_url,
-        mount_path = %config.server.mount_path,
-        "refold-proxy listening"
+        admin_listen = %admin_listener.local_addr()?,
+        evict = config.admin.token.is_some(),
+        "admin listener up"
     );
-    serve(listener, proxy, ServeOptions::from_config(config), shutdown).await;
-    Ok(())
+    let admin = Arc::new(Admin::new(&config.admin, Arc::clone(&readiness)));
+    let (admin_stop, admin_stopped) = watch::channel(false);
+    let admin_server = tokio::spawn(admin::serve(
+        admin_listener,
+        Arc::clone(&admin),
+        stopped(admin_stopped),
+    ));
+
+    let served = async {
+        let proxy = tokio::select! {
+            proxy = Proxy::new(config) => Arc::new(proxy?),
+            () = stopped(stop.clone()) => return Ok(()),
+        };
+        let handle = ProxyHandle::new(proxy);
+        admin.attach(handle.clone());
+        readiness.advance(Phase::Ready);
+        tracing::info!(
+            listen = %listener.local_addr()?,
+            upstream = %config.upstream.base_url,
+            mount_path = %config.server.mount_path,
+            "refold-proxy listening"
+        );
+        #[cfg(unix)]
+        let reloads = hangups.map(|(path, hangups)| {
+            tokio::spawn(crate::reload::on_hangup(
+                hangups,
+                path,
+                config.clone(),
+                handle.clone(),
+            ))
+        });
+        serve(
+            listener,
+            handle,
+            ServeOptions::from_config(config),
+            stopped(stop),
+        )
+        .await;
+        // A reload still running has changed nothing yet: the swap is its last step.
+        #[cfg(unix)]
+        if let Some(reloads) = reloads {
+            reloads.abort();
+        }
+        Ok::<_, crate::BoxError>(())
+    }
+    .await;
+
+    let _ = admin_stop.send(true);
+    let _ = admin_server.await;
+    served
+}
+
+async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener, crate::BoxError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} ({key}): {e}").into())
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
 }

@@ -1,21 +1,80 @@
-//! Graceful shutdown of the real binary: on SIGTERM it stops accepting, lets in-flight
-//! requests finish, and exits 0.
+//! Graceful shutdown of the real binary: on SIGTERM `/readyz` turns 503, the public
+//! listener refuses new connections, in-flight requests (a slow one, and a large upload
+//! streaming through the stand-in's `echo` workflow while the client is still sending)
+//! finish, and the process exits 0 having drained rather than cut anyone off.
 
 #![allow(clippy::unwrap_used, reason = "a panic is a test failure")]
 
 mod support;
 
-use std::process::Stdio;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use futures_util::StreamExt;
 use refold_proxy::mock::{MockConfig, MockUpstream};
-use support::{app_jwt, API_KEY, SECRET};
-use tokio::io::AsyncBufReadExt;
+use support::process::{base_config, ProxyProcess};
+use support::{app_jwt, assert_error, eventually, API_KEY};
+use tokio::sync::mpsc;
 
-const BIN: &str = env!("CARGO_BIN_EXE_refold-proxy");
+const CHUNK: usize = 256 * 1024;
+/// 16 MiB in all, a quarter of it sent before the signal.
+const CHUNKS: usize = 64;
+const BEFORE_SIGNAL: usize = 16;
+
+fn chunk(i: usize) -> Bytes {
+    Bytes::from(vec![(i % 251) as u8; CHUNK])
+}
+
+/// Starts a streaming upload to the `echo` workflow whose body is whatever the test
+/// pushes into the returned sender. The task checks the echo byte for byte and returns
+/// the status and the bytes echoed; `echoed` counts them as they come back.
+fn streaming_echo(
+    addr: SocketAddr,
+    jwt: String,
+    echoed: Arc<AtomicUsize>,
+) -> (
+    mpsc::Sender<Bytes>,
+    tokio::task::JoinHandle<(reqwest::StatusCode, usize)>,
+) {
+    let (tx, rx) = mpsc::channel::<Bytes>(1);
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|c| (Ok::<_, std::io::Error>(c), rx))
+    });
+    let task = tokio::spawn(async move {
+        let response = reqwest::Client::new()
+            .post(format!("http://{addr}/api/v2/public/workflow/echo/execute"))
+            .bearer_auth(jwt)
+            .header("content-type", "application/octet-stream")
+            .body(reqwest::Body::wrap_stream(body))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let mut stream = response.bytes_stream();
+        let mut offset = 0usize;
+        while let Some(piece) = stream.next().await {
+            let piece = piece.unwrap();
+            for (k, byte) in piece.iter().enumerate() {
+                assert_eq!(
+                    *byte,
+                    (((offset + k) / CHUNK) % 251) as u8,
+                    "byte {}",
+                    offset + k
+                );
+            }
+            offset += piece.len();
+            echoed.store(offset, Ordering::SeqCst);
+        }
+        (status, offset)
+    });
+    (tx, task)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_drains_in_flight_requests_and_refuses_new_connections() {
+async fn sigterm_turns_readyz_503_refuses_new_connections_and_drains_streams() {
     let (mock_addr, mock) = MockUpstream::spawn(MockConfig {
         api_key: API_KEY.into(),
         accounts: vec!["alice".into()],
@@ -23,97 +82,132 @@ async fn sigterm_drains_in_flight_requests_and_refuses_new_connections() {
     })
     .await
     .unwrap();
-    let dir = std::env::temp_dir().join(format!("refold-proxy-shutdown-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("proxy.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_s = 20\n\
-             [upstream]\nbase_url = \"http://{mock_addr}\"\n"
-        ),
-    )
-    .unwrap();
-
-    let mut child = tokio::process::Command::new(BIN)
-        .arg("--config")
-        .arg(&config)
-        .args(["--log-format", "json"])
-        .env("REFOLD_API_KEY", API_KEY)
-        .env("APP_JWT_SECRET", SECRET)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut logs = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = logs.next_line().await.unwrap() {
-            let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
-                continue;
-            };
-            if let Some(listen) = event["fields"]["listen"].as_str() {
-                return listen.to_owned();
-            }
-        }
-        panic!("the proxy exited before listening");
-    })
-    .await
-    .expect("the proxy did not start listening");
-    // Keep draining the log so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = logs.next_line().await {} });
-
+    let toml = format!(
+        "{}[limits]\nmax_body_bytes = 67108864\n",
+        base_config(&format!("http://{mock_addr}"))
+    );
+    let (mut proxy, addr) = ProxyProcess::start(&toml).await;
     let client = reqwest::Client::new();
+    let ready = client.get(proxy.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+
     let url = format!("http://{addr}/api/v2/public/workflow");
     let jwt = app_jwt("alice");
     let warm = client.get(&url).bearer_auth(&jwt).send().await.unwrap();
     assert_eq!(warm.status(), 200);
 
-    // A slow request is in flight when the signal arrives.
+    // In flight when the signal arrives: an upload streaming through the echo workflow...
+    let echoed = Arc::new(AtomicUsize::new(0));
+    let (upload, streaming) = streaming_echo(addr, jwt.clone(), Arc::clone(&echoed));
+    for i in 0..BEFORE_SIGNAL {
+        upload.send(chunk(i)).await.unwrap();
+    }
+    eventually("the echo to start coming back", || {
+        echoed.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    // ...and a slow request waiting on Refold.
+    mock.clear_requests();
     mock.faults().set_api_latency(Duration::from_millis(1500));
-    let in_flight = tokio::spawn({
+    let slow = tokio::spawn({
         let request = client.get(&url).bearer_auth(&jwt);
         async move { request.send().await.unwrap() }
     });
-    for _ in 0..100 {
-        if mock
-            .requests()
+    eventually("the slow request to reach the stand-in", || {
+        mock.requests()
             .iter()
-            .filter(|r| r.path == "/api/v2/public/workflow")
-            .count()
-            == 2
-        {
+            .any(|r| r.path == "/api/v2/public/workflow")
+    })
+    .await;
+
+    proxy.signal("TERM");
+
+    // Load balancers are told first: not ready, while the admin listener stays up.
+    let mut draining = None;
+    for _ in 0..250 {
+        let response = client.get(proxy.admin_url("/readyz")).send().await.unwrap();
+        if response.status() == 503 {
+            draining = Some(response);
             break;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
+    let draining = draining.expect("/readyz stayed 200 after SIGTERM");
+    assert_error(draining, 503, "DRAINING").await;
+    let health = client
+        .get(proxy.admin_url("/healthz"))
+        .send()
+        .await
         .unwrap();
-    assert!(killed.success());
+    assert_eq!(
+        health.status(),
+        200,
+        "the process is still up while draining"
+    );
 
     // New connections are refused once the listener is closed.
     let mut refused = false;
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(&addr).await.is_err() {
+    for _ in 0..250 {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
             refused = true;
             break;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(refused, "the proxy kept accepting after SIGTERM");
 
-    let response = in_flight.await.unwrap();
+    // The upload goes on after the signal, to the end.
+    for i in BEFORE_SIGNAL..CHUNKS {
+        upload.send(chunk(i)).await.unwrap();
+    }
+    drop(upload);
+    let (status, total) = streaming.await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(total, CHUNK * CHUNKS, "the streaming request was cut off");
+
+    let response = slow.await.unwrap();
     assert_eq!(response.status(), 200, "the in-flight request was cut off");
     let body: serde_json::Value = response.json().await.unwrap();
     assert!(body.is_object() || body.is_array());
 
-    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
-        .await
-        .expect("the proxy did not exit within its grace period")
-        .unwrap();
+    let status = proxy.exit_status().await;
     assert!(status.success(), "exit status {status}");
-    std::fs::remove_dir_all(dir).ok();
+    // It exited because everything drained, not because the grace period ran out.
+    let drained = proxy
+        .wait_for_log("the public listener draining", |e| {
+            e["fields"]["message"] == "drained" && e["fields"]["listener"] == "public"
+        })
+        .await;
+    assert_eq!(drained["level"], "INFO");
+    assert_eq!(
+        proxy.count_logs("shutdown grace period over: closing remaining connections"),
+        0
+    );
+    let recorded = mock
+        .requests()
+        .into_iter()
+        .find(|r| r.path.ends_with("/echo/execute"))
+        .unwrap();
+    assert_eq!(recorded.body_len, (CHUNK * CHUNKS) as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_while_idle_drains_both_listeners_and_exits_zero() {
+    let (mock_addr, _mock) = MockUpstream::spawn(MockConfig {
+        api_key: API_KEY.into(),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let (mut proxy, _) = ProxyProcess::start(&base_config(&format!("http://{mock_addr}"))).await;
+    proxy.signal("INT");
+    let status = proxy.exit_status().await;
+    assert!(status.success(), "exit status {status}");
+    for listener in ["public", "admin"] {
+        proxy
+            .wait_for_log(&format!("the {listener} listener draining"), |e| {
+                e["fields"]["message"] == "drained" && e["fields"]["listener"] == listener
+            })
+            .await;
+    }
 }

@@ -21,6 +21,8 @@ use refold_proxy::server::{serve, ServeOptions};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+pub mod process;
+
 /// The app-JWT signing secret the test proxies trust.
 pub const SECRET: &str = "integration-test-signing-secret-0123456789";
 /// The API key the stand-in accepts and the test proxies use.

@@ -1,0 +1,184 @@
+//! Hot reload on SIGHUP: re-read and validate the config file, build a proxy from it that
+//! keeps the session-token cache and the upstream connection pool, and swap it in.
+//!
+//! Requests already in flight finish on the proxy they started on; the next request of
+//! every connection gets the new one. An invalid file, or one whose JWT keys cannot be
+//! loaded, is refused with an error naming the key, and the running config stays.
+//!
+//! **Reloaded:** `server.mount_path`, `[identity]` (secret, public keys, JWKS, claims),
+//! `[routes]`, `[cors]`, `[guard]`, `upstream.timeout_ms`,
+//! `upstream.sync_execution_timeout_ms`, `upstream.retry_body_limit` and `[limits]`
+//! except `max_connections`. `limits.header_read_timeout_ms` and the hard cut-off behind
+//! `limits.max_header_bytes` are connection settings: they apply to connections opened
+//! after the reload.
+//!
+//! **Need a restart** (the keys [`keep_restart_only`] lists): a change is logged as a
+//! warning and the running value kept. The listeners, worker threads, shutdown grace and
+//! connection cap are fixed once the process serves; the evict secret comes from the
+//! environment, fixed for the life of the process. The token cache is keyed by
+//! `upstream.base_url` and the API key's environment, its minter holds the key and the
+//! `[tokens]` settings, and it shares the connection pool: changing any of those means
+//! another deployment or a cold cache, which deserves a deliberate (rolling) restart
+//! rather than a signal.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::config::{Config, ConfigError};
+use crate::proxy::ProxyHandle;
+use crate::BoxError;
+
+/// Why a reload was refused. The running config stays in force.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file is unreadable or invalid; the message names the key.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The file is valid but a step could not be built from it (JWKS unreachable...).
+    #[error("cannot build the proxy from the new config: {0}")]
+    Build(#[source] BoxError),
+}
+
+/// Reloads from `path`. On success the new proxy serves new requests, `running` becomes
+/// the config now in force, and the restart-only keys that changed (kept at their
+/// running values) are returned.
+pub async fn reload(
+    path: &Path,
+    running: &mut Config,
+    handle: &ProxyHandle,
+) -> Result<Vec<&'static str>, ReloadError> {
+    let mut loaded = Config::load(path)?;
+    let ignored = keep_restart_only(running, &mut loaded);
+    let proxy = handle
+        .current()
+        .reconfigured(&loaded)
+        .await
+        .map_err(ReloadError::Build)?;
+    handle.replace(Arc::new(proxy));
+    *running = loaded;
+    Ok(ignored)
+}
+
+/// Puts the running value of every restart-only key into `loaded`; returns the keys
+/// whose value differed.
+pub fn keep_restart_only(running: &Config, loaded: &mut Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    macro_rules! keep {
+        ($($key:literal => $($field:ident).+;)*) => {$(
+            if running.$($field).+ != loaded.$($field).+ {
+                changed.push($key);
+                loaded.$($field).+ = running.$($field).+.clone();
+            }
+        )*};
+    }
+    keep! {
+        "server.listen" => server.listen;
+        "server.worker_threads" => server.worker_threads;
+        "server.shutdown_grace_s" => server.shutdown_grace;
+        "admin.listen" => admin.listen;
+        "admin.admin_token_env" => admin.token;
+        "upstream.base_url" => upstream.base_url;
+        "upstream.api_key_env" => upstream.api_key;
+        "upstream.connect_timeout_ms" => upstream.connect_timeout;
+        "upstream.pool_idle_timeout_s" => upstream.pool_idle_timeout;
+        "upstream.pool_max_idle_per_host" => upstream.pool_max_idle_per_host;
+        "limits.max_connections" => limits.max_connections;
+        "tokens.refresh_before_expiry_s" => tokens.refresh_before_expiry;
+        "tokens.fallback_ttl_s" => tokens.fallback_ttl;
+        "tokens.max_accounts" => tokens.max_accounts;
+        "tokens.mint_timeout_ms" => tokens.mint_timeout;
+        "tokens.missing_account_ttl_s" => tokens.missing_account_ttl;
+        "tokens.auto_provision" => tokens.auto_provision;
+        "tokens.max_concurrent_mints" => tokens.max_concurrent_mints;
+        "tokens.breaker_failures" => tokens.breaker_failures;
+        "tokens.breaker_cooldown_s" => tokens.breaker_cooldown;
+        // The cache is built from the whole table: a key not listed above is caught here.
+        "[tokens]" => tokens;
+    }
+    changed
+}
+
+/// Registers for SIGHUP. Done early: SIGHUP's default action is to terminate.
+#[cfg(unix)]
+pub(crate) fn hangups() -> std::io::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+}
+
+/// Reloads from `path` on every SIGHUP, one reload at a time (signals arriving during a
+/// reload fold into one more).
+#[cfg(unix)]
+pub(crate) async fn on_hangup(
+    mut hangups: tokio::signal::unix::Signal,
+    path: std::path::PathBuf,
+    mut running: Config,
+    handle: ProxyHandle,
+) {
+    while hangups.recv().await.is_some() {
+        let file = path.display().to_string();
+        tracing::info!(path = %file, "SIGHUP: reloading the config");
+        match reload(&path, &mut running, &handle).await {
+            Ok(ignored) => {
+                for key in &ignored {
+                    tracing::warn!(
+                        key,
+                        "config reload: this key changed but needs a restart; keeping the running value"
+                    );
+                }
+                tracing::info!(path = %file, restart_needed = ?ignored, "config reloaded");
+            }
+            Err(e) => {
+                let key = match &e {
+                    ReloadError::Config(ConfigError::Invalid { key, .. }) => Some(*key),
+                    _ => None,
+                };
+                tracing::error!(path = %file, key, error = %e, "config reload refused: keeping the running config");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Config {
+        Config::from_toml(text, Path::new("."), |name| match name {
+            "REFOLD_API_KEY" => Some("tk_test_key".into()),
+            "OTHER_KEY" => Some("pk_other_key".into()),
+            "APP_JWT_SECRET" => Some("0123456789abcdef0123456789abcdef".into()),
+            _ => None,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn restart_only_keys_keep_their_running_values() {
+        let running = load("");
+        let mut loaded = load(
+            "[server]\nlisten = \"0.0.0.0:9\"\nmount_path = \"/r\"\n\
+             [upstream]\nbase_url = \"http://other:1\"\napi_key_env = \"OTHER_KEY\"\ntimeout_ms = 5\n\
+             [tokens]\nmax_accounts = 7\n[cors]\nallowed_origins = [\"https://a.example\"]\n",
+        );
+        let changed = keep_restart_only(&running, &mut loaded);
+        assert_eq!(
+            changed,
+            [
+                "server.listen",
+                "upstream.base_url",
+                "upstream.api_key_env",
+                "tokens.max_accounts"
+            ]
+        );
+        assert_eq!(loaded.server.listen, running.server.listen);
+        assert_eq!(loaded.upstream.base_url, running.upstream.base_url);
+        assert_eq!(loaded.upstream.api_key.expose(), "tk_test_key");
+        assert_eq!(loaded.tokens.max_accounts, running.tokens.max_accounts);
+        // What reloads is left as loaded.
+        assert_eq!(loaded.server.mount_path, "/r");
+        assert_eq!(loaded.upstream.timeout.as_millis(), 5);
+        assert_eq!(loaded.cors.allowed_origins.len(), 1);
+        // Nothing changed, nothing reported.
+        let mut same = load("");
+        assert!(keep_restart_only(&running, &mut same).is_empty());
+    }
+}

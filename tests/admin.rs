@@ -143,6 +143,18 @@ async fn evict_needs_the_admin_secret_and_the_next_request_mints_again() {
         200
     );
     assert_eq!(h.mock.mints_for("alice"), 2, "the evicted token was reused");
+    let last_mint = h
+        .mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/api/v2/public/session-token")
+        .last()
+        .unwrap();
+    assert_eq!(
+        last_mint.query.as_deref(),
+        Some("force_refresh=true"),
+        "after an evict Refold must issue a new token, not hand the old one back"
+    );
 
     // An account with no cached token: nothing to evict, and nothing minted for it.
     let nothing = client

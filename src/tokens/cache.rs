@@ -178,12 +178,18 @@ impl TokenCache {
 
     /// Drops an account's token (for example after Refold revoked it). Returns whether
     /// there was one.
+    ///
+    /// The account's next mint asks Refold with `force_refresh`, so it gets a new token
+    /// rather than the evicted one back.
     pub fn evict(&self, account: &str) -> bool {
         let key = self.key(account);
-        match self.inner.slots.remove(&key) {
-            Some((_, slot)) => slot.lock().token.take().is_some(),
-            None => false,
-        }
+        let Some(slot) = self.inner.slots.get(&key).map(|s| Arc::clone(s.value())) else {
+            return false;
+        };
+        let mut state = slot.lock();
+        state.missing_until = None;
+        state.force_next = true;
+        state.token.take().is_some()
     }
 
     /// The clock expiry and refresh are judged by.

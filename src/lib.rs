@@ -31,6 +31,7 @@
 //! - [`secret`]: values that never print themselves.
 //! - [`mock`]: the stand-in Refold API (demo, tests, benches).
 
+pub mod access;
 pub mod admin;
 pub mod config;
 pub mod cors;

@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
-use http::{Request, Response, Version};
+use http::{HeaderValue, Request, Response, Version};
 use http_body::Body;
 use http_body_util::{BodyExt, Limited};
 
+use crate::access::{request_id, RequestLog, REQUEST_ID};
 use crate::config::{Config, LimitsConfig};
 use crate::cors::Cors;
 use crate::error::ProxyError;
@@ -166,13 +167,25 @@ impl Proxy {
     {
         let started = Instant::now();
         let method = request.method().clone();
+        let request_id = request_id(request.headers());
+        let mut log = RequestLog::default();
         // A page of another site is refused before anything else happens.
         let origin = match self.cors.check(request.headers()) {
             Ok(origin) => origin,
             Err(_) => {
                 let err = ProxyError::OriginNotAllowed;
-                log_refusal(&err, &method, conn);
-                return err.to_response();
+                let mut response = err.to_response();
+                response
+                    .headers_mut()
+                    .insert(REQUEST_ID, request_id.clone());
+                log.emit(
+                    &request_id,
+                    &method,
+                    err.status().as_u16(),
+                    started,
+                    Some(err.code()),
+                );
+                return response;
             }
         };
         if let Some(origin) = &origin {
@@ -180,19 +193,29 @@ impl Proxy {
                 return self.cors.preflight(origin);
             }
         }
-        let mut response = match self.handle_inner(request, conn).await {
-            Ok(response) => {
-                tracing::debug!(%method, status = response.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "proxied");
-                response
-            }
+        let (mut response, refused) = match self
+            .handle_inner(request, conn, &request_id, &mut log)
+            .await
+        {
+            Ok(response) => (response, None),
             Err(err) => {
-                log_refusal(&err, &method, conn);
-                err.to_response()
+                log_failure(&err, &request_id, conn);
+                (err.to_response(), Some(err.code()))
             }
         };
+        response
+            .headers_mut()
+            .insert(REQUEST_ID, request_id.clone());
         if let Some(origin) = &origin {
             self.cors.decorate(origin, response.headers_mut());
         }
+        log.emit(
+            &request_id,
+            &method,
+            response.status().as_u16(),
+            started,
+            refused,
+        );
         response
     }
 
@@ -200,6 +223,8 @@ impl Proxy {
         &self,
         request: Request<B>,
         conn: &ConnInfo,
+        request_id: &HeaderValue,
+        log: &mut RequestLog,
     ) -> Result<Response<ProxyBody>, ProxyError>
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -223,11 +248,12 @@ impl Proxy {
         }
 
         let path = normalize(self.unmount(parts.uri.path())?, self.limits.max_path_bytes)?;
-        self.routes.check(&parts.method, &path)?;
+        log.route = Some(self.routes.check(&parts.method, &path)?.path());
         let caller = self
             .authenticator
             .authenticate_or_refetch(&parts.headers)
             .await?;
+        log.account = Some(caller.tag());
         check_account_binding(&parts.headers, parts.uri.query(), caller.account())?;
         self.limiter
             .check(caller.account())
@@ -267,10 +293,14 @@ impl Proxy {
             )),
             RequestBody::Streaming(_) => None,
         };
+        // Refold sees the same request id as the caller and the log.
+        parts.headers.insert(REQUEST_ID, request_id.clone());
+        let sent = Instant::now();
         let response = self
             .upstream
             .forward(Request::from_parts(parts, body.into_body()), sync_execution)
             .await?;
+        log.upstream = Some(sent.elapsed());
         let mut inspected = self.guard.inspect(response, &token).await?;
         if inspected.token_rejected {
             // Refold no longer accepts the token (revoked, or expired early): drop it,
@@ -283,7 +313,10 @@ impl Proxy {
                 *request.method_mut() = method;
                 *request.uri_mut() = uri;
                 *request.headers_mut() = headers;
+                log.retried = true;
+                let sent = Instant::now();
                 let response = self.upstream.forward(request, sync_execution).await?;
+                log.upstream = Some(sent.elapsed());
                 inspected = self.guard.inspect(response, &token).await?;
                 if inspected.token_rejected {
                     self.tokens.invalidate(&caller, &token);
@@ -347,15 +380,17 @@ impl Proxy {
     }
 }
 
-fn log_refusal(err: &ProxyError, method: &http::Method, conn: &ConnInfo) {
-    let status = err.status().as_u16();
+/// Logs the cause of a failure the access line only names by code: loud for what an
+/// operator must fix, a warning for upstream trouble, debug for refused callers.
+fn log_failure(err: &ProxyError, request_id: &HeaderValue, conn: &ConnInfo) {
+    let request_id = request_id.to_str().unwrap_or("-");
     let cause = std::error::Error::source(err).map(|s| s.to_string());
     if err.is_operator_fault() {
-        tracing::error!(%method, status, code = err.code(), error = %err, cause = ?cause, peer = %conn.peer, "request failed: operator action needed");
+        tracing::error!(request_id, code = err.code(), error = %err, cause = ?cause, peer = %conn.peer, "request failed: operator action needed");
     } else if err.status().is_server_error() {
-        tracing::warn!(%method, status, code = err.code(), error = %err, cause = ?cause, "request failed");
+        tracing::warn!(request_id, code = err.code(), error = %err, cause = ?cause, "request failed");
     } else {
-        tracing::info!(%method, status, code = err.code(), error = %err, "request refused");
+        tracing::debug!(request_id, code = err.code(), error = %err, "request refused");
     }
 }
 

@@ -126,7 +126,7 @@ fn issue(
             ApiError::internal(format!("Could not sign the session token: {error}"))
         })?;
     debug!(
-        linked_account_id = id,
+        account = %crate::secret::fingerprint(id.as_bytes()),
         force_refresh,
         expires_in = minted.expires_in,
         "mock upstream: session token handed out"

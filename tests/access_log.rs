@@ -1,0 +1,145 @@
+//! The access log over a full run, refusals and failures included: one line per request
+//! with its fields, and no API key, session token, app JWT or raw account id anywhere.
+
+#![allow(clippy::unwrap_used, reason = "a panic is a test failure")]
+
+mod support;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use refold_proxy::mock::MintFault;
+use support::{app_jwt, Harness, API_KEY};
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn every_request_gets_one_access_line_and_no_secret_is_logged() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || writer.clone())
+            .finish(),
+    )
+    .unwrap();
+
+    let account = "acct-7731-private-name";
+    let h = Harness::with_accounts(&[account]).await;
+    let jwt = app_jwt(account);
+    let path = "/api/v2/public/workflow";
+
+    // Served, with the caller's request id.
+    let ok = h
+        .client
+        .get(h.url(path))
+        .bearer_auth(&jwt)
+        .header("x-request-id", "trace-abc-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.headers()["x-request-id"], "trace-abc-1");
+    let forwarded = h
+        .mock
+        .requests()
+        .into_iter()
+        .find(|r| r.path == path)
+        .unwrap();
+    assert_eq!(forwarded.headers["x-request-id"], "trace-abc-1");
+    // Refused: bad JWT, leaking route, mismatched account; failed: token service down.
+    let bad = h
+        .client
+        .get(h.url(path))
+        .bearer_auth("not-a-jwt")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 401);
+    assert_eq!(bad.headers()["x-request-id"].len(), 16, "a generated id");
+    let leak = h
+        .client
+        .post(h.url("/api/v2/public/session-token"))
+        .bearer_auth(&jwt)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(leak.status(), 404);
+    let mismatch = h
+        .client
+        .get(h.url(&format!("{path}?linked_account_id=someone-else")))
+        .bearer_auth(&jwt)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mismatch.status(), 403);
+    h.proxy.tokens().evict(account);
+    h.mock
+        .faults()
+        .set_mint_fault(MintFault::ServiceUnavailable);
+    let down = h
+        .client
+        .get(h.url(path))
+        .bearer_auth(&jwt)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(down.status(), 503);
+
+    let session = h.mock.current_token(account).unwrap();
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let access: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["target"] == "access")
+        .collect();
+    assert_eq!(access.len(), 5, "{text}");
+    let served = &access[0]["fields"];
+    assert_eq!(served["request_id"], "trace-abc-1");
+    assert_eq!(served["route"], "/api/v2/public/workflow");
+    assert_eq!(served["status"], 200);
+    assert_eq!(served["outcome"], "served");
+    assert!(served["upstream_us"].is_u64());
+    assert_eq!(
+        served["account"].as_str().unwrap().len(),
+        8,
+        "a hash, not the id"
+    );
+    let outcomes: Vec<(&str, &str)> = access
+        .iter()
+        .map(|l| {
+            (
+                l["fields"]["outcome"].as_str().unwrap(),
+                l["fields"]["code"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("served", "-"),
+            ("refused", "APP_TOKEN_INVALID"),
+            ("refused", "ROUTE_NOT_ALLOWED"),
+            ("refused", "ACCOUNT_MISMATCH"),
+            ("failed", "TOKEN_SERVICE_UNAVAILABLE"),
+        ]
+    );
+    for secret in [API_KEY, session.as_str(), jwt.as_str(), account] {
+        if let Some(line) = text.lines().find(|l| l.contains(secret)) {
+            panic!("{secret:?} reached the log: {line}");
+        }
+    }
+}

@@ -188,12 +188,12 @@ pub fn head_size(headers: &HeaderMap) -> usize {
 
 /// Removes the static hop-by-hop headers and those the `Connection` header names.
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Split the raw bytes: one non-ASCII item must not hide the names beside it.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
         .collect();
     for name in named {
         headers.remove(name);
@@ -218,12 +218,15 @@ fn same_name(name: &str, canonical: &str) -> bool {
 
 /// Whether a raw query key names `linked_account_id`: any case, `_` or `-`,
 /// percent-encoded or not, and in the nested spellings query parsers such as `qs`
-/// fold into it (`linked_account_id[]`, `linked_account_id[0]`, `linked_account_id.x`).
+/// fold into it (`linked_account_id[]`, `linked_account_id[0]`, `linked_account_id.x`,
+/// and `[linked_account_id]`: `qs` reads a key that opens with a bracket group as that
+/// group's name).
 fn is_account_param(raw_key: &str) -> bool {
     let key = raw_key.replace('+', " ");
     let key = percent_decode_str(&key).decode_utf8_lossy();
     let key = key.trim();
-    let base = key.split(['[', '.']).next().unwrap_or(key).trim();
+    let key = key.strip_prefix('[').unwrap_or(key);
+    let base = key.split(['[', ']', '.']).next().unwrap_or(key).trim();
     same_name(base, "linked-account-id")
 }
 
@@ -326,6 +329,24 @@ mod tests {
     }
 
     #[test]
+    fn a_non_ascii_connection_item_does_not_hide_the_names_beside_it() {
+        // Found by the header_policy fuzz target: `to_str` failed on the whole value, so
+        // no name in it was removed.
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_bytes(b"x-kept, \xef\xbf\xbd").unwrap(),
+        );
+        h.insert("x-kept", HeaderValue::from_static(""));
+        HeaderPolicy::new(&header::AUTHORIZATION, &[]).apply_to_request(
+            &mut h,
+            &token(),
+            "203.0.113.9".parse().unwrap(),
+        );
+        assert!(!h.contains_key("x-kept"), "{h:?}");
+    }
+
+    #[test]
     fn forwarding_headers_are_believed_only_from_trusted_proxies() {
         let spoofed = || {
             let mut h = HeaderMap::new();
@@ -371,6 +392,31 @@ mod tests {
         h.insert("Linked_Account_Id", HeaderValue::from_static("bob"));
         assert!(check_account_binding(&h, None, "alice").is_err());
         assert!(check_account_binding(&h, None, "bob").is_ok());
+    }
+
+    #[test]
+    fn a_leading_bracket_key_is_linked_account_id_too() {
+        // Found by the header_policy fuzz target: `qs` parses `[k]=v` as `k=v`, and so
+        // `[k][x]=v` as `k[x]=v`, so these name the account as surely as `k=v`.
+        let h = HeaderMap::new();
+        for query in [
+            "[linked_account_id]=mallory",
+            "%5Blinked_account_id%5D=mallory",
+            "a=1&[Linked-Account-Id][x]=mallory",
+            // The minimised input: an empty value for an account named `alice`.
+            "%5BlinKed-account_id%5D",
+        ] {
+            assert!(
+                check_account_binding(&h, Some(query), "alice").is_err(),
+                "{query}"
+            );
+            assert_eq!(strip_credential_params(query).trim_start_matches("a=1"), "");
+        }
+        assert!(check_account_binding(&h, Some("[linked_account_id]=alice"), "alice").is_ok());
+        assert_eq!(
+            strip_credential_params("[other]=1&a[linked_account_id]=1"),
+            "[other]=1&a[linked_account_id]=1"
+        );
     }
 
     #[test]

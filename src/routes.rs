@@ -3,12 +3,12 @@
 //! 1. [`normalize`] turns the path below the mount into the one path that is both checked
 //!    and forwarded: repeated slashes folded (the SDK's `//api/...`), everything else kept
 //!    byte for byte. Paths that could mean something else to another parser are refused:
-//!    `.`/`..` segments (raw, percent-encoded or double-encoded), encoded `/` or `\`,
-//!    control characters, non-UTF-8, and over-long paths.
+//!    `.`/`..` segments (raw, percent-encoded or double-encoded, also with `;params`),
+//!    encoded `/` or `\`, control characters, non-UTF-8, and over-long paths.
 //! 2. [`RoutePolicy::check`] matches the normalised path against an allowlist of the
 //!    SDK's endpoints (method + template); a known path with another method is 405.
 //! 3. Routes that hand out tokens and org-level routes are denied whatever the config
-//!    says, matched on a canonical form (decoded, lower case, no trailing slash), as
+//!    says, matched on a canonical form (decoded, case-folded, no trailing slash), as
 //!    Refold's router may route `/API/V2/PUBLIC/SESSION-TOKEN/` to the same handler.
 
 use std::borrow::Cow;
@@ -301,7 +301,9 @@ fn check_segment(raw: &str) -> Result<(), ProxyError> {
     }
     let mut current: Cow<'_, str> = Cow::Borrowed(raw);
     for round in 0..=DECODE_ROUNDS {
-        if current == "." || current == ".." {
+        // `..;x` is `..` to a router that drops path parameters, as `canonical` assumes.
+        let before_params = current.split(';').next().unwrap_or("");
+        if before_params == "." || before_params == ".." {
             return Err(ProxyError::InvalidPath);
         }
         if round > 0 && current.contains(['/', '\\']) {
@@ -329,8 +331,9 @@ fn check_segment(raw: &str) -> Result<(), ProxyError> {
     Err(ProxyError::InvalidPath)
 }
 
-/// The form deny rules compare in: percent-decoded until stable, lower case, repeated
-/// slashes folded, path parameters (`;...`) dropped, and no trailing slash.
+/// The form deny rules compare in: percent-decoded until stable, case-folded (Unicode
+/// upper then lower case, so the Kelvin sign, `ſ` and `ß` read as `k`, `s` and `ss`),
+/// repeated slashes folded, path parameters (`;...`) dropped, and no trailing slash.
 fn canonical(path: &str) -> String {
     let mut decoded: Cow<'_, str> = Cow::Borrowed(path);
     for _ in 0..DECODE_ROUNDS {
@@ -349,7 +352,7 @@ fn canonical(path: &str) -> String {
             continue;
         }
         out.push('/');
-        out.push_str(&segment.to_ascii_lowercase());
+        out.push_str(&segment.to_uppercase().to_lowercase());
     }
     if out.is_empty() {
         out.push('/');

@@ -37,6 +37,7 @@ pub mod config;
 pub mod cors;
 pub mod demo;
 pub mod error;
+pub mod framing;
 pub mod guard;
 pub mod headers;
 pub mod identity;

@@ -20,6 +20,7 @@ use crate::access::{request_id, RequestLog, REQUEST_ID};
 use crate::config::{Config, LimitsConfig};
 use crate::cors::Cors;
 use crate::error::ProxyError;
+use crate::framing::FramingConflict;
 use crate::guard::{Prefixed, ResponseGuard};
 use crate::headers::{
     check_account_binding, check_framing, head_size, strip_credential_params, HeaderPolicy,
@@ -234,6 +235,11 @@ impl Proxy {
             retry_after: Duration::from_secs(1),
         })?;
         let (mut parts, body) = request.into_parts();
+        if parts.extensions.get::<FramingConflict>().is_some() {
+            return Err(ProxyError::MalformedRequest(
+                "content-length with transfer-encoding",
+            ));
+        }
         check_framing(&parts.headers)?;
         if head_size(&parts.headers) > self.limits.max_header_bytes {
             return Err(ProxyError::HeadersTooLarge);

@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 
 use crate::admin::{self, Admin, Phase, Readiness};
 use crate::config::{Config, LimitsConfig};
+use crate::framing::{FramingConflict, FramingGuard};
 use crate::proxy::{ConnInfo, Proxy, ProxyHandle};
 
 /// Settings of the public listener that hold for the life of the process. The other
@@ -72,7 +73,11 @@ pub async fn serve(
             let builder = connection_builder(handle.current().limits());
             let conn_info = ConnInfo { peer };
             let handle = handle.clone();
-            let service = service_fn(move |request: hyper::Request<Incoming>| {
+            let (stream, framing) = FramingGuard::new(stream);
+            let service = service_fn(move |mut request: hyper::Request<Incoming>| {
+                if request.version() < hyper::Version::HTTP_2 && framing.next() {
+                    request.extensions_mut().insert(FramingConflict);
+                }
                 // The request finishes on this proxy even if a reload swaps in another.
                 let proxy = handle.current();
                 async move { Ok::<_, Infallible>(proxy.handle(request, &conn_info).await) }

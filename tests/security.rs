@@ -213,37 +213,51 @@ async fn request_smuggling_shapes_are_refused_before_forwarding() {
 }
 
 #[tokio::test]
-async fn content_length_with_transfer_encoding_cannot_desync() {
-    // CL.TE: the classic desync. The HTTP/1 parser (hyper) hides the Content-Length
-    // before the proxy sees the request, so the proxy cannot answer 400 itself; instead
-    // the body is read as chunked (RFC 9112 §6.3), the request is re-framed upstream,
-    // and the connection is closed after the answer. The smuggled request must never run.
+async fn content_length_with_transfer_encoding_is_400_and_nothing_is_forwarded() {
+    // CL.TE and TE.CL, the classic desync, first on the connection and after an ordinary
+    // request on the same keep-alive connection; with a smuggled request behind it.
     let h = Harness::with_accounts(&["alice"]).await;
     let jwt = app_jwt("alice");
     let smuggled = format!(
         "GET /api/v2/public/execution HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {jwt}\r\n\r\n"
     );
-    let attack = format!(
-        "POST /api/v2/public/workflow/wf/execute HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {jwt}\r\ncontent-length: {}\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}",
+    let exec = "/api/v2/public/workflow/wf/execute";
+    let cl_te = format!(
+        "POST {exec} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {jwt}\r\ncontent-length: {}\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}",
         5 + smuggled.len()
     );
-    let answer = raw(h.proxy_addr, attack.as_bytes()).await;
-    assert_eq!(
-        answer.matches("HTTP/1.1 ").count(),
-        1,
-        "a second response came back: {answer}"
+    let te_cl = format!(
+        "POST {exec} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {jwt}\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n{smuggled}"
     );
-    let requests = api_requests(&h);
-    assert!(
-        requests
-            .iter()
-            .all(|r| r.path != "/api/v2/public/execution"),
-        "the smuggled request ran"
-    );
-    assert!(
-        requests.iter().all(|r| r.body_len == 0),
-        "the smuggled bytes were forwarded as a body"
-    );
+    let ordinary = format!("GET {PATH} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {jwt}\r\n\r\n");
+    for attack in [
+        cl_te.clone(),
+        te_cl.clone(),
+        format!("{ordinary}{cl_te}"),
+        format!("{ordinary}{te_cl}"),
+    ] {
+        h.mock.clear_requests();
+        let answer = raw(h.proxy_addr, attack.as_bytes()).await;
+        let statuses: Vec<u16> = answer
+            .match_indices("HTTP/1.1 ")
+            .map(|(i, _)| status_of(&answer[i..]))
+            .collect();
+        assert_eq!(*statuses.last().unwrap(), 400, "{answer}");
+        assert!(answer.contains("\"MALFORMED_REQUEST\""), "{answer}");
+        let forwarded = api_requests(&h);
+        assert!(
+            forwarded
+                .iter()
+                .all(|r| r.path != "/api/v2/public/workflow/wf/execute"),
+            "the request was forwarded"
+        );
+        assert!(
+            forwarded
+                .iter()
+                .all(|r| r.path != "/api/v2/public/execution"),
+            "the smuggled request ran"
+        );
+    }
 }
 
 #[tokio::test]

@@ -1,0 +1,393 @@
+//! Request framing guard for HTTP/1 connections.
+//!
+//! hyper resolves a request carrying both `Content-Length` and `Transfer-Encoding` the
+//! RFC 9112 way (the body is read as chunked, `Content-Length` is dropped, the connection
+//! closes after the answer) and hides the conflict from the application. The proxy must
+//! refuse such a request before anything is forwarded, so this wrapper watches the bytes
+//! on their way to hyper (changing none, holding none back, so hyper's own header timeout
+//! still runs): it follows HTTP/1 message framing (heads, `Content-Length` bodies, chunked
+//! bodies with trailers) and, for each request head, records whether it carried both
+//! fields before hyper can see the end of that head. The service takes one record per
+//! request ([`FramingFlags::next`]) and the proxy answers a conflict with 400. At the first
+//! byte it cannot frame with certainty (HTTP/2, an upgrade, a malformed head) it stops
+//! watching for the rest of the connection, leaving it to hyper's own checks.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Marks a request whose head carried both `Content-Length` and `Transfer-Encoding`
+/// (a request extension, set by the server from [`FramingFlags`]).
+#[derive(Debug, Clone, Copy)]
+pub struct FramingConflict;
+
+/// One record per request head seen on an HTTP/1 connection, oldest first.
+#[derive(Debug, Clone, Default)]
+pub struct FramingFlags(Arc<Mutex<VecDeque<bool>>>);
+
+impl FramingFlags {
+    fn push(&self, conflict: bool) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(conflict);
+    }
+
+    /// Whether the next request on the connection carried both framing fields.
+    pub fn next(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front()
+            .unwrap_or(false)
+    }
+}
+
+/// Longest head or chunk line the guard frames; past it, hyper's limits decide.
+const MAX_LINE: usize = 256 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Head,
+    Body(u64),
+    ChunkSize,
+    ChunkData(u64),
+    ChunkDataEnd,
+    Trailers,
+    Passthrough,
+}
+
+/// Wraps a connection's byte stream; see the module docs.
+#[derive(Debug)]
+pub struct FramingGuard<S> {
+    inner: S,
+    state: State,
+    pending: Vec<u8>,
+    head: Vec<u8>,
+    out: Vec<u8>,
+    out_pos: usize,
+    eof: bool,
+    flags: FramingFlags,
+}
+
+impl<S> FramingGuard<S> {
+    /// Guards `inner`, which starts with a request head (or the HTTP/2 preface); the
+    /// flags are the service's side.
+    pub fn new(inner: S) -> (Self, FramingFlags) {
+        let flags = FramingFlags::default();
+        let guard = Self {
+            inner,
+            state: State::Head,
+            pending: Vec::new(),
+            head: Vec::new(),
+            out: Vec::new(),
+            out_pos: 0,
+            eof: false,
+            flags: flags.clone(),
+        };
+        (guard, flags)
+    }
+
+    fn step_aside(&mut self, from: usize) -> usize {
+        self.state = State::Passthrough;
+        self.out.extend_from_slice(&self.pending[from..]);
+        self.pending.len()
+    }
+
+    /// Frames what arrived; complete pieces move to `out`, partial lines stay pending.
+    fn process(&mut self) {
+        let mut pos = 0;
+        while pos < self.pending.len() {
+            let rest = &self.pending[pos..];
+            match self.state {
+                State::Passthrough => pos = self.step_aside(pos),
+                State::Body(n) | State::ChunkData(n) => {
+                    let k = usize::try_from(n).unwrap_or(usize::MAX).min(rest.len());
+                    self.out.extend_from_slice(&rest[..k]);
+                    pos += k;
+                    let left = n - k as u64;
+                    self.state = match (self.state, left) {
+                        (State::Body(_), 0) => State::Head,
+                        (State::Body(_), left) => State::Body(left),
+                        (_, 0) => State::ChunkDataEnd,
+                        (_, left) => State::ChunkData(left),
+                    };
+                }
+                State::ChunkDataEnd => {
+                    if rest.len() < 2 {
+                        break;
+                    }
+                    if &rest[..2] != b"\r\n" {
+                        pos = self.step_aside(pos);
+                        continue;
+                    }
+                    self.out.extend_from_slice(b"\r\n");
+                    pos += 2;
+                    self.state = State::ChunkSize;
+                }
+                State::ChunkSize | State::Trailers => {
+                    let Some(end) = find(rest, b"\r\n") else {
+                        if rest.len() > MAX_LINE {
+                            pos = self.step_aside(pos);
+                        }
+                        break;
+                    };
+                    let line = &rest[..end];
+                    self.state = if self.state == State::Trailers {
+                        if line.is_empty() {
+                            State::Head
+                        } else {
+                            State::Trailers
+                        }
+                    } else {
+                        match chunk_size(line) {
+                            Some(0) => State::Trailers,
+                            Some(size) => State::ChunkData(size),
+                            None => {
+                                pos = self.step_aside(pos);
+                                continue;
+                            }
+                        }
+                    };
+                    self.out.extend_from_slice(&rest[..end + 2]);
+                    pos += end + 2;
+                }
+                State::Head => {
+                    // Blank lines between requests are allowed (RFC 9112 §2.2).
+                    if self.head.is_empty() && rest.starts_with(b"\r\n") {
+                        self.out.extend_from_slice(b"\r\n");
+                        pos += 2;
+                        continue;
+                    }
+                    // Bytes go on at once; a copy of the head is kept to read it whole.
+                    let seen = self.head.len();
+                    self.head.extend_from_slice(rest);
+                    let from = seen.saturating_sub(3);
+                    let Some(end) = find(&self.head[from..], b"\r\n\r\n").map(|e| from + e + 4)
+                    else {
+                        self.out.extend_from_slice(rest);
+                        pos = self.pending.len();
+                        if self.head.len() > MAX_LINE {
+                            self.head.clear();
+                            self.state = State::Passthrough;
+                        }
+                        continue;
+                    };
+                    let taken = end - seen;
+                    self.head.truncate(end);
+                    match inspect_head(&self.head) {
+                        Some((next, conflict)) => {
+                            // Recorded before hyper can see the end of this head.
+                            self.flags.push(conflict);
+                            self.state = next;
+                        }
+                        None => self.state = State::Passthrough,
+                    }
+                    self.head.clear();
+                    self.out.extend_from_slice(&self.pending[pos..pos + taken]);
+                    pos += taken;
+                }
+            }
+        }
+        self.pending.drain(..pos);
+    }
+}
+
+/// The state after a request head, and whether it carries both framing fields; `None`
+/// when the head cannot be framed with certainty.
+fn inspect_head(head: &[u8]) -> Option<(State, bool)> {
+    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(head) {
+        Ok(httparse::Status::Complete(n)) if n == head.len() => {}
+        _ => return None,
+    }
+    if request.method == Some("CONNECT") {
+        return None;
+    }
+    let mut lengths = Vec::new();
+    let mut encodings = Vec::new();
+    for header in request.headers.iter() {
+        if header.name.eq_ignore_ascii_case("content-length") {
+            lengths.push(header.value);
+        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+            encodings.push(header.value);
+        } else if header.name.eq_ignore_ascii_case("upgrade") {
+            return None;
+        }
+    }
+    if !lengths.is_empty() && !encodings.is_empty() {
+        return Some((State::Passthrough, true));
+    }
+    if let Some(last) = encodings.last() {
+        let chunked = last
+            .rsplit(|b| *b == b',')
+            .next()
+            .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        return chunked.then_some((State::ChunkSize, false));
+    }
+    let Some(first) = lengths.first() else {
+        return Some((State::Head, false));
+    };
+    if lengths.iter().any(|l| l != first) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(first).ok()?.trim().parse().ok()?;
+    Some((if n == 0 { State::Head } else { State::Body(n) }, false))
+}
+
+/// A chunk-size line's size (hex digits, optional `;extensions`).
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let digits = line.split(|b| *b == b';').next()?.trim_ascii();
+    if digits.is_empty() || digits.len() > 16 {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    memchr::memmem::find(haystack, needle)
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for FramingGuard<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if this.out_pos < this.out.len() {
+                let n = buf.remaining().min(this.out.len() - this.out_pos);
+                buf.put_slice(&this.out[this.out_pos..this.out_pos + n]);
+                this.out_pos += n;
+                if this.out_pos == this.out.len() {
+                    this.out.clear();
+                    this.out_pos = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if this.eof {
+                return Poll::Ready(Ok(()));
+            }
+            if this.state == State::Passthrough && this.pending.is_empty() {
+                return Pin::new(&mut this.inner).poll_read(cx, buf);
+            }
+            let mut chunk = [0u8; 8192];
+            let mut read = ReadBuf::new(&mut chunk);
+            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
+            if read.filled().is_empty() {
+                // End of stream: whatever is left goes to hyper as it is.
+                this.eof = true;
+                this.out.append(&mut this.pending);
+                continue;
+            }
+            this.pending.extend_from_slice(read.filled());
+            this.process();
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for FramingGuard<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `wire` in pieces of `step` bytes; returns what hyper would read and the
+    /// per-request records.
+    fn frame(wire: &[u8], step: usize) -> (Vec<u8>, Vec<bool>) {
+        let (mut guard, flags) = FramingGuard::new(());
+        let mut seen = Vec::new();
+        for piece in wire.chunks(step) {
+            guard.pending.extend_from_slice(piece);
+            guard.process();
+            seen.append(&mut guard.out);
+        }
+        seen.append(&mut guard.pending);
+        let records = flags.0.lock().unwrap().iter().copied().collect();
+        (seen, records)
+    }
+
+    #[test]
+    fn ordinary_traffic_passes_byte_for_byte_in_any_split() {
+        let wire: &[u8] = b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n\
+            POST /b HTTP/1.1\r\ncontent-length: 5\r\n\r\nhello\
+            \r\nPOST /c HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1\r\nhe\r\nl\r\n0\r\nx-t: 1\r\n\r\n\
+            GET /d HTTP/1.1\r\n\r\n";
+        for step in [1, 2, 3, 7, 64, wire.len()] {
+            let (seen, records) = frame(wire, step);
+            assert_eq!(seen, wire, "step {step}");
+            assert_eq!(records, [false, false, false, false], "step {step}");
+        }
+    }
+
+    #[test]
+    fn a_head_with_both_fields_is_recorded_wherever_it_comes() {
+        for second in [
+            b"POST /x HTTP/1.1\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"
+                .as_slice(),
+            b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n"
+                .as_slice(),
+        ] {
+            let mut wire = b"POST /a HTTP/1.1\r\ncontent-length: 3\r\n\r\nabc".to_vec();
+            wire.extend_from_slice(second);
+            for step in [1, 5, wire.len()] {
+                let (seen, records) = frame(&wire, step);
+                assert_eq!(seen, wire, "the bytes are never changed");
+                assert_eq!(records, [false, true], "step {step}");
+            }
+        }
+    }
+
+    #[test]
+    fn body_bytes_that_look_like_a_head_are_not_read_as_one() {
+        let body =
+            b"POST /evil HTTP/1.1\r\ncontent-length: 1\r\ntransfer-encoding: chunked\r\n\r\n";
+        let mut wire =
+            format!("POST /a HTTP/1.1\r\ncontent-length: {}\r\n\r\n", body.len()).into_bytes();
+        wire.extend_from_slice(body);
+        let (seen, records) = frame(&wire, 3);
+        assert_eq!(seen, wire);
+        assert_eq!(records, [false]);
+    }
+
+    #[test]
+    fn http2_and_unframeable_input_pass_through_unwatched() {
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12";
+        assert_eq!(frame(preface, 1), (preface.to_vec(), vec![]));
+        let junk = b"\x16\x03\x01 not http at all\r\n\r\ncontent-length: 1\r\ntransfer-encoding: chunked\r\n\r\n";
+        assert_eq!(frame(junk, 4), (junk.to_vec(), vec![]));
+    }
+}

@@ -5,28 +5,12 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use refold_proxy::mock::MintFault;
 use support::{app_jwt, Harness, API_KEY};
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn every_request_gets_one_access_line_and_no_secret_is_logged() {
-    let logs = Captured::default();
+    let logs = support::CapturedLogs::default();
     let writer = logs.clone();
     tracing::subscriber::set_global_default(
         tracing_subscriber::fmt()
@@ -100,7 +84,7 @@ async fn every_request_gets_one_access_line_and_no_secret_is_logged() {
     assert_eq!(down.status(), 503);
 
     let session = h.mock.current_token(account).unwrap();
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     let access: Vec<serde_json::Value> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -144,22 +142,9 @@ async fn an_opaque_token_lives_the_fallback_ttl() {
     );
 }
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn rejected_api_key_is_502_with_a_loud_log_that_never_shows_the_key() {
-    let logs = Captured::default();
+    let logs = support::CapturedLogs::default();
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(move || writer.clone())
@@ -181,7 +166,7 @@ async fn rejected_api_key_is_502_with_a_loud_log_that_never_shows_the_key() {
     assert!(!body.to_string().contains(API_KEY));
     assert_eq!(api_requests(&h), 0);
 
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     assert!(logs.contains("ERROR"), "{logs}");
     assert!(logs.contains("api key"), "{logs}");
     assert!(!logs.contains(wrong_key), "the key reached the log");

@@ -454,3 +454,24 @@ pub fn npm_install(dir: &Path, packages: &[&str]) {
         .expect("npm is needed for the Node tests (install Node.js and npm)");
     assert!(status.success(), "npm ci failed in {}", dir.display());
 }
+
+/// A log writer that keeps everything written, for tests that read the logs.
+#[derive(Clone, Default)]
+pub struct CapturedLogs(pub std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl CapturedLogs {
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

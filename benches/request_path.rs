@@ -1,27 +1,71 @@
-//! Criterion benches of the request path's per-request steps, through the crate's own API.
+//! Criterion benches of the request path, through the crate's own API: each per-request
+//! step on its own, and one whole request through `Proxy::handle` in process.
 
+use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use refold_proxy::config::Config;
 use refold_proxy::guard::ResponseGuard;
 use refold_proxy::headers::{strip_credential_params, HeaderPolicy};
-use refold_proxy::identity::{sign_hs256, Authenticator};
-use refold_proxy::routes::RoutePolicy;
+use refold_proxy::identity::{Authenticator, Caller};
+use refold_proxy::proxy::{ConnInfo, Proxy};
+use refold_proxy::routes::{normalize, RoutePolicy};
 use refold_proxy::secret::Secret;
 use refold_proxy::tokens::Token;
 
 const SECRET: &str = "bench-signing-secret-0123456789abcdef";
+const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys");
 
-fn config() -> Config {
-    Config::from_toml("", Path::new("."), |name| match name {
+fn config_with(toml: &str) -> Config {
+    Config::from_toml(toml, Path::new(KEYS), |name| match name {
         "REFOLD_API_KEY" => Some("tk_bench_key".into()),
         "APP_JWT_SECRET" => Some(SECRET.into()),
         _ => None,
     })
     .expect("bench config")
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// An app JWT for `account` signed with `alg` and the matching key of `tests/keys/`.
+fn app_jwt(alg: Algorithm, account: &str) -> String {
+    let key = match alg {
+        Algorithm::HS256 => EncodingKey::from_secret(SECRET.as_bytes()),
+        Algorithm::RS256 => {
+            EncodingKey::from_rsa_pem(include_bytes!("../tests/keys/rs256.key.pem")).expect("rsa")
+        }
+        Algorithm::ES256 => {
+            EncodingKey::from_ec_pem(include_bytes!("../tests/keys/es256.key.pem")).expect("ec")
+        }
+        other => panic!("no bench key for {other:?}"),
+    };
+    let claims = serde_json::json!({"sub": account, "iat": unix_now(), "exp": unix_now() + 3600});
+    jsonwebtoken::encode(&Header::new(alg), &claims, &key).expect("sign")
+}
+
+/// The `[identity]` table that verifies `alg` tokens, with the verified-JWT cache on or off.
+fn identity_table(alg: Algorithm, cached: bool) -> String {
+    let entries = if cached { 65_536 } else { 0 };
+    let keys = match alg {
+        Algorithm::HS256 => String::new(),
+        Algorithm::RS256 => "public_key_file = \"rs256.pub.pem\"\n".into(),
+        _ => "public_key_file = \"es256.pub.pem\"\n".into(),
+    };
+    format!("[identity]\nalgorithms = [\"{alg:?}\"]\n{keys}verified_cache_entries = {entries}\n")
 }
 
 /// The headers a browser running the SDK sends, plus credentials to strip.
@@ -57,25 +101,45 @@ fn browser_headers(jwt: &str) -> HeaderMap {
 }
 
 fn identity(c: &mut Criterion) {
-    let config = config();
+    for alg in [Algorithm::HS256, Algorithm::RS256, Algorithm::ES256] {
+        let headers = browser_headers(&app_jwt(alg, "bench-account"));
+        for cached in [false, true] {
+            let config = config_with(&identity_table(alg, cached));
+            let authenticator = Authenticator::new(&config.identity);
+            let name = format!(
+                "identity/{}_{}",
+                format!("{alg:?}").to_lowercase(),
+                if cached { "seen" } else { "verify" }
+            );
+            c.bench_function(&name, |b| {
+                b.iter(|| authenticator.authenticate(&headers).expect("valid"))
+            });
+        }
+    }
+    // The first request of every caller: 10,000 callers, each token seen once per pass.
+    let config = config_with(&identity_table(Algorithm::HS256, true));
     let authenticator = Authenticator::new(&config.identity);
-    let jwt = sign_hs256(
-        &Secret::new(SECRET),
-        "sub",
-        "bench-account",
-        Duration::from_secs(3600),
-        None,
-        None,
-    )
-    .expect("sign");
-    let headers = browser_headers(&jwt);
-    c.bench_function("identity/hs256_verify", |b| {
-        b.iter(|| authenticator.authenticate(&headers).expect("valid"))
+    let many: Vec<HeaderMap> = (0..10_000)
+        .map(|i| browser_headers(&app_jwt(Algorithm::HS256, &format!("acct-{i}"))))
+        .collect();
+    let mut next = many.iter().cycle();
+    c.bench_function("identity/hs256_seen_10k_callers", |b| {
+        b.iter(|| {
+            authenticator
+                .authenticate(next.next().expect("cycle"))
+                .expect("valid")
+        })
     });
 }
 
 fn routes(c: &mut Criterion) {
     let policy = RoutePolicy::default();
+    c.bench_function("routes/normalize_clean", |b| {
+        b.iter(|| normalize("/api/v2/public/workflow/wf-1/execute", 2048).expect("clean"))
+    });
+    c.bench_function("routes/normalize_encoded", |b| {
+        b.iter(|| normalize("/api/v2/public//workflow/wf%2D1//execute", 2048).expect("clean"))
+    });
     c.bench_function("routes/check_sdk_route", |b| {
         b.iter(|| policy.check(&Method::POST, "/api/v2/public/workflow/wf-1/execute"))
     });
@@ -124,5 +188,150 @@ fn guard(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, identity, routes, headers, guard);
+/// The token-cache hit path: the proxy's per-request lookup of a warm account, from one
+/// thread and from two at once (the two runtime workers of this machine's size).
+fn token_cache(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (base, _upstream) = runtime.block_on(noop_upstream());
+    let proxy = runtime.block_on(async {
+        Proxy::new(&config_with(&format!(
+            "[upstream]\nbase_url = \"http://{base}\"\n"
+        )))
+        .await
+        .expect("proxy")
+    });
+    let tokens = proxy.tokens().clone();
+    let caller = Caller::new("bench-account");
+    runtime.block_on(tokens.get(&caller)).expect("mint");
+    c.bench_function("tokens/hit", |b| {
+        b.to_async(&runtime)
+            .iter(|| async { tokens.get(&caller).await.expect("hit") })
+    });
+    c.bench_function("tokens/hit_2_threads", |b| {
+        b.to_async(&runtime).iter_custom(|iters| {
+            let tokens = tokens.clone();
+            async move {
+                let started = std::time::Instant::now();
+                let workers: Vec<_> = (0..2)
+                    .map(|_| {
+                        let tokens = tokens.clone();
+                        tokio::spawn(async move {
+                            let caller = Caller::new("bench-account");
+                            for _ in 0..iters {
+                                tokens.get(&caller).await.expect("hit");
+                            }
+                        })
+                    })
+                    .collect();
+                for worker in workers {
+                    worker.await.expect("worker");
+                }
+                // Time per lookup per thread: equal to `tokens/hit` without contention.
+                started.elapsed()
+            }
+        })
+    });
+}
+
+/// One whole request through `Proxy::handle`, upstream call included, against a no-op
+/// upstream in the same process (HTTP/1.1 over loopback, kept alive): what the proxy adds
+/// per request, on one runtime thread.
+fn whole_request(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (base, _upstream) = runtime.block_on(noop_upstream());
+    for alg in [Algorithm::HS256, Algorithm::ES256] {
+        let mut toml = identity_table(alg, true);
+        toml.push_str(&format!(
+            "[upstream]\nbase_url = \"http://{base}\"\n[limits]\nper_account_rps = 1000000\nper_account_burst = 1000000\n"
+        ));
+        let proxy = Arc::new(
+            runtime
+                .block_on(Proxy::new(&config_with(&toml)))
+                .expect("proxy"),
+        );
+        let jwt = app_jwt(alg, "bench-account");
+        let conn = ConnInfo {
+            peer: SocketAddr::from(([127, 0, 0, 1], 40000)),
+        };
+        let request = || {
+            let mut request = Request::new(Empty::<Bytes>::new());
+            *request.uri_mut() = "/api/v2/public/workflow".parse().expect("uri");
+            *request.headers_mut() = browser_headers(&jwt);
+            request.headers_mut().remove("origin");
+            request
+        };
+        let name = format!("proxy/handle_get_{}", format!("{alg:?}").to_lowercase());
+        c.bench_function(&name, |b| {
+            b.to_async(&runtime).iter(|| async {
+                let response = proxy.handle(request(), &conn).await;
+                assert_eq!(response.status(), 200);
+                response.into_body().collect().await.expect("body")
+            })
+        });
+    }
+}
+
+/// A no-op Refold: mints one fixed session token and answers every other call with a
+/// fixed ~200-byte JSON body. Returns its address and the task serving it.
+async fn noop_upstream() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let exp = unix_now() + 3 * 86_400;
+    let token = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &serde_json::json!({"org_id": "org", "linked_account_id": "bench-account", "iat": unix_now(), "exp": exp}),
+        &EncodingKey::from_secret(b"refold"),
+    )
+    .expect("token");
+    let minted = Bytes::from(format!(r#"{{"token":"{token}","expires_in":259200}}"#));
+    let page = Bytes::from_static(br#"{"docs":[{"_id":"65c9ef72f4b95fce32e8ccf8","name":"Create ticket","slug":"freshdesk","enabled":true,"created_at":"2026-01-01T00:00:00Z"}],"totalDocs":1,"limit":10,"page":1,"totalPages":1}"#);
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let (minted, page) = (minted.clone(), page.clone());
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                    let body = if request.uri().path() == "/api/v2/public/session-token" {
+                        minted.clone()
+                    } else {
+                        page.clone()
+                    };
+                    async move {
+                        Ok::<_, Infallible>(
+                            Response::builder()
+                                .header("content-type", "application/json")
+                                .body(Full::new(body))
+                                .expect("response"),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+criterion_group!(
+    benches,
+    identity,
+    routes,
+    headers,
+    guard,
+    token_cache,
+    whole_request
+);
 criterion_main!(benches);

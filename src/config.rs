@@ -112,6 +112,8 @@ pub struct IdentityConfig {
     pub leeway: Duration,
     /// Where a JSON Web Key Set comes from, when one is configured.
     pub jwks: Option<JwksConfig>,
+    /// App JWTs remembered after a successful verification (0: verify every request).
+    pub verified_cache_entries: usize,
 }
 
 /// `[identity] jwks_*`: the identity provider's JSON Web Key Set and how it is kept fresh.
@@ -250,6 +252,7 @@ struct FileIdentity {
     jwks_refetch_cooldown_s: Option<u64>,
     jwks_timeout_ms: Option<u64>,
     jwks_cache_file: Option<PathBuf>,
+    verified_cache_entries: usize,
 }
 
 impl Default for FileIdentity {
@@ -269,6 +272,7 @@ impl Default for FileIdentity {
             jwks_refetch_cooldown_s: None,
             jwks_timeout_ms: None,
             jwks_cache_file: None,
+            verified_cache_entries: 65_536,
         }
     }
 }
@@ -613,6 +617,12 @@ fn validate_identity(
     if file.leeway_s > 300 {
         return Err(invalid("identity.leeway_s", "must be at most 300"));
     }
+    if file.verified_cache_entries > 10_000_000 {
+        return Err(invalid(
+            "identity.verified_cache_entries",
+            "must be at most 10000000",
+        ));
+    }
     Ok(IdentityConfig {
         header,
         cookie: file.cookie,
@@ -624,6 +634,7 @@ fn validate_identity(
         account_claim: file.account_claim,
         leeway: Duration::from_secs(file.leeway_s),
         jwks,
+        verified_cache_entries: file.verified_cache_entries,
     })
 }
 

@@ -12,11 +12,13 @@
 
 mod jwks;
 mod keys;
+mod verified;
 
 pub use jwks::{CacheError, FetchError, JwksError};
 pub use keys::{JwksParseError, KeySet};
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::header::{AUTHORIZATION, COOKIE};
@@ -26,19 +28,20 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey, Header,
 use serde_json::{Map, Value};
 
 use self::jwks::Jwks;
+use self::verified::VerifiedCache;
 use crate::config::IdentityConfig;
 use crate::error::ProxyError;
 use crate::secret::{fingerprint, Secret};
 
-/// The verified caller: the linked account its credential names.
+/// The verified caller: the linked account its credential names. Cheap to clone.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Caller {
-    account: Box<str>,
+    account: Arc<str>,
 }
 
 impl Caller {
     /// A caller for a linked account id (already verified).
-    pub fn new(account: impl Into<Box<str>>) -> Self {
+    pub fn new(account: impl Into<Arc<str>>) -> Self {
         Self {
             account: account.into(),
         }
@@ -46,6 +49,11 @@ impl Caller {
 
     /// The linked account id, to send to Refold. Never log it raw: use [`Caller::tag`].
     pub fn account(&self) -> &str {
+        &self.account
+    }
+
+    /// The linked account id, shared.
+    pub fn account_shared(&self) -> &Arc<str> {
         &self.account
     }
 
@@ -77,6 +85,10 @@ pub struct Authenticator {
     /// of a validation belongs to the key's family.
     validations: Vec<(Algorithm, Validation)>,
     account_claim: String,
+    /// The leeway `exp` gets, in seconds.
+    leeway: u64,
+    /// Tokens that verified, so their next requests skip the signature check.
+    verified: Option<VerifiedCache>,
 }
 
 impl fmt::Debug for Authenticator {
@@ -92,6 +104,7 @@ impl fmt::Debug for Authenticator {
             .field("public_keys", &self.public_keys)
             .field("jwks", &self.jwks)
             .field("account_claim", &self.account_claim)
+            .field("verified", &self.verified.as_ref().map(VerifiedCache::len))
             .finish()
     }
 }
@@ -154,6 +167,8 @@ impl Authenticator {
             jwks: None,
             validations,
             account_claim: config.account_claim.clone(),
+            leeway: config.leeway.as_secs(),
+            verified: VerifiedCache::new(config.verified_cache_entries),
         }
     }
 
@@ -161,7 +176,7 @@ impl Authenticator {
     /// names. Never waits: a token naming an unknown `kid` is refused.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ProxyError> {
         let token = self.credential(headers)?;
-        self.verify(token).map_err(Failure::into_error)
+        self.verify_cached(token).map_err(Failure::into_error)
     }
 
     /// As [`Authenticator::authenticate`], but a token naming a `kid` no key has first
@@ -169,10 +184,10 @@ impl Authenticator {
     /// is refused only if the `kid` is still unknown after it.
     pub async fn authenticate_or_refetch(&self, headers: &HeaderMap) -> Result<Caller, ProxyError> {
         let token = self.credential(headers)?;
-        match (self.verify(token), &self.jwks) {
+        match (self.verify_cached(token), &self.jwks) {
             (Err(Failure::UnknownKid), Some(jwks)) => {
                 jwks.refetch_for_unknown_kid().await;
-                self.verify(token).map_err(Failure::into_error)
+                self.verify_cached(token).map_err(Failure::into_error)
             }
             (outcome, _) => outcome.map_err(Failure::into_error),
         }
@@ -207,7 +222,32 @@ impl Authenticator {
         Err(ProxyError::MissingCredential)
     }
 
-    fn verify(&self, token: &str) -> Result<Caller, Failure> {
+    /// Verifies `token`, or finds it among the tokens that verified before.
+    fn verify_cached(&self, token: &str) -> Result<Caller, Failure> {
+        let Some(cache) = &self.verified else {
+            return self.verify(token).map(|(caller, _)| caller);
+        };
+        let now = unix_now();
+        // Read before verifying: keys swapped in meanwhile make the entry stale at once.
+        let generation = self.jwks.as_ref().map_or(0, Jwks::generation);
+        if let Some(caller) = cache.get(token, now, generation) {
+            return Ok(caller);
+        }
+        let (caller, exp) = self.verify(token)?;
+        if let Some(exp) = exp {
+            cache.insert(
+                token,
+                &caller,
+                exp.saturating_add(self.leeway),
+                generation,
+                now,
+            );
+        }
+        Ok(caller)
+    }
+
+    /// Verifies `token`: the caller it names and its `exp` (when a whole number).
+    fn verify(&self, token: &str) -> Result<(Caller, Option<u64>), Failure> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| ProxyError::InvalidCredential {
                 reason: "malformed token",
@@ -248,16 +288,24 @@ impl Authenticator {
                 (None, None, None) => return Err(invalid("no key fits the token").into()),
             }
         };
-        let account = match claims.get(&self.account_claim) {
-            Some(Value::String(s)) if !s.is_empty() && s.len() <= 512 => s.clone(),
-            Some(Value::Number(n)) if n.is_u64() || n.is_i64() => n.to_string(),
+        let account: Arc<str> = match claims.get(&self.account_claim) {
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= 512 => Arc::from(s.as_str()),
+            Some(Value::Number(n)) if n.is_u64() || n.is_i64() => Arc::from(n.to_string()),
             _ => return Err(invalid("account claim missing or not a string").into()),
         };
         if account.chars().any(char::is_control) {
             return Err(invalid("account claim holds control characters").into());
         }
-        Ok(Caller::new(account))
+        let exp = claims.get("exp").and_then(Value::as_u64);
+        Ok((Caller::new(account), exp))
     }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
 }
 
 /// Why a token did not verify with the keys at hand.
@@ -513,6 +561,52 @@ mod tests {
         for (h, code) in cases {
             assert_eq!(auth.authenticate(&h).unwrap_err().code(), code);
         }
+    }
+
+    #[test]
+    fn a_verified_token_is_remembered_until_it_expires() {
+        let auth = authenticator("[identity]\nleeway_s = 0\n");
+        let token = sign(serde_json::json!({"sub": "carol", "exp": now() + 2}));
+        let h = headers(&format!("Bearer {token}"));
+        assert_eq!(auth.authenticate(&h).unwrap().account(), "carol");
+        assert_eq!(auth.verified.as_ref().unwrap().len(), 1);
+        // Served from the cache now...
+        assert_eq!(auth.authenticate(&h).unwrap().account(), "carol");
+        // ...but never past `exp`.
+        std::thread::sleep(Duration::from_millis(3_100));
+        assert_eq!(
+            auth.authenticate(&h).unwrap_err().code(),
+            "APP_TOKEN_EXPIRED"
+        );
+    }
+
+    #[test]
+    fn only_tokens_that_verified_are_remembered() {
+        let auth = authenticator("");
+        let good = sign(serde_json::json!({"sub": "dave", "exp": now() + 60}));
+        // The same claims with another signature: the cache must not take it for `good`.
+        let (signed, _) = good.rsplit_once('.').unwrap();
+        let forged = format!("{signed}.{}", "A".repeat(43));
+        assert!(auth
+            .authenticate(&headers(&format!("Bearer {forged}")))
+            .is_err());
+        assert_eq!(auth.verified.as_ref().unwrap().len(), 0);
+        assert!(auth
+            .authenticate(&headers(&format!("Bearer {good}")))
+            .is_ok());
+        assert!(auth
+            .authenticate(&headers(&format!("Bearer {forged}")))
+            .is_err());
+        assert_eq!(auth.verified.as_ref().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_cache_can_be_turned_off() {
+        let auth = authenticator("[identity]\nverified_cache_entries = 0\n");
+        let token = sign(serde_json::json!({"sub": "erin", "exp": now() + 60}));
+        let h = headers(&format!("Bearer {token}"));
+        assert!(auth.authenticate(&h).is_ok());
+        assert!(auth.verified.is_none());
     }
 
     #[test]

@@ -208,20 +208,24 @@ async fn the_old_key_is_gone_once_the_ttl_runs_out() {
         "jwks_ttl_s = 1\njwks_refetch_cooldown_s = 60",
     )
     .await;
-    passes(&h, &old.app_jwt("alice")).await;
+    // One token throughout: once verified it is remembered, and the key change must
+    // still reach it.
+    let token = old.app_jwt("alice");
+    passes(&h, &token).await;
+    passes(&h, &token).await;
     server.serve(&[&new]);
     // No request needed: the background refresh fetches when the TTL runs out.
     eventually("a background refresh", || server.fetches() >= 2).await;
     let mut status = 200;
     for _ in 0..100 {
-        status = get(&h, &old.app_jwt("alice")).await.status().as_u16();
+        status = get(&h, &token).await.status().as_u16();
         if status == 401 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(status, 401, "the old key outlived the refresh");
-    refused(&h, &old.app_jwt("alice")).await;
+    refused(&h, &token).await;
     passes(&h, &new.app_jwt("alice")).await;
 }
 

@@ -16,6 +16,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
@@ -122,6 +123,9 @@ struct Shared {
     pem: KeySet,
     client: JwksClient,
     current: RwLock<Arc<KeySet>>,
+    /// Bumped whenever a fetch installs a set that differs from the one in use, so what
+    /// was verified with the old keys is verified again.
+    generation: AtomicU64,
     fetches: tokio::sync::Mutex<FetchState>,
 }
 
@@ -132,6 +136,8 @@ struct FetchState {
     last_refetch: Option<Instant>,
     /// What the cache file holds, to skip rewriting the same bytes.
     cached: Option<Bytes>,
+    /// The document the keys in use came from.
+    installed: Option<Bytes>,
 }
 
 impl Jwks {
@@ -158,6 +164,7 @@ impl Jwks {
                     next_refresh: Instant::now() + config.ttl,
                     last_refetch: None,
                     cached: None,
+                    installed: Some(body.clone()),
                 };
                 // At start-up, before any request: a blocking write is fine here.
                 if config
@@ -188,7 +195,8 @@ impl Jwks {
                 let state = FetchState {
                     next_refresh: Instant::now() + retry,
                     last_refetch: None,
-                    cached: Some(body),
+                    cached: Some(body.clone()),
+                    installed: Some(body),
                 };
                 (keys, state)
             }
@@ -212,6 +220,7 @@ impl Jwks {
             pem: pem.clone(),
             client,
             current: RwLock::new(Arc::new(merged)),
+            generation: AtomicU64::new(0),
             fetches: tokio::sync::Mutex::new(state),
         });
         let refresher = tokio::spawn(keep_fresh(Arc::downgrade(&shared)));
@@ -226,6 +235,11 @@ impl Jwks {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         Arc::clone(&guard)
+    }
+
+    /// The generation of the keys in use: it changes whenever different keys are installed.
+    pub(crate) fn generation(&self) -> u64 {
+        self.shared.generation.load(Ordering::Acquire)
     }
 
     /// Re-fetches after a token named a `kid` no key has, unless the cooldown since the
@@ -281,6 +295,11 @@ impl Shared {
             .current
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = merged;
+        if state.installed.as_ref() != Some(&body) {
+            // After the swap: a verification that read the old generation is dropped.
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            state.installed = Some(body.clone());
+        }
         state.next_refresh = Instant::now() + self.ttl;
         if let Some(path) = &self.cache_file {
             if state.cached.as_ref() != Some(&body) {

@@ -118,9 +118,9 @@ impl Proxy {
 
     /// A proxy built from a reloaded `config` that keeps this one's session-token cache,
     /// upstream connection pool and metrics, so a reload costs no mint and no reconnect
-    /// and the counters carry on. The
-    /// `[tokens]` settings, `upstream.base_url`, the API key and the pool settings of
-    /// `config` are not used: they live as long as the cache (see [`crate::reload`]).
+    /// and the counters carry on. The `[tokens]` settings, `upstream.base_url`, the API
+    /// key and the pool settings of `config` are not used: they live as long as the
+    /// cache (see [`crate::reload`]).
     pub async fn reconfigured(&self, config: &Config) -> Result<Self, BoxError> {
         Self::build(
             config,

@@ -15,7 +15,7 @@ use refold_proxy::admin::{self, Admin, Readiness};
 use refold_proxy::config::AdminConfig;
 use refold_proxy::mock::{ApiFault, MintFault};
 use refold_proxy::proxy::ProxyHandle;
-use support::{app_jwt, assert_error, eventually, Harness, API_KEY};
+use support::{app_jwt, assert_error, Harness, API_KEY};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -84,6 +84,18 @@ async fn scrape(admin: SocketAddr) -> Scrape {
         })
         .collect();
     Scrape { text, samples }
+}
+
+/// Scrapes until `done` holds (polling, at most 5 s); panics naming `what` otherwise.
+async fn scrape_until(admin: SocketAddr, what: &str, done: impl Fn(&Scrape) -> bool) -> Scrape {
+    for _ in 0..250 {
+        let scrape = scrape(admin).await;
+        if done(&scrape) {
+            return scrape;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
 }
 
 fn requests(route: &str, method: &str, status: u16) -> String {
@@ -358,25 +370,21 @@ async fn connections_open_follows_keep_alive_connections() {
     assert_eq!(scrape(admin).await.get(OPEN), 2.0);
 
     drop(first);
-    let mut last = f64::NAN;
-    for _ in 0..250 {
-        last = scrape(admin).await.get(OPEN);
-        if last == 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(last, 1.0, "a closed connection is still counted");
-    drop(second);
-    let gauge = Arc::clone(h.proxy.metrics());
-    eventually("the gauge to go back to 0", || {
-        gauge
-            .encode()
-            .lines()
-            .any(|l| l == "refold_proxy_connections_open 0")
+    scrape_until(admin, "a closed connection to be uncounted", |s| {
+        s.get(OPEN) == 1.0
     })
     .await;
+    drop(second);
+    scrape_until(admin, "the gauge to go back to 0", |s| s.get(OPEN) == 0.0).await;
+    // A connection still open at shutdown is counted down when it is cut off.
+    let _lingering = keep_alive_connection(&h).await;
+    assert_eq!(scrape(admin).await.get(OPEN), 1.0);
+    let metrics = Arc::clone(h.proxy.metrics());
     h.stop().await;
+    assert!(metrics
+        .encode()
+        .lines()
+        .any(|l| l == "refold_proxy_connections_open 0"));
 }
 
 #[tokio::test]
@@ -435,6 +443,78 @@ async fn the_breaker_state_follows_an_outage_and_its_recovery() {
     );
     assert_eq!(moved(&labelled("token_mints_total", "outcome", "ok")), 1.0);
     assert_eq!(moved(&requests(LIST, "GET", 503)), 3.0);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_over_max_in_flight_are_counted_as_such() {
+    let h = Harness::builder()
+        .accounts(["alice"])
+        .limits("max_in_flight = 1")
+        .start()
+        .await;
+    let admin = admin_for(&h).await;
+    assert_eq!(h.get_as("alice", LIST).await.status(), 200);
+    let before = scrape(admin).await;
+    h.mock.faults().set_api_latency(Duration::from_millis(500));
+    let (slow, refused) = tokio::join!(h.get_as("alice", LIST), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        h.get_as("alice", LIST).await
+    });
+    assert_eq!(slow.status(), 200);
+    assert_error(refused, 429, "RATE_LIMITED").await;
+    let after = scrape(admin).await;
+    assert_eq!(
+        after.delta(
+            &before,
+            &labelled("rate_limited_total", "reason", "in_flight")
+        ),
+        1.0
+    );
+    assert_eq!(
+        after.delta(
+            &before,
+            &labelled("rate_limited_total", "reason", "per_account")
+        ),
+        0.0
+    );
+    // Refused before the route was matched.
+    assert_eq!(
+        after.delta(&before, &requests("unmatched", "GET", 429)),
+        1.0
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_refresh_ahead_is_counted_and_served_from_the_cache() {
+    let h = Harness::with_accounts(&["alice"]).await;
+    let admin = admin_for(&h).await;
+    assert_eq!(h.get_as("alice", LIST).await.status(), 200);
+    let before = scrape(admin).await;
+    // Close to the end of the stand-in's 24-hour token: inside the refresh window.
+    h.proxy
+        .tokens()
+        .clock()
+        .advance(Duration::from_secs(24 * 3600 - 60));
+    assert_eq!(h.get_as("alice", LIST).await.status(), 200);
+    let ok = labelled("token_mints_total", "outcome", "ok");
+    let after = scrape_until(admin, "the background refresh's mint", |s| {
+        s.delta(&before, &ok) >= 1.0
+    })
+    .await;
+    assert_eq!(h.mock.mints_for("alice"), 2);
+    let moved = |series: &str| after.delta(&before, series);
+    assert_eq!(moved("refold_proxy_token_cache_refreshes_total"), 1.0);
+    assert_eq!(
+        moved(&labelled("token_cache_lookups_total", "result", "hit")),
+        1.0
+    );
+    assert_eq!(
+        moved(&labelled("token_cache_lookups_total", "result", "miss")),
+        0.0
+    );
+    assert_eq!(moved(&ok), 1.0);
     h.stop().await;
 }
 

@@ -7,6 +7,7 @@
 //! the error code). No credential, token or raw account id is ever a field.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
@@ -47,7 +48,8 @@ fn generate() -> HeaderValue {
 /// What one request did, filled in along the request path and logged at the end.
 #[derive(Debug, Default)]
 pub struct RequestLog {
-    pub route: Option<String>,
+    /// The matched route template, shared with the route policy (no copy per request).
+    pub route: Option<Arc<str>>,
     pub account: Option<String>,
     pub upstream: Option<Duration>,
     pub retried: bool,

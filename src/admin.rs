@@ -5,6 +5,7 @@
 //! | --- | --- |
 //! | `GET /healthz` | 200 `{"status":"ok"}` while the process is up |
 //! | `GET /readyz` | 200 `{"status":"ready"}` while serving; 503 while starting and while draining |
+//! | `GET /metrics` | 200, Prometheus metrics in the OpenMetrics text format ([`crate::metrics`]) |
 //! | `POST /tokens/{linked_account_id}/evict` | 200 `{"evicted":true\|false}`; needs `Authorization: Bearer <admin secret>` |
 //!
 //! The evict endpoint exists only when `admin.admin_token_env` names a secret (404
@@ -29,6 +30,7 @@ use tokio::net::TcpListener;
 
 use crate::config::AdminConfig;
 use crate::error::envelope;
+use crate::metrics::{self, Metrics};
 use crate::proxy::ProxyHandle;
 use crate::secret::{fingerprint, Secret};
 use crate::{full_body, ProxyBody};
@@ -82,12 +84,15 @@ pub struct Admin {
     proxy: OnceLock<ProxyHandle>,
     /// The bearer secret evict requires; `None` disables evict.
     token: Option<Secret>,
+    /// The process's metrics, served from the start (before the proxy is built too).
+    metrics: Arc<Metrics>,
 }
 
-/// The admin routes. (`GET /metrics` joins them with the metrics work.)
+/// The admin routes.
 enum Route<'a> {
     Healthz,
     Readyz,
+    Metrics,
     /// The account id segment, still percent-encoded.
     Evict(&'a str),
 }
@@ -97,6 +102,7 @@ impl Route<'_> {
         match path {
             "/healthz" => Some(Route::Healthz),
             "/readyz" => Some(Route::Readyz),
+            "/metrics" => Some(Route::Metrics),
             _ => {
                 let id = path.strip_prefix("/tokens/")?.strip_suffix("/evict")?;
                 (!id.is_empty() && !id.contains('/')).then_some(Route::Evict(id))
@@ -106,27 +112,30 @@ impl Route<'_> {
 
     fn allows(&self, method: &Method) -> bool {
         match self {
-            Route::Healthz | Route::Readyz => method == Method::GET || method == Method::HEAD,
+            Route::Healthz | Route::Readyz | Route::Metrics => {
+                method == Method::GET || method == Method::HEAD
+            }
             Route::Evict(_) => method == Method::POST,
         }
     }
 
     fn allow_header(&self) -> &'static str {
         match self {
-            Route::Healthz | Route::Readyz => "GET, HEAD",
+            Route::Healthz | Route::Readyz | Route::Metrics => "GET, HEAD",
             Route::Evict(_) => "POST",
         }
     }
 }
 
 impl Admin {
-    /// The endpoints for `config`, reporting `readiness`. Evict answers 503 until
-    /// [`Admin::attach`] hands over the proxy.
-    pub fn new(config: &AdminConfig, readiness: Arc<Readiness>) -> Self {
+    /// The endpoints for `config`, reporting `readiness` and serving `metrics`. Evict
+    /// answers 503 until [`Admin::attach`] hands over the proxy.
+    pub fn new(config: &AdminConfig, readiness: Arc<Readiness>, metrics: Arc<Metrics>) -> Self {
         Self {
             readiness,
             proxy: OnceLock::new(),
             token: config.token.clone(),
+            metrics,
         }
     }
 
@@ -135,8 +144,15 @@ impl Admin {
         let _ = self.proxy.set(proxy);
     }
 
-    /// Answers one admin request. Never fails; the request body is ignored.
+    /// Answers one admin request, and counts it. Never fails; the request body is ignored.
     pub fn handle<B>(&self, request: &Request<B>, peer: SocketAddr) -> Response<ProxyBody> {
+        let response = self.answer(request, peer);
+        self.metrics
+            .admin_request(request.method(), response.status().as_u16());
+        response
+    }
+
+    fn answer<B>(&self, request: &Request<B>, peer: SocketAddr) -> Response<ProxyBody> {
         let Some(route) = Route::parse(request.uri().path()) else {
             return not_found();
         };
@@ -158,8 +174,22 @@ impl Admin {
         match route {
             Route::Healthz => json(StatusCode::OK, r#"{"status":"ok"}"#),
             Route::Readyz => self.readyz(),
+            Route::Metrics => self.scrape(),
             Route::Evict(id) => self.evict(request, id, peer),
         }
+    }
+
+    fn scrape(&self) -> Response<ProxyBody> {
+        // Gauges that move with time, not only with traffic, are read now.
+        if let Some(proxy) = self.proxy.get() {
+            proxy.current().tokens().report_gauges();
+        }
+        let mut response = Response::new(full_body(self.metrics.encode()));
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(metrics::CONTENT_TYPE),
+        );
+        response
     }
 
     fn readyz(&self) -> Response<ProxyBody> {
@@ -291,7 +321,11 @@ mod tests {
             listen: "127.0.0.1:0".parse().unwrap(),
             token: token.map(Secret::new),
         };
-        Admin::new(&config, Arc::new(Readiness::default()))
+        Admin::new(
+            &config,
+            Arc::new(Readiness::default()),
+            Arc::new(Metrics::new()),
+        )
     }
 
     fn request(method: Method, path: &str, bearer: Option<&str>) -> Request<()> {
@@ -330,6 +364,8 @@ mod tests {
         assert_eq!(status(&admin, Method::HEAD, "/healthz", None), 200);
         assert_eq!(status(&admin, Method::POST, "/healthz", None), 405);
         assert_eq!(status(&admin, Method::GET, "/readyz", None), 503);
+        assert_eq!(status(&admin, Method::GET, "/metrics", None), 200);
+        assert_eq!(status(&admin, Method::POST, "/metrics", None), 405);
         assert_eq!(status(&admin, Method::GET, "/nope", None), 404);
         assert_eq!(
             status(&admin, Method::POST, "/tokens//evict", Some(&good)),

@@ -24,7 +24,8 @@
 //! - [`config`]: the file schema and its validation into [`config::Config`].
 //! - [`error`]: [`error::ProxyError`], its status and Refold-shaped JSON body.
 //! - [`server`]: accept loop, HTTP/1.1 + h2c, graceful drain; `run` starts and stops it all.
-//! - [`admin`]: `/healthz`, `/readyz` and token eviction on their own listener.
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics` and token eviction on their own listener.
+//! - [`metrics`]: the Prometheus registry and every metric the proxy reports.
 //! - [`reload`]: SIGHUP re-reads the config and swaps the proxy, keeping the token cache.
 //! - [`proxy`]: the request path, in order.
 //! - [`routes`], [`identity`], [`tokens`], [`headers`], [`upstream`]: one step each.
@@ -41,6 +42,7 @@ pub mod framing;
 pub mod guard;
 pub mod headers;
 pub mod identity;
+pub mod metrics;
 pub mod mock;
 pub mod proxy;
 pub mod ratelimit;

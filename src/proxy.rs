@@ -26,6 +26,7 @@ use crate::headers::{
     check_account_binding, check_framing, head_size, strip_credential_params, HeaderPolicy,
 };
 use crate::identity::Authenticator;
+use crate::metrics::{Metrics, RateLimitReason, RouteLabel, UpstreamErrorKind};
 use crate::ratelimit::RateLimiter;
 use crate::routes::{normalize, RoutePolicy};
 use crate::tokens::{Environment, MintError, Minter, TokenCache, TokenSettings};
@@ -68,6 +69,7 @@ pub struct Proxy {
     limits: LimitsConfig,
     retry_body_limit: usize,
     limiter: RateLimiter,
+    metrics: Arc<Metrics>,
 }
 
 impl From<MintError> for ProxyError {
@@ -92,11 +94,16 @@ impl From<MintError> for ProxyError {
 }
 
 impl Proxy {
-    /// Builds every step from validated config. Async: some steps load what they need
-    /// (keys, for instance) before the proxy may serve.
+    /// Builds every step from validated config, with metrics of its own. Async: some
+    /// steps load what they need (keys, for instance) before the proxy may serve.
     pub async fn new(config: &Config) -> Result<Self, BoxError> {
+        Self::with_metrics(config, Arc::new(Metrics::new())).await
+    }
+
+    /// [`Proxy::new`] reporting to the process's `metrics`.
+    pub async fn with_metrics(config: &Config, metrics: Arc<Metrics>) -> Result<Self, BoxError> {
         let client = build_client(&config.upstream)?;
-        let minter = Minter::new(config, client.clone())?;
+        let minter = Minter::new(config, client.clone(), Arc::clone(&metrics))?;
         let tokens = TokenCache::new(
             minter,
             TokenSettings {
@@ -106,21 +113,29 @@ impl Proxy {
                 missing_account_ttl: config.tokens.missing_account_ttl,
             },
         );
-        Self::build(config, client, tokens).await
+        Self::build(config, client, tokens, metrics).await
     }
 
-    /// A proxy built from a reloaded `config` that keeps this one's session-token cache
-    /// and upstream connection pool, so a reload costs no mint and no reconnect. The
-    /// `[tokens]` settings, `upstream.base_url`, the API key and the pool settings of
-    /// `config` are not used: they live as long as the cache (see [`crate::reload`]).
+    /// A proxy built from a reloaded `config` that keeps this one's session-token cache,
+    /// upstream connection pool and metrics, so a reload costs no mint and no reconnect
+    /// and the counters carry on. The `[tokens]` settings, `upstream.base_url`, the API
+    /// key and the pool settings of `config` are not used: they live as long as the
+    /// cache (see [`crate::reload`]).
     pub async fn reconfigured(&self, config: &Config) -> Result<Self, BoxError> {
-        Self::build(config, self.upstream.client().clone(), self.tokens.clone()).await
+        Self::build(
+            config,
+            self.upstream.client().clone(),
+            self.tokens.clone(),
+            Arc::clone(&self.metrics),
+        )
+        .await
     }
 
     async fn build(
         config: &Config,
         client: HttpClient,
         tokens: TokenCache,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, BoxError> {
         for warning in &config.warnings {
             tracing::warn!("config: {warning}");
@@ -135,7 +150,7 @@ impl Proxy {
             routes: RoutePolicy::new(&config.routes),
             authenticator: Authenticator::load(&config.identity).await?,
             headers: HeaderPolicy::new(&config.identity.header, &config.limits.trusted_proxies),
-            upstream: Upstream::new(client, &config.upstream),
+            upstream: Upstream::new(client, &config.upstream, Arc::clone(&metrics)),
             guard: ResponseGuard::new(&config.upstream.api_key, config.guard.max_scan_bytes),
             limiter: RateLimiter::new(
                 config.limits.per_account_rps,
@@ -147,12 +162,18 @@ impl Proxy {
             tokens,
             limits: config.limits.clone(),
             retry_body_limit: config.upstream.retry_body_limit,
+            metrics,
         })
     }
 
     /// The session-token cache.
     pub fn tokens(&self) -> &TokenCache {
         &self.tokens
+    }
+
+    /// The metrics it reports to (shared with the token cache and kept across reloads).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The request limits it enforces (the connection-level ones apply to new connections).
@@ -186,12 +207,25 @@ impl Proxy {
                     started,
                     Some(err.code()),
                 );
+                self.metrics.request(
+                    RouteLabel::Unmatched,
+                    &method,
+                    err.status().as_u16(),
+                    started.elapsed(),
+                );
                 return response;
             }
         };
         if let Some(origin) = &origin {
             if Cors::is_preflight(&method, request.headers()) {
-                return self.cors.preflight(origin);
+                let response = self.cors.preflight(origin);
+                self.metrics.request(
+                    RouteLabel::Preflight,
+                    &method,
+                    response.status().as_u16(),
+                    started.elapsed(),
+                );
+                return response;
             }
         }
         let (mut response, refused) = match self
@@ -217,6 +251,16 @@ impl Proxy {
             started,
             refused,
         );
+        let route = log
+            .route
+            .take()
+            .map_or(RouteLabel::Unmatched, RouteLabel::Template);
+        self.metrics.request(
+            route,
+            &method,
+            response.status().as_u16(),
+            started.elapsed(),
+        );
         response
     }
 
@@ -231,9 +275,12 @@ impl Proxy {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let _slot = self.limiter.enter().ok_or(ProxyError::RateLimited {
-            retry_after: Duration::from_secs(1),
-        })?;
+        let Some(_slot) = self.limiter.enter() else {
+            self.metrics.rate_limited(RateLimitReason::InFlight);
+            return Err(ProxyError::RateLimited {
+                retry_after: Duration::from_secs(1),
+            });
+        };
         let (mut parts, body) = request.into_parts();
         if parts.extensions.get::<FramingConflict>().is_some() {
             return Err(ProxyError::MalformedRequest(
@@ -254,7 +301,7 @@ impl Proxy {
         }
 
         let path = normalize(self.unmount(parts.uri.path())?, self.limits.max_path_bytes)?;
-        log.route = Some(self.routes.check(&parts.method, &path)?.path());
+        log.route = Some(Arc::clone(self.routes.check(&parts.method, &path)?.label()));
         let caller = self
             .authenticator
             .authenticate_or_refetch(&parts.headers)
@@ -263,7 +310,10 @@ impl Proxy {
         check_account_binding(&parts.headers, parts.uri.query(), caller.account())?;
         self.limiter
             .check(caller.account())
-            .map_err(|retry_after| ProxyError::RateLimited { retry_after })?;
+            .map_err(|retry_after| {
+                self.metrics.rate_limited(RateLimitReason::PerAccount);
+                ProxyError::RateLimited { retry_after }
+            })?;
         let token = self.tokens.get(&caller).await?;
 
         let path_and_query = match parts.uri.query().map(strip_credential_params) {
@@ -307,7 +357,7 @@ impl Proxy {
             .forward(Request::from_parts(parts, body.into_body()), sync_execution)
             .await?;
         log.upstream = Some(sent.elapsed());
-        let mut inspected = self.guard.inspect(response, &token).await?;
+        let mut inspected = self.inspect(response, &token).await?;
         if inspected.token_rejected {
             // Refold no longer accepts the token (revoked, or expired early): drop it,
             // mint with force_refresh (one mint for everyone waiting), and go again once.
@@ -320,10 +370,11 @@ impl Proxy {
                 *request.uri_mut() = uri;
                 *request.headers_mut() = headers;
                 log.retried = true;
+                self.metrics.invalid_token_retry();
                 let sent = Instant::now();
                 let response = self.upstream.forward(request, sync_execution).await?;
                 log.upstream = Some(sent.elapsed());
-                inspected = self.guard.inspect(response, &token).await?;
+                inspected = self.inspect(response, &token).await?;
                 if inspected.token_rejected {
                     self.tokens.invalidate(&caller, &token);
                 }
@@ -332,6 +383,24 @@ impl Proxy {
         let mut response = inspected.response;
         self.headers.apply_to_response(response.headers_mut());
         Ok(response)
+    }
+
+    /// The response guard's verdict, counted: a blocked response, or a response body that
+    /// broke while the guard read it (an upstream error).
+    async fn inspect(
+        &self,
+        response: Response<hyper::body::Incoming>,
+        token: &crate::tokens::Token,
+    ) -> Result<crate::guard::Inspected, ProxyError> {
+        let inspected = self.guard.inspect(response, token).await;
+        match &inspected {
+            Err(ProxyError::TokenLeakBlocked) => self.metrics.guard_block(),
+            Err(ProxyError::UpstreamUnavailable(_)) => {
+                self.metrics.upstream_error(UpstreamErrorKind::Body)
+            }
+            _ => {}
+        }
+        inspected
     }
 
     /// Reads the body before anything goes upstream, up to `retry_body_limit`: a broken

@@ -13,6 +13,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 use http::Method;
 use percent_encoding::percent_decode_str;
@@ -91,6 +92,8 @@ const LINKED_ACCOUNTS: &str = "/api/v2/public/linked-account";
 pub struct RouteTemplate {
     method: Method,
     segments: Vec<Segment>,
+    /// [`RouteTemplate::path`], built once: a label that costs no allocation per request.
+    label: Arc<str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,7 +144,13 @@ impl RouteTemplate {
         if segments.is_empty() {
             return Err(format!("{text:?}: the path is empty"));
         }
-        Ok(Self { method, segments })
+        let mut template = Self {
+            method,
+            segments,
+            label: Arc::from(""),
+        };
+        template.label = Arc::from(template.path());
+        Ok(template)
     }
 
     fn matches_path(&self, segments: &[&str]) -> bool {
@@ -163,6 +172,13 @@ impl RouteTemplate {
             }
         }
         out
+    }
+}
+
+impl RouteTemplate {
+    /// The same as [`RouteTemplate::path`], shared: for the access log and metrics.
+    pub fn label(&self) -> &Arc<str> {
+        &self.label
     }
 }
 

@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 use crate::admin::{self, Admin, Phase, Readiness};
 use crate::config::{Config, LimitsConfig};
 use crate::framing::{FramingConflict, FramingGuard};
+use crate::metrics::Metrics;
 use crate::proxy::{ConnInfo, Proxy, ProxyHandle};
 
 /// Settings of the public listener that hold for the life of the process. The other
@@ -63,6 +64,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let handle = proxy.into();
+    // One registry for the process: reloads hand the same metrics to the next proxy.
+    let metrics = Arc::clone(handle.current().metrics());
     accept_until(
         "public",
         listener,
@@ -74,7 +77,10 @@ pub async fn serve(
             let conn_info = ConnInfo { peer };
             let handle = handle.clone();
             let (stream, framing) = FramingGuard::new(stream);
+            // The connection owns its service: the gauge goes down however it ends.
+            let open = metrics.connection_opened();
             let service = service_fn(move |mut request: hyper::Request<Incoming>| {
+                let _open = &open;
                 if request.version() < hyper::Version::HTTP_2 && framing.next() {
                     request.extensions_mut().insert(FramingConflict);
                 }
@@ -254,7 +260,12 @@ async fn run_until_stopped(
         evict = config.admin.token.is_some(),
         "admin listener up"
     );
-    let admin = Arc::new(Admin::new(&config.admin, Arc::clone(&readiness)));
+    let metrics = Arc::new(Metrics::new());
+    let admin = Arc::new(Admin::new(
+        &config.admin,
+        Arc::clone(&readiness),
+        Arc::clone(&metrics),
+    ));
     let (admin_stop, admin_stopped) = watch::channel(false);
     let admin_server = tokio::spawn(admin::serve(
         admin_listener,
@@ -264,7 +275,7 @@ async fn run_until_stopped(
 
     let served = async {
         let proxy = tokio::select! {
-            proxy = Proxy::new(config) => Arc::new(proxy?),
+            proxy = Proxy::with_metrics(config, metrics) => Arc::new(proxy?),
             () = stopped(stop.clone()) => return Ok(()),
         };
         let handle = ProxyHandle::new(proxy);

@@ -6,7 +6,7 @@
 
 use std::error::Error as _;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri};
@@ -18,6 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::UpstreamConfig;
 use crate::error::ProxyError;
+use crate::metrics::{Metrics, UpstreamErrorKind};
 use crate::{BoxError, ProxyBody};
 
 /// The client type shared by forwarding and minting.
@@ -91,16 +92,59 @@ fn caused_by<T: std::error::Error + 'static>(err: &hyper_util::client::legacy::E
 }
 
 fn is_timeout(err: &hyper_util::client::legacy::Error) -> bool {
+    has_io_error(err, |kind| kind == std::io::ErrorKind::TimedOut)
+}
+
+/// Whether an I/O error of a kind `matches` accepts is somewhere in the cause chain.
+fn has_io_error(
+    err: &hyper_util::client::legacy::Error,
+    matches: impl Fn(std::io::ErrorKind) -> bool,
+) -> bool {
     let mut source = err.source();
     while let Some(cause) = source {
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
+            if matches(io.kind()) {
                 return true;
             }
         }
         source = cause.source();
     }
     false
+}
+
+/// What kind of failure a client error (other than a connect timeout) is, for metrics.
+fn classify(err: &hyper_util::client::legacy::Error) -> UpstreamErrorKind {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    if err.is_connect() {
+        return UpstreamErrorKind::Connect;
+    }
+    let closed = {
+        let mut source = err.source();
+        let mut closed = false;
+        while let Some(cause) = source {
+            if cause
+                .downcast_ref::<hyper::Error>()
+                .is_some_and(|e| e.is_incomplete_message() || e.is_canceled())
+            {
+                closed = true;
+                break;
+            }
+            source = cause.source();
+        }
+        closed
+    };
+    if closed
+        || has_io_error(err, |kind| {
+            matches!(
+                kind,
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+            )
+        })
+    {
+        UpstreamErrorKind::Closed
+    } else {
+        UpstreamErrorKind::Protocol
+    }
 }
 
 /// Refold, as the proxy forwards to it.
@@ -110,16 +154,18 @@ pub struct Upstream {
     base: Uri,
     timeout: Duration,
     sync_execution_timeout: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl Upstream {
-    /// Forwards to the configured base URL over `client`.
-    pub fn new(client: HttpClient, config: &UpstreamConfig) -> Self {
+    /// Forwards to the configured base URL over `client`, reporting to `metrics`.
+    pub fn new(client: HttpClient, config: &UpstreamConfig, metrics: Arc<Metrics>) -> Self {
         Self {
             client,
             base: config.base_url.clone(),
             timeout: config.timeout,
             sync_execution_timeout: config.sync_execution_timeout,
+            metrics,
         }
     }
 
@@ -141,20 +187,30 @@ impl Upstream {
         } else {
             self.timeout
         };
-        match tokio::time::timeout(timeout, self.client.request(request)).await {
+        let sent = Instant::now();
+        let result = tokio::time::timeout(timeout, self.client.request(request)).await;
+        self.metrics.upstream_call(sent.elapsed());
+        match result {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) if e.is_connect() && is_timeout(&e) => {
                 tracing::warn!(error = %describe_client_error(&e), "upstream connect timed out");
+                self.metrics
+                    .upstream_error(UpstreamErrorKind::ConnectTimeout);
                 Err(ProxyError::UpstreamTimeout)
             }
+            // The caller's body was too large: not Refold's failure.
             Ok(Err(e)) if caused_by::<http_body_util::LengthLimitError>(&e) => {
                 Err(ProxyError::BodyTooLarge)
             }
             Ok(Err(e)) => {
                 tracing::warn!(error = %describe_client_error(&e), "upstream request failed");
+                self.metrics.upstream_error(classify(&e));
                 Err(ProxyError::UpstreamUnavailable(Box::new(e)))
             }
-            Err(_) => Err(ProxyError::UpstreamTimeout),
+            Err(_) => {
+                self.metrics.upstream_error(UpstreamErrorKind::Timeout);
+                Err(ProxyError::UpstreamTimeout)
+            }
         }
     }
 

@@ -28,7 +28,11 @@ async fn admin_for(proxy: Option<&Harness>, token: Option<&str>) -> (SocketAddr,
         listen: "127.0.0.1:0".parse().unwrap(),
         token: token.map(Secret::new),
     };
-    let admin = Arc::new(Admin::new(&config, Arc::clone(&readiness)));
+    let metrics = proxy.map_or_else(
+        || Arc::new(refold_proxy::metrics::Metrics::new()),
+        |h| Arc::clone(h.proxy.metrics()),
+    );
+    let admin = Arc::new(Admin::new(&config, Arc::clone(&readiness), metrics));
     if let Some(h) = proxy {
         admin.attach(ProxyHandle::from(Arc::clone(&h.proxy)));
     }

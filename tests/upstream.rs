@@ -3,9 +3,11 @@
 #![allow(clippy::unwrap_used, reason = "a panic is a test failure")]
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use refold_proxy::config::Config;
+use refold_proxy::metrics::Metrics;
 use refold_proxy::upstream::{build_client, Upstream};
 use refold_proxy::{error::ProxyError, full_body};
 
@@ -44,7 +46,11 @@ async fn a_connect_that_never_completes_is_504() {
         }
     }
     let config = config(&format!("http://{addr}"));
-    let upstream = Upstream::new(build_client(&config.upstream).unwrap(), &config.upstream);
+    let upstream = Upstream::new(
+        build_client(&config.upstream).unwrap(),
+        &config.upstream,
+        Arc::new(Metrics::new()),
+    );
     let mut request = http::Request::new(full_body(""));
     *request.uri_mut() = upstream.uri_for("/api/v2/public/workflow").unwrap();
     let result = upstream.forward(request, false).await;
@@ -62,7 +68,11 @@ async fn a_refused_connect_is_502() {
         .local_addr()
         .unwrap();
     let config = config(&format!("http://{dead}"));
-    let upstream = Upstream::new(build_client(&config.upstream).unwrap(), &config.upstream);
+    let upstream = Upstream::new(
+        build_client(&config.upstream).unwrap(),
+        &config.upstream,
+        Arc::new(Metrics::new()),
+    );
     let mut request = http::Request::new(full_body(""));
     *request.uri_mut() = upstream.uri_for("/api/v2/public/workflow").unwrap();
     let result = upstream.forward(request, false).await;

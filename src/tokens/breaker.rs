@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::MintError;
+use crate::metrics::BreakerState;
 
 /// Shortest and longest pause a 429's `Retry-After` can impose.
 const RETRY_AFTER_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
@@ -120,6 +121,16 @@ impl Breaker {
         };
     }
 
+    /// The state at `now`, as metrics report it: an open breaker whose cool-down is over
+    /// is half-open (the next mint is the probe).
+    pub(crate) fn state(&self, now: Instant) -> BreakerState {
+        match *self.lock() {
+            State::Closed { .. } => BreakerState::Closed,
+            State::Open { until } if now < until => BreakerState::Open,
+            State::Open { .. } | State::HalfOpen => BreakerState::HalfOpen,
+        }
+    }
+
     /// Whether the breaker is refusing calls at `now` (for metrics and readiness).
     pub(crate) fn is_open(&self, now: Instant) -> bool {
         match *self.lock() {
@@ -182,6 +193,11 @@ mod tests {
         assert!(!breaker.is_open(t0));
         breaker.record(&failure(), t0);
         assert!(breaker.is_open(t0));
+        assert_eq!(breaker.state(t0), BreakerState::Open);
+        assert_eq!(
+            breaker.state(t0 + Duration::from_secs(6)),
+            BreakerState::HalfOpen
+        );
         breaker.admit(t0 + Duration::from_secs(6)).unwrap();
         breaker.record(&failure(), t0 + Duration::from_secs(6));
         assert!(breaker.admit(t0 + Duration::from_secs(7)).is_err());

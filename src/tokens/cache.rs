@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::{Clock, Environment, MintError, Minter, Token};
 use crate::identity::Caller;
+use crate::metrics::{CacheLookup, Eviction, Metrics};
 
 /// After a failed background refresh, wait this long before trying again.
 const REFRESH_RETRY: Duration = Duration::from_secs(5);
@@ -124,17 +125,21 @@ impl TokenCache {
         let mut flight = {
             let mut state = slot.lock();
             if state.missing_until.is_some_and(|until| now < until) {
+                self.metrics().cache_lookup(CacheLookup::KnownMissing);
                 return Err(MintError::AccountMissing);
             }
             if let Some(token) = state.token.as_ref().filter(|t| t.is_usable(now)) {
                 let token = token.clone();
+                self.metrics().cache_lookup(CacheLookup::Hit);
                 let backoff_over = state.refresh_backoff_until.is_none_or(|t| now >= t);
                 if token.wants_refresh(now) && state.flight.is_none() && backoff_over {
                     // Refold hands back the same token unless forced: a refresh must force.
                     state.flight = Some(self.start_flight(&slot, key.account, true));
+                    self.metrics().cache_refresh();
                 }
                 return Ok(token);
             }
+            self.metrics().cache_lookup(CacheLookup::Miss);
             match &state.flight {
                 Some(flight) => flight.clone(),
                 None => {
@@ -172,6 +177,7 @@ impl TokenCache {
         {
             state.token = None;
             state.force_next = true;
+            self.metrics().cache_evicted(Eviction::InvalidToken, 1);
             tracing::info!(account = %caller.tag(), "Refold rejected the session token: dropped");
         }
     }
@@ -189,7 +195,11 @@ impl TokenCache {
         let mut state = slot.lock();
         state.missing_until = None;
         state.force_next = true;
-        state.token.take().is_some()
+        let evicted = state.token.take().is_some();
+        if evicted {
+            self.metrics().cache_evicted(Eviction::Admin, 1);
+        }
+        evicted
     }
 
     /// The clock expiry and refresh are judged by.
@@ -205,6 +215,19 @@ impl TokenCache {
     /// Whether the cache holds no account.
     pub fn is_empty(&self) -> bool {
         self.inner.slots.is_empty()
+    }
+
+    /// The metrics the cache and its minter report to.
+    pub fn metrics(&self) -> &Metrics {
+        self.inner.minter.metrics()
+    }
+
+    /// Sets the gauges read at scrape time: the number of accounts held and the state of
+    /// the token endpoint's circuit breaker (which moves with time, not only with calls).
+    pub fn report_gauges(&self) {
+        let metrics = self.metrics();
+        metrics.set_cache_size(self.len());
+        metrics.set_breaker_state(self.inner.minter.breaker_state());
     }
 
     fn key(&self, account: &str) -> CacheKey {
@@ -248,7 +271,10 @@ impl TokenCache {
             return;
         };
         let slots = &self.inner.slots;
+        let before = slots.len();
         slots.retain(|_, slot| !slot.is_dead(now));
+        self.metrics()
+            .cache_evicted(Eviction::Expired, before.saturating_sub(slots.len()) as u64);
         let max = self.inner.settings.max_accounts;
         if slots.len() < max {
             return;
@@ -270,6 +296,7 @@ impl TokenCache {
                 true
             }
         });
+        self.metrics().cache_evicted(Eviction::Lru, removed as u64);
         tracing::debug!(
             removed,
             "token cache full: evicted least recently used accounts"

@@ -1,5 +1,6 @@
 //! Minting: `POST /api/v2/public/session-token` with the API key, and reading the answer.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -13,11 +14,15 @@ use tokio::time::Instant;
 use super::breaker::Breaker;
 use super::{Clock, Token};
 use crate::config::Config;
+use crate::metrics::{BreakerState, Metrics, MintOutcome};
 use crate::upstream::{join_uri, HttpClient};
 use crate::{full_body, BoxError};
 
 /// The largest mint response read; Refold's is a few hundred bytes.
 const MAX_MINT_RESPONSE: usize = 64 * 1024;
+
+/// The reason of a 429 from the token endpoint (told apart in metrics).
+const RATE_LIMITED: &str = "rate limited (HTTP 429)";
 
 /// No token is trusted for longer than this, whatever Refold says (its longest seen
 /// lifetime is about a week).
@@ -89,6 +94,7 @@ pub struct Minter {
     provision_uri: Option<Uri>,
     permits: tokio::sync::Semaphore,
     breaker: Breaker,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Minter {
@@ -119,8 +125,13 @@ struct ExpClaim {
 }
 
 impl Minter {
-    /// A minter for the configured upstream, sharing its connection pool.
-    pub fn new(config: &Config, client: HttpClient) -> Result<Self, BoxError> {
+    /// A minter for the configured upstream, sharing its connection pool, reporting to
+    /// `metrics`.
+    pub fn new(
+        config: &Config,
+        client: HttpClient,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, BoxError> {
         let base = &config.upstream.base_url;
         let mut api_key = HeaderValue::from_str(config.upstream.api_key.expose())?;
         api_key.set_sensitive(true);
@@ -143,6 +154,7 @@ impl Minter {
                 config.tokens.breaker_failures,
                 config.tokens.breaker_cooldown,
             ),
+            metrics,
         })
     }
 
@@ -156,11 +168,51 @@ impl Minter {
         self.breaker.is_open(self.clock.now())
     }
 
+    /// The circuit breaker's state now.
+    pub fn breaker_state(&self) -> BreakerState {
+        self.breaker.state(self.clock.now())
+    }
+
+    /// The metrics mints and the token cache report to.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// Mints (or, without `force`, lets Refold hand back) the account's session token.
     ///
     /// At most `max_concurrent_mints` calls are in flight across all accounts; the wait
     /// for a slot counts against `mint_timeout`. With the breaker open it fails at once.
+    /// Every mint is counted by outcome and timed.
     pub async fn mint(&self, account: &str, force: bool) -> Result<Token, MintError> {
+        let started = std::time::Instant::now();
+        let mut breaker_refused = false;
+        let result = self
+            .mint_admitted(account, force, &mut breaker_refused)
+            .await;
+        let outcome = match &result {
+            _ if breaker_refused => MintOutcome::BreakerOpen,
+            Ok(_) => MintOutcome::Ok,
+            Err(MintError::AccountMissing) => MintOutcome::AccountMissing,
+            Err(MintError::KeyRejected(_)) => MintOutcome::KeyRejected,
+            Err(MintError::Unavailable { reason, .. }) if reason == RATE_LIMITED => {
+                MintOutcome::RateLimited
+            }
+            Err(MintError::Unavailable { .. }) => MintOutcome::Unavailable,
+            Err(MintError::Timeout) => MintOutcome::Timeout,
+            Err(MintError::BadResponse(_)) => MintOutcome::BadResponse,
+        };
+        self.metrics.mint(outcome, started.elapsed());
+        result
+    }
+
+    /// [`Minter::mint`] once a mint slot is free and the breaker lets it through (or not:
+    /// `breaker_refused` says so).
+    async fn mint_admitted(
+        &self,
+        account: &str,
+        force: bool,
+        breaker_refused: &mut bool,
+    ) -> Result<Token, MintError> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let Ok(permit) = tokio::time::timeout_at(deadline, self.permits.acquire()).await else {
             return Err(MintError::Timeout);
@@ -169,7 +221,10 @@ impl Minter {
             reason: "minting stopped".into(),
             retry_after: None,
         })?;
-        self.breaker.admit(self.clock.now())?;
+        if let Err(refused) = self.breaker.admit(self.clock.now()) {
+            *breaker_refused = true;
+            return Err(refused);
+        }
         let mut result = self.call(deadline, self.exchange(account, force)).await;
         if matches!(result, Err(MintError::AccountMissing)) && self.provision_uri.is_some() {
             let provisioned = self.call(deadline, self.provision(account)).await;
@@ -296,7 +351,7 @@ impl Minter {
                 Err(MintError::AccountMissing)
             }
             StatusCode::TOO_MANY_REQUESTS => Err(MintError::Unavailable {
-                reason: "rate limited (HTTP 429)".into(),
+                reason: RATE_LIMITED.into(),
                 retry_after,
             }),
             s if s.is_server_error() => Err(MintError::Unavailable {

@@ -84,9 +84,14 @@ fn main() -> ExitCode {
                     eprintln!("warning: {warning}");
                 }
                 println!(
-                    "{}: ok (listen {}, upstream {}, mount path \"{}\")",
+                    "{}: ok (listen {}{}, upstream {}, mount path \"{}\")",
                     path.display(),
                     config.server.listen,
+                    if config.server.tls.is_some() {
+                        " with TLS"
+                    } else {
+                        ""
+                    },
                     config.upstream.base_url,
                     if config.server.mount_path.is_empty() {
                         "/"

@@ -434,8 +434,11 @@ pub fn write_self_signed(
     dir: &Path,
     overwrite: bool,
 ) -> Result<WrittenPair, crate::BoxError> {
-    if hosts.iter().any(|h| h.trim().is_empty()) {
-        return Err("--host must not be empty".into());
+    if let Some(bad) = hosts
+        .iter()
+        .find(|h| rustls::pki_types::ServerName::try_from(h.as_str()).is_err())
+    {
+        return Err(format!("--host {bad:?} is neither a DNS name nor an IP address").into());
     }
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let dir =

@@ -245,6 +245,19 @@ fn gen_cert_writes_a_self_signed_pair_and_the_config_to_paste() {
         String::from_utf8_lossy(&check.stderr)
     );
 
+    // A host that is no name is refused before anything is written.
+    let bad = command()
+        .args(["gen-cert", "--host", "not a name!", "--out"])
+        .arg(dir.join("bad"))
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("not a name!"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    assert!(!dir.join("bad/cert.pem").exists());
     // No --host: refused by the argument parser.
     let none = command()
         .args(["gen-cert", "--out"])

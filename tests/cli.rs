@@ -217,6 +217,7 @@ fn gen_cert_writes_a_self_signed_pair_and_the_config_to_paste() {
         "{}",
         String::from_utf8_lossy(&check.stderr)
     );
+    assert!(String::from_utf8_lossy(&check.stdout).contains("with TLS"));
 
     // Existing files are kept unless --force; each run makes a new key and serial.
     let again = gen_cert(&dir.join("first"), &[]);

@@ -7,11 +7,14 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::HeaderName;
 use http::{HeaderValue, Uri};
 use jsonwebtoken::Algorithm;
+use rustls::pki_types::CertificateDer;
+use rustls::sign::CertifiedKey;
 use serde::Deserialize;
 
 use crate::identity::KeySet;
@@ -71,6 +74,29 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Runtime worker threads; `None` means one per core.
     pub worker_threads: Option<usize>,
+    /// HTTPS on the public listener; `None` serves cleartext HTTP/1.1 and HTTP/2.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[server.tls]`: the public listener's certificate and handshake.
+#[derive(Clone)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// Time a client has to complete the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// The pair as read and checked (the key is the certificate's) at validation.
+    pub certified_key: Arc<CertifiedKey>,
+}
+
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `[admin]`: the admin listener (health, readiness, token eviction).
@@ -96,6 +122,25 @@ pub struct UpstreamConfig {
     /// Request bodies up to this size are kept, so a request Refold refused with
     /// `INVALID_TOKEN` can be retried once with a fresh token.
     pub retry_body_limit: usize,
+    /// CA certificates trusted for Refold's certificate besides the webpki roots.
+    pub ca: Option<CaRoots>,
+}
+
+/// `upstream.ca_file`: extra trust anchors for a self-hosted Refold deployment.
+#[derive(Clone, PartialEq)]
+pub struct CaRoots {
+    pub path: PathBuf,
+    /// Every certificate of the file, each a valid trust anchor.
+    pub certs: Vec<CertificateDer<'static>>,
+}
+
+impl std::fmt::Debug for CaRoots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaRoots")
+            .field("path", &self.path)
+            .field("certs", &self.certs.len())
+            .finish()
+    }
 }
 
 /// `[identity]`: how callers prove who they are.
@@ -178,6 +223,7 @@ struct FileServer {
     mount_path: String,
     shutdown_grace_s: u64,
     worker_threads: usize,
+    tls: Option<FileTls>,
 }
 
 impl Default for FileServer {
@@ -187,6 +233,25 @@ impl Default for FileServer {
             mount_path: "/".into(),
             shutdown_grace_s: 30,
             worker_threads: 0,
+            tls: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileTls {
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    handshake_timeout_ms: u64,
+}
+
+impl Default for FileTls {
+    fn default() -> Self {
+        Self {
+            cert_file: None,
+            key_file: None,
+            handshake_timeout_ms: 10_000,
         }
     }
 }
@@ -218,6 +283,7 @@ struct FileUpstream {
     pool_max_idle_per_host: usize,
     sync_execution_timeout_ms: u64,
     retry_body_limit: usize,
+    ca_file: Option<PathBuf>,
 }
 
 impl Default for FileUpstream {
@@ -231,6 +297,7 @@ impl Default for FileUpstream {
             pool_max_idle_per_host: 256,
             sync_execution_timeout_ms: 120_000,
             retry_body_limit: 64 * 1024,
+            ca_file: None,
         }
     }
 }
@@ -333,11 +400,11 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let file: FileConfig = toml::from_str(text)?;
         let mut warnings = Vec::new();
-        let server = validate_server(file.server)?;
+        let server = validate_server(file.server, base_dir)?;
         Ok(Self {
             admin: validate_admin(file.admin, &server, &env)?,
             server,
-            upstream: validate_upstream(file.upstream, &env)?,
+            upstream: validate_upstream(file.upstream, base_dir, &env)?,
             identity: validate_identity(file.identity, base_dir, &env)?,
             tokens: validate_tokens(file.tokens)?,
             routes: policy::validate_routes(file.routes, &mut warnings)?,
@@ -370,7 +437,7 @@ fn secret_from_env(
     }
 }
 
-fn validate_server(file: FileServer) -> Result<ServerConfig, ConfigError> {
+fn validate_server(file: FileServer, base_dir: &Path) -> Result<ServerConfig, ConfigError> {
     let listen = SocketAddr::from_str(&file.listen).map_err(|_| {
         invalid(
             "server.listen",
@@ -386,6 +453,40 @@ fn validate_server(file: FileServer) -> Result<ServerConfig, ConfigError> {
         mount_path,
         shutdown_grace: Duration::from_secs(file.shutdown_grace_s),
         worker_threads: (file.worker_threads > 0).then_some(file.worker_threads),
+        tls: file
+            .tls
+            .map(|tls| validate_tls(tls, base_dir))
+            .transpose()?,
+    })
+}
+
+fn validate_tls(file: FileTls, base_dir: &Path) -> Result<TlsConfig, ConfigError> {
+    const CERT: &str = "server.tls.cert_file";
+    const KEY: &str = "server.tls.key_file";
+    let path = |key: &'static str, path: Option<PathBuf>| match path {
+        Some(path) if !path.as_os_str().is_empty() => Ok(base_dir.join(path)),
+        _ => Err(invalid(key, "is required with [server.tls]: a PEM file")),
+    };
+    let cert_file = path(CERT, file.cert_file)?;
+    let key_file = path(KEY, file.key_file)?;
+    if !(1..=300_000).contains(&file.handshake_timeout_ms) {
+        return Err(invalid(
+            "server.tls.handshake_timeout_ms",
+            "must be between 1 and 300000",
+        ));
+    }
+    let certified_key = crate::tls::load_pair(&cert_file, &key_file).map_err(|e| {
+        let key = match e.file() {
+            crate::tls::PairFile::Cert => CERT,
+            crate::tls::PairFile::Key => KEY,
+        };
+        invalid(key, e.to_string())
+    })?;
+    Ok(TlsConfig {
+        cert_file,
+        key_file,
+        handshake_timeout: Duration::from_millis(file.handshake_timeout_ms),
+        certified_key,
     })
 }
 
@@ -455,6 +556,7 @@ fn validate_mount_path(raw: &str) -> Result<String, ConfigError> {
 
 fn validate_upstream(
     file: FileUpstream,
+    base_dir: &Path,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<UpstreamConfig, ConfigError> {
     const KEY: &str = "upstream.base_url";
@@ -497,6 +599,21 @@ fn validate_upstream(
     if file.timeout_ms == 0 {
         return Err(invalid("upstream.timeout_ms", "must be above 0"));
     }
+    let ca = match file.ca_file {
+        None => None,
+        Some(path) if path.as_os_str().is_empty() => {
+            return Err(invalid(
+                "upstream.ca_file",
+                "must not be empty; omit it instead",
+            ))
+        }
+        Some(path) => {
+            let path = base_dir.join(path);
+            let certs = crate::tls::read_trust_anchors(&path)
+                .map_err(|e| invalid("upstream.ca_file", e))?;
+            Some(CaRoots { path, certs })
+        }
+    };
     Ok(UpstreamConfig {
         base_url,
         api_key,
@@ -508,6 +625,7 @@ fn validate_upstream(
             file.sync_execution_timeout_ms.max(file.timeout_ms),
         ),
         retry_body_limit: file.retry_body_limit.min(16 * 1024 * 1024),
+        ca,
     })
 }
 
@@ -969,6 +1087,114 @@ mod tests {
             "{short}"
         );
         assert!(!short.to_string().contains("tiny-admin"), "{short}");
+    }
+
+    fn load_in_repo(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new(env!("CARGO_MANIFEST_DIR")), env)
+    }
+
+    const DEV_TLS: &str =
+        "[server.tls]\ncert_file = \"certs/localhost.pem\"\nkey_file = \"certs/localhost.key.pem\"\n";
+
+    #[test]
+    fn tls_pair_loads_relative_to_the_config_and_takes_defaults() {
+        assert!(load("").unwrap().server.tls.is_none());
+        let config = load_in_repo(DEV_TLS).unwrap();
+        let tls = config.server.tls.unwrap();
+        assert!(tls.cert_file.is_absolute() && tls.cert_file.ends_with("certs/localhost.pem"));
+        assert_eq!(tls.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(tls.certified_key.cert.len(), 1);
+        let config = load_in_repo(&format!("{DEV_TLS}handshake_timeout_ms = 2500")).unwrap();
+        assert_eq!(
+            config.server.tls.unwrap().handshake_timeout,
+            Duration::from_millis(2500)
+        );
+        // Debug names the files, never key material.
+        let debug = format!("{:?}", load_in_repo(DEV_TLS).unwrap());
+        assert!(debug.contains("localhost.key.pem") && !debug.contains("PRIVATE"));
+    }
+
+    #[test]
+    fn bad_tls_settings_name_the_key_and_the_file() {
+        let pair = |cert: &str, key: &str| {
+            format!("[server.tls]\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n")
+        };
+        let cases = [
+            (
+                "[server.tls]\nkey_file = \"certs/localhost.key.pem\"".to_owned(),
+                "server.tls.cert_file",
+                "required",
+            ),
+            (
+                "[server.tls]\ncert_file = \"certs/localhost.pem\"".to_owned(),
+                "server.tls.key_file",
+                "required",
+            ),
+            (
+                pair("certs/missing.pem", "certs/localhost.key.pem"),
+                "server.tls.cert_file",
+                "missing.pem",
+            ),
+            (
+                pair("certs/localhost.pem", "certs/missing.key.pem"),
+                "server.tls.key_file",
+                "missing.key.pem",
+            ),
+            // A key where the certificate should be, and the other way round.
+            (
+                pair("certs/localhost.key.pem", "certs/localhost.key.pem"),
+                "server.tls.cert_file",
+                "no PEM certificate",
+            ),
+            (
+                pair("certs/localhost.pem", "certs/localhost.pem"),
+                "server.tls.key_file",
+                "localhost.pem",
+            ),
+            // The CA's key is not the localhost certificate's.
+            (
+                pair("certs/localhost.pem", "certs/dev-ca.key.pem"),
+                "server.tls.key_file",
+                "is not the private key of the certificate in",
+            ),
+            (
+                format!("{DEV_TLS}handshake_timeout_ms = 0"),
+                "server.tls.handshake_timeout_ms",
+                "between",
+            ),
+            (format!("{DEV_TLS}ciphers = []"), "ciphers", "unknown"),
+        ];
+        for (text, key, detail) in cases {
+            let err = load_in_repo(&text).unwrap_err().to_string();
+            assert!(
+                err.contains(key) && err.contains(detail),
+                "{text:?} gave {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn upstream_ca_file_adds_trust_anchors() {
+        assert!(load("").unwrap().upstream.ca.is_none());
+        let config = load_in_repo("[upstream]\nca_file = \"certs/dev-ca.pem\"").unwrap();
+        let ca = config.upstream.ca.unwrap();
+        assert!(ca.path.ends_with("certs/dev-ca.pem"));
+        assert_eq!(ca.certs.len(), 1);
+        let cases = [
+            ("[upstream]\nca_file = \"certs/none.pem\"", "none.pem"),
+            (
+                "[upstream]\nca_file = \"certs/dev-ca.key.pem\"",
+                "no PEM certificate",
+            ),
+            ("[upstream]\nca_file = \"\"", "must not be empty"),
+        ];
+        for (text, detail) in cases {
+            let err = load_in_repo(text).unwrap_err().to_string();
+            assert!(
+                err.contains("upstream.ca_file") && err.contains(detail),
+                "{text:?} gave {err:?}"
+            );
+        }
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub async fn run(listen: SocketAddr, shutdown: impl Future<Output = ()>) -> Resu
     serve(
         listener,
         proxy,
-        ServeOptions::from_config(&config),
+        ServeOptions::from_config(&config)?,
         shutdown,
     )
     .await;

@@ -10,7 +10,7 @@
 //! ## The request path
 //!
 //! ```text
-//! client ─► server (h1/h2c) ─► Proxy::handle
+//! client ─► server (TLS, h1/h2) ─► Proxy::handle
 //!             mount ─► routes ─► identity ─► tokens ─► headers ─► upstream ─► response headers
 //!                       │          │            │          │            │
 //!                       │          │            │          │            └ pooled client, streamed bodies
@@ -24,6 +24,7 @@
 //! - [`config`]: the file schema and its validation into [`config::Config`].
 //! - [`error`]: [`error::ProxyError`], its status and Refold-shaped JSON body.
 //! - [`server`]: accept loop, HTTP/1.1 + h2c, graceful drain; `run` starts and stops it all.
+//! - [`tls`]: HTTPS on the public listener (certificate reload), upstream CA roots, gen-cert.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics` and token eviction on their own listener.
 //! - [`metrics`]: the Prometheus registry and every metric the proxy reports.
 //! - [`reload`]: SIGHUP re-reads the config and swaps the proxy, keeping the token cache.
@@ -50,6 +51,7 @@ pub mod reload;
 pub mod routes;
 pub mod secret;
 pub mod server;
+pub mod tls;
 pub mod tokens;
 pub mod upstream;
 

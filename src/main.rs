@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use refold_proxy::config::{parse_duration, Config};
-use refold_proxy::{demo, identity, server};
+use refold_proxy::{demo, identity, server, tls};
 use tracing_subscriber::EnvFilter;
 
 /// Authenticating reverse proxy for the Refold API.
@@ -60,6 +60,18 @@ enum Command {
         #[arg(long, default_value = "1h")]
         ttl: String,
     },
+    /// Make a self-signed certificate and key (ECDSA P-256) for trying HTTPS; development only.
+    GenCert {
+        /// A DNS name or IP address the certificate is for (repeat for more).
+        #[arg(long = "host", value_name = "NAME", required = true)]
+        hosts: Vec<String>,
+        /// Directory to write cert.pem and key.pem to (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Replace cert.pem and key.pem if they exist.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -72,9 +84,14 @@ fn main() -> ExitCode {
                     eprintln!("warning: {warning}");
                 }
                 println!(
-                    "{}: ok (listen {}, upstream {}, mount path \"{}\")",
+                    "{}: ok (listen {}{}, upstream {}, mount path \"{}\")",
                     path.display(),
                     config.server.listen,
+                    if config.server.tls.is_some() {
+                        " with TLS"
+                    } else {
+                        ""
+                    },
                     config.upstream.base_url,
                     if config.server.mount_path.is_empty() {
                         "/"
@@ -116,6 +133,7 @@ fn main() -> ExitCode {
             ))
         }),
         Some(Command::SignJwt { sub, ttl }) => sign_jwt(&cli.config, &sub, &ttl),
+        Some(Command::GenCert { hosts, out, force }) => gen_cert(&hosts, &out, force),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -143,6 +161,30 @@ fn sign_jwt(config: &std::path::Path, sub: &str, ttl: &str) -> Result<(), refold
         identity.audience.as_deref(),
     )?;
     println!("{token}");
+    Ok(())
+}
+
+fn gen_cert(
+    hosts: &[String],
+    out: &std::path::Path,
+    force: bool,
+) -> Result<(), refold_proxy::BoxError> {
+    let pair = tls::write_self_signed(hosts, out, force)?;
+    let toml_path =
+        |path: &std::path::Path| toml::Value::String(path.display().to_string()).to_string();
+    println!(
+        "wrote {} (self-signed for {}, valid 365 days)\n\
+         wrote {} (its private key, readable by you only)\n\
+         \nFor development and trials only: clients must be told to trust cert.pem\
+         \n(e.g. curl --cacert {}). Add to the config:\n\
+         \n[server.tls]\ncert_file = {}\nkey_file = {}",
+        pair.cert_file.display(),
+        hosts.join(", "),
+        pair.key_file.display(),
+        pair.cert_file.display(),
+        toml_path(&pair.cert_file),
+        toml_path(&pair.key_file),
+    );
     Ok(())
 }
 

@@ -5,19 +5,24 @@
 //! every connection gets the new one. An invalid file, or one whose JWT keys cannot be
 //! loaded, is refused with an error naming the key, and the running config stays.
 //!
-//! **Reloaded:** `server.mount_path`, `[identity]` (secret, public keys, JWKS, claims),
+//! **Reloaded:** `server.mount_path`, `[server.tls]` (the certificate and key are
+//! re-read even when their paths did not change; the handshake timeout applies to new
+//! connections), `[identity]` (secret, public keys, JWKS, claims),
 //! `[routes]`, `[cors]`, `[guard]`, `upstream.timeout_ms`,
 //! `upstream.sync_execution_timeout_ms`, `upstream.retry_body_limit` and `[limits]`
 //! except `max_connections`. `limits.header_read_timeout_ms` and the hard cut-off behind
 //! `limits.max_header_bytes` are connection settings: they apply to connections opened
-//! after the reload.
+//! after the reload. A certificate/key pair that cannot be read or does not match fails
+//! validation like any other bad value: the whole reload is refused and the running
+//! certificate keeps serving. Open connections keep the session they have.
 //!
 //! **Need a restart** (the keys [`keep_restart_only`] lists): a change is logged as a
-//! warning and the running value kept. The listeners, worker threads, shutdown grace and
-//! connection cap are fixed once the process serves; the evict secret comes from the
+//! warning and the running value kept. The listeners (turning TLS on or off included),
+//! worker threads, shutdown grace and connection cap are fixed once the process serves; the evict secret comes from the
 //! environment, fixed for the life of the process. The token cache is keyed by
 //! `upstream.base_url` and the API key's environment, its minter holds the key and the
-//! `[tokens]` settings, and it shares the connection pool: changing any of those means
+//! `[tokens]` settings, and it shares the connection pool (built with `upstream.ca_file`):
+//! changing any of those means
 //! another deployment or a cold cache, which deserves a deliberate (rolling) restart
 //! rather than a signal.
 
@@ -26,6 +31,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, ConfigError};
 use crate::proxy::ProxyHandle;
+use crate::tls::TlsAcceptor;
 use crate::BoxError;
 
 /// Why a reload was refused. The running config stays in force.
@@ -39,13 +45,15 @@ pub enum ReloadError {
     Build(#[source] BoxError),
 }
 
-/// Reloads from `path`. On success the new proxy serves new requests, `running` becomes
-/// the config now in force, and the restart-only keys that changed (kept at their
-/// running values) are returned.
+/// Reloads from `path`. On success the new proxy serves new requests, `tls` (the public
+/// listener's, when it serves HTTPS) the reloaded certificate, `running` becomes the
+/// config now in force, and the restart-only keys that changed (kept at their running
+/// values) are returned.
 pub async fn reload(
     path: &Path,
     running: &mut Config,
     handle: &ProxyHandle,
+    tls: Option<&TlsAcceptor>,
 ) -> Result<Vec<&'static str>, ReloadError> {
     let mut loaded = Config::load(path)?;
     let ignored = keep_restart_only(running, &mut loaded);
@@ -55,6 +63,11 @@ pub async fn reload(
         .await
         .map_err(ReloadError::Build)?;
     handle.replace(Arc::new(proxy));
+    if let (Some(acceptor), Some(config)) = (tls, &loaded.server.tls) {
+        if acceptor.reload(config) {
+            tracing::info!(cert_file = %config.cert_file.display(), "TLS certificate reloaded");
+        }
+    }
     *running = loaded;
     Ok(ignored)
 }
@@ -63,6 +76,11 @@ pub async fn reload(
 /// whose value differed.
 pub fn keep_restart_only(running: &Config, loaded: &mut Config) -> Vec<&'static str> {
     let mut changed = Vec::new();
+    // The listener is plain or TLS for its life; the pair itself reloads.
+    if running.server.tls.is_some() != loaded.server.tls.is_some() {
+        changed.push("server.tls");
+        loaded.server.tls.clone_from(&running.server.tls);
+    }
     macro_rules! keep {
         ($($key:literal => $($field:ident).+;)*) => {$(
             if running.$($field).+ != loaded.$($field).+ {
@@ -82,6 +100,7 @@ pub fn keep_restart_only(running: &Config, loaded: &mut Config) -> Vec<&'static 
         "upstream.connect_timeout_ms" => upstream.connect_timeout;
         "upstream.pool_idle_timeout_s" => upstream.pool_idle_timeout;
         "upstream.pool_max_idle_per_host" => upstream.pool_max_idle_per_host;
+        "upstream.ca_file" => upstream.ca;
         "limits.max_connections" => limits.max_connections;
         "tokens.refresh_before_expiry_s" => tokens.refresh_before_expiry;
         "tokens.fallback_ttl_s" => tokens.fallback_ttl;
@@ -112,11 +131,12 @@ pub(crate) async fn on_hangup(
     path: std::path::PathBuf,
     mut running: Config,
     handle: ProxyHandle,
+    tls: Option<TlsAcceptor>,
 ) {
     while hangups.recv().await.is_some() {
         let file = path.display().to_string();
         tracing::info!(path = %file, "SIGHUP: reloading the config");
-        match reload(&path, &mut running, &handle).await {
+        match reload(&path, &mut running, &handle, tls.as_ref()).await {
             Ok(ignored) => {
                 for key in &ignored {
                     tracing::warn!(
@@ -177,6 +197,39 @@ mod tests {
         assert_eq!(loaded.server.mount_path, "/r");
         assert_eq!(loaded.upstream.timeout.as_millis(), 5);
         assert_eq!(loaded.cors.allowed_origins.len(), 1);
+        // Turning TLS on (or off) needs a restart; a CA for Refold does too.
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let with_tls = |extra: &str| {
+            Config::from_toml(
+                &format!("[server.tls]\ncert_file = \"certs/localhost.pem\"\nkey_file = \"certs/localhost.key.pem\"\n{extra}"),
+                dir,
+                |name| match name {
+                    "REFOLD_API_KEY" => Some("tk_test_key".into()),
+                    "APP_JWT_SECRET" => Some("0123456789abcdef0123456789abcdef".into()),
+                    _ => None,
+                },
+            )
+            .unwrap()
+        };
+        let mut tls_on = with_tls("[upstream]\nca_file = \"certs/dev-ca.pem\"\n");
+        assert_eq!(
+            keep_restart_only(&running, &mut tls_on),
+            ["server.tls", "upstream.ca_file"]
+        );
+        assert!(tls_on.server.tls.is_none() && tls_on.upstream.ca.is_none());
+        let mut tls_off = load("");
+        assert_eq!(
+            keep_restart_only(&with_tls(""), &mut tls_off),
+            ["server.tls"]
+        );
+        assert!(tls_off.server.tls.is_some());
+        // The pair and the handshake timeout of a TLS listener reload.
+        let mut reloaded = with_tls("handshake_timeout_ms = 500\n");
+        assert!(keep_restart_only(&with_tls(""), &mut reloaded).is_empty());
+        assert_eq!(
+            reloaded.server.tls.unwrap().handshake_timeout.as_millis(),
+            500
+        );
         // Nothing changed, nothing reported.
         let mut same = load("");
         assert!(keep_restart_only(&running, &mut same).is_empty());

@@ -1,5 +1,5 @@
-//! The listeners: accept loop, HTTP/1.1 and cleartext HTTP/2, graceful drain, signals,
-//! and `run`, which starts, serves and stops the whole process.
+//! The listeners: accept loop, TLS handshake, HTTP/1.1 and HTTP/2, graceful drain,
+//! signals, and `run`, which starts, serves and stops the whole process.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -20,8 +20,9 @@ use tokio::task::JoinSet;
 use crate::admin::{self, Admin, Phase, Readiness};
 use crate::config::{Config, LimitsConfig};
 use crate::framing::{FramingConflict, FramingGuard};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, OpenConnection};
 use crate::proxy::{ConnInfo, Proxy, ProxyHandle};
+use crate::tls::{ServerStream, TlsAcceptor};
 
 /// Settings of the public listener that hold for the life of the process. The other
 /// connection settings (`limits.header_read_timeout`, `limits.max_header_bytes`) come
@@ -33,6 +34,8 @@ pub struct ServeOptions {
     pub shutdown_grace: Duration,
     /// Connections served at once; further ones wait in the listen backlog.
     pub max_connections: usize,
+    /// HTTPS: the handshake runs in each connection's task. `None`: cleartext.
+    pub tls: Option<TlsAcceptor>,
 }
 
 impl Default for ServeOptions {
@@ -40,17 +43,24 @@ impl Default for ServeOptions {
         Self {
             shutdown_grace: Duration::from_secs(30),
             max_connections: 10_000,
+            tls: None,
         }
     }
 }
 
 impl ServeOptions {
     /// The options a config asks for.
-    pub fn from_config(config: &Config) -> Self {
-        Self {
+    pub fn from_config(config: &Config) -> Result<Self, rustls::Error> {
+        Ok(Self {
             shutdown_grace: config.server.shutdown_grace,
             max_connections: config.limits.max_connections,
-        }
+            tls: config
+                .server
+                .tls
+                .as_ref()
+                .map(TlsAcceptor::new)
+                .transpose()?,
+        })
     }
 }
 
@@ -66,34 +76,59 @@ pub async fn serve(
     let handle = proxy.into();
     // One registry for the process: reloads hand the same metrics to the next proxy.
     let metrics = Arc::clone(handle.current().metrics());
-    accept_until(
+    let tls = options.tls;
+    accept_until_with_setup(
         "public",
         listener,
         options.max_connections,
         options.shutdown_grace,
         shutdown,
         move |stream, peer| {
-            let builder = connection_builder(handle.current().limits());
-            let conn_info = ConnInfo { peer };
             let handle = handle.clone();
-            let (stream, framing) = FramingGuard::new(stream);
-            // The connection owns its service: the gauge goes down however it ends.
+            let tls = tls.clone();
+            // Counted from the accept, handshake included: the gauge goes down however
+            // the connection ends, since its service (or this task) owns the guard.
             let open = metrics.connection_opened();
-            let service = service_fn(move |mut request: hyper::Request<Incoming>| {
-                let _open = &open;
-                if request.version() < hyper::Version::HTTP_2 && framing.next() {
-                    request.extensions_mut().insert(FramingConflict);
-                }
-                // The request finishes on this proxy even if a reload swaps in another.
-                let proxy = handle.current();
-                async move { Ok::<_, Infallible>(proxy.handle(request, &conn_info).await) }
-            });
-            builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned()
+            async move {
+                let stream = match tls {
+                    Some(tls) => ServerStream::Tls(Box::new(tls.accept(stream, peer).await?)),
+                    None => ServerStream::Plain(stream),
+                };
+                Some(serve_connection(stream, peer, handle, open))
+            }
         },
     )
     .await;
+}
+
+/// Serves HTTP on one accepted (and, with TLS, handshaken) public connection.
+fn serve_connection(
+    stream: ServerStream,
+    peer: SocketAddr,
+    handle: ProxyHandle,
+    open: OpenConnection,
+) -> impl GracefulConnection<Error = impl std::fmt::Display> + Send + 'static {
+    let mut builder = connection_builder(handle.current().limits());
+    // Over TLS, ALPN decided the protocol: hold the client to it.
+    match stream.alpn_protocol() {
+        Some(b"h2") => builder = builder.http2_only(),
+        Some(b"http/1.1") => builder = builder.http1_only(),
+        _ => {}
+    }
+    let conn_info = ConnInfo { peer };
+    let (stream, framing) = FramingGuard::new(stream);
+    let service = service_fn(move |mut request: hyper::Request<Incoming>| {
+        let _open = &open;
+        if request.version() < hyper::Version::HTTP_2 && framing.next() {
+            request.extensions_mut().insert(FramingConflict);
+        }
+        // The request finishes on this proxy even if a reload swaps in another.
+        let proxy = handle.current();
+        async move { Ok::<_, Infallible>(proxy.handle(request, &conn_info).await) }
+    });
+    builder
+        .serve_connection(TokioIo::new(stream), service)
+        .into_owned()
 }
 
 /// HTTP/1.1 and HTTP/2 settings for one new public connection.
@@ -127,6 +162,32 @@ pub(crate) async fn accept_until<C>(
     C: GracefulConnection + Send + 'static,
     C::Error: std::fmt::Display,
 {
+    accept_until_with_setup(
+        name,
+        listener,
+        max_connections,
+        grace,
+        shutdown,
+        move |stream, peer| std::future::ready(Some(connect(stream, peer))),
+    )
+    .await;
+}
+
+/// [`accept_until`] whose `setup` runs in the connection's task (a TLS handshake, say)
+/// before it yields the connection to serve, or `None` to close it. A connection in
+/// setup holds its slot and delays the drain like a served one.
+pub(crate) async fn accept_until_with_setup<F, C>(
+    name: &'static str,
+    listener: TcpListener,
+    max_connections: usize,
+    grace: Duration,
+    shutdown: impl Future<Output = ()>,
+    mut setup: impl FnMut(TcpStream, SocketAddr) -> F,
+) where
+    F: Future<Output = Option<C>> + Send + 'static,
+    C: GracefulConnection + Send + 'static,
+    C::Error: std::fmt::Display,
+{
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(max_connections));
     let mut connections = JoinSet::new();
@@ -155,12 +216,16 @@ pub(crate) async fn accept_until<C>(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let connection = graceful.watch(connect(stream, peer));
+        // Watching from before setup: a shutdown during it closes the connection once set up.
+        let watcher = graceful.watcher();
+        let connection = setup(stream, peer);
         // Reap finished connections so the set stays the size of the open ones.
         while connections.try_join_next().is_some() {}
         connections.spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(listener = name, error = %e, "connection ended with an error");
+            if let Some(connection) = connection.await {
+                if let Err(e) = watcher.watch(connection).await {
+                    tracing::debug!(listener = name, error = %e, "connection ended with an error");
+                }
             }
             drop(permit);
         });
@@ -253,6 +318,7 @@ async fn run_until_stopped(
     };
     #[cfg(not(unix))]
     let _ = config_path;
+    let options = ServeOptions::from_config(config)?;
     let admin_listener = bind(config.admin.listen, "admin.listen").await?;
     let listener = bind(config.server.listen, "server.listen").await?;
     tracing::info!(
@@ -283,6 +349,7 @@ async fn run_until_stopped(
         readiness.advance(Phase::Ready);
         tracing::info!(
             listen = %listener.local_addr()?,
+            tls = options.tls.is_some(),
             upstream = %config.upstream.base_url,
             mount_path = %config.server.mount_path,
             "refold-proxy listening"
@@ -294,15 +361,10 @@ async fn run_until_stopped(
                 path,
                 config.clone(),
                 handle.clone(),
+                options.tls.clone(),
             ))
         });
-        serve(
-            listener,
-            handle,
-            ServeOptions::from_config(config),
-            stopped(stop),
-        )
-        .await;
+        serve(listener, handle, options, stopped(stop)).await;
         // A reload still running has changed nothing yet: the swap is its last step.
         #[cfg(unix)]
         if let Some(reloads) = reloads {

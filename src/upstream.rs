@@ -1,8 +1,8 @@
 //! Upstream: the pooled HTTP client to Refold and the forwarding call.
 //!
-//! One hyper-util client (rustls with webpki roots, HTTP/2 when Refold offers it over
-//! ALPN, HTTP/1.1 otherwise) carries both the proxied requests and the mints. Bodies
-//! stream both ways; nothing is buffered here.
+//! One hyper-util client (rustls with the webpki roots plus `upstream.ca_file`, HTTP/2
+//! when Refold offers it over ALPN, HTTP/1.1 otherwise) carries both the proxied requests
+//! and the mints. Bodies stream both ways; nothing is buffered here.
 
 use std::error::Error as _;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::pki_types::CertificateDer;
 
 use crate::config::UpstreamConfig;
 use crate::error::ProxyError;
@@ -24,28 +25,46 @@ use crate::{BoxError, ProxyBody};
 /// The client type shared by forwarding and minting.
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
 
-/// A connector for `http://` and `https://` (rustls with the aws-lc provider and webpki
-/// roots; HTTP/2 when the server offers it over ALPN).
+/// A connector for `http://` and `https://` (rustls with the aws-lc provider, TLS 1.2
+/// and 1.3, the webpki roots; HTTP/2 when the server offers it over ALPN).
 pub fn https_connector(
     connect_timeout: Duration,
+) -> Result<HttpsConnector<HttpConnector>, rustls::Error> {
+    https_connector_trusting(connect_timeout, &[])
+}
+
+/// [`https_connector`] that also trusts the CA certificates `extra_roots`.
+pub fn https_connector_trusting(
+    connect_timeout: Duration,
+    extra_roots: &[CertificateDer<'static>],
 ) -> Result<HttpsConnector<HttpConnector>, rustls::Error> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_keepalive(Some(Duration::from_secs(60)));
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots =
+        rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for root in extra_roots {
+        roots.add(root.clone())?;
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_protocol_versions(crate::tls::PROTOCOL_VERSIONS)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     Ok(hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(provider)?
+        .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .enable_http2()
         .wrap_connector(http))
 }
 
-/// Builds the pooled client for `config`.
+/// Builds the pooled client for `config` (trusting `upstream.ca_file` besides the webpki
+/// roots).
 pub fn build_client(config: &UpstreamConfig) -> Result<HttpClient, BoxError> {
-    let https = https_connector(config.connect_timeout)?;
+    let extra_roots = config.ca.as_ref().map_or(&[][..], |ca| &ca.certs[..]);
+    let https = https_connector_trusting(config.connect_timeout, extra_roots)?;
     Ok(Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())

@@ -1,4 +1,5 @@
-//! The command line: `--check-config`, `sign-jwt` and `demo`, run as the real binary.
+//! The command line: `--check-config`, `sign-jwt`, `gen-cert` and `demo`, run as the real
+//! binary.
 
 #![allow(clippy::unwrap_used, reason = "a panic is a test failure")]
 
@@ -127,6 +128,166 @@ fn sign_jwt_signs_with_the_configured_secret() {
     assert_eq!(data.claims["sub"], "user-42");
     let ttl = data.claims["exp"].as_u64().unwrap() - data.claims["iat"].as_u64().unwrap();
     assert_eq!(ttl, 1800);
+}
+
+fn gen_cert(out: &Path, extra: &[&str]) -> std::process::Output {
+    command()
+        .args([
+            "gen-cert",
+            "--host",
+            "localhost",
+            "--host",
+            "127.0.0.1",
+            "--host",
+            "::1",
+        ])
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// Verifies `cert` as a server certificate for `name`, trusting `cert` itself.
+fn verify_for(
+    cert: &rustls::pki_types::CertificateDer<'static>,
+    name: &str,
+) -> Result<(), rustls::Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(roots.into(), provider)
+            .build()
+            .unwrap();
+    rustls::client::danger::ServerCertVerifier::verify_server_cert(
+        verifier.as_ref(),
+        cert,
+        &[],
+        &rustls::pki_types::ServerName::try_from(name.to_owned()).unwrap(),
+        &[],
+        rustls::pki_types::UnixTime::now(),
+    )
+    .map(|_| ())
+}
+
+#[test]
+fn gen_cert_writes_a_self_signed_pair_and_the_config_to_paste() {
+    use rustls::pki_types::pem::PemObject;
+    let dir = std::env::temp_dir().join(format!("refold-proxy-gen-cert-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = gen_cert(&dir.join("first"), &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let (cert_file, key_file) = (dir.join("first/cert.pem"), dir.join("first/key.pem"));
+
+    // A certificate for every --host: DNS names and IP addresses; not for others.
+    let cert = rustls::pki_types::CertificateDer::from_pem_file(&cert_file).unwrap();
+    for name in ["localhost", "127.0.0.1", "::1"] {
+        verify_for(&cert, name).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    assert!(verify_for(&cert, "example.com").is_err());
+    assert!(verify_for(&cert, "10.0.0.1").is_err());
+    // The key is readable by its owner only.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    }
+
+    // The printed snippet is a config that passes --check-config with this pair.
+    let snippet = &stdout[stdout.find("[server.tls]").expect(&stdout)..];
+    assert!(
+        snippet.contains(&key_file.display().to_string()),
+        "{stdout}"
+    );
+    let config = write_config("gen-cert.toml", snippet);
+    let check = command()
+        .arg("--check-config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(String::from_utf8_lossy(&check.stdout).contains("with TLS"));
+
+    // Existing files are kept unless --force; each run makes a new key and serial.
+    let again = gen_cert(&dir.join("first"), &[]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    assert_eq!(
+        rustls::pki_types::CertificateDer::from_pem_file(&cert_file).unwrap(),
+        cert
+    );
+    let forced = gen_cert(&dir.join("first"), &["--force"]);
+    assert!(
+        forced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
+    let new = rustls::pki_types::CertificateDer::from_pem_file(&cert_file).unwrap();
+    assert_ne!(new, cert);
+    let check = command()
+        .arg("--check-config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    // A host that is no name is refused before anything is written.
+    let bad = command()
+        .args(["gen-cert", "--host", "not a name!", "--out"])
+        .arg(dir.join("bad"))
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("not a name!"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    assert!(!dir.join("bad/cert.pem").exists());
+    // No --host: refused by the argument parser.
+    let none = command()
+        .args(["gen-cert", "--out"])
+        .arg(dir.join("none"))
+        .output()
+        .unwrap();
+    assert!(!none.status.success());
+    assert!(!dir.join("none/cert.pem").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn check_config_names_a_mismatched_tls_pair() {
+    let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs");
+    let path = write_config(
+        "mismatch.toml",
+        &format!(
+            "[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            certs.join("localhost.pem").display(),
+            certs.join("dev-ca.key.pem").display()
+        ),
+    );
+    let out = command().arg("--check-config").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("server.tls.key_file") && stderr.contains("dev-ca.key.pem"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]

@@ -172,7 +172,7 @@ impl HarnessBuilder {
         let (tx, rx) = oneshot::channel::<()>();
         let options = ServeOptions {
             shutdown_grace: Duration::from_secs(5),
-            ..ServeOptions::from_config(&config)
+            ..ServeOptions::from_config(&config).unwrap()
         };
         let server = tokio::spawn(serve(listener, Arc::clone(&proxy), options, async {
             let _ = rx.await;

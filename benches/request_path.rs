@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use refold_proxy::config::Config;
 use refold_proxy::guard::ResponseGuard;
-use refold_proxy::headers::{strip_credential_params, HeaderPolicy};
+use refold_proxy::headers::{strip_credential_params, Downstream, HeaderPolicy};
 use refold_proxy::identity::{Authenticator, Caller};
 use refold_proxy::proxy::{ConnInfo, Proxy};
 use refold_proxy::routes::{normalize, RoutePolicy};
@@ -159,10 +159,11 @@ fn headers(c: &mut Criterion) {
     )
     .expect("token");
     let headers = browser_headers("eyJhbGciOiJIUzI1NiJ9.e30.sig");
+    let client = Downstream::new(std::net::IpAddr::from([203, 0, 113, 9]), false);
     c.bench_function("headers/apply_to_request", |b| {
         b.iter_batched_ref(
             || headers.clone(),
-            |h| policy.apply_to_request(h, &token, std::net::IpAddr::from([203, 0, 113, 9])),
+            |h| policy.apply_to_request(h, &token, &client),
             criterion::BatchSize::SmallInput,
         )
     });
@@ -257,9 +258,7 @@ fn whole_request(c: &mut Criterion) {
                 .expect("proxy"),
         );
         let jwt = app_jwt(alg, "bench-account");
-        let conn = ConnInfo {
-            peer: SocketAddr::from(([127, 0, 0, 1], 40000)),
-        };
+        let conn = ConnInfo::new(SocketAddr::from(([127, 0, 0, 1], 40000)), false);
         let request = || {
             let mut request = Request::new(Empty::<Bytes>::new());
             *request.uri_mut() = "/api/v2/public/workflow".parse().expect("uri");

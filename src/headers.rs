@@ -45,6 +45,32 @@ const FORWARDING: [&str; 2] = ["forwarded", "x-real-ip"];
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
+/// The downstream client as the forwarding headers describe it: its address and whether
+/// it spoke TLS to the proxy. Built once per connection, so a request pays no formatting.
+#[derive(Debug, Clone)]
+pub struct Downstream {
+    ip: IpAddr,
+    forwarded_for: HeaderValue,
+    proto: HeaderValue,
+}
+
+impl Downstream {
+    /// The client at `ip`, over HTTPS when `tls`.
+    pub fn new(ip: IpAddr, tls: bool) -> Self {
+        Self {
+            ip,
+            forwarded_for: HeaderValue::from_str(&ip.to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
+        }
+    }
+
+    /// The client's address.
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+}
+
 /// Strips and sets headers on requests and responses.
 #[derive(Debug, Clone)]
 pub struct HeaderPolicy {
@@ -65,44 +91,46 @@ impl HeaderPolicy {
     }
 
     /// Makes a client's request headers fit to send to Refold with `token`, on behalf
-    /// of the peer at `peer`.
-    pub fn apply_to_request(&self, headers: &mut HeaderMap, token: &Token, peer: IpAddr) {
+    /// of the client `from`.
+    pub fn apply_to_request(&self, headers: &mut HeaderMap, token: &Token, from: &Downstream) {
         remove_hop_by_hop(headers);
-        let trusted = self.trusted_proxies.iter().any(|c| c.contains(peer));
+        let trusted = self.trusted_proxies.iter().any(|c| c.contains(from.ip));
         let app_credential = self.app_credential.as_ref().map(|h| h.as_str());
-        let doomed: Vec<HeaderName> = headers
-            .keys()
-            .filter(|name| {
-                let name = name.as_str();
-                CREDENTIALS.iter().any(|c| same_name(name, c))
-                    || app_credential.is_some_and(|c| same_name(name, c))
-                    || name.starts_with("proxy-")
-                    || name.starts_with("proxy_")
-                    || (!trusted && is_forwarding(name))
-            })
-            .cloned()
-            .collect();
-        for name in doomed {
+        let doomed = |name: &HeaderName| {
+            let name = name.as_str();
+            CREDENTIALS.iter().any(|c| same_name(name, c))
+                || app_credential.is_some_and(|c| same_name(name, c))
+                || name.starts_with("proxy-")
+                || name.starts_with("proxy_")
+                || (!trusted && is_forwarding(name))
+        };
+        // Most requests carry only the credentials this replaces: remove those by name
+        // and collect (allocate) only when some other name must go.
+        for name in [header::AUTHORIZATION, header::COOKIE] {
             headers.remove(name);
+        }
+        if headers.keys().any(doomed) {
+            let names: Vec<HeaderName> = headers.keys().filter(|n| doomed(n)).cloned().collect();
+            for name in names {
+                headers.remove(name);
+            }
         }
         // The client set Host for the proxy; the upstream client sets Refold's.
         headers.remove(header::HOST);
         headers.insert(header::AUTHORIZATION, token.authorization().clone());
-        let peer_value = HeaderValue::from_str(&peer.to_string())
-            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
         match headers.get(&X_FORWARDED_FOR).map(|v| v.to_str()) {
             Some(Ok(chain)) if trusted => {
-                let chain = format!("{chain}, {peer}");
+                let chain = format!("{chain}, {}", from.ip);
                 if let Ok(chain) = HeaderValue::from_str(&chain) {
                     headers.insert(X_FORWARDED_FOR, chain);
                 }
             }
             _ => {
-                headers.insert(X_FORWARDED_FOR, peer_value);
+                headers.insert(X_FORWARDED_FOR, from.forwarded_for.clone());
             }
         }
         if !headers.contains_key(&X_FORWARDED_PROTO) {
-            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+            headers.insert(X_FORWARDED_PROTO, from.proto.clone());
         }
     }
 
@@ -193,7 +221,12 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
         .get_all(header::CONNECTION)
         .iter()
         .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
+        .map(<[u8]>::trim_ascii)
+        // What a browser sends, and removed below anyway: no name to build.
+        .filter(|name| {
+            !name.eq_ignore_ascii_case(b"keep-alive") && !name.eq_ignore_ascii_case(b"close")
+        })
+        .filter_map(|name| HeaderName::from_bytes(name).ok())
         .collect();
     for name in named {
         headers.remove(name);
@@ -288,7 +321,7 @@ mod tests {
         HeaderPolicy::new(&HeaderName::from_static("x-app-token"), &[]).apply_to_request(
             &mut h,
             &token(),
-            "203.0.113.9".parse().unwrap(),
+            &Downstream::new("203.0.113.9".parse().unwrap(), false),
         );
         assert_eq!(h.get_all(header::AUTHORIZATION).iter().count(), 1);
         assert_eq!(h[header::AUTHORIZATION], "Bearer session-abc");
@@ -341,7 +374,7 @@ mod tests {
         HeaderPolicy::new(&header::AUTHORIZATION, &[]).apply_to_request(
             &mut h,
             &token(),
-            "203.0.113.9".parse().unwrap(),
+            &Downstream::new("203.0.113.9".parse().unwrap(), false),
         );
         assert!(!h.contains_key("x-kept"), "{h:?}");
     }
@@ -362,7 +395,11 @@ mod tests {
             &[Cidr::parse("10.0.0.0/8").unwrap()],
         );
         let mut h = spoofed();
-        policy.apply_to_request(&mut h, &token(), "203.0.113.9".parse().unwrap());
+        policy.apply_to_request(
+            &mut h,
+            &token(),
+            &Downstream::new("203.0.113.9".parse().unwrap(), false),
+        );
         assert_eq!(h["x-forwarded-for"], "203.0.113.9");
         assert_eq!(h["x-forwarded-proto"], "http");
         for gone in [
@@ -374,7 +411,11 @@ mod tests {
             assert!(!h.contains_key(gone), "{gone}");
         }
         let mut h = spoofed();
-        policy.apply_to_request(&mut h, &token(), "10.1.2.3".parse().unwrap());
+        policy.apply_to_request(
+            &mut h,
+            &token(),
+            &Downstream::new("10.1.2.3".parse().unwrap(), false),
+        );
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.1.2.3");
         assert!(h.contains_key("forwarded"));
         assert!(!h.contains_key("proxy-anything"));

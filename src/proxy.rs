@@ -23,7 +23,8 @@ use crate::error::ProxyError;
 use crate::framing::FramingConflict;
 use crate::guard::{Prefixed, ResponseGuard};
 use crate::headers::{
-    check_account_binding, check_framing, head_size, strip_credential_params, HeaderPolicy,
+    check_account_binding, check_framing, head_size, strip_credential_params, Downstream,
+    HeaderPolicy,
 };
 use crate::identity::Authenticator;
 use crate::metrics::{Metrics, RateLimitReason, RouteLabel, UpstreamErrorKind};
@@ -49,10 +50,22 @@ impl RequestBody {
 }
 
 /// Facts about the downstream connection a request arrived on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// The peer's address.
     pub peer: SocketAddr,
+    /// The peer as the forwarding headers name it.
+    downstream: Downstream,
+}
+
+impl ConnInfo {
+    /// A connection from `peer`, over HTTPS when `tls`.
+    pub fn new(peer: SocketAddr, tls: bool) -> Self {
+        Self {
+            peer,
+            downstream: Downstream::new(peer.ip(), tls),
+        }
+    }
 }
 
 /// The proxy: every step of the request path, built once from config.
@@ -324,7 +337,7 @@ impl Proxy {
         // The upstream client picks HTTP/1.1 or HTTP/2 per connection, whatever the caller spoke.
         parts.version = Version::HTTP_11;
         self.headers
-            .apply_to_request(&mut parts.headers, &token, conn.peer.ip());
+            .apply_to_request(&mut parts.headers, &token, &conn.downstream);
         let limit = usize::try_from(self.limits.max_body_bytes).unwrap_or(usize::MAX);
         // Trailers could smuggle a credential past the header policy: they never pass.
         let body = Limited::new(body, limit)

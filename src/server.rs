@@ -115,7 +115,7 @@ fn serve_connection(
         Some(b"http/1.1") => builder = builder.http1_only(),
         _ => {}
     }
-    let conn_info = ConnInfo { peer };
+    let conn_info = Arc::new(ConnInfo::new(peer, matches!(stream, ServerStream::Tls(_))));
     let (stream, framing) = FramingGuard::new(stream);
     let service = service_fn(move |mut request: hyper::Request<Incoming>| {
         let _open = &open;
@@ -124,6 +124,7 @@ fn serve_connection(
         }
         // The request finishes on this proxy even if a reload swaps in another.
         let proxy = handle.current();
+        let conn_info = Arc::clone(&conn_info);
         async move { Ok::<_, Infallible>(proxy.handle(request, &conn_info).await) }
     });
     builder

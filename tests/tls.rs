@@ -155,8 +155,9 @@ impl Conn {
     }
 }
 
-/// Checks the stand-in received `path` with alice's session token injected.
-fn assert_forwarded_with_token(mock: &MockUpstream, path: &str) {
+/// Checks the stand-in received `path` with alice's session token injected, and the
+/// scheme the caller spoke to the proxy in `x-forwarded-proto`.
+fn assert_forwarded_with_token(mock: &MockUpstream, path: &str, proto: &str) {
     let session = mock.current_token("alice").expect("a token was minted");
     let requests = mock.requests();
     let forwarded = requests
@@ -169,6 +170,7 @@ fn assert_forwarded_with_token(mock: &MockUpstream, path: &str) {
         format!("Bearer {session}").as_str()
     );
     assert_eq!(forwarded.linked_account_id.as_deref(), Some("alice"));
+    assert_eq!(forwarded.headers["x-forwarded-proto"], proto);
 }
 
 #[tokio::test]
@@ -185,7 +187,7 @@ async fn https_over_http1_reaches_the_stand_in_with_the_session_token() {
     let (status, version, body) = conn.get(APPS, "alice").await;
     assert_eq!(status, 200, "{body:?}");
     assert_eq!(version, Version::HTTP_11);
-    assert_forwarded_with_token(&h.mock, APPS);
+    assert_forwarded_with_token(&h.mock, APPS, "https");
     // Keep-alive: a second request on the same connection.
     assert_eq!(conn.get(APPS, "alice").await.0, 200);
     h.stop().await;
@@ -201,7 +203,7 @@ async fn https_over_http2_reaches_the_stand_in_with_the_session_token() {
     let (status, version, body) = conn.get(APPS, "alice").await;
     assert_eq!(status, 200, "{body:?}");
     assert_eq!(version, Version::HTTP_2);
-    assert_forwarded_with_token(&h.mock, APPS);
+    assert_forwarded_with_token(&h.mock, APPS, "https");
 
     // The proxy's own errors come back over TLS too.
     let request = Request::get(format!("https://localhost{APPS}"))
@@ -438,7 +440,7 @@ async fn an_upstream_behind_a_private_ca_is_reached_with_ca_file() {
     front.backend.set(h.mock_addr).unwrap();
     let response = h.get_as("alice", APPS).await;
     assert_eq!(response.status(), 200);
-    assert_forwarded_with_token(&h.mock, APPS);
+    assert_forwarded_with_token(&h.mock, APPS, "http");
     assert!(front.handshake_errors.lock().unwrap().is_empty());
     h.stop().await;
 }

@@ -144,6 +144,9 @@ impl RouteTemplate {
         if segments.is_empty() {
             return Err(format!("{text:?}: the path is empty"));
         }
+        if segments.len() > MAX_SEGMENTS {
+            return Err(format!("{text:?}: more than {MAX_SEGMENTS} segments"));
+        }
         let mut template = Self {
             method,
             segments,
@@ -190,7 +193,7 @@ impl fmt::Display for RouteTemplate {
 
 /// Why a template can never pass, if it cannot.
 pub fn hard_denied(template: &RouteTemplate) -> Option<&'static str> {
-    let path = canonical(&template.path().replace("{}", "x"));
+    let path = canonical_slow(&template.path().replace("{}", "x"));
     denied_reason(&template.method, &path, false)
 }
 
@@ -215,6 +218,9 @@ fn denied_reason(
     }
     None
 }
+
+/// Segments a checked path may have: more than any template holds.
+const MAX_SEGMENTS: usize = 32;
 
 /// Decides whether a request's route may pass.
 #[derive(Debug, Clone)]
@@ -256,10 +262,20 @@ impl RoutePolicy {
             .strip_suffix('/')
             .filter(|p| !p.is_empty())
             .unwrap_or(path);
-        let segments: Vec<&str> = trimmed.split('/').skip(1).collect();
+        // On the stack: no template is longer, so a longer path matches none.
+        let mut segments = [""; MAX_SEGMENTS];
+        let mut count = 0;
+        for segment in trimmed.split('/').skip(1) {
+            if count == MAX_SEGMENTS {
+                return Err(ProxyError::RouteNotAllowed);
+            }
+            segments[count] = segment;
+            count += 1;
+        }
+        let segments = &segments[..count];
         let mut path_known = false;
         for template in &self.allowed {
-            if template.matches_path(&segments) {
+            if template.matches_path(segments) {
                 if template.method == method {
                     return Ok(template);
                 }
@@ -300,6 +316,13 @@ impl RoutePolicy {
 pub fn normalize(path: &str, max_bytes: usize) -> Result<Cow<'_, str>, ProxyError> {
     if path.len() > max_bytes || !path.starts_with('/') {
         return Err(ProxyError::InvalidPath);
+    }
+    if is_plain(path) {
+        // Nothing encoded, no parameters, no controls: only dot segments to refuse.
+        if path.split('/').any(|s| s == "." || s == "..") {
+            return Err(ProxyError::InvalidPath);
+        }
+        return Ok(fold_slashes(path));
     }
     for segment in path.split('/') {
         check_segment(segment)?;
@@ -350,7 +373,29 @@ fn check_segment(raw: &str) -> Result<(), ProxyError> {
 /// The form deny rules compare in: percent-decoded until stable, case-folded (Unicode
 /// upper then lower case, so the Kelvin sign, `ſ` and `ß` read as `k`, `s` and `ss`),
 /// repeated slashes folded, path parameters (`;...`) dropped, and no trailing slash.
-fn canonical(path: &str) -> String {
+fn canonical(path: &str) -> Cow<'_, str> {
+    // What SDK calls look like: already in canonical form but for a trailing slash.
+    if is_plain(path)
+        && path.starts_with('/')
+        && !path.contains("//")
+        && !path.bytes().any(|b| b.is_ascii_uppercase())
+    {
+        return match path.strip_suffix('/') {
+            Some("") | None => Cow::Borrowed(path),
+            Some(trimmed) => Cow::Borrowed(trimmed),
+        };
+    }
+    Cow::Owned(canonical_slow(path))
+}
+
+/// Whether `path` holds only unreserved characters and `/`: nothing to decode, no path
+/// parameters, no case beyond ASCII.
+fn is_plain(path: &str) -> bool {
+    path.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.' | b'~'))
+}
+
+fn canonical_slow(path: &str) -> String {
     let mut decoded: Cow<'_, str> = Cow::Borrowed(path);
     for _ in 0..DECODE_ROUNDS {
         let next = percent_decode_str(&decoded)
@@ -396,6 +441,43 @@ pub fn fold_slashes(path: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_plain_path_shortcuts_agree_with_the_full_rules() {
+        for path in [
+            "/",
+            "/api/v2/public/workflow",
+            "/api/v2/public/workflow/",
+            "/api/v2/public/workflow/wf-1/execute",
+            "/api/v2/public/Session-Token",
+            "/API/v2/public/session-token/",
+            "/api/v1/linked-acc/integration/hubspot",
+            "/a/./b",
+            "/a/../b",
+            "/a/b.c~d_e",
+            "/a//b",
+        ] {
+            assert_eq!(canonical(path), canonical_slow(path), "{path}");
+            // The shortcut of `normalize` gives what the segment checks give.
+            let full = path
+                .split('/')
+                .try_for_each(check_segment)
+                .map(|()| fold_slashes(path));
+            assert_eq!(
+                normalize(path, 4096).map_err(|e| e.code()),
+                full.map_err(|e| e.code()),
+                "{path}"
+            );
+        }
+        let long = format!("/api{}", "/x".repeat(MAX_SEGMENTS));
+        assert_eq!(
+            RoutePolicy::default()
+                .check(&Method::GET, &long)
+                .unwrap_err()
+                .code(),
+            "ROUTE_NOT_ALLOWED"
+        );
+    }
 
     fn policy() -> RoutePolicy {
         RoutePolicy::default()

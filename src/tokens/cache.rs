@@ -28,13 +28,6 @@ pub struct TokenSettings {
     pub missing_account_ttl: Duration,
 }
 
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct CacheKey {
-    upstream: Arc<str>,
-    environment: Environment,
-    account: Arc<str>,
-}
-
 type MintResult = Result<Token, MintError>;
 type Flight = watch::Receiver<Option<MintResult>>;
 
@@ -81,14 +74,17 @@ impl Slot {
 }
 
 struct Inner {
-    slots: DashMap<CacheKey, Arc<Slot>>,
+    /// By linked account. The upstream and the API key's environment are the same for
+    /// every slot: they are the cache's settings, fixed for its life.
+    slots: DashMap<Arc<str>, Arc<Slot>>,
     pruning: Mutex<()>,
     minter: Minter,
     settings: TokenSettings,
     epoch: Instant,
 }
 
-/// Session tokens by (upstream, environment, linked account). Cheap to clone.
+/// Session tokens by linked account, for one upstream and API-key environment (its
+/// settings, fixed for its life: a cache never mixes deployments). Cheap to clone.
 #[derive(Clone)]
 pub struct TokenCache {
     inner: Arc<Inner>,
@@ -120,8 +116,8 @@ impl TokenCache {
     /// The caller's session token: cached, or minted (one mint per account at a time).
     pub async fn get(&self, caller: &Caller) -> Result<Token, MintError> {
         let now = self.clock().now();
-        let key = self.key(caller.account());
-        let slot = self.slot(key.clone(), now);
+        let account = caller.account_shared();
+        let slot = self.slot(account, now);
         let mut flight = {
             let mut state = slot.lock();
             if state.missing_until.is_some_and(|until| now < until) {
@@ -134,7 +130,7 @@ impl TokenCache {
                 let backoff_over = state.refresh_backoff_until.is_none_or(|t| now >= t);
                 if token.wants_refresh(now) && state.flight.is_none() && backoff_over {
                     // Refold hands back the same token unless forced: a refresh must force.
-                    state.flight = Some(self.start_flight(&slot, key.account, true));
+                    state.flight = Some(self.start_flight(&slot, Arc::clone(account), true));
                     self.metrics().cache_refresh();
                 }
                 return Ok(token);
@@ -144,7 +140,7 @@ impl TokenCache {
                 Some(flight) => flight.clone(),
                 None => {
                     let force = std::mem::take(&mut state.force_next);
-                    let flight = self.start_flight(&slot, key.account, force);
+                    let flight = self.start_flight(&slot, Arc::clone(account), force);
                     state.flight = Some(flight.clone());
                     flight
                 }
@@ -165,8 +161,12 @@ impl TokenCache {
     /// Drops `token` if it is still the caller's cached one, because Refold rejected it;
     /// the next request mints with `force_refresh`.
     pub fn invalidate(&self, caller: &Caller, token: &Token) {
-        let key = self.key(caller.account());
-        let Some(slot) = self.inner.slots.get(&key).map(|s| Arc::clone(s.value())) else {
+        let Some(slot) = self
+            .inner
+            .slots
+            .get(caller.account())
+            .map(|s| Arc::clone(s.value()))
+        else {
             return;
         };
         let mut state = slot.lock();
@@ -188,8 +188,7 @@ impl TokenCache {
     /// The account's next mint asks Refold with `force_refresh`, so it gets a new token
     /// rather than the evicted one back.
     pub fn evict(&self, account: &str) -> bool {
-        let key = self.key(account);
-        let Some(slot) = self.inner.slots.get(&key).map(|s| Arc::clone(s.value())) else {
+        let Some(slot) = self.inner.slots.get(account).map(|s| Arc::clone(s.value())) else {
             return false;
         };
         let mut state = slot.lock();
@@ -230,18 +229,10 @@ impl TokenCache {
         metrics.set_breaker_state(self.inner.minter.breaker_state());
     }
 
-    fn key(&self, account: &str) -> CacheKey {
-        CacheKey {
-            upstream: self.inner.settings.upstream.clone(),
-            environment: self.inner.settings.environment,
-            account: Arc::from(account),
-        }
-    }
-
     /// The account's slot, created if new. The map guard is dropped before returning.
-    fn slot(&self, key: CacheKey, now: Instant) -> Arc<Slot> {
+    fn slot(&self, account: &Arc<str>, now: Instant) -> Arc<Slot> {
         let tick = now.saturating_duration_since(self.inner.epoch).as_millis() as u64;
-        if let Some(slot) = self.inner.slots.get(&key) {
+        if let Some(slot) = self.inner.slots.get(&**account) {
             slot.last_used.store(tick, Ordering::Relaxed);
             return Arc::clone(slot.value());
         }
@@ -251,7 +242,7 @@ impl TokenCache {
         let slot = self
             .inner
             .slots
-            .entry(key)
+            .entry(Arc::clone(account))
             .or_insert_with(|| {
                 Arc::new(Slot {
                     state: Mutex::new(SlotState::default()),

@@ -6,11 +6,14 @@
 //! of the linked account id), `outcome` (`served`, `retried`, or `refused`/`failed` with
 //! the error code). No credential, token or raw account id is ever a field.
 
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
+
+use crate::secret::Fingerprint;
 
 /// The request id header, taken from the caller when well-formed, else generated.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -50,7 +53,8 @@ fn generate() -> HeaderValue {
 pub struct RequestLog {
     /// The matched route template, shared with the route policy (no copy per request).
     pub route: Option<Arc<str>>,
-    pub account: Option<String>,
+    /// A short hash of the linked account id.
+    pub account: Option<Fingerprint>,
     pub upstream: Option<Duration>,
     pub retried: bool,
 }
@@ -79,10 +83,22 @@ impl RequestLog {
             status,
             latency_us = started.elapsed().as_micros() as u64,
             upstream_us = self.upstream.map(|d| d.as_micros() as u64),
-            account = self.account.as_deref().unwrap_or("-"),
+            account = %OrDash(self.account),
             outcome,
             code = refused.unwrap_or("-"),
         );
+    }
+}
+
+/// A value, or `-` when there is none.
+struct OrDash<T>(Option<T>);
+
+impl<T: fmt::Display> fmt::Display for OrDash<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(value) => value.fmt(f),
+            None => f.write_str("-"),
+        }
     }
 }
 

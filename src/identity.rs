@@ -31,19 +31,22 @@ use self::jwks::Jwks;
 use self::verified::VerifiedCache;
 use crate::config::IdentityConfig;
 use crate::error::ProxyError;
-use crate::secret::{fingerprint, Secret};
+use crate::secret::{Fingerprint, Secret};
 
 /// The verified caller: the linked account its credential names. Cheap to clone.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Caller {
     account: Arc<str>,
+    tag: Fingerprint,
 }
 
 impl Caller {
     /// A caller for a linked account id (already verified).
     pub fn new(account: impl Into<Arc<str>>) -> Self {
+        let account = account.into();
         Self {
-            account: account.into(),
+            tag: Fingerprint::of(account.as_bytes()),
+            account,
         }
     }
 
@@ -58,8 +61,8 @@ impl Caller {
     }
 
     /// A short hash of the account id for logs.
-    pub fn tag(&self) -> String {
-        fingerprint(self.account.as_bytes())
+    pub fn tag(&self) -> Fingerprint {
+        self.tag
     }
 }
 

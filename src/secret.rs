@@ -53,12 +53,30 @@ impl fmt::Display for Secret {
 
 /// A short hash of an identifier, for log lines that must correlate without naming it.
 pub fn fingerprint(bytes: &[u8]) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        hash ^= u64::from(*b);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    Fingerprint::of(bytes).to_string()
+}
+
+/// A short, non-reversible hash of an identifier (the high half of FNV-1a), printed as
+/// 8 hex digits. Computed once, printed without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint(u32);
+
+impl Fingerprint {
+    /// The fingerprint of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in bytes {
+            hash ^= u64::from(*b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        Self((hash >> 32) as u32)
     }
-    format!("{:08x}", (hash >> 32) as u32)
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:08x}", self.0)
+    }
 }
 
 #[cfg(test)]

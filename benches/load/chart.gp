@@ -13,7 +13,7 @@ set title "Throughput, closed loop (wrk -t1 -c64), median and min–max"
 set ylabel "requests/s"
 set yrange [0:*]
 plot datafile using 0:2:xtic(1) with boxes lc rgb "#4477aa" notitle, \
-     '' using 0:2:3:4 with yerrorbars lc rgb "black" pt -1 notitle, \
+     '' using 0:2:3:4 with yerrorbars lc rgb "black" pt 0 notitle, \
      '' using 0:2:(sprintf("%.0f", $2)) with labels offset 0,1 notitle
 
 set title sprintf("Latency at %s req/s, open loop (oha --latency-correction), medians", rate)

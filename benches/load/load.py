@@ -315,7 +315,7 @@ def markdown(res):
         f"`wrk -t1 -c{settings['connections']} -d{settings['duration']}s` (HTTP/1.1 keep-alive). "
         f"Open loop: `oha -q {settings['rate']} -c{settings['connections']} -z {settings['duration']}s "
         f"--latency-correction`. Upstream and nginx proxy: one nginx worker each; refold-proxy: "
-        f"`server.worker_threads = 1`, logs at warn. Versions: {res['versions']}.",
+        f"`server.worker_threads = 1`, `RUST_LOG={settings.get('refold_log', 'warn')}`. Versions: {res['versions']}.",
         "",
         "Medians of the rounds, min–max in brackets. CPU: the proxy process's utime+stime "
         "over the closed-loop run ÷ requests (nginx: its worker). Latency: open loop at "

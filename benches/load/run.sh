@@ -121,7 +121,7 @@ cat >"$RAW/meta.json" <<EOF
   "command": "$COMMAND",
   "runs": $RUNS,
   "clk_tck": $(getconf CLK_TCK),
-  "settings": {"runs": $RUNS, "duration": $DURATION, "rate": $RATE, "connections": $CONNECTIONS, "warmup": $WARMUP},
+  "settings": {"runs": $RUNS, "duration": $DURATION, "rate": $RATE, "connections": $CONNECTIONS, "warmup": $WARMUP, "refold_log": "${REFOLD_LOG:-warn}"},
   "versions": "$(versions), wrk $(wrk -v 2>&1 | awk 'NR==1{print $2}'), $(oha --version)",
   "rss_idle_kib": {${rss_idle_json%,}},
   "mints": {"refold-hs256": $HS_MINTS, "refold-es256": $ES_MINTS},

@@ -104,7 +104,7 @@ free_port() { python3 "$LOAD_DIR/load.py" port; }
 wait_listening() {
     local port="$1" hex
     hex="$(printf '%04X' "$port")"
-    for _ in $(seq 600); do
+    for _ in $(seq 1200); do
         if awk -v p=":$hex" '$4 == "0A" && substr($2, length($2) - 4) == p {f = 1} END {exit !f}' /proc/net/tcp; then
             return 0
         fi

@@ -310,6 +310,11 @@ def markdown(res):
     lines = [
         f"Load comparison, {res['date']}, {res['machine']}.",
         "",
+    ]
+    if settings["runs"] < 5:
+        lines += [f"**{settings['runs']} round(s) only: a check that the script works, not figures to quote "
+                  "(quote medians of at least 5).**", ""]
+    lines += [
         f"Command: `{res['command']}`. {settings['runs']} interleaved rounds "
         f"(direct, nginx, refold-hs256, refold-es256 in turn), unpinned. Closed loop: "
         f"`wrk -t1 -c{settings['connections']} -d{settings['duration']}s` (HTTP/1.1 keep-alive). "

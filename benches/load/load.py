@@ -389,11 +389,13 @@ def write_chart_data(res, out):
 
 def callgrind_total(path):
     """Total instructions (Ir) of a callgrind output file: its `summary:` or `totals:` line."""
-    total = None
+    found = {}
     with open(path) as f:
         for line in f:
-            if line.startswith("summary:") or line.startswith("totals:"):
-                total = int(line.split()[1])
+            if line.startswith(("summary:", "totals:")):
+                key, value = line.split()[:2]
+                found[key] = int(value)
+    total = found.get("summary:", found.get("totals:"))
     if total is None:
         raise SystemExit(f"no summary line in {path}")
     return total

@@ -5,6 +5,7 @@
   load.py refold-token                 print a Refold-like session token (HS256 JWT, long expiry)
   load.py es256-jwt KEY_PEM SUB TTL_S  print an ES256 app JWT signed with KEY_PEM (uses openssl)
   load.py proc PID                     print "utime+stime_ticks rss_kib" of a process
+  load.py rps WRK_JSON                 print the requests/s of one wrk run
   load.py report RAW_DIR OUT_DIR       summarise a run.sh run: load.json, load.md, chart data
   load.py instructions RAW_DIR OUT_DIR summarise an instructions.sh run
 """
@@ -315,10 +316,10 @@ def markdown(res):
         lines += [f"**{settings['runs']} round(s) only: a check that the script works, not figures to quote "
                   "(quote medians of at least 5).**", ""]
     lines += [
-        f"Command: `{res['command']}`. {settings['runs']} interleaved rounds "
+        f"Command: `{res['command']}`. {settings['runs']} interleaved round(s) "
         f"(direct, nginx, refold-hs256, refold-es256 in turn), unpinned. Closed loop: "
         f"`wrk -t1 -c{settings['connections']} -d{settings['duration']}s` (HTTP/1.1 keep-alive). "
-        f"Open loop: `oha -q {settings['rate']} -c{settings['connections']} -z {settings['duration']}s "
+        f"Open loop: `oha -q {settings['rate']} -c{settings['connections']} -z {settings['duration']}s -w "
         f"--latency-correction`. Upstream and nginx proxy: one nginx worker each; refold-proxy: "
         f"`server.worker_threads = 1`, `RUST_LOG={settings.get('refold_log', 'warn')}`. Versions: {res['versions']}.",
         "",
@@ -474,6 +475,10 @@ def main(argv):
         cmd_es256_jwt(*args)
     elif cmd == "proc":
         cmd_proc(*args)
+    elif cmd == "rps":
+        doc = load_json(args[0])
+        errors = sum(doc["errors"].values())
+        print(f"{doc['requests'] / doc['duration_us'] * 1e6:,.0f} req/s, {errors} errors")
     elif cmd == "report":
         problems = cmd_report(*args)
         for p in problems:

@@ -88,7 +88,7 @@ run_wrk() { # TARGET SECONDS OUTFILE
         -H "Authorization: ${AUTH[$1]}" "${URL[$1]}" >"$3.txt"
 }
 run_oha() { # TARGET SECONDS OUTFILE
-    oha --no-tui "${OHA_JSON[@]}" -z "$2s" -q "$RATE" -c "$CONNECTIONS" --latency-correction \
+    oha --no-tui "${OHA_JSON[@]}" -z "$2s" -w -q "$RATE" -c "$CONNECTIONS" --latency-correction \
         -H "Authorization: ${AUTH[$1]}" "${URL[$1]}" >"$3"
 }
 
@@ -109,7 +109,7 @@ for r in $(seq "$RUNS"); do
         if [ "$c0" = null ]; then closed=null open=null; else closed=$((c1 - c0)) open=$((c2 - c1)); fi
         printf '{"closed_ticks":%s,"open_ticks":%s,"rss_after_kib":%s}\n' "$closed" "$open" "$rss" \
             >"$RAW/r$r-$t-cpu.json"
-        log "round $r/$RUNS $t: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(f"{d["requests"]/d["duration_us"]*1e6:,.0f} req/s")' "$RAW/r$r-$t-wrk.json")"
+        log "round $r/$RUNS $t: $(python3 "$LOAD_DIR/load.py" rps "$RAW/r$r-$t-wrk.json")"
     done
 done
 

@@ -9,7 +9,7 @@ set key top left
 set xtics nomirror
 set boxwidth 0.6
 
-set title "Throughput, closed loop (wrk -t1 -c64), median and min–max"
+set title sprintf("Throughput, closed loop (wrk -t1 -c%s), median and min–max", conns)
 set ylabel "requests/s"
 set yrange [0:*]
 plot datafile using 0:2:xtic(1) with boxes lc rgb "#4477aa" notitle, \

@@ -133,7 +133,7 @@ mkdir -p "$OUT"
 rm -rf "$OUT/raw" && cp -r "$RAW" "$OUT/raw"
 status=0
 python3 "$LOAD_DIR/load.py" report "$RAW" "$OUT" || status=1
-gnuplot -e "datafile='$OUT/chart.dat'; outfile='$OUT/chart.png'; rate='$RATE'" "$LOAD_DIR/chart.gp" \
+gnuplot -e "datafile='$OUT/chart.dat'; outfile='$OUT/chart.png'; rate='$RATE'; conns='$CONNECTIONS'" "$LOAD_DIR/chart.gp" \
     || { log "chart failed"; status=1; }
 
 if [ "$PUBLISH" = 1 ]; then

@@ -95,6 +95,7 @@ cat >"$RAW/meta.json" <<EOF
   "warmup": $WARMUP_REQUESTS,
   "repeats": $REPEATS,
   "targets": [${targets_json%,}],
+  "refold_log": "${REFOLD_LOG:-warn}",
   "versions": "$(versions), $(valgrind --version), $(oha --version)"
 }
 EOF

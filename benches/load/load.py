@@ -449,7 +449,8 @@ def cmd_instructions(raw, out):
         f"(one worker) and serves {meta['warmup']} warm-up requests plus N requests "
         f"(one connection, keep-alive); it runs once with N = {n} and once with 2N, and "
         "instructions per request = (Ir(2N) − Ir(N)) ÷ N, so start-up, warm-up and shutdown "
-        f"cancel out. Versions: {meta['versions']}.",
+        f"cancel out. refold-proxy runs with `RUST_LOG={meta.get('refold_log', 'warn')}`. "
+        f"Versions: {meta['versions']}.",
         "",
         "| target | instructions/request | ratio to nginx |",
         "| --- | --- | --- |",

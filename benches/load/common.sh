@@ -1,0 +1,301 @@
+# Shared by run.sh and instructions.sh: tools, build, configs, starting and stopping the
+# upstream, the nginx proxy and refold-proxy. Sourced, not run. Everything lives in a
+# temporary directory; every process started is recorded and stopped on exit.
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+LOAD_DIR="$ROOT/benches/load"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+BIN="$TARGET_DIR/release/refold-proxy"
+export PATH="$PATH:${CARGO_HOME:-$HOME/.cargo}/bin"
+
+# The path the benchmark requests, and the account every app JWT names.
+API_PATH="/api/v2/public/workflow"
+ACCOUNT="load-account"
+# About 200 bytes, shaped like Refold's answer to GET /api/v2/public/workflow.
+BODY='{"docs":[{"_id":"66a1f0c2e4b0a1b2c3d4e5f6","name":"Create ticket","slug":"freshdesk","alias":"create-ticket","enabled":true,"version":3}],"totalDocs":1,"limit":10,"page":1,"totalPages":1}'
+
+log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ---------------------------------------------------------------- tools
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+APT_UPDATED=0
+apt_install() {
+    if [ "$APT_UPDATED" = 0 ]; then
+        log "apt-get update"
+        as_root apt-get update -q >/dev/null
+        APT_UPDATED=1
+    fi
+    log "apt-get install $*"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >/dev/null
+}
+
+# need_tools CMD:PACKAGE ... installs the Debian package of every missing command; "oha"
+# comes from `cargo install oha --locked`.
+need_tools() {
+    local missing=() spec cmd pkg
+    for spec in "$@"; do
+        cmd="${spec%%:*}" pkg="${spec#*:}"
+        [ "$cmd" = oha ] && continue
+        command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    [ "${#missing[@]}" = 0 ] || apt_install "${missing[@]}"
+    for spec in "$@"; do
+        if [ "${spec%%:*}" = oha ] && ! command -v oha >/dev/null 2>&1; then
+            log "cargo install oha --locked (a few minutes)"
+            cargo install oha --locked >&2
+        fi
+    done
+    command -v cargo >/dev/null 2>&1 || die "cargo is needed to build refold-proxy (https://rustup.rs)"
+}
+
+build_proxy() {
+    log "cargo build --release"
+    cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" --bin refold-proxy >&2
+    [ -x "$BIN" ] || die "no binary at $BIN after the build"
+}
+
+versions() {
+    local v_nginx v_proxy v_git
+    v_nginx="$(nginx -v 2>&1 | sed 's|.*nginx/||')"
+    v_proxy="$("$BIN" --version | awk '{print $2}')"
+    v_git="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    if ! git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null; then
+        v_git="$v_git+changes"
+    fi
+    printf 'refold-proxy %s (%s), nginx %s' "$v_proxy" "$v_git" "$v_nginx"
+}
+
+# ---------------------------------------------------------------- processes
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/refold-load.XXXXXX")"
+PIDS=()          # processes to stop, in start order
+NGINX_PIDFILES=() # daemonised nginx masters, found through their pid files
+
+stop_all() {
+    local status=$? pid pidfile i
+    trap - EXIT INT TERM
+    for pidfile in "${NGINX_PIDFILES[@]}"; do
+        if [ -s "$pidfile" ]; then PIDS+=("$(cat "$pidfile")"); fi
+    done
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+        pid="${PIDS[i]}"
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    if [ "${KEEP_WORK:-0}" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+    exit "$status"
+}
+trap stop_all EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+free_port() { python3 "$LOAD_DIR/load.py" port; }
+
+# wait_listening PORT: until something listens on 127.0.0.1:PORT, sending no request (so
+# instruction counts see none).
+wait_listening() {
+    local port="$1" hex
+    hex="$(printf '%04X' "$port")"
+    for _ in $(seq 1200); do
+        if awk -v p=":$hex" '$4 == "0A" && substr($2, length($2) - 4) == p {f = 1} END {exit !f}' /proc/net/tcp; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    die "nothing listens on 127.0.0.1:$port"
+}
+
+# ---------------------------------------------------------------- upstream (nginx)
+
+# start_upstream: nginx, one worker, serving BODY for GET API_PATH when the request carries
+# `Authorization: Bearer STATIC_TOKEN` (401 otherwise), and the session-token endpoint
+# answering STATIC_TOKEN. Each mint is one line of mints.log, naming the API key.
+start_upstream() {
+    UP_PORT="$(free_port)"
+    STATIC_TOKEN="$(python3 "$LOAD_DIR/load.py" refold-token)"
+    local dir="$WORK/upstream"
+    mkdir -p "$dir/logs"
+    : >"$dir/logs/mints.log"
+    cat >"$dir/nginx.conf" <<EOF
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $dir/tmp;
+    proxy_temp_path $dir/tmp;
+    fastcgi_temp_path $dir/tmp;
+    uwsgi_temp_path $dir/tmp;
+    scgi_temp_path $dir/tmp;
+    keepalive_requests 100000000;
+    keepalive_timeout 600s;
+    default_type application/json;
+    log_format mint '\$request_method \$uri \$status key=\$http_x_api_key';
+    server {
+        listen 127.0.0.1:$UP_PORT backlog=4096;
+        location = $API_PATH {
+            if (\$http_authorization != "Bearer $STATIC_TOKEN") {
+                return 401 '{"status_code":401,"http_error_type":"UNAUTHORIZED","error":"INVALID_TOKEN","message":"Invalid token"}';
+            }
+            return 200 '$BODY';
+        }
+        location = /api/v2/public/session-token {
+            access_log $dir/logs/mints.log mint;
+            if (\$http_x_api_key = "") {
+                return 401 '{"status_code":401,"http_error_type":"UNAUTHORIZED","error":"UNAUTHORIZED","message":"Invalid Credentials"}';
+            }
+            return 200 '{"token":"$STATIC_TOKEN","expires_in":2592000}';
+        }
+        location / {
+            return 404 '{"status_code":404,"http_error_type":"NOT_FOUND","error":"NOT_FOUND","message":"Not found"}';
+        }
+    }
+}
+EOF
+    mkdir -p "$dir/tmp"
+    NGINX_PIDFILES+=("$dir/nginx.pid")
+    nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log"
+    wait_listening "$UP_PORT"
+    UP_MASTER="$(cat "$dir/nginx.pid")"
+    UP_WORKERS="$(pgrep -P "$UP_MASTER" | tr '\n' ' ')"
+    log "upstream nginx on 127.0.0.1:$UP_PORT (master $UP_MASTER, worker $UP_WORKERS)"
+}
+
+# mints_for KEY: mint requests the upstream answered for that API key.
+mints_for() { grep -c "^POST /api/v2/public/session-token 200 key=$1\$" "$WORK/upstream/logs/mints.log" || true; }
+
+# ---------------------------------------------------------------- nginx proxy
+
+# write_nginx_proxy_conf: the proxy a team would build instead, in front of the upstream.
+# EXTRA (optional) is added at the top level (instructions.sh: "daemon off; master_process off;").
+write_nginx_proxy_conf() {
+    NGINX_PORT="$(free_port)"
+    local dir="$WORK/nginx-proxy"
+    mkdir -p "$dir/logs" "$dir/tmp"
+    cat >"$dir/nginx.conf" <<EOF
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+${1:-}
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $dir/tmp;
+    proxy_temp_path $dir/tmp;
+    fastcgi_temp_path $dir/tmp;
+    uwsgi_temp_path $dir/tmp;
+    scgi_temp_path $dir/tmp;
+    keepalive_requests 100000000;
+    keepalive_timeout 600s;
+    upstream refold {
+        server 127.0.0.1:$UP_PORT;
+        keepalive 64;
+        keepalive_requests 100000000;
+        keepalive_timeout 600s;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT backlog=4096;
+        location / {
+            proxy_pass http://refold;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Authorization "Bearer $STATIC_TOKEN";
+        }
+    }
+}
+EOF
+    NGINX_CONF="$dir/nginx.conf"
+    NGINX_DIR="$dir"
+}
+
+start_nginx_proxy() {
+    write_nginx_proxy_conf
+    NGINX_PIDFILES+=("$NGINX_DIR/nginx.pid")
+    nginx -p "$NGINX_DIR" -c "$NGINX_CONF" -e "$NGINX_DIR/logs/error.log"
+    wait_listening "$NGINX_PORT"
+    NGINX_MASTER="$(cat "$NGINX_DIR/nginx.pid")"
+    NGINX_WORKERS="$(pgrep -P "$NGINX_MASTER" | tr '\n' ' ')"
+    log "nginx proxy on 127.0.0.1:$NGINX_PORT (master $NGINX_MASTER, worker $NGINX_WORKERS)"
+}
+
+# ---------------------------------------------------------------- refold-proxy
+
+HS_SECRET="load-bench-hs256-secret-0123456789abcdef"
+
+# write_refold_conf NAME ALG: config for one refold-proxy (ALG HS256 or ES256), one
+# runtime worker, rate limits out of the way. Sets REFOLD_PORT, REFOLD_CONF, REFOLD_KEY
+# (the API key it mints with, so mints are counted per instance) and APP_JWT.
+write_refold_conf() {
+    local name="$1" alg="$2" dir="$WORK/$1"
+    mkdir -p "$dir"
+    REFOLD_PORT="$(free_port)"
+    REFOLD_KEY="tk_load_$name"
+    local identity
+    case "$alg" in
+        HS256) identity="algorithms = [\"HS256\"]
+hs_secret_env = \"APP_JWT_SECRET\"" ;;
+        ES256) identity="algorithms = [\"ES256\"]
+public_key_file = \"$ROOT/tests/keys/es256.pub.pem\"" ;;
+        *) die "unknown algorithm $alg" ;;
+    esac
+    cat >"$dir/proxy.toml" <<EOF
+[server]
+listen = "127.0.0.1:$REFOLD_PORT"
+shutdown_grace_s = 2
+worker_threads = 1
+
+[admin]
+listen = "127.0.0.1:0"
+
+[upstream]
+base_url = "http://127.0.0.1:$UP_PORT"
+api_key_env = "REFOLD_API_KEY"
+
+[identity]
+$identity
+
+[limits]
+max_connections = 10000
+per_account_rps = 1000000.0
+per_account_burst = 1000000
+max_in_flight = 100000
+EOF
+    REFOLD_CONF="$dir/proxy.toml"
+    case "$alg" in
+        HS256) APP_JWT="$(APP_JWT_SECRET="$HS_SECRET" REFOLD_API_KEY="$REFOLD_KEY" \
+            "$BIN" --config "$REFOLD_CONF" sign-jwt --sub "$ACCOUNT" --ttl 1d)" ;;
+        ES256) APP_JWT="$(python3 "$LOAD_DIR/load.py" es256-jwt "$ROOT/tests/keys/es256.key.pem" "$ACCOUNT" 86400)" ;;
+    esac
+    APP_JWT_SECRET="$HS_SECRET" REFOLD_API_KEY="$REFOLD_KEY" "$BIN" --check-config "$REFOLD_CONF" >/dev/null \
+        || die "refold-proxy refuses $REFOLD_CONF"
+}
+
+# refold_env: the environment refold-proxy runs with (secrets through the named variables;
+# logs at warn, so the per-request access line at info is off).
+refold_env() { echo "APP_JWT_SECRET=$HS_SECRET REFOLD_API_KEY=$REFOLD_KEY RUST_LOG=${REFOLD_LOG:-warn}"; }
+
+# start_refold NAME ALG: starts one refold-proxy; sets REFOLD_PID and the variables of
+# write_refold_conf.
+start_refold() {
+    write_refold_conf "$1" "$2"
+    # shellcheck disable=SC2046
+    env $(refold_env) "$BIN" --config "$REFOLD_CONF" 2>"$WORK/$1/proxy.log" &
+    REFOLD_PID=$!
+    PIDS+=("$REFOLD_PID")
+    wait_listening "$REFOLD_PORT"
+    # Serving (not only bound): a request without an app JWT gets 401 and mints nothing.
+    for _ in $(seq 100); do
+        [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$REFOLD_PORT$API_PATH")" = 401 ] && break
+        sleep 0.1
+    done
+    log "refold-proxy $1 ($2) on 127.0.0.1:$REFOLD_PORT (pid $REFOLD_PID)"
+}

@@ -1,0 +1,499 @@
+#!/usr/bin/env python3
+"""Helpers of the load scripts (standard library only).
+
+  load.py port                         print a free loopback TCP port
+  load.py refold-token                 print a Refold-like session token (HS256 JWT, long expiry)
+  load.py es256-jwt KEY_PEM SUB TTL_S  print an ES256 app JWT signed with KEY_PEM (uses openssl)
+  load.py proc PID                     print "utime+stime_ticks rss_kib" of a process
+  load.py rps WRK_JSON                 print the requests/s of one wrk run
+  load.py report RAW_DIR OUT_DIR       summarise a run.sh run: load.json, load.md, chart data
+  load.py instructions RAW_DIR OUT_DIR summarise an instructions.sh run
+"""
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import platform
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def jwt_segment(obj) -> str:
+    return b64url(json.dumps(obj, separators=(",", ":")).encode())
+
+
+def cmd_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        print(s.getsockname()[1])
+
+
+def cmd_refold_token():
+    # Shaped like Refold's session tokens (claims per REFOLD_API.md), about 250 bytes.
+    now = int(time.time())
+    claims = {
+        "org_id": "65f0c0ffee0123456789abcd",
+        "linked_account_id": "load-account",
+        "environment": "test",
+        "iat": now,
+        "exp": now + 365 * 86400,
+    }
+    signing_input = jwt_segment({"alg": "HS256", "typ": "JWT"}) + "." + jwt_segment(claims)
+    sig = hmac.new(secrets.token_bytes(32), signing_input.encode(), hashlib.sha256).digest()
+    print(signing_input + "." + b64url(sig))
+
+
+def der_to_raw(der: bytes, size: int = 32) -> bytes:
+    """ECDSA-Sig-Value (DER SEQUENCE of two INTEGERs) to JOSE's fixed-width r || s."""
+
+    def read_len(i):
+        n = der[i]
+        if n < 0x80:
+            return n, i + 1
+        k = n & 0x7F
+        return int.from_bytes(der[i + 1 : i + 1 + k], "big"), i + 1 + k
+
+    assert der[0] == 0x30, "not a DER sequence"
+    _, i = read_len(1)
+    out = b""
+    for _ in range(2):
+        assert der[i] == 0x02, "not a DER integer"
+        n, i = read_len(i + 1)
+        out += int.from_bytes(der[i : i + n], "big").to_bytes(size, "big")
+        i += n
+    return out
+
+
+def cmd_es256_jwt(key_pem, sub, ttl_s):
+    now = int(time.time())
+    claims = {"sub": sub, "iat": now, "exp": now + int(ttl_s)}
+    signing_input = jwt_segment({"alg": "ES256", "typ": "JWT"}) + "." + jwt_segment(claims)
+    der = subprocess.run(
+        ["openssl", "dgst", "-sha256", "-sign", key_pem],
+        input=signing_input.encode(),
+        capture_output=True,
+        check=True,
+    ).stdout
+    print(signing_input + "." + b64url(der_to_raw(der)))
+
+
+def proc_sample(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # After the ")" closing comm, field 3 (state) is index 0: utime is field 14, stime 15.
+    ticks = int(fields[11]) + int(fields[12])
+    rss = 0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+    return ticks, rss
+
+
+def cmd_proc(pid):
+    ticks, rss = proc_sample(pid)
+    print(ticks, rss)
+
+
+# ---------------------------------------------------------------- report
+
+TARGETS = ["direct", "nginx", "refold-hs256", "refold-es256"]
+REFOLD = ["refold-hs256", "refold-es256"]
+
+
+def load_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def med(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def oha_figures(doc):
+    """Requests, non-2xx, errors and latency percentiles (µs) from oha's JSON output."""
+    summary = doc.get("summary", {})
+    pct = doc.get("latencyPercentiles", {})
+    codes = {int(k): v for k, v in doc.get("statusCodeDistribution", {}).items()}
+    errors = sum(doc.get("errorDistribution", {}).values())
+    ok = sum(v for k, v in codes.items() if 200 <= k < 300)
+    total = sum(codes.values())
+
+    def us(key):
+        v = pct.get(key)
+        return None if v is None else v * 1e6
+
+    return {
+        "requests": total,
+        "rps": summary.get("requestsPerSec"),
+        "non_2xx": total - ok,
+        "errors": errors,
+        "p50_us": us("p50"),
+        "p99_us": us("p99"),
+        "p999_us": us("p99.9"),
+    }
+
+
+def fmt(v, digits=0):
+    if v is None:
+        return "–"
+    return f"{v:,.{digits}f}"
+
+
+def fmt_range(stat, digits=0, unit=""):
+    if stat is None:
+        return "–"
+    return f"{fmt(stat['median'], digits)}{unit} ({fmt(stat['min'], digits)}–{fmt(stat['max'], digits)})"
+
+
+def machine():
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem_gib = "?"
+    try:
+        with open("/proc/meminfo") as f:
+            mem_gib = f"{int(f.readline().split()[1]) / 2**20:.1f}"
+    except OSError:
+        pass
+    return f"{os.cpu_count()} vCPU ({cpu}), {mem_gib} GiB RAM, Linux {platform.release()}"
+
+
+def cmd_report(raw, out):
+    meta = load_json(os.path.join(raw, "meta.json"))
+    runs = meta["runs"]
+    rounds = []  # rounds[r][target] = figures
+    problems = []
+    for r in range(1, runs + 1):
+        row = {}
+        for t in TARGETS:
+            wrk = load_json(os.path.join(raw, f"r{r}-{t}-wrk.json"))
+            oha = oha_figures(load_json(os.path.join(raw, f"r{r}-{t}-oha.json")))
+            cpu = load_json(os.path.join(raw, f"r{r}-{t}-cpu.json"))
+            hz = meta["clk_tck"]
+            fig = {
+                "rps": wrk["requests"] / (wrk["duration_us"] / 1e6),
+                "wrk_requests": wrk["requests"],
+                "wrk_errors": wrk["errors"],
+                "wrk_p50_us": wrk["latency_us"]["p50"],
+                "wrk_p99_us": wrk["latency_us"]["p99"],
+                "open_loop": oha,
+                "cpu_us_per_req": None,
+                "cpu_us_per_req_open_loop": None,
+                "rss_kib_after": cpu.get("rss_after_kib"),
+            }
+            if cpu.get("closed_ticks") is not None and wrk["requests"]:
+                fig["cpu_us_per_req"] = cpu["closed_ticks"] / hz * 1e6 / wrk["requests"]
+            if cpu.get("open_ticks") is not None and oha["requests"]:
+                fig["cpu_us_per_req_open_loop"] = cpu["open_ticks"] / hz * 1e6 / oha["requests"]
+            for kind, n in wrk["errors"].items():
+                if n:
+                    problems.append(f"round {r} {t}: wrk {kind} errors: {n}")
+            if oha["non_2xx"]:
+                problems.append(f"round {r} {t}: oha non-2xx: {oha['non_2xx']}")
+            if oha["errors"]:
+                problems.append(f"round {r} {t}: oha socket errors: {oha['errors']}")
+            row[t] = fig
+        rounds.append(row)
+
+    summary = {}
+    for t in TARGETS:
+        col = [row[t] for row in rounds]
+        summary[t] = {
+            "rps": med([c["rps"] for c in col]),
+            "cpu_us_per_req": med([c["cpu_us_per_req"] for c in col]),
+            "cpu_us_per_req_open_loop": med([c["cpu_us_per_req_open_loop"] for c in col]),
+            "p50_us": med([c["open_loop"]["p50_us"] for c in col]),
+            "p99_us": med([c["open_loop"]["p99_us"] for c in col]),
+            "p999_us": med([c["open_loop"]["p999_us"] for c in col]),
+            "added_p50_us": None,
+            "added_p99_us": None,
+            "open_loop_rps": med([c["open_loop"]["rps"] for c in col]),
+            "rss_idle_kib": meta["rss_idle_kib"].get(t),
+            "rss_after_kib": med([c["rss_kib_after"] for c in col]),
+            "wrk_errors": sum(sum(c["wrk_errors"].values()) for c in col),
+            "non_2xx": sum(c["open_loop"]["non_2xx"] + c["wrk_errors"]["status"] for c in col),
+            "socket_errors": sum(
+                c["open_loop"]["errors"] + sum(v for k, v in c["wrk_errors"].items() if k != "status")
+                for c in col
+            ),
+        }
+        if t != "direct":
+            summary[t]["added_p50_us"] = med(
+                [row[t]["open_loop"]["p50_us"] - row["direct"]["open_loop"]["p50_us"] for row in rounds]
+            )
+            summary[t]["added_p99_us"] = med(
+                [row[t]["open_loop"]["p99_us"] - row["direct"]["open_loop"]["p99_us"] for row in rounds]
+            )
+
+    def ratio(t, base, key):
+        vals = []
+        for row in rounds:
+            a, b = key(row[t], row), key(row[base], row)
+            if a is not None and b not in (None, 0):
+                vals.append(a / b)
+        return med(vals)
+
+    added_p50 = lambda c, row: c["open_loop"]["p50_us"] - row["direct"]["open_loop"]["p50_us"]
+    added_p99 = lambda c, row: c["open_loop"]["p99_us"] - row["direct"]["open_loop"]["p99_us"]
+    ratios = {}
+    for t in REFOLD:
+        ratios[t] = {
+            "vs_nginx": {
+                "throughput": ratio(t, "nginx", lambda c, row: c["rps"]),
+                "cpu_per_req": ratio(t, "nginx", lambda c, row: c["cpu_us_per_req"]),
+                "added_p50": ratio(t, "nginx", added_p50),
+                "added_p99": ratio(t, "nginx", added_p99),
+            },
+            "vs_direct": {
+                "throughput": ratio(t, "direct", lambda c, row: c["rps"]),
+            },
+        }
+    ratios["nginx"] = {"vs_direct": {"throughput": ratio("nginx", "direct", lambda c, row: c["rps"])}}
+
+    for t, n in meta["mints"].items():
+        if n != meta["accounts"][t]:
+            problems.append(f"{t}: {n} mints for {meta['accounts'][t]} accounts")
+
+    result = {
+        "machine": machine(),
+        "date": meta["date"],
+        "command": meta["command"],
+        "settings": meta["settings"],
+        "versions": meta["versions"],
+        "targets": TARGETS,
+        "summary": summary,
+        "ratios": ratios,
+        "mints": meta["mints"],
+        "accounts": meta["accounts"],
+        "rounds": rounds,
+        "problems": problems,
+    }
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "load.json"), "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+    with open(os.path.join(out, "load.md"), "w") as f:
+        f.write(markdown(result))
+    write_chart_data(result, out)
+    return problems
+
+
+def kib_to_mib(stat):
+    if stat is None:
+        return None
+    if isinstance(stat, dict):
+        return {k: (v / 1024 if k != "n" else v) for k, v in stat.items()}
+    return stat / 1024
+
+
+def markdown(res):
+    s, settings = res["summary"], res["settings"]
+    lines = [
+        f"Load comparison, {res['date']}, {res['machine']}.",
+        "",
+    ]
+    if settings["runs"] < 5:
+        lines += [f"**{settings['runs']} round(s) only: a check that the script works, not figures to quote "
+                  "(quote medians of at least 5).**", ""]
+    lines += [
+        f"Command: `{res['command']}`. {settings['runs']} interleaved round(s) "
+        f"(direct, nginx, refold-hs256, refold-es256 in turn), unpinned. Closed loop: "
+        f"`wrk -t1 -c{settings['connections']} -d{settings['duration']}s` (HTTP/1.1 keep-alive). "
+        f"Open loop: `oha -q {settings['rate']} -c{settings['connections']} -z {settings['duration']}s -w "
+        f"--latency-correction`. Upstream and nginx proxy: one nginx worker each; refold-proxy: "
+        f"`server.worker_threads = 1`, `RUST_LOG={settings.get('refold_log', 'warn')}`. Versions: {res['versions']}.",
+        "",
+        "Medians of the rounds, min–max in brackets. CPU: the proxy process's utime+stime "
+        "over the closed-loop run ÷ requests (nginx: its worker). Latency: open loop at "
+        f"{settings['rate']} req/s; \"added\" is the target's percentile minus direct's in the "
+        "same round.",
+        "",
+        "| target | req/s (closed loop) | proxy CPU µs/req | p50 µs | p99 µs | p99.9 µs "
+        "| added p50 µs | added p99 µs | RSS idle → after MiB | non-2xx | socket errors |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for t in res["targets"]:
+        x = s[t]
+        idle = kib_to_mib(x["rss_idle_kib"])
+        after = kib_to_mib(x["rss_after_kib"])
+        rss = "–" if idle is None else f"{idle:.1f} → {after['median']:.1f}"
+        lines.append(
+            f"| {t} | {fmt_range(x['rps'])} | {fmt_range(x['cpu_us_per_req'], 1)} "
+            f"| {fmt_range(x['p50_us'])} | {fmt_range(x['p99_us'])} | {fmt_range(x['p999_us'])} "
+            f"| {fmt_range(x['added_p50_us'])} | {fmt_range(x['added_p99_us'])} | {rss} "
+            f"| {x['non_2xx']} | {x['socket_errors']} |"
+        )
+    lines += [
+        "",
+        "Ratios: median of the per-round ratios (min–max). Below 1.0 is better for CPU and "
+        "added latency, above 1.0 better for throughput.",
+        "",
+        "| ratio | throughput | CPU/request | added p50 | added p99 |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    r = res["ratios"]
+    for t in REFOLD:
+        v = r[t]["vs_nginx"]
+        lines.append(
+            f"| {t} / nginx | {fmt_range(v['throughput'], 2)} | {fmt_range(v['cpu_per_req'], 2)} "
+            f"| {fmt_range(v['added_p50'], 2)} | {fmt_range(v['added_p99'], 2)} |"
+        )
+    for t in REFOLD + ["nginx"]:
+        lines.append(f"| {t} / direct | {fmt_range(r[t]['vs_direct']['throughput'], 2)} | | | |")
+    mints = ", ".join(f"{t} {n} (accounts {res['accounts'][t]})" for t, n in res["mints"].items())
+    lines += [
+        "",
+        f"Mints counted by the upstream: {mints}.",
+        "",
+        "Checks: " + ("all requests 2xx, no socket errors, mints = accounts." if not res["problems"]
+                      else "**FAILED**: " + "; ".join(res["problems"])),
+        "",
+        "![throughput and latency per target](chart.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_chart_data(res, out):
+    with open(os.path.join(out, "chart.dat"), "w") as f:
+        f.write("# target rps rps_min rps_max p50_us p99_us p999_us\n")
+        for t in res["targets"]:
+            x = res["summary"][t]
+            f.write(
+                f"{t} {x['rps']['median']:.0f} {x['rps']['min']:.0f} {x['rps']['max']:.0f} "
+                f"{x['p50_us']['median']:.1f} {x['p99_us']['median']:.1f} {x['p999_us']['median']:.1f}\n"
+            )
+
+
+# ---------------------------------------------------------------- instructions
+
+
+def callgrind_total(path):
+    """Total instructions (Ir) of a callgrind output file: its `summary:` or `totals:` line."""
+    found = {}
+    with open(path) as f:
+        for line in f:
+            if line.startswith(("summary:", "totals:")):
+                key, value = line.split()[:2]
+                found[key] = int(value)
+    total = found.get("summary:", found.get("totals:"))
+    if total is None:
+        raise SystemExit(f"no summary line in {path}")
+    return total
+
+
+def cmd_instructions(raw, out):
+    meta = load_json(os.path.join(raw, "meta.json"))
+    n = meta["requests"]
+    targets = {}
+    problems = []
+    for t in meta["targets"]:
+        runs = []
+        for rep in range(1, meta["repeats"] + 1):
+            one = callgrind_total(os.path.join(raw, f"{t}-{rep}-n.callgrind"))
+            two = callgrind_total(os.path.join(raw, f"{t}-{rep}-2n.callgrind"))
+            runs.append({"ir_n": one, "ir_2n": two, "per_request": (two - one) / n})
+        for rep in range(1, meta["repeats"] + 1):
+            for size in ("n", "2n"):
+                doc = load_json(os.path.join(raw, f"{t}-{rep}-{size}-oha.json"))
+                figs = oha_figures(doc)
+                if figs["non_2xx"] or figs["errors"]:
+                    problems.append(f"{t} repeat {rep} ({size}): non-2xx {figs['non_2xx']}, errors {figs['errors']}")
+        targets[t] = {"runs": runs, "per_request": med([x["per_request"] for x in runs])}
+    ratio = None
+    if "nginx" in targets:
+        ratio = {
+            t: targets[t]["per_request"]["median"] / targets["nginx"]["per_request"]["median"]
+            for t in targets
+            if t != "nginx"
+        }
+    result = {
+        "machine": machine(),
+        "date": meta["date"],
+        "command": meta["command"],
+        "requests": n,
+        "warmup": meta["warmup"],
+        "targets": targets,
+        "ratio_vs_nginx": ratio,
+        "versions": meta["versions"],
+        "problems": problems,
+    }
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "instructions.json"), "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+    lines = [
+        f"User-space instructions per request, {meta['date']}, {machine()}.",
+        "",
+        f"Command: `{meta['command']}`. Each proxy runs under `valgrind --tool=callgrind` "
+        f"(one worker) and serves {meta['warmup']} warm-up requests plus N requests "
+        f"(one connection, keep-alive); it runs once with N = {n} and once with 2N, and "
+        "instructions per request = (Ir(2N) − Ir(N)) ÷ N, so start-up, warm-up and shutdown "
+        f"cancel out. refold-proxy runs with `RUST_LOG={meta.get('refold_log', 'warn')}`. "
+        f"Versions: {meta['versions']}.",
+        "",
+        "| target | instructions/request | ratio to nginx |",
+        "| --- | --- | --- |",
+    ]
+    for t, x in targets.items():
+        r = "1.00" if t == "nginx" else (f"{ratio[t]:.2f}" if ratio else "–")
+        lines.append(f"| {t} | {fmt_range(x['per_request'])} | {r} |")
+    lines += ["", "Checks: " + ("all requests 2xx." if not problems else "**FAILED**: " + "; ".join(problems)), ""]
+    with open(os.path.join(out, "instructions.md"), "w") as f:
+        f.write("\n".join(lines))
+    return problems
+
+
+def main(argv):
+    if len(argv) < 2:
+        raise SystemExit(__doc__)
+    cmd, args = argv[1], argv[2:]
+    if cmd == "port":
+        cmd_port()
+    elif cmd == "refold-token":
+        cmd_refold_token()
+    elif cmd == "es256-jwt":
+        cmd_es256_jwt(*args)
+    elif cmd == "proc":
+        cmd_proc(*args)
+    elif cmd == "rps":
+        doc = load_json(args[0])
+        errors = sum(doc["errors"].values())
+        print(f"{doc['requests'] / doc['duration_us'] * 1e6:,.0f} req/s, {errors} errors")
+    elif cmd == "report":
+        problems = cmd_report(*args)
+        for p in problems:
+            print(f"PROBLEM: {p}", file=sys.stderr)
+        return 1 if problems else 0
+    elif cmd == "instructions":
+        problems = cmd_instructions(*args)
+        for p in problems:
+            print(f"PROBLEM: {p}", file=sys.stderr)
+        return 1 if problems else 0
+    else:
+        raise SystemExit(__doc__)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -65,11 +65,10 @@ enum State {
 pub struct FramingGuard<S> {
     inner: S,
     state: State,
-    pending: Vec<u8>,
+    /// The part of a request head read so far, when a head spans reads.
     head: Vec<u8>,
-    out: Vec<u8>,
-    out_pos: usize,
-    eof: bool,
+    /// The part of a chunk-size or trailer line (or of a chunk's CRLF) read so far.
+    line: Vec<u8>,
     flags: FramingFlags,
 }
 
@@ -81,33 +80,28 @@ impl<S> FramingGuard<S> {
         let guard = Self {
             inner,
             state: State::Head,
-            pending: Vec::new(),
             head: Vec::new(),
-            out: Vec::new(),
-            out_pos: 0,
-            eof: false,
+            line: Vec::new(),
             flags: flags.clone(),
         };
         (guard, flags)
     }
 
-    fn step_aside(&mut self, from: usize) -> usize {
+    fn step_aside(&mut self) {
         self.state = State::Passthrough;
-        self.out.extend_from_slice(&self.pending[from..]);
-        self.pending.len()
+        self.head = Vec::new();
+        self.line = Vec::new();
     }
 
-    /// Frames what arrived; complete pieces move to `out`, partial lines stay pending.
-    fn process(&mut self) {
-        let mut pos = 0;
-        while pos < self.pending.len() {
-            let rest = &self.pending[pos..];
+    /// Follows the framing through `data`, the next bytes of the stream (already in
+    /// hyper's buffer: nothing is copied but a head or line split across reads).
+    fn observe(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
             match self.state {
-                State::Passthrough => pos = self.step_aside(pos),
+                State::Passthrough => return,
                 State::Body(n) | State::ChunkData(n) => {
-                    let k = usize::try_from(n).unwrap_or(usize::MAX).min(rest.len());
-                    self.out.extend_from_slice(&rest[..k]);
-                    pos += k;
+                    let k = usize::try_from(n).unwrap_or(usize::MAX).min(data.len());
+                    data = &data[k..];
                     let left = n - k as u64;
                     self.state = match (self.state, left) {
                         (State::Body(_), 0) => State::Head,
@@ -117,26 +111,39 @@ impl<S> FramingGuard<S> {
                     };
                 }
                 State::ChunkDataEnd => {
-                    if rest.len() < 2 {
-                        break;
+                    let k = (2 - self.line.len()).min(data.len());
+                    self.line.extend_from_slice(&data[..k]);
+                    data = &data[k..];
+                    if self.line.len() < 2 {
+                        return;
                     }
-                    if &rest[..2] != b"\r\n" {
-                        pos = self.step_aside(pos);
-                        continue;
+                    if self.line != b"\r\n" {
+                        self.step_aside();
+                        return;
                     }
-                    self.out.extend_from_slice(b"\r\n");
-                    pos += 2;
+                    self.line.clear();
                     self.state = State::ChunkSize;
                 }
                 State::ChunkSize | State::Trailers => {
-                    let Some(end) = find(rest, b"\r\n") else {
-                        if rest.len() > MAX_LINE {
-                            pos = self.step_aside(pos);
+                    // A line ends at CRLF; a bare LF is part of it (and spoils a size).
+                    let Some(lf) = memchr::memchr(b'\n', data) else {
+                        self.line.extend_from_slice(data);
+                        if self.line.len() > MAX_LINE {
+                            self.step_aside();
                         }
-                        break;
+                        return;
                     };
-                    let line = &rest[..end];
-                    self.state = if self.state == State::Trailers {
+                    self.line.extend_from_slice(&data[..=lf]);
+                    data = &data[lf + 1..];
+                    if !self.line.ends_with(b"\r\n") {
+                        if self.line.len() > MAX_LINE {
+                            self.step_aside();
+                            return;
+                        }
+                        continue;
+                    }
+                    let line = &self.line[..self.line.len() - 2];
+                    let next = if self.state == State::Trailers {
                         if line.is_empty() {
                             State::Head
                         } else {
@@ -147,52 +154,69 @@ impl<S> FramingGuard<S> {
                             Some(0) => State::Trailers,
                             Some(size) => State::ChunkData(size),
                             None => {
-                                pos = self.step_aside(pos);
-                                continue;
+                                self.step_aside();
+                                return;
                             }
                         }
                     };
-                    self.out.extend_from_slice(&rest[..end + 2]);
-                    pos += end + 2;
+                    self.line.clear();
+                    self.state = next;
                 }
                 State::Head => {
                     // Blank lines between requests are allowed (RFC 9112 §2.2).
-                    if self.head.is_empty() && rest.starts_with(b"\r\n") {
-                        self.out.extend_from_slice(b"\r\n");
-                        pos += 2;
+                    if self.head.is_empty() && data.starts_with(b"\r\n") {
+                        data = &data[2..];
                         continue;
                     }
-                    // Bytes go on at once; a copy of the head is kept to read it whole.
-                    let seen = self.head.len();
-                    self.head.extend_from_slice(rest);
-                    let from = seen.saturating_sub(3);
-                    let Some(end) = find(&self.head[from..], b"\r\n\r\n").map(|e| from + e + 4)
-                    else {
-                        self.out.extend_from_slice(rest);
-                        pos = self.pending.len();
-                        if self.head.len() > MAX_LINE {
-                            self.head.clear();
-                            self.state = State::Passthrough;
+                    let taken = if self.head.is_empty() {
+                        // The usual case: the whole head in this read, read where it lies.
+                        match find(data, b"\r\n\r\n") {
+                            Some(end) => {
+                                let end = end + 4;
+                                self.head_complete(&data[..end]);
+                                end
+                            }
+                            None => {
+                                self.head.extend_from_slice(data);
+                                data.len()
+                            }
                         }
-                        continue;
+                    } else {
+                        let seen = self.head.len();
+                        let from = seen.saturating_sub(3);
+                        let k = data.len().min(MAX_LINE + 1);
+                        self.head.extend_from_slice(&data[..k]);
+                        match find(&self.head[from..], b"\r\n\r\n").map(|e| from + e + 4) {
+                            Some(end) => {
+                                let head = std::mem::take(&mut self.head);
+                                self.head_complete(&head[..end]);
+                                self.head = head;
+                                self.head.clear();
+                                end - seen
+                            }
+                            None => k,
+                        }
                     };
-                    let taken = end - seen;
-                    self.head.truncate(end);
-                    match inspect_head(&self.head) {
-                        Some((next, conflict)) => {
-                            // Recorded before hyper can see the end of this head.
-                            self.flags.push(conflict);
-                            self.state = next;
-                        }
-                        None => self.state = State::Passthrough,
+                    data = &data[taken..];
+                    if self.head.len() > MAX_LINE {
+                        self.step_aside();
+                        return;
                     }
-                    self.head.clear();
-                    self.out.extend_from_slice(&self.pending[pos..pos + taken]);
-                    pos += taken;
                 }
             }
         }
-        self.pending.drain(..pos);
+    }
+
+    /// Reads a whole request head: records its flag (before hyper can see the head's
+    /// end) and moves to its body, or stops watching if it cannot be framed.
+    fn head_complete(&mut self, head: &[u8]) {
+        match inspect_head(head) {
+            Some((next, conflict)) => {
+                self.flags.push(conflict);
+                self.state = next;
+            }
+            None => self.state = State::Passthrough,
+        }
     }
 }
 
@@ -259,35 +283,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for FramingGuard<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
-        loop {
-            if this.out_pos < this.out.len() {
-                let n = buf.remaining().min(this.out.len() - this.out_pos);
-                buf.put_slice(&this.out[this.out_pos..this.out_pos + n]);
-                this.out_pos += n;
-                if this.out_pos == this.out.len() {
-                    this.out.clear();
-                    this.out_pos = 0;
-                }
-                return Poll::Ready(Ok(()));
-            }
-            if this.eof {
-                return Poll::Ready(Ok(()));
-            }
-            if this.state == State::Passthrough && this.pending.is_empty() {
-                return Pin::new(&mut this.inner).poll_read(cx, buf);
-            }
-            let mut chunk = [0u8; 8192];
-            let mut read = ReadBuf::new(&mut chunk);
-            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
-            if read.filled().is_empty() {
-                // End of stream: whatever is left goes to hyper as it is.
-                this.eof = true;
-                this.out.append(&mut this.pending);
-                continue;
-            }
-            this.pending.extend_from_slice(read.filled());
-            this.process();
+        if this.state == State::Passthrough {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
+        // Straight into hyper's buffer; the new bytes are framed before hyper sees them.
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        this.observe(&buf.filled()[before..]);
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -325,17 +328,42 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FramingGuard<S> {
 mod tests {
     use super::*;
 
-    /// Feeds `wire` in pieces of `step` bytes; returns what hyper would read and the
-    /// per-request records.
-    fn frame(wire: &[u8], step: usize) -> (Vec<u8>, Vec<bool>) {
-        let (mut guard, flags) = FramingGuard::new(());
-        let mut seen = Vec::new();
-        for piece in wire.chunks(step) {
-            guard.pending.extend_from_slice(piece);
-            guard.process();
-            seen.append(&mut guard.out);
+    /// A stream that hands out `step` bytes per read.
+    struct Trickle<'a> {
+        wire: &'a [u8],
+        step: usize,
+    }
+
+    impl AsyncRead for Trickle<'_> {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let n = self.step.min(self.wire.len()).min(buf.remaining());
+            buf.put_slice(&self.wire[..n]);
+            self.wire = &self.wire[n..];
+            Poll::Ready(Ok(()))
         }
-        seen.append(&mut guard.pending);
+    }
+
+    /// Reads `wire` through the guard in pieces of `step` bytes; returns what hyper would
+    /// read and the per-request records.
+    fn frame(wire: &[u8], step: usize) -> (Vec<u8>, Vec<bool>) {
+        let (guard, flags) = FramingGuard::new(Trickle { wire, step });
+        let mut seen = Vec::new();
+        let mut reader = guard;
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        loop {
+            let mut chunk = [0u8; 4096];
+            let mut buf = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut reader).poll_read(&mut cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => break,
+                Poll::Ready(Ok(())) => seen.extend_from_slice(buf.filled()),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
         let records = flags.0.lock().unwrap().iter().copied().collect();
         (seen, records)
     }

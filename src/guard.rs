@@ -6,11 +6,12 @@
 //! byte goes to the caller; larger bodies stream unscanned, after their first
 //! `max_scan_bytes` were checked.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, Response};
 use http_body::{Body, Frame, SizeHint};
@@ -90,8 +91,8 @@ impl ResponseGuard {
         token: &Token,
         mut on_body: impl FnMut(&[u8]),
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let token = Finder::new(token.secret());
-        if self.headers_leak(response.headers(), &token) {
+        let token = token.finder();
+        if self.headers_leak(response.headers(), token) {
             return Err(ProxyError::TokenLeakBlocked);
         }
         let (parts, mut body) = response.into_parts();
@@ -106,19 +107,19 @@ impl ResponseGuard {
                 body.map_err(BoxError::from).boxed_unsync(),
             ));
         }
-        let mut seen = BytesMut::new();
         let mut chunks = VecDeque::new();
+        let mut read = 0usize;
         let mut trailers = None;
         loop {
             match body.frame().await {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
-                        seen.extend_from_slice(&data);
+                        read += data.len();
                         chunks.push_back(data);
-                        if seen.len() > self.max_scan_bytes {
+                        if read > self.max_scan_bytes {
                             // Too big to hold: what was read is clean or refused, the
                             // rest streams unscanned.
-                            if self.leaks(&seen, &token) {
+                            if self.leaks(&contiguous(&chunks), token) {
                                 return Err(ProxyError::TokenLeakBlocked);
                             }
                             let body = Prefixed {
@@ -134,10 +135,11 @@ impl ResponseGuard {
                 None => break,
             }
         }
-        if self.leaks(&seen, &token) {
+        let whole = contiguous(&chunks);
+        if self.leaks(&whole, token) {
             return Err(ProxyError::TokenLeakBlocked);
         }
-        on_body(&seen);
+        on_body(&whole);
         let body = Prefixed::<Incoming> {
             prefix: chunks,
             rest: None,
@@ -156,18 +158,39 @@ impl ResponseGuard {
     }
 }
 
-/// Bodies worth scanning: JSON, text, or no declared type.
-fn is_textual(headers: &HeaderMap) -> bool {
-    match headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
-        None => true,
-        Some(ct) => {
-            let ct = ct.to_ascii_lowercase();
-            ct.contains("json")
-                || ct.starts_with("text/")
-                || ct.contains("javascript")
-                || ct.contains("xml")
+/// The chunks read as one slice: borrowed when there is one chunk (the usual answer),
+/// joined otherwise, so a secret split across chunks is still found.
+fn contiguous(chunks: &VecDeque<Bytes>) -> Cow<'_, [u8]> {
+    match chunks.len() {
+        0 => Cow::Borrowed(&[]),
+        1 => Cow::Borrowed(&chunks[0]),
+        _ => {
+            let mut whole = Vec::with_capacity(chunks.iter().map(Bytes::len).sum());
+            for chunk in chunks {
+                whole.extend_from_slice(chunk);
+            }
+            Cow::Owned(whole)
         }
     }
+}
+
+/// Bodies worth scanning: JSON, text, or no declared type.
+fn is_textual(headers: &HeaderMap) -> bool {
+    // No type, or one that is not plain text: scan it.
+    let Some(ct) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let ct = ct.as_bytes();
+    let has = |needle: &[u8]| {
+        ct.windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+    };
+    has(b"json")
+        || ct
+            .get(..5)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"text/"))
+        || has(b"javascript")
+        || has(b"xml")
 }
 
 /// Chunks already read, then (optionally) the rest of the body.
@@ -215,5 +238,50 @@ where
                 hint
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_split_across_chunks_is_found() {
+        let guard = ResponseGuard::new(&Secret::new("tk_api_key_0123456789"), 1024);
+        let token = Finder::new(b"eyJ.session.token");
+        let body = b"{\"a\":\"xx eyJ.session.token yy\"}";
+        for cut in 1..body.len() {
+            let chunks: VecDeque<Bytes> = [
+                Bytes::copy_from_slice(&body[..cut]),
+                Bytes::copy_from_slice(&body[cut..]),
+            ]
+            .into();
+            assert!(guard.leaks(&contiguous(&chunks), &token), "cut at {cut}");
+        }
+        let one: VecDeque<Bytes> = [Bytes::from_static(b"{\"clean\":true}")].into();
+        assert!(matches!(contiguous(&one), Cow::Borrowed(_)));
+        assert!(!guard.leaks(&contiguous(&one), &token));
+    }
+
+    #[test]
+    fn textual_types_are_recognised_in_any_case() {
+        let with = |ct: &[u8]| {
+            let mut h = HeaderMap::new();
+            h.insert(CONTENT_TYPE, http::HeaderValue::from_bytes(ct).unwrap());
+            is_textual(&h)
+        };
+        assert!(is_textual(&HeaderMap::new()));
+        for ct in [
+            b"application/json".as_slice(),
+            b"Application/JSON; charset=utf-8",
+            b"TEXT/plain",
+            b"application/problem+xml",
+            b"application/x-javascript",
+            b"\xfftype",
+        ] {
+            assert!(with(ct), "{}", String::from_utf8_lossy(ct));
+        }
+        assert!(!with(b"image/png"));
+        assert!(!with(b"application/octet-stream"));
     }
 }

@@ -15,7 +15,7 @@ use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use refold_proxy::config::Cidr;
 use refold_proxy::headers::{
-    check_account_binding, check_framing, strip_credential_params, HeaderPolicy,
+    check_account_binding, check_framing, strip_credential_params, Downstream, HeaderPolicy,
 };
 use refold_proxy::tokens::Token;
 use refold_proxy_fuzz::{account_param, fold_name};
@@ -324,7 +324,7 @@ fuzz_target!(|input: Input| {
         &http::header::AUTHORIZATION
     };
     let policy = HeaderPolicy::new(policy_header, &trusted_cidrs());
-    policy.apply_to_request(&mut headers, token(), peer);
+    policy.apply_to_request(&mut headers, token(), &Downstream::new(peer, false));
 
     let auth: Vec<_> = headers.get_all("authorization").iter().collect();
     assert_eq!(auth.len(), 1, "{headers:?}");

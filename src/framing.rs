@@ -13,6 +13,7 @@
 //! watching for the rest of the connection, leaving it to hyper's own checks.
 
 use std::collections::VecDeque;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
@@ -223,9 +224,10 @@ impl<S> FramingGuard<S> {
 /// The state after a request head, and whether it carries both framing fields; `None`
 /// when the head cannot be framed with certainty.
 fn inspect_head(head: &[u8]) -> Option<(State, bool)> {
-    let mut headers = [httparse::EMPTY_HEADER; 128];
-    let mut request = httparse::Request::new(&mut headers);
-    match request.parse(head) {
+    // Uninitialised slots: nothing to clear per head. More than hyper accepts (100).
+    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; 128];
+    let mut request = httparse::Request::new(&mut []);
+    match request.parse_with_uninit_headers(head, &mut headers) {
         Ok(httparse::Status::Complete(n)) if n == head.len() => {}
         _ => return None,
     }

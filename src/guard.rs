@@ -28,6 +28,41 @@ use crate::{BoxError, ProxyBody};
 static INVALID_TOKEN: std::sync::LazyLock<Finder<'static>> =
     std::sync::LazyLock::new(|| Finder::new(b"INVALID_TOKEN"));
 
+/// Finds one secret in bytes. The searcher is built on the secret's last 16 bytes (for a
+/// JWT: the end of its signature, which nobody but its holder knows, so candidates are
+/// rare) and every candidate is confirmed against the whole secret: building a searcher
+/// for a 250-byte token per request would cost more than the rest of the scan, and
+/// keeping one per cached token would double the cache's memory.
+pub struct SecretSearch<'a> {
+    secret: &'a [u8],
+    tail: Finder<'a>,
+}
+
+/// Bytes of the secret's end the searcher looks for.
+const TAIL: usize = 16;
+
+impl<'a> SecretSearch<'a> {
+    /// A search for `secret`; an empty one is never found.
+    pub fn new(secret: &'a [u8]) -> Self {
+        Self {
+            secret,
+            tail: Finder::new(&secret[secret.len().saturating_sub(TAIL)..]),
+        }
+    }
+
+    /// Whether `bytes` hold the whole secret.
+    pub fn found_in(&self, bytes: &[u8]) -> bool {
+        if self.secret.is_empty() {
+            return false;
+        }
+        let tail = self.tail.needle().len();
+        self.tail.find_iter(bytes).any(|at| {
+            let end = at + tail;
+            end >= self.secret.len() && &bytes[end - self.secret.len()..end] == self.secret
+        })
+    }
+}
+
 /// A response that passed the guard.
 #[derive(Debug)]
 pub struct Inspected {
@@ -60,8 +95,8 @@ impl ResponseGuard {
     }
 
     /// Whether `bytes` hold the API key or `token`.
-    pub fn leaks(&self, bytes: &[u8], token: &Finder<'_>) -> bool {
-        self.api_key.find(bytes).is_some() || token.find(bytes).is_some()
+    pub fn leaks(&self, bytes: &[u8], token: &SecretSearch<'_>) -> bool {
+        self.api_key.find(bytes).is_some() || token.found_in(bytes)
     }
 
     /// Passes the response on, or refuses it if it carries a secret.
@@ -91,7 +126,7 @@ impl ResponseGuard {
         token: &Token,
         mut on_body: impl FnMut(&[u8]),
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let token = token.finder();
+        let token = &SecretSearch::new(token.secret());
         if self.headers_leak(response.headers(), token) {
             return Err(ProxyError::TokenLeakBlocked);
         }
@@ -153,7 +188,7 @@ impl ResponseGuard {
         Ok(Response::from_parts(parts, body))
     }
 
-    fn headers_leak(&self, headers: &HeaderMap, token: &Finder<'_>) -> bool {
+    fn headers_leak(&self, headers: &HeaderMap, token: &SecretSearch<'_>) -> bool {
         headers.values().any(|v| self.leaks(v.as_bytes(), token))
     }
 }
@@ -248,7 +283,7 @@ mod tests {
     #[test]
     fn a_secret_split_across_chunks_is_found() {
         let guard = ResponseGuard::new(&Secret::new("tk_api_key_0123456789"), 1024);
-        let token = Finder::new(b"eyJ.session.token");
+        let token = SecretSearch::new(b"eyJ.session.token");
         let body = b"{\"a\":\"xx eyJ.session.token yy\"}";
         for cut in 1..body.len() {
             let chunks: VecDeque<Bytes> = [
@@ -261,6 +296,22 @@ mod tests {
         let one: VecDeque<Bytes> = [Bytes::from_static(b"{\"clean\":true}")].into();
         assert!(matches!(contiguous(&one), Cow::Borrowed(_)));
         assert!(!guard.leaks(&contiguous(&one), &token));
+    }
+
+    #[test]
+    fn the_search_confirms_the_whole_secret() {
+        let secret = b"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJlLW9mLXRoZS10b2tlbg";
+        let search = SecretSearch::new(secret);
+        let tail = &secret[secret.len() - TAIL..];
+        assert!(search.found_in(secret));
+        assert!(search.found_in(&[b"x\"".as_slice(), secret, b"\"y"].concat()));
+        // The tail alone, or the tail after other bytes, is not the secret.
+        assert!(!search.found_in(tail));
+        assert!(!search.found_in(&[b"eyJhbGciOiJIUzI1NiJ9.OTHER.".as_slice(), tail].concat()));
+        // Short secrets are searched whole.
+        assert!(SecretSearch::new(b"abc").found_in(b"xxabcxx"));
+        assert!(!SecretSearch::new(b"abc").found_in(b"xxabxx"));
+        assert!(!SecretSearch::new(b"").found_in(b"anything"));
     }
 
     #[test]

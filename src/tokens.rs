@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
-use memchr::memmem::Finder;
 use tokio::time::Instant;
 
 /// The token lifecycle's clock: tokio's monotonic clock plus a skew that only tests move,
@@ -47,8 +46,6 @@ impl Clock {
 #[derive(Clone)]
 pub struct Token {
     authorization: HeaderValue,
-    /// A searcher for the raw token, built once: every response is scanned for it.
-    finder: Arc<Finder<'static>>,
     /// After this the token is not injected any more (expiry less a safety margin).
     stale_at: Instant,
     /// From this point a background refresh is due.
@@ -66,7 +63,6 @@ impl Token {
     ) -> Option<Self> {
         let mut authorization = HeaderValue::from_str(&format!("Bearer {value}")).ok()?;
         authorization.set_sensitive(true);
-        let finder = Arc::new(Finder::new(value.as_bytes()).into_owned());
         let lifetime = expires_at.saturating_duration_since(now);
         // Never inject a token in its last moments: it could expire on the way to Refold.
         let margin = (lifetime / 10).min(std::time::Duration::from_secs(5));
@@ -78,7 +74,6 @@ impl Token {
             .max(now + lifetime / 2);
         Some(Self {
             authorization,
-            finder,
             stale_at: expires_at - margin,
             refresh_at,
             expires_at,
@@ -93,11 +88,6 @@ impl Token {
     /// The raw token, for the response guard.
     pub fn secret(&self) -> &[u8] {
         &self.authorization.as_bytes()["Bearer ".len()..]
-    }
-
-    /// A substring searcher for the raw token, for the response guard.
-    pub fn finder(&self) -> &Finder<'static> {
-        &self.finder
     }
 
     /// When Refold stops accepting it.

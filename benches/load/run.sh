@@ -154,6 +154,11 @@ if [ "$PUBLISH" = 1 ]; then
             echo
             cat "$OUT/instructions.md"
         fi
+        # The reading of the figures against the targets, written by hand after a run.
+        if [ -f "$ROOT/benches/load/targets.md" ]; then
+            echo
+            cat "$ROOT/benches/load/targets.md"
+        fi
     } >"$ROOT/BENCHMARKS.md"
     log "published BENCHMARKS.md, benches/load/chart.png and benches/load/results.json"
 fi

@@ -11,11 +11,14 @@
 //! entry is checked against.
 //!
 //! Bounded: the map is split in shards, each holding at most its share of the
-//! configured entries. A full shard first drops its expired entries, then an arbitrary
-//! one (hash order, so effectively random): the price of a miss is one verification.
+//! configured entries. A full shard drops its expired entries (a sweep, at most once a
+//! second per shard, so a stream of new tokens never pays for a scan each), then an
+//! arbitrary one (hash order, so effectively random): the price of a miss is one
+//! verification.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock};
 
 use super::Caller;
@@ -30,6 +33,8 @@ type Shard = RwLock<HashMap<u64, Entry, BuildHasherDefault<Prehashed>>>;
 pub(crate) struct VerifiedCache {
     key: RandomState,
     shards: Box<[Shard]>,
+    /// Per shard: the unix second of its last sweep for expired entries.
+    swept: Box<[AtomicU64]>,
     per_shard: usize,
 }
 
@@ -54,6 +59,7 @@ impl VerifiedCache {
             shards: (0..SHARDS)
                 .map(|_| RwLock::new(HashMap::default()))
                 .collect(),
+            swept: (0..SHARDS).map(|_| AtomicU64::new(0)).collect(),
             per_shard,
         })
     }
@@ -84,12 +90,14 @@ impl VerifiedCache {
         now: u64,
     ) {
         let hash = self.key.hash_one(token.as_bytes());
-        let mut shard = self
-            .shard(hash)
+        let index = Self::index(hash);
+        let mut shard = self.shards[index]
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         if shard.len() >= self.per_shard && !shard.contains_key(&hash) {
-            shard.retain(|_, e| now <= e.valid_until && e.generation == generation);
+            if self.swept[index].swap(now, Ordering::Relaxed) < now {
+                shard.retain(|_, e| now <= e.valid_until && e.generation == generation);
+            }
             if shard.len() >= self.per_shard {
                 if let Some(victim) = shard.keys().next().copied() {
                     shard.remove(&victim);
@@ -116,8 +124,12 @@ impl VerifiedCache {
     }
 
     fn shard(&self, hash: u64) -> &Shard {
+        &self.shards[Self::index(hash)]
+    }
+
+    fn index(hash: u64) -> usize {
         // The high bits pick the shard; the map uses the whole hash.
-        &self.shards[(hash >> 58) as usize % SHARDS]
+        (hash >> 58) as usize % SHARDS
     }
 }
 

@@ -205,31 +205,8 @@ impl Proxy {
         let request_id = request_id(request.headers());
         let mut log = RequestLog::default();
         // A page of another site is refused before anything else happens.
-        let origin = match self.cors.check(request.headers()) {
-            Ok(origin) => origin,
-            Err(_) => {
-                let err = ProxyError::OriginNotAllowed;
-                let mut response = err.to_response();
-                response
-                    .headers_mut()
-                    .insert(REQUEST_ID, request_id.clone());
-                log.emit(
-                    &request_id,
-                    &method,
-                    err.status().as_u16(),
-                    started,
-                    Some(err.code()),
-                );
-                self.metrics.request(
-                    RouteLabel::Unmatched,
-                    &method,
-                    err.status().as_u16(),
-                    started.elapsed(),
-                );
-                return response;
-            }
-        };
-        if let Some(origin) = &origin {
+        let origin = self.cors.check(request.headers());
+        if let Ok(Some(origin)) = &origin {
             if Cors::is_preflight(&method, request.headers()) {
                 let response = self.cors.preflight(origin);
                 self.metrics.request(
@@ -241,20 +218,26 @@ impl Proxy {
                 return response;
             }
         }
-        let (mut response, refused) = match self
-            .handle_inner(request, conn, &request_id, &mut log)
-            .await
-        {
-            Ok(response) => (response, None),
-            Err(err) => {
-                log_failure(&err, &request_id, conn);
+        let (mut response, refused) = match origin {
+            Err(_) => {
+                let err = ProxyError::OriginNotAllowed;
                 (err.to_response(), Some(err.code()))
             }
+            Ok(_) => match self
+                .handle_inner(request, conn, &request_id, &mut log)
+                .await
+            {
+                Ok(response) => (response, None),
+                Err(err) => {
+                    log_failure(&err, &request_id, conn);
+                    (err.to_response(), Some(err.code()))
+                }
+            },
         };
         response
             .headers_mut()
             .insert(REQUEST_ID, request_id.clone());
-        if let Some(origin) = &origin {
+        if let Ok(Some(origin)) = &origin {
             self.cors.decorate(origin, response.headers_mut());
         }
         log.emit(

@@ -19,7 +19,7 @@ impl Secret {
     }
 
     /// A short, stable, non-reversible fingerprint for logs (first 8 hex digits of FNV-1a).
-    pub fn fingerprint(&self) -> String {
+    pub fn fingerprint(&self) -> Fingerprint {
         fingerprint(self.0.as_bytes())
     }
 
@@ -52,8 +52,8 @@ impl fmt::Display for Secret {
 }
 
 /// A short hash of an identifier, for log lines that must correlate without naming it.
-pub fn fingerprint(bytes: &[u8]) -> String {
-    Fingerprint::of(bytes).to_string()
+pub fn fingerprint(bytes: &[u8]) -> Fingerprint {
+    Fingerprint::of(bytes)
 }
 
 /// A short, non-reversible hash of an identifier (the high half of FNV-1a), printed as
@@ -105,6 +105,6 @@ mod tests {
     fn fingerprints_are_stable_and_distinct() {
         assert_eq!(fingerprint(b"alice"), fingerprint(b"alice"));
         assert_ne!(fingerprint(b"alice"), fingerprint(b"bob"));
-        assert_eq!(fingerprint(b"alice").len(), 8);
+        assert_eq!(fingerprint(b"alice").to_string().len(), 8);
     }
 }

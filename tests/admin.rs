@@ -324,7 +324,7 @@ async fn readyz_is_503_while_the_jwt_keys_load_then_200_and_evict_is_logged_by_h
         .await;
     assert_eq!(
         event["fields"]["account"],
-        refold_proxy::secret::fingerprint(ACCOUNT.as_bytes())
+        refold_proxy::secret::fingerprint(ACCOUNT.as_bytes()).to_string()
     );
     proxy
         .wait_for_message("admin: evict refused: missing or wrong bearer secret", 1)

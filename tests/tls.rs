@@ -283,11 +283,7 @@ async fn clients_offering_only_tls_10_or_11_are_refused() {
             tcp.write_all(&legacy_client_hello(version, sigalgs))
                 .await
                 .unwrap();
-            let mut answer = Vec::new();
-            tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer))
-                .await
-                .expect("the server closes the connection")
-                .unwrap();
+            let answer = read_until_closed(&mut tcp).await;
             // One alert record (type 21, two bytes): fatal (2) and its description. No
             // ServerHello, nothing else.
             let case = format!("{version:?}, signature_algorithms: {sigalgs}");
@@ -302,6 +298,16 @@ async fn clients_offering_only_tls_10_or_11_are_refused() {
     h.stop().await;
 }
 
+/// Everything the server sends until it closes the connection (within 10 s).
+async fn read_until_closed(tcp: &mut TcpStream) -> Vec<u8> {
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer))
+        .await
+        .expect("the server closes the connection")
+        .unwrap();
+    answer
+}
+
 #[tokio::test]
 async fn cleartext_http_to_the_https_listener_gets_no_answer() {
     let h = https_proxy("").await;
@@ -309,11 +315,7 @@ async fn cleartext_http_to_the_https_listener_gets_no_answer() {
     tcp.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
         .await
         .unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer))
-        .await
-        .expect("the server closes the connection")
-        .unwrap();
+    let answer = read_until_closed(&mut tcp).await;
     assert!(!answer.starts_with(b"HTTP/"), "{answer:?}");
     h.stop().await;
 }

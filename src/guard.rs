@@ -16,12 +16,12 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderMap, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use memchr::memmem::Finder;
 
 use crate::error::ProxyError;
 use crate::secret::Secret;
 use crate::tokens::Token;
+use crate::upstream::UpstreamBody;
 use crate::{BoxError, ProxyBody};
 
 /// Refold's word for a session token it no longer accepts.
@@ -102,7 +102,7 @@ impl ResponseGuard {
     /// Passes the response on, or refuses it if it carries a secret.
     pub async fn inspect(
         &self,
-        response: Response<Incoming>,
+        response: Response<UpstreamBody>,
         token: &Token,
     ) -> Result<Inspected, ProxyError> {
         let unauthorized = response.status() == http::StatusCode::UNAUTHORIZED;
@@ -122,7 +122,7 @@ impl ResponseGuard {
 
     async fn scan(
         &self,
-        response: Response<Incoming>,
+        response: Response<UpstreamBody>,
         token: &Token,
         mut on_body: impl FnMut(&[u8]),
     ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -175,7 +175,7 @@ impl ResponseGuard {
             return Err(ProxyError::TokenLeakBlocked);
         }
         on_body(&whole);
-        let body = Prefixed::<Incoming> {
+        let body = Prefixed::<UpstreamBody> {
             prefix: chunks,
             rest: None,
         };

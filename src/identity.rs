@@ -189,7 +189,8 @@ impl Authenticator {
         let token = self.credential(headers)?;
         match (self.verify_cached(token), &self.jwks) {
             (Err(Failure::UnknownKid), Some(jwks)) => {
-                jwks.refetch_for_unknown_kid().await;
+                // Boxed: rare, and it would otherwise grow every request's future.
+                Box::pin(jwks.refetch_for_unknown_kid()).await;
                 self.verify_cached(token).map_err(Failure::into_error)
             }
             (outcome, _) => outcome.map_err(Failure::into_error),

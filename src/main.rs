@@ -188,12 +188,21 @@ fn gen_cert(
     Ok(())
 }
 
+/// The runtime the server runs on. One worker means one thread doing all the work, as an
+/// nginx worker does: tokio's current-thread scheduler, with no work-stealing queues,
+/// no cross-thread wake-ups and no idle worker to park and unpark. More workers (or one
+/// per core, the default) use the multi-threaded scheduler.
 fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, refold_proxy::BoxError> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    let mut builder = match workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(workers) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(workers);
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     builder.enable_all();
-    if let Some(workers) = workers {
-        builder.worker_threads(workers);
-    }
     Ok(builder.build()?)
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
-use http::{HeaderValue, Request, Response, Version};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body::Body;
 use http_body_util::{BodyExt, Limited};
 
@@ -26,12 +26,12 @@ use crate::headers::{
     check_account_binding, check_framing, head_size, strip_credential_params, Downstream,
     HeaderPolicy,
 };
-use crate::identity::Authenticator;
+use crate::identity::{Authenticator, Caller};
 use crate::metrics::{Metrics, RateLimitReason, RouteLabel, UpstreamErrorKind};
 use crate::ratelimit::RateLimiter;
 use crate::routes::{normalize, RoutePolicy};
 use crate::tokens::{Environment, MintError, Minter, TokenCache, TokenSettings};
-use crate::upstream::{build_client, HttpClient, Upstream};
+use crate::upstream::{build_clients, Clients, Upstream};
 use crate::{full_body, BoxError, ProxyBody};
 
 /// A request body after read-ahead: small ones whole, large ones streaming.
@@ -115,8 +115,8 @@ impl Proxy {
 
     /// [`Proxy::new`] reporting to the process's `metrics`.
     pub async fn with_metrics(config: &Config, metrics: Arc<Metrics>) -> Result<Self, BoxError> {
-        let client = build_client(&config.upstream)?;
-        let minter = Minter::new(config, client.clone(), Arc::clone(&metrics))?;
+        let clients = build_clients(&config.upstream)?;
+        let minter = Minter::new(config, clients.http().clone(), Arc::clone(&metrics))?;
         let tokens = TokenCache::new(
             minter,
             TokenSettings {
@@ -126,7 +126,7 @@ impl Proxy {
                 missing_account_ttl: config.tokens.missing_account_ttl,
             },
         );
-        Self::build(config, client, tokens, metrics).await
+        Self::build(config, clients, tokens, metrics).await
     }
 
     /// A proxy built from a reloaded `config` that keeps this one's session-token cache,
@@ -137,7 +137,7 @@ impl Proxy {
     pub async fn reconfigured(&self, config: &Config) -> Result<Self, BoxError> {
         Self::build(
             config,
-            self.upstream.client().clone(),
+            self.upstream.clients().clone(),
             self.tokens.clone(),
             Arc::clone(&self.metrics),
         )
@@ -146,7 +146,7 @@ impl Proxy {
 
     async fn build(
         config: &Config,
-        client: HttpClient,
+        clients: Clients,
         tokens: TokenCache,
         metrics: Arc<Metrics>,
     ) -> Result<Self, BoxError> {
@@ -163,7 +163,7 @@ impl Proxy {
             routes: RoutePolicy::new(&config.routes),
             authenticator: Authenticator::load(&config.identity).await?,
             headers: HeaderPolicy::new(&config.identity.header, &config.limits.trusted_proxies),
-            upstream: Upstream::new(client, &config.upstream, Arc::clone(&metrics)),
+            upstream: Upstream::new(clients, &config.upstream, Arc::clone(&metrics)),
             guard: ResponseGuard::new(&config.upstream.api_key, config.guard.max_scan_bytes),
             limiter: RateLimiter::new(
                 config.limits.per_account_rps,
@@ -358,22 +358,9 @@ impl Proxy {
             // Refold no longer accepts the token (revoked, or expired early): drop it,
             // mint with force_refresh (one mint for everyone waiting), and go again once.
             self.tokens.invalidate(&caller, &token);
-            if let Some((method, uri, mut headers, bytes)) = retry {
-                let token = self.tokens.get(&caller).await?;
-                headers.insert(http::header::AUTHORIZATION, token.authorization().clone());
-                let mut request = Request::new(full_body(bytes));
-                *request.method_mut() = method;
-                *request.uri_mut() = uri;
-                *request.headers_mut() = headers;
-                log.retried = true;
-                self.metrics.invalid_token_retry();
-                let sent = Instant::now();
-                let response = self.upstream.forward(request, sync_execution).await?;
-                log.upstream = Some(sent.elapsed());
-                inspected = self.inspect(response, &token).await?;
-                if inspected.token_rejected {
-                    self.tokens.invalidate(&caller, &token);
-                }
+            if let Some(retry) = retry {
+                // Boxed: rare, and its state would otherwise grow every request's future.
+                inspected = Box::pin(self.retry(retry, &caller, sync_execution, log)).await?;
             }
         }
         let mut response = inspected.response;
@@ -381,11 +368,37 @@ impl Proxy {
         Ok(response)
     }
 
+    /// The request again, with a token minted after Refold rejected the last one.
+    async fn retry(
+        &self,
+        (method, uri, mut headers, bytes): (Method, Uri, HeaderMap, Bytes),
+        caller: &Caller,
+        sync_execution: bool,
+        log: &mut RequestLog,
+    ) -> Result<crate::guard::Inspected, ProxyError> {
+        let token = self.tokens.get(caller).await?;
+        headers.insert(http::header::AUTHORIZATION, token.authorization().clone());
+        let mut request = Request::new(full_body(bytes));
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        log.retried = true;
+        self.metrics.invalid_token_retry();
+        let sent = Instant::now();
+        let response = self.upstream.forward(request, sync_execution).await?;
+        log.upstream = Some(sent.elapsed());
+        let inspected = self.inspect(response, &token).await?;
+        if inspected.token_rejected {
+            self.tokens.invalidate(caller, &token);
+        }
+        Ok(inspected)
+    }
+
     /// The response guard's verdict, counted: a blocked response, or a response body that
     /// broke while the guard read it (an upstream error).
     async fn inspect(
         &self,
-        response: Response<hyper::body::Incoming>,
+        response: Response<crate::upstream::UpstreamBody>,
         token: &crate::tokens::Token,
     ) -> Result<crate::guard::Inspected, ProxyError> {
         let inspected = self.guard.inspect(response, token).await;

@@ -1,15 +1,23 @@
-//! Upstream: the pooled HTTP client to Refold and the forwarding call.
+//! Upstream: the connections to Refold and the forwarding call.
 //!
-//! One hyper-util client (rustls with the webpki roots plus `upstream.ca_file`, HTTP/2
-//! when Refold offers it over ALPN, HTTP/1.1 otherwise) carries both the proxied requests
-//! and the mints. Bodies stream both ways; nothing is buffered here.
+//! Both paths connect with rustls (the webpki roots plus `upstream.ca_file`, HTTP/2 when
+//! Refold offers it over ALPN, HTTP/1.1 otherwise). Forwarded requests go through
+//! [`pool`], HTTP/1.1 connections driven in the request's own task; mints, and
+//! forwarded requests once Refold has chosen HTTP/2, through hyper-util's pooled
+//! client. Bodies stream both ways; nothing is buffered here.
 
-use std::error::Error as _;
+mod pool;
+
+use std::error::Error;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri};
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -22,8 +30,25 @@ use crate::error::ProxyError;
 use crate::metrics::{Metrics, UpstreamErrorKind};
 use crate::{BoxError, ProxyBody};
 
-/// The client type shared by forwarding and minting.
+pub use pool::PooledBody;
+
+/// The multiplexing client: mints, and forwarding over HTTP/2.
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
+
+/// The connections to Refold, kept across configuration reloads: the forwarding pool
+/// and the client the minter shares.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    http: HttpClient,
+    pool: Arc<pool::Pool>,
+}
+
+impl Clients {
+    /// The multiplexing client (mints use it).
+    pub fn http(&self) -> &HttpClient {
+        &self.http
+    }
+}
 
 /// A connector for `http://` and `https://` (rustls with the aws-lc provider, TLS 1.2
 /// and 1.3, the webpki roots; HTTP/2 when the server offers it over ALPN).
@@ -60,17 +85,24 @@ pub fn https_connector_trusting(
         .wrap_connector(http))
 }
 
-/// Builds the pooled client for `config` (trusting `upstream.ca_file` besides the webpki
-/// roots).
-pub fn build_client(config: &UpstreamConfig) -> Result<HttpClient, BoxError> {
+/// Builds the connections for `config` (trusting `upstream.ca_file` besides the webpki
+/// roots). Inside a tokio runtime this also starts the forwarding pool's idle sweep.
+pub fn build_clients(config: &UpstreamConfig) -> Result<Clients, BoxError> {
     let extra_roots = config.ca.as_ref().map_or(&[][..], |ca| &ca.certs[..]);
     let https = https_connector_trusting(config.connect_timeout, extra_roots)?;
-    Ok(Client::builder(TokioExecutor::new())
+    let http = Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(config.pool_idle_timeout)
         .pool_max_idle_per_host(config.pool_max_idle_per_host)
-        .build(https))
+        .build(https.clone());
+    let pool = pool::Pool::new(
+        https,
+        &config.base_url,
+        config.pool_max_idle_per_host,
+        config.pool_idle_timeout,
+    )?;
+    Ok(Clients { http, pool })
 }
 
 /// `base` (scheme, authority and optional path prefix) joined with `path_and_query`.
@@ -86,8 +118,9 @@ pub fn join_uri(base: &Uri, path_and_query: &str) -> Result<Uri, http::Error> {
     Ok(Uri::from_parts(parts)?)
 }
 
-/// A short description of a client error for logs (never carries request data).
-pub fn describe_client_error(err: &hyper_util::client::legacy::Error) -> String {
+/// A short description of a client error and its causes, for logs (never carries
+/// request data).
+pub fn describe_client_error(err: &(dyn Error + 'static)) -> String {
     let mut out = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
@@ -98,60 +131,35 @@ pub fn describe_client_error(err: &hyper_util::client::legacy::Error) -> String 
     out
 }
 
-/// Whether `T` is somewhere in the error's cause chain.
-fn caused_by<T: std::error::Error + 'static>(err: &hyper_util::client::legacy::Error) -> bool {
-    let mut source = err.source();
-    while let Some(cause) = source {
-        if cause.is::<T>() {
-            return true;
-        }
-        source = cause.source();
-    }
-    false
+/// The error and its causes, outermost first.
+fn chain<'a>(err: &'a (dyn Error + 'static)) -> impl Iterator<Item = &'a (dyn Error + 'static)> {
+    std::iter::successors(Some(err), |&e| e.source())
 }
 
-fn is_timeout(err: &hyper_util::client::legacy::Error) -> bool {
+/// Whether `T` is somewhere in the error's chain.
+fn caused_by<T: Error + 'static>(err: &(dyn Error + 'static)) -> bool {
+    chain(err).any(|e| e.is::<T>())
+}
+
+fn is_timeout(err: &(dyn Error + 'static)) -> bool {
     has_io_error(err, |kind| kind == std::io::ErrorKind::TimedOut)
 }
 
-/// Whether an I/O error of a kind `matches` accepts is somewhere in the cause chain.
-fn has_io_error(
-    err: &hyper_util::client::legacy::Error,
-    matches: impl Fn(std::io::ErrorKind) -> bool,
-) -> bool {
-    let mut source = err.source();
-    while let Some(cause) = source {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            if matches(io.kind()) {
-                return true;
-            }
-        }
-        source = cause.source();
-    }
-    false
+/// Whether an I/O error of a kind `matches` accepts is somewhere in the chain.
+fn has_io_error(err: &(dyn Error + 'static), matches: impl Fn(std::io::ErrorKind) -> bool) -> bool {
+    chain(err).any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| matches(io.kind()))
+    })
 }
 
-/// What kind of failure a client error (other than a connect timeout) is, for metrics.
-fn classify(err: &hyper_util::client::legacy::Error) -> UpstreamErrorKind {
+/// What kind of failure an error on an open connection is, for metrics.
+fn classify(err: &(dyn Error + 'static)) -> UpstreamErrorKind {
     use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
-    if err.is_connect() {
-        return UpstreamErrorKind::Connect;
-    }
-    let closed = {
-        let mut source = err.source();
-        let mut closed = false;
-        while let Some(cause) = source {
-            if cause
-                .downcast_ref::<hyper::Error>()
-                .is_some_and(|e| e.is_incomplete_message() || e.is_canceled())
-            {
-                closed = true;
-                break;
-            }
-            source = cause.source();
-        }
-        closed
-    };
+    let closed = chain(err).any(|e| {
+        e.downcast_ref::<hyper::Error>()
+            .is_some_and(|e| e.is_incomplete_message() || e.is_canceled())
+    });
     if closed
         || has_io_error(err, |kind| {
             matches!(
@@ -166,10 +174,63 @@ fn classify(err: &hyper_util::client::legacy::Error) -> UpstreamErrorKind {
     }
 }
 
+/// How a failed call went: a connect or a request on an open connection.
+enum Failure {
+    Connect(BoxError),
+    Request(BoxError),
+}
+
+impl From<hyper_util::client::legacy::Error> for Failure {
+    fn from(e: hyper_util::client::legacy::Error) -> Self {
+        if e.is_connect() {
+            Self::Connect(Box::new(e))
+        } else {
+            Self::Request(Box::new(e))
+        }
+    }
+}
+
+/// A response body from Refold: from the forwarding pool, or from the multiplexing
+/// client.
+#[derive(Debug)]
+pub enum UpstreamBody {
+    Pooled(PooledBody),
+    Shared(Incoming),
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Self::Pooled(body) => Pin::new(body).poll_frame(cx),
+            Self::Shared(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Pooled(body) => body.is_end_stream(),
+            Self::Shared(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Pooled(body) => body.size_hint(),
+            Self::Shared(body) => body.size_hint(),
+        }
+    }
+}
+
 /// Refold, as the proxy forwards to it.
 #[derive(Debug)]
 pub struct Upstream {
-    client: HttpClient,
+    clients: Clients,
     base: Uri,
     timeout: Duration,
     sync_execution_timeout: Duration,
@@ -177,10 +238,10 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Forwards to the configured base URL over `client`, reporting to `metrics`.
-    pub fn new(client: HttpClient, config: &UpstreamConfig, metrics: Arc<Metrics>) -> Self {
+    /// Forwards to the configured base URL over `clients`, reporting to `metrics`.
+    pub fn new(clients: Clients, config: &UpstreamConfig, metrics: Arc<Metrics>) -> Self {
         Self {
-            client,
+            clients,
             base: config.base_url.clone(),
             timeout: config.timeout,
             sync_execution_timeout: config.sync_execution_timeout,
@@ -200,31 +261,36 @@ impl Upstream {
         &self,
         request: Request<ProxyBody>,
         sync_execution: bool,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
         let timeout = if sync_execution {
             self.sync_execution_timeout
         } else {
             self.timeout
         };
         let sent = Instant::now();
-        let result = tokio::time::timeout(timeout, self.client.request(request)).await;
+        let result = tokio::time::timeout(timeout, self.send(request)).await;
         self.metrics.upstream_call(sent.elapsed());
         match result {
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) if e.is_connect() && is_timeout(&e) => {
-                tracing::warn!(error = %describe_client_error(&e), "upstream connect timed out");
-                self.metrics
-                    .upstream_error(UpstreamErrorKind::ConnectTimeout);
-                Err(ProxyError::UpstreamTimeout)
+            Ok(Err(Failure::Connect(e))) => {
+                tracing::warn!(error = %describe_client_error(&*e), "upstream connect failed");
+                if is_timeout(&*e) {
+                    self.metrics
+                        .upstream_error(UpstreamErrorKind::ConnectTimeout);
+                    Err(ProxyError::UpstreamTimeout)
+                } else {
+                    self.metrics.upstream_error(UpstreamErrorKind::Connect);
+                    Err(ProxyError::UpstreamUnavailable(e))
+                }
             }
             // The caller's body was too large: not Refold's failure.
-            Ok(Err(e)) if caused_by::<http_body_util::LengthLimitError>(&e) => {
+            Ok(Err(Failure::Request(e))) if caused_by::<http_body_util::LengthLimitError>(&*e) => {
                 Err(ProxyError::BodyTooLarge)
             }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %describe_client_error(&e), "upstream request failed");
-                self.metrics.upstream_error(classify(&e));
-                Err(ProxyError::UpstreamUnavailable(Box::new(e)))
+            Ok(Err(Failure::Request(e))) => {
+                tracing::warn!(error = %describe_client_error(&*e), "upstream request failed");
+                self.metrics.upstream_error(classify(&*e));
+                Err(ProxyError::UpstreamUnavailable(e))
             }
             Err(_) => {
                 self.metrics.upstream_error(UpstreamErrorKind::Timeout);
@@ -233,9 +299,26 @@ impl Upstream {
         }
     }
 
-    /// The pooled client, shared with the minter.
-    pub fn client(&self) -> &HttpClient {
-        &self.client
+    /// One call: the HTTP/1.1 pool, or the multiplexing client once Refold has chosen
+    /// HTTP/2.
+    async fn send(&self, request: Request<ProxyBody>) -> Result<Response<UpstreamBody>, Failure> {
+        let request = if self.clients.pool.is_http2() {
+            request
+        } else {
+            match self.clients.pool.send(request).await {
+                Ok(response) => return Ok(response.map(UpstreamBody::Pooled)),
+                Err(pool::PoolError::Connect(e)) => return Err(Failure::Connect(e)),
+                Err(pool::PoolError::Request(e)) => return Err(Failure::Request(Box::new(e))),
+                Err(pool::PoolError::Http2(request)) => *request,
+            }
+        };
+        let response = self.clients.http.request(request).await?;
+        Ok(response.map(UpstreamBody::Shared))
+    }
+
+    /// The connections, shared with the minter and kept across reloads.
+    pub fn clients(&self) -> &Clients {
+        &self.clients
     }
 }
 

@@ -1,0 +1,428 @@
+//! The forwarding path's HTTP/1.1 connections to Refold, driven inside the request's task.
+//!
+//! hyper-util's pooled client spawns a task per connection and hands each request to it
+//! over a channel, then looks the connection up again, by a hash of the authority, on
+//! the way back. Every forwarded request goes to the same authority, so this pool keeps
+//! the connections in one LIFO stack, and the request's own task drives its connection
+//! (`hyper::client::conn::http1`): the request is written, the response read and its
+//! body streamed where the request runs, with no task switch per request. The
+//! connection goes back on the stack when the response body has been read to its end;
+//! a response dropped half-read closes its connection.
+//!
+//! A connection waiting on the stack is polled by nobody, so it is checked when it is
+//! taken: polled once, so that a close or a stray byte from Refold is seen, and asked
+//! whether it can take a request. A request that was never written (the connection
+//! closed under it) goes again on another connection; one that was written is never
+//! sent twice. Connections idle longer than `pool_idle_timeout` are closed by a sweep.
+//!
+//! When Refold negotiates HTTP/2 over ALPN, the pool says so once and the forwarding
+//! path uses the multiplexing client instead (see [`super::Upstream::forward`]).
+
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::HOST;
+use http::{HeaderValue, Request, Response, Uri};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
+use hyper_util::client::legacy::connect::{Connection as _, HttpConnector};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tower_service::Service;
+
+use crate::{BoxError, ProxyBody};
+
+type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
+
+/// Why a request through the pool failed.
+#[derive(Debug)]
+pub(super) enum PoolError {
+    /// No connection could be opened (refused, timed out, TLS refused).
+    Connect(BoxError),
+    /// The connection failed while the request was written or the response read.
+    Request(hyper::Error),
+    /// Refold chose HTTP/2: the request, untouched, for the multiplexing client.
+    Http2(Box<Request<ProxyBody>>),
+}
+
+/// One HTTP/1.1 connection: the handle requests go in by, and the connection itself,
+/// which whoever holds it polls. `conn` is `None` once it has finished (closed).
+/// Boxed where it is kept (hyper's connection state is large): a request moves a
+/// pointer, not the state.
+struct Conn {
+    sender: http1::SendRequest<ProxyBody>,
+    conn: Option<http1::Connection<Io, ProxyBody>>,
+}
+
+impl Conn {
+    /// Drives the connection; `Ready` once it has closed (cleanly or not).
+    fn poll_conn(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(());
+        };
+        match Pin::new(conn).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(result) => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "upstream connection closed");
+                }
+                self.conn = None;
+                Poll::Ready(())
+            }
+        }
+    }
+}
+
+struct Idle {
+    conn: Box<Conn>,
+    since: Instant,
+}
+
+/// HTTP/1.1 connections to one upstream authority.
+pub(super) struct Pool {
+    connector: HttpsConnector<HttpConnector>,
+    /// What the connector dials: the upstream's scheme and authority.
+    target: Uri,
+    /// The `Host` header every request carries.
+    host: HeaderValue,
+    /// Bottom: the longest idle.
+    idle: Mutex<VecDeque<Idle>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+    http2: AtomicBool,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("target", &self.target)
+            .field("idle", &self.lock().len())
+            .field("max_idle", &self.max_idle)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("http2", &self.http2)
+            .finish()
+    }
+}
+
+impl Pool {
+    /// A pool dialling `base`'s scheme and authority through `connector`. Inside a tokio
+    /// runtime it also starts the sweep that closes connections idle too long.
+    pub(super) fn new(
+        connector: HttpsConnector<HttpConnector>,
+        base: &Uri,
+        max_idle: usize,
+        idle_timeout: Duration,
+    ) -> Result<Arc<Self>, BoxError> {
+        let authority = base
+            .authority()
+            .ok_or("upstream base URL has no authority")?;
+        let default_port = match base.scheme_str() {
+            Some("https") => 443,
+            _ => 80,
+        };
+        let host = match authority.port_u16() {
+            Some(port) if port != default_port => format!("{}:{port}", authority.host()),
+            _ => authority.host().to_owned(),
+        };
+        let mut target = http::uri::Parts::default();
+        target.scheme = base.scheme().cloned();
+        target.authority = Some(authority.clone());
+        target.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        let pool = Arc::new(Self {
+            connector,
+            target: Uri::from_parts(target)?,
+            host: HeaderValue::try_from(host)?,
+            idle: Mutex::new(VecDeque::new()),
+            max_idle,
+            idle_timeout,
+            http2: AtomicBool::new(false),
+        });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(sweep(Arc::downgrade(&pool)));
+        }
+        Ok(pool)
+    }
+
+    /// Whether Refold has been seen to choose HTTP/2.
+    pub(super) fn is_http2(&self) -> bool {
+        self.http2.load(Ordering::Relaxed)
+    }
+
+    /// Connections waiting on the stack now.
+    #[cfg(test)]
+    fn idle_count(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Sends `request` (absolute URI) on a pooled or new connection and returns the
+    /// response, its body driving the connection as it is read.
+    pub(super) async fn send(
+        self: &Arc<Self>,
+        mut request: Request<ProxyBody>,
+    ) -> Result<Response<PooledBody>, PoolError> {
+        let mut origin_form_done = false;
+        loop {
+            let (mut conn, reused) = match self.checkout().await {
+                Some(conn) => (conn, true),
+                // Boxed: a connect is rare, and its state (a TLS handshake) is large;
+                // every request's future would carry it.
+                None => match Box::pin(self.connect()).await? {
+                    Some(conn) => (conn, false),
+                    // Still in absolute form, as the multiplexing client wants it.
+                    None => return Err(PoolError::Http2(Box::new(request))),
+                },
+            };
+            if !origin_form_done {
+                origin_form(request.uri_mut());
+                request.headers_mut().insert(HOST, self.host.clone());
+                origin_form_done = true;
+            }
+            let mut sending = pin!(conn.sender.try_send_request(request));
+            let sent = poll_fn(|cx| {
+                // The connection writes the request and reads the answer here, in this
+                // task; the answer arrives through `sending`.
+                let _ = conn.poll_conn(cx);
+                sending.as_mut().poll(cx)
+            })
+            .await;
+            match sent {
+                Ok(response) => {
+                    let pool = Arc::clone(self);
+                    return Ok(response.map(|body| PooledBody {
+                        body,
+                        conn: Some(conn),
+                        pool,
+                    }));
+                }
+                Err(mut e) => match e.take_message() {
+                    // Never written: the idle connection had closed under it. Another
+                    // connection (or a new one) takes it.
+                    Some(unsent) if reused => request = unsent,
+                    _ => return Err(PoolError::Request(e.into_error())),
+                },
+            }
+        }
+    }
+
+    /// The most recently used idle connection that is still open and ready.
+    async fn checkout(&self) -> Option<Box<Conn>> {
+        loop {
+            let mut conn = {
+                let mut idle = self.lock();
+                self.expire(&mut idle, Instant::now());
+                idle.pop_back()?.conn
+            };
+            let ready = poll_fn(|cx| {
+                if conn.poll_conn(cx).is_ready() {
+                    return Poll::Ready(false);
+                }
+                Poll::Ready(matches!(conn.sender.poll_ready(cx), Poll::Ready(Ok(()))))
+            })
+            .await;
+            if ready {
+                return Some(conn);
+            }
+        }
+    }
+
+    /// A new connection, or `None` if Refold chose HTTP/2 for it.
+    async fn connect(&self) -> Result<Option<Box<Conn>>, PoolError> {
+        let mut connector = self.connector.clone();
+        poll_fn(|cx| connector.poll_ready(cx))
+            .await
+            .map_err(PoolError::Connect)?;
+        let io = connector
+            .call(self.target.clone())
+            .await
+            .map_err(PoolError::Connect)?;
+        if io.connected().is_negotiated_h2() {
+            if !self.http2.swap(true, Ordering::Relaxed) {
+                tracing::info!("upstream speaks HTTP/2: forwarding over the multiplexing client");
+            }
+            return Ok(None);
+        }
+        let (sender, conn) = http1::handshake(io).await.map_err(PoolError::Request)?;
+        Ok(Some(Box::new(Conn {
+            sender,
+            conn: Some(conn),
+        })))
+    }
+
+    fn checkin(&self, conn: Box<Conn>) {
+        if conn.conn.is_none() || self.max_idle == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let mut idle = self.lock();
+        self.expire(&mut idle, now);
+        if idle.len() >= self.max_idle {
+            idle.pop_front();
+        }
+        idle.push_back(Idle { conn, since: now });
+    }
+
+    /// Drops the connections idle longer than the idle timeout (all at the bottom).
+    fn expire(&self, idle: &mut VecDeque<Idle>, now: Instant) {
+        while idle
+            .front()
+            .is_some_and(|oldest| now.duration_since(oldest.since) >= self.idle_timeout)
+        {
+            idle.pop_front();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Closes connections idle too long even when no request comes to notice them.
+async fn sweep(pool: Weak<Pool>) {
+    let period = match pool.upgrade() {
+        Some(pool) => (pool.idle_timeout / 2).max(Duration::from_secs(1)),
+        None => return,
+    };
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(pool) = pool.upgrade() else { return };
+        let expired: Vec<Idle> = {
+            let mut idle = pool.lock();
+            let now = Instant::now();
+            let keep = idle
+                .iter()
+                .position(|entry| now.duration_since(entry.since) < pool.idle_timeout)
+                .unwrap_or(idle.len());
+            idle.drain(..keep).collect()
+        };
+        // Closed outside the lock.
+        drop(expired);
+    }
+}
+
+/// `http://host/path?q` → `/path?q`, as HTTP/1.1 asks of a request to an origin server.
+fn origin_form(uri: &mut Uri) {
+    let path = match uri.path_and_query() {
+        Some(path) if path.as_str() != "/" => {
+            let mut parts = http::uri::Parts::default();
+            parts.path_and_query = Some(path.clone());
+            Uri::from_parts(parts).unwrap_or_default()
+        }
+        _ => Uri::default(),
+    };
+    *uri = path;
+}
+
+/// A response body read from a pooled connection. Reading it drives the connection;
+/// at its end the connection goes back to the pool, and dropped before its end it
+/// closes the connection.
+pub struct PooledBody {
+    body: Incoming,
+    conn: Option<Box<Conn>>,
+    pool: Arc<Pool>,
+}
+
+impl std::fmt::Debug for PooledBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledBody").finish_non_exhaustive()
+    }
+}
+
+impl PooledBody {
+    fn poll_body(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.release(),
+            Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => self.release(),
+            // The connection is in an unknown state: it closes.
+            Poll::Ready(Some(Err(_))) => self.conn = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn release(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.checkin(conn);
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = this.poll_body(cx) {
+            return Poll::Ready(frame);
+        }
+        // Nothing buffered: let the connection read, then look again.
+        match this.conn.as_mut() {
+            Some(conn) => {
+                let _ = conn.poll_conn(cx);
+                this.poll_body(cx)
+            }
+            None => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_form_keeps_path_and_query() {
+        let mut uri: Uri = "http://127.0.0.1:9/refold/api?a=1".parse().unwrap();
+        origin_form(&mut uri);
+        assert_eq!(uri, "/refold/api?a=1");
+        let mut uri: Uri = "https://app.refold.ai".parse().unwrap();
+        origin_form(&mut uri);
+        assert_eq!(uri, "/");
+    }
+
+    #[tokio::test]
+    async fn host_header_omits_the_default_port() {
+        let connector = super::super::https_connector(Duration::from_secs(1)).unwrap();
+        let pool = Pool::new(
+            connector.clone(),
+            &"https://app.refold.ai:443/x".parse().unwrap(),
+            4,
+            Duration::from_secs(90),
+        )
+        .unwrap();
+        assert_eq!(pool.host, "app.refold.ai");
+        assert_eq!(pool.target, "https://app.refold.ai:443/");
+        let pool = Pool::new(
+            connector,
+            &"http://127.0.0.1:8081".parse().unwrap(),
+            4,
+            Duration::from_secs(90),
+        )
+        .unwrap();
+        assert_eq!(pool.host, "127.0.0.1:8081");
+        assert_eq!(pool.idle_count(), 0);
+    }
+}

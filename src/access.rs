@@ -45,7 +45,11 @@ fn generate() -> HeaderValue {
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let id = BASE.wrapping_add(n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    HeaderValue::from_str(&format!("{id:016x}")).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    let mut hex = [0u8; 16];
+    for (i, digit) in hex.iter_mut().enumerate() {
+        *digit = b"0123456789abcdef"[((id >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&hex).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// What one request did, filled in along the request path and logged at the end.
@@ -118,5 +122,25 @@ mod tests {
         h.insert(REQUEST_ID, HeaderValue::from_str(&"a".repeat(200)).unwrap());
         assert_eq!(request_id(&h).len(), 16);
         assert_ne!(request_id(&HeaderMap::new()), request_id(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn generated_ids_are_16_lowercase_hex_digits_and_never_repeat() {
+        let ids: std::collections::HashSet<_> = (0..1000)
+            .map(|_| generate().to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(ids.len(), 1000);
+        for id in &ids {
+            assert_eq!(id.len(), 16);
+            assert!(
+                id.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')),
+                "{id}"
+            );
+            // The same number as the fixed-width hex of its value.
+            assert_eq!(
+                format!("{:016x}", u64::from_str_radix(id, 16).unwrap()),
+                *id
+            );
+        }
     }
 }

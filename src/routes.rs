@@ -226,6 +226,9 @@ const MAX_SEGMENTS: usize = 32;
 #[derive(Debug, Clone)]
 pub struct RoutePolicy {
     allowed: Vec<RouteTemplate>,
+    /// `by_length[n]`: the indices in `allowed` of the templates of `n` segments, in
+    /// order, so a path is compared with the templates it could match only.
+    by_length: Vec<Vec<usize>>,
     allow_update_account: bool,
 }
 
@@ -247,8 +250,15 @@ impl RoutePolicy {
         }
         allowed.extend(config.allow.iter().cloned());
         allowed.retain(|t| !config.deny.contains(t));
+        let mut by_length: Vec<Vec<usize>> = vec![Vec::new(); MAX_SEGMENTS + 1];
+        for (i, template) in allowed.iter().enumerate() {
+            if let Some(same_length) = by_length.get_mut(template.segments.len()) {
+                same_length.push(i);
+            }
+        }
         Self {
             allowed,
+            by_length,
             allow_update_account: config.allow_update_account,
         }
     }
@@ -274,7 +284,8 @@ impl RoutePolicy {
         }
         let segments = &segments[..count];
         let mut path_known = false;
-        for template in &self.allowed {
+        let candidates = self.by_length.get(count).map_or(&[][..], Vec::as_slice);
+        for template in candidates.iter().map(|&i| &self.allowed[i]) {
             if template.matches_path(segments) {
                 if template.method == method {
                     return Ok(template);

@@ -184,21 +184,22 @@ pub fn check_account_binding(
 /// smuggling): `Content-Length` together with `Transfer-Encoding`, several differing
 /// `Content-Length`s, or a `Transfer-Encoding` other than plain `chunked`.
 pub fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
-    let lengths: Vec<&HeaderValue> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
-    let encodings: Vec<&HeaderValue> = headers.get_all(header::TRANSFER_ENCODING).iter().collect();
-    if !lengths.is_empty() && !encodings.is_empty() {
+    let lengths = headers.get_all(header::CONTENT_LENGTH);
+    let encodings = headers.get_all(header::TRANSFER_ENCODING);
+    let mut lengths = lengths.iter();
+    let mut encodings = encodings.iter().peekable();
+    let first_length = lengths.next();
+    if first_length.is_some() && encodings.peek().is_some() {
         return Err(ProxyError::MalformedRequest(
             "content-length with transfer-encoding",
         ));
     }
-    if lengths.windows(2).any(|w| w[0] != w[1]) {
+    if first_length.is_some_and(|first| lengths.any(|other| other != first)) {
         return Err(ProxyError::MalformedRequest("conflicting content-length"));
     }
-    if encodings.len() > 1
-        || encodings
-            .iter()
-            .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"chunked"))
-    {
+    if encodings.next().is_some_and(|first| {
+        encodings.next().is_some() || !first.as_bytes().eq_ignore_ascii_case(b"chunked")
+    }) {
         return Err(ProxyError::MalformedRequest(
             "unsupported transfer-encoding",
         ));
@@ -235,7 +236,7 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // remove just those: cheaper than looking each one up.
     let mut present = 0u16;
     for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+        if let Some(i) = hop_by_hop_index(name.as_str()) {
             present |= 1 << i;
         }
     }
@@ -244,6 +245,23 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+}
+
+/// The index in [`HOP_BY_HOP`] of a (lower-case) header name: one match on the name,
+/// not a comparison with each.
+fn hop_by_hop_index(name: &str) -> Option<usize> {
+    Some(match name {
+        "connection" => 0,
+        "keep-alive" => 1,
+        "proxy-connection" => 2,
+        "proxy-authenticate" => 3,
+        "proxy-authorization" => 4,
+        "te" => 5,
+        "trailer" => 6,
+        "transfer-encoding" => 7,
+        "upgrade" => 8,
+        _ => return None,
+    })
 }
 
 /// Header-name equality ignoring case and treating `_` and `-` as the same.
@@ -351,6 +369,16 @@ mod tests {
         assert_eq!(h["sync_execution"], "true");
         assert_eq!(h["config_id"], "c1");
         assert_eq!(h["content-type"], "application/json");
+    }
+
+    #[test]
+    fn hop_by_hop_index_matches_the_list() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop_index(name.as_str()), Some(i), "{name}");
+        }
+        for other in ["authorization", "connections", "te-", "x-upgrade", ""] {
+            assert_eq!(hop_by_hop_index(other), None, "{other}");
+        }
     }
 
     #[test]
@@ -490,6 +518,23 @@ mod tests {
             HeaderValue::from_static("gzip, chunked"),
         );
         assert!(check_framing(&h).is_err());
+        // Equal repeated lengths pass; a plain `chunked` passes, twice it does not.
+        let mut h = HeaderMap::new();
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        assert!(check_framing(&h).is_ok());
+        let mut h = HeaderMap::new();
+        h.append(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("Chunked"),
+        );
+        assert!(check_framing(&h).is_ok());
+        h.append(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        assert!(check_framing(&h).is_err());
+        assert!(check_framing(&HeaderMap::new()).is_ok());
     }
 
     #[test]

@@ -171,7 +171,7 @@ impl<S> FramingGuard<S> {
                     }
                     let taken = if self.head.is_empty() {
                         // The usual case: the whole head in this read, read where it lies.
-                        match find(data, b"\r\n\r\n") {
+                        match end_of_head(data) {
                             Some(end) => {
                                 let end = end + 4;
                                 self.head_complete(&data[..end]);
@@ -187,7 +187,7 @@ impl<S> FramingGuard<S> {
                         let from = seen.saturating_sub(3);
                         let k = data.len().min(MAX_LINE + 1);
                         self.head.extend_from_slice(&data[..k]);
-                        match find(&self.head[from..], b"\r\n\r\n").map(|e| from + e + 4) {
+                        match end_of_head(&self.head[from..]).map(|e| from + e + 4) {
                             Some(end) => {
                                 let head = std::mem::take(&mut self.head);
                                 self.head_complete(&head[..end]);
@@ -274,8 +274,11 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
     u64::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    memchr::memmem::find(haystack, needle)
+/// Where the blank line ending a head starts. The searcher is built once, not per read.
+fn end_of_head(haystack: &[u8]) -> Option<usize> {
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\r\n\r\n"));
+    FINDER.find(haystack)
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for FramingGuard<S> {

@@ -101,6 +101,7 @@ pub fn build_clients(config: &UpstreamConfig) -> Result<Clients, BoxError> {
         &config.base_url,
         config.pool_max_idle_per_host,
         config.pool_idle_timeout,
+        config.timeout,
     )?;
     Ok(Clients { http, pool })
 }

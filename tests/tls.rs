@@ -375,6 +375,12 @@ struct TlsFront {
 
 impl TlsFront {
     async fn start() -> Self {
+        Self::start_with(&[b"h2", b"http/1.1"], usize::MAX).await
+    }
+
+    /// A front offering `alpn` that completes the first `handshakes` TLS handshakes and
+    /// leaves every later one hanging (the connection open, no answer).
+    async fn start_with(alpn: &[&[u8]], handshakes: usize) -> Self {
         let certs = certs_dir();
         let chain = certificates(&certs.join("localhost.pem"));
         let key = PrivateKeyDer::from_pem_file(certs.join("localhost.key.pem")).unwrap();
@@ -385,8 +391,9 @@ impl TlsFront {
             .with_no_client_auth()
             .with_single_cert(chain, key)
             .unwrap();
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let backend = Arc::new(OnceLock::<SocketAddr>::new());
@@ -397,7 +404,14 @@ impl TlsFront {
                 let (tcp, _) = listener.accept().await.unwrap();
                 let (acceptor, to, errors) =
                     (acceptor.clone(), Arc::clone(&to), Arc::clone(&errors));
+                let n = accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 tokio::spawn(async move {
+                    if n >= handshakes {
+                        // Held open, never answered.
+                        let _held = tcp;
+                        std::future::pending::<()>().await;
+                        return;
+                    }
                     match acceptor.accept(tcp).await {
                         Ok(mut tls) => {
                             let mut plain = TcpStream::connect(to.get().unwrap()).await.unwrap();
@@ -444,6 +458,39 @@ async fn an_upstream_behind_a_private_ca_is_reached_with_ca_file() {
     assert_eq!(response.status(), 200);
     assert_forwarded_with_token(&h.mock, APPS, "http");
     assert!(front.handshake_errors.lock().unwrap().is_empty());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_that_finds_no_idle_connection_takes_one_released_while_it_connects() {
+    // HTTP/1.1 over TLS: forwarding uses the pool. Handshakes: the mint's connection,
+    // then the pool's first; every later handshake hangs.
+    let front = TlsFront::start_with(&[b"http/1.1"], 2).await;
+    let h = Harness::builder()
+        .accounts(["alice"])
+        .upstream_url(&front.url())
+        .upstream(&format!(
+            "ca_file = {}\ntimeout_ms = 3000",
+            toml_path(&certs_dir().join("dev-ca.pem"))
+        ))
+        .start()
+        .await;
+    front.backend.set(h.mock_addr).unwrap();
+    assert_eq!(h.get_as("alice", APPS).await.status(), 200);
+    // One request holds the pooled connection for 300 ms; a second finds none idle.
+    // Its own connect never completes: it is served on the first one's connection when
+    // that is released, not failed with 504 when the upstream timeout runs out.
+    h.mock.faults().set_api_latency(Duration::from_millis(300));
+    let (first, second) = tokio::join!(h.get_as("alice", APPS), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        h.get_as("alice", APPS).await
+    });
+    assert_eq!(first.status(), 200);
+    assert_eq!(second.status(), 200);
+    assert_eq!(
+        h.mock.requests().iter().filter(|r| r.path == APPS).count(),
+        3
+    );
     h.stop().await;
 }
 

@@ -9,6 +9,12 @@
 //! connection goes back on the stack when the response body has been read to its end;
 //! a response dropped half-read closes its connection.
 //!
+//! A request that finds no idle connection opens one, and meanwhile waits for any
+//! connection another request releases: whichever comes first carries it (a burst of
+//! requests after a quiet spell does not open a connection each, nor wait on a slow
+//! connect while others free up); a connect that lost the race finishes on its own and
+//! joins the stack.
+//!
 //! A connection waiting on the stack is polled by nobody, so it is checked when it is
 //! taken: polled once, so that a close or a stray byte from Refold is seen, and asked
 //! whether it can take a request. A request that was never written (the connection
@@ -36,6 +42,7 @@ use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::{Connection as _, HttpConnector};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 use tower_service::Service;
 
 use crate::{BoxError, ProxyBody};
@@ -86,6 +93,18 @@ struct Idle {
     since: Instant,
 }
 
+/// The idle connections and the requests waiting for one.
+#[derive(Default)]
+struct State {
+    /// Bottom: the longest idle.
+    idle: VecDeque<Idle>,
+    /// Requests opening a connection that would take a released one sooner, oldest
+    /// first. Some may have given up (their receiver dropped): skipped when met.
+    waiters: VecDeque<oneshot::Sender<Box<Conn>>>,
+    /// Waiter count at which the given-up ones are swept out.
+    sweep_waiters_at: usize,
+}
+
 /// HTTP/1.1 connections to one upstream authority.
 pub(super) struct Pool {
     connector: HttpsConnector<HttpConnector>,
@@ -93,10 +112,11 @@ pub(super) struct Pool {
     target: Uri,
     /// The `Host` header every request carries.
     host: HeaderValue,
-    /// Bottom: the longest idle.
-    idle: Mutex<VecDeque<Idle>>,
+    state: Mutex<State>,
     max_idle: usize,
     idle_timeout: Duration,
+    /// How long a connect that lost the race to a released connection may still take.
+    detached_connect_limit: Duration,
     http2: AtomicBool,
 }
 
@@ -104,7 +124,7 @@ impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
             .field("target", &self.target)
-            .field("idle", &self.lock().len())
+            .field("idle", &self.lock().idle.len())
             .field("max_idle", &self.max_idle)
             .field("idle_timeout", &self.idle_timeout)
             .field("http2", &self.http2)
@@ -120,6 +140,7 @@ impl Pool {
         base: &Uri,
         max_idle: usize,
         idle_timeout: Duration,
+        detached_connect_limit: Duration,
     ) -> Result<Arc<Self>, BoxError> {
         let authority = base
             .authority()
@@ -140,9 +161,10 @@ impl Pool {
             connector,
             target: Uri::from_parts(target)?,
             host: HeaderValue::try_from(host)?,
-            idle: Mutex::new(VecDeque::new()),
+            state: Mutex::new(State::default()),
             max_idle,
             idle_timeout,
+            detached_connect_limit,
             http2: AtomicBool::new(false),
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -159,7 +181,7 @@ impl Pool {
     /// Connections waiting on the stack now.
     #[cfg(test)]
     fn idle_count(&self) -> usize {
-        self.lock().len()
+        self.lock().idle.len()
     }
 
     /// Sends `request` (absolute URI) on a pooled or new connection and returns the
@@ -174,8 +196,8 @@ impl Pool {
                 Some(conn) => (conn, true),
                 // Boxed: a connect is rare, and its state (a TLS handshake) is large;
                 // every request's future would carry it.
-                None => match Box::pin(self.connect()).await? {
-                    Some(conn) => (conn, false),
+                None => match Box::pin(self.connect_or_wait()).await? {
+                    Some(conn) => conn,
                     // Still in absolute form, as the multiplexing client wants it.
                     None => return Err(PoolError::Http2(Box::new(request))),
                 },
@@ -215,26 +237,57 @@ impl Pool {
     /// The most recently used idle connection that is still open and ready.
     async fn checkout(&self) -> Option<Box<Conn>> {
         loop {
-            let mut conn = {
-                let mut idle = self.lock();
-                self.expire(&mut idle, Instant::now());
-                idle.pop_back()?.conn
+            let conn = {
+                let mut state = self.lock();
+                self.expire(&mut state.idle, Instant::now());
+                state.idle.pop_back()?.conn
             };
-            let ready = poll_fn(|cx| {
-                if conn.poll_conn(cx).is_ready() {
-                    return Poll::Ready(false);
-                }
-                Poll::Ready(matches!(conn.sender.poll_ready(cx), Poll::Ready(Ok(()))))
-            })
-            .await;
-            if ready {
+            if let Some(conn) = ready(conn).await {
                 return Some(conn);
             }
         }
     }
 
+    /// A new connection, or one another request released before it was open: the
+    /// connection and whether it was used before. `None` if Refold chose HTTP/2.
+    async fn connect_or_wait(self: &Arc<Self>) -> Result<Option<(Box<Conn>, bool)>, PoolError> {
+        let (waiter, released) = oneshot::channel();
+        {
+            let mut state = self.lock();
+            if state.waiters.len() >= state.sweep_waiters_at {
+                state.waiters.retain(|w| !w.is_closed());
+                state.sweep_waiters_at = (state.waiters.len() * 2).max(64);
+            }
+            state.waiters.push_back(waiter);
+        }
+        let mut connecting = Box::pin(Arc::clone(self).connect());
+        tokio::select! {
+            biased;
+            connected = &mut connecting => Ok(connected?.map(|conn| (conn, false))),
+            released = released => {
+                if let Some(conn) = match released {
+                    Ok(conn) => ready(conn).await,
+                    Err(_) => None,
+                } {
+                    // The connect goes on without this request and joins the stack.
+                    // Bounded: a TLS handshake Refold never answers must not linger.
+                    let pool = Arc::clone(self);
+                    tokio::spawn(async move {
+                        let limit = pool.detached_connect_limit;
+                        if let Ok(Ok(Some(conn))) = tokio::time::timeout(limit, connecting).await {
+                            pool.checkin(conn);
+                        }
+                    });
+                    return Ok(Some((conn, true)));
+                }
+                // Closed on its way here: the connect it is, then.
+                Ok(connecting.await?.map(|conn| (conn, false)))
+            }
+        }
+    }
+
     /// A new connection, or `None` if Refold chose HTTP/2 for it.
-    async fn connect(&self) -> Result<Option<Box<Conn>>, PoolError> {
+    async fn connect(self: Arc<Self>) -> Result<Option<Box<Conn>>, PoolError> {
         let mut connector = self.connector.clone();
         poll_fn(|cx| connector.poll_ready(cx))
             .await
@@ -256,17 +309,27 @@ impl Pool {
         })))
     }
 
-    fn checkin(&self, conn: Box<Conn>) {
-        if conn.conn.is_none() || self.max_idle == 0 {
+    fn checkin(&self, mut conn: Box<Conn>) {
+        if conn.conn.is_none() {
             return;
         }
         let now = Instant::now();
-        let mut idle = self.lock();
-        self.expire(&mut idle, now);
-        if idle.len() >= self.max_idle {
-            idle.pop_front();
+        let mut state = self.lock();
+        // A request waiting on a connect takes it first.
+        while let Some(waiter) = state.waiters.pop_front() {
+            match waiter.send(conn) {
+                Ok(()) => return,
+                Err(back) => conn = back,
+            }
         }
-        idle.push_back(Idle { conn, since: now });
+        if self.max_idle == 0 {
+            return;
+        }
+        self.expire(&mut state.idle, now);
+        if state.idle.len() >= self.max_idle {
+            state.idle.pop_front();
+        }
+        state.idle.push_back(Idle { conn, since: now });
     }
 
     /// Drops the connections idle longer than the idle timeout (all at the bottom).
@@ -279,9 +342,22 @@ impl Pool {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// `conn` if it is still open and can take a request now. It is polled once, so that a
+/// close from Refold (or a stray byte) is seen and the connection says it is ready.
+async fn ready(mut conn: Box<Conn>) -> Option<Box<Conn>> {
+    poll_fn(|cx| {
+        if conn.poll_conn(cx).is_ready() {
+            return Poll::Ready(false);
+        }
+        Poll::Ready(matches!(conn.sender.poll_ready(cx), Poll::Ready(Ok(()))))
+    })
+    .await
+    .then_some(conn)
 }
 
 /// Closes connections idle too long even when no request comes to notice them.
@@ -294,7 +370,8 @@ async fn sweep(pool: Weak<Pool>) {
         tokio::time::sleep(period).await;
         let Some(pool) = pool.upgrade() else { return };
         let expired: Vec<Idle> = {
-            let mut idle = pool.lock();
+            let mut state = pool.lock();
+            let idle = &mut state.idle;
             let now = Instant::now();
             let keep = idle
                 .iter()
@@ -411,6 +488,7 @@ mod tests {
             &"https://app.refold.ai:443/x".parse().unwrap(),
             4,
             Duration::from_secs(90),
+            Duration::from_secs(30),
         )
         .unwrap();
         assert_eq!(pool.host, "app.refold.ai");
@@ -420,6 +498,7 @@ mod tests {
             &"http://127.0.0.1:8081".parse().unwrap(),
             4,
             Duration::from_secs(90),
+            Duration::from_secs(30),
         )
         .unwrap();
         assert_eq!(pool.host, "127.0.0.1:8081");

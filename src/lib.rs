@@ -43,6 +43,7 @@ pub mod framing;
 pub mod guard;
 pub mod headers;
 pub mod identity;
+mod keyed_hash;
 pub mod metrics;
 pub mod mock;
 pub mod proxy;

@@ -43,14 +43,17 @@ impl Clock {
 }
 
 /// A Refold session token with its lifetime, ready to inject.
+///
+/// Kept once per cached account, so it is compact: the header value (the token's one
+/// allocation) and its expiry, with the two earlier instants as offsets before it.
 #[derive(Clone)]
 pub struct Token {
     authorization: HeaderValue,
-    /// After this the token is not injected any more (expiry less a safety margin).
-    stale_at: Instant,
-    /// From this point a background refresh is due.
-    refresh_at: Instant,
     expires_at: Instant,
+    /// Not injected any more from this many milliseconds before expiry (a safety margin).
+    stale_ms_before: u32,
+    /// A background refresh is due from this many milliseconds before expiry.
+    refresh_ms_before: u32,
 }
 
 impl Token {
@@ -61,7 +64,12 @@ impl Token {
         expires_at: Instant,
         refresh_before: std::time::Duration,
     ) -> Option<Self> {
-        let mut authorization = HeaderValue::from_str(&format!("Bearer {value}")).ok()?;
+        // Built in a buffer of its exact size, which the header value then owns: one
+        // allocation, no copy.
+        let mut bearer = Vec::with_capacity("Bearer ".len() + value.len());
+        bearer.extend_from_slice(b"Bearer ");
+        bearer.extend_from_slice(value.as_bytes());
+        let mut authorization = HeaderValue::from_maybe_shared(bytes::Bytes::from(bearer)).ok()?;
         authorization.set_sensitive(true);
         let lifetime = expires_at.saturating_duration_since(now);
         // Never inject a token in its last moments: it could expire on the way to Refold.
@@ -74,9 +82,9 @@ impl Token {
             .max(now + lifetime / 2);
         Some(Self {
             authorization,
-            stale_at: expires_at - margin,
-            refresh_at,
             expires_at,
+            stale_ms_before: millis(margin),
+            refresh_ms_before: millis(expires_at.saturating_duration_since(refresh_at)),
         })
     }
 
@@ -97,13 +105,25 @@ impl Token {
 
     /// Whether it may still be injected at `now`.
     pub fn is_usable(&self, now: Instant) -> bool {
-        now < self.stale_at
+        now < self.before_expiry(self.stale_ms_before)
     }
 
     /// Whether a background refresh is due at `now`.
     pub fn wants_refresh(&self, now: Instant) -> bool {
-        now >= self.refresh_at
+        now >= self.before_expiry(self.refresh_ms_before)
     }
+
+    fn before_expiry(&self, ms: u32) -> Instant {
+        self.expires_at
+            .checked_sub(Duration::from_millis(u64::from(ms)))
+            .unwrap_or(self.expires_at)
+    }
+}
+
+/// Milliseconds, rounded up (so a token goes stale or due for refresh a little early,
+/// never late), at most `u32::MAX`: 49 days, longer than the minter lets any token live.
+fn millis(duration: Duration) -> u32 {
+    u32::try_from(duration.as_nanos().div_ceil(1_000_000)).unwrap_or(u32::MAX)
 }
 
 impl fmt::Debug for Token {

@@ -17,21 +17,21 @@
 //! verification.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock};
 
 use super::Caller;
+use crate::keyed_hash::{KeyedHash, Prehashed};
 
 /// Shards: enough that two runtime workers rarely meet on one lock.
 const SHARDS: usize = 16;
 
 /// One shard: entries by the keyed hash of their token.
-type Shard = RwLock<HashMap<u64, Entry, BuildHasherDefault<Prehashed>>>;
+type Shard = RwLock<HashMap<u64, Entry, Prehashed>>;
 
 /// The verified-token cache of one [`super::Authenticator`].
 pub(crate) struct VerifiedCache {
-    key: RandomState,
+    key: KeyedHash,
     shards: Box<[Shard]>,
     /// Per shard: the unix second of its last sweep for expired entries.
     swept: Box<[AtomicU64]>,
@@ -55,7 +55,7 @@ impl VerifiedCache {
         }
         let per_shard = entries.div_ceil(SHARDS);
         Some(Self {
-            key: RandomState::new(),
+            key: KeyedHash::default(),
             shards: (0..SHARDS)
                 .map(|_| RwLock::new(HashMap::default()))
                 .collect(),
@@ -67,7 +67,7 @@ impl VerifiedCache {
     /// The caller `token` names, if it verified before, has not expired at `now` (unix
     /// seconds) and verified under key-set `generation`.
     pub(crate) fn get(&self, token: &str, now: u64, generation: u64) -> Option<Caller> {
-        let hash = self.key.hash_one(token.as_bytes());
+        let hash = self.key.of(token.as_bytes());
         let shard = self
             .shard(hash)
             .read()
@@ -89,7 +89,7 @@ impl VerifiedCache {
         generation: u64,
         now: u64,
     ) {
-        let hash = self.key.hash_one(token.as_bytes());
+        let hash = self.key.of(token.as_bytes());
         let index = Self::index(hash);
         let mut shard = self.shards[index]
             .write()
@@ -133,27 +133,6 @@ impl VerifiedCache {
     }
 }
 
-/// The map's hasher: its keys already are keyed hashes, so it passes them through.
-#[derive(Default)]
-struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only u64 keys are hashed; fold anything else in, should that ever change.
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,7 +154,7 @@ mod tests {
         // Plant an entry under the hash of one token with the bytes of another, as a
         // collision would: the lookup must compare the bytes and miss.
         let cache = VerifiedCache::new(100).unwrap();
-        let hash = cache.key.hash_one(b"presented".as_slice());
+        let hash = cache.key.of(b"presented");
         cache.shard(hash).write().unwrap().insert(
             hash,
             Entry {

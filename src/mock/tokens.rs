@@ -46,7 +46,14 @@ struct Book {
     grants: HashMap<String, Grant>,
     /// The token each account is handed on a mint without `force_refresh`.
     current: HashMap<String, String>,
+    /// Grants left after the last sweep for expired ones.
+    swept_len: usize,
 }
+
+/// The book is swept for expired grants once it holds twice as many as after the last
+/// sweep (and at least this many): a sweep per mint would make a fill of n accounts cost
+/// n² steps.
+const SWEEP_FLOOR: usize = 1024;
 
 struct Grant {
     linked_account_id: String,
@@ -104,8 +111,12 @@ impl Tokens {
                 return Ok(self.minted(token.clone(), grant, now));
             }
         }
-        // Expired grants answer like unknown ones; dropping them bounds the book.
-        book.grants.retain(|_, grant| grant.expires_at > now);
+        // Expired grants answer like unknown ones; dropping them bounds the book to twice
+        // its live grants, at a cost per mint that does not grow with the book.
+        if book.grants.len() >= (2 * book.swept_len).max(SWEEP_FLOOR) {
+            book.grants.retain(|_, grant| grant.expires_at > now);
+            book.swept_len = book.grants.len();
+        }
         let serial = self.serial.fetch_add(1, Ordering::Relaxed);
         let token = match form {
             TokenForm::Jwt => self.sign(linked_account_id, serial)?,
@@ -167,6 +178,7 @@ impl Tokens {
         let mut book = self.book();
         book.grants.clear();
         book.current.clear();
+        book.swept_len = 0;
     }
 
     fn minted(&self, token: String, grant: &Grant, now: Instant) -> Minted {

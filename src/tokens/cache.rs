@@ -1,5 +1,7 @@
 //! The per-account cache with single-flight minting and refresh-ahead.
 
+use std::borrow::Borrow;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -35,12 +37,36 @@ type Flight = watch::Receiver<Option<MintResult>>;
 struct SlotState {
     token: Option<Token>,
     flight: Option<Flight>,
-    /// No background refresh before this, after one failed.
-    refresh_backoff_until: Option<Instant>,
-    /// Refold said the account does not exist: believe it until then.
-    missing_until: Option<Instant>,
+    /// With `missing`: Refold said the account does not exist, believe it until then.
+    /// Without: a background refresh failed, no new one before then. One field serves
+    /// both because at most one is ever in force: while the account is held missing, no
+    /// request reaches a mint or a refresh.
+    hold_until: Option<Instant>,
+    missing: bool,
     /// Refold rejected the cached token: the next mint must not get it back.
     force_next: bool,
+}
+
+impl SlotState {
+    /// Whether the account is held as missing at `now`.
+    fn missing_at(&self, now: Instant) -> bool {
+        self.missing && self.hold_until.is_some_and(|until| now < until)
+    }
+
+    /// Whether a background refresh may start at `now`.
+    fn may_refresh_at(&self, now: Instant) -> bool {
+        self.missing || self.hold_until.is_none_or(|until| now >= until)
+    }
+
+    fn hold(&mut self, until: Instant, missing: bool) {
+        self.hold_until = Some(until);
+        self.missing = missing;
+    }
+
+    fn release(&mut self) {
+        self.hold_until = None;
+        self.missing = false;
+    }
 }
 
 /// Ends a slot's flight when the mint task finishes, however it finishes.
@@ -53,9 +79,36 @@ impl Drop for FlightGuard {
 }
 
 struct Slot {
+    /// The linked account: the map's key, stored once.
+    account: Arc<str>,
     state: Mutex<SlotState>,
     /// Milliseconds since the cache's epoch when the slot was last used.
     last_used: AtomicU64,
+}
+
+/// A slot as the map holds it: hashed and compared by its account, so that the map
+/// stores one pointer per account and lookups by `&str` still work.
+struct Keyed(Arc<Slot>);
+
+impl Hash for Keyed {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As `str` hashes: `get(&str)` must find the same bucket.
+        self.0.account.hash(state);
+    }
+}
+
+impl PartialEq for Keyed {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.account == other.0.account
+    }
+}
+
+impl Eq for Keyed {}
+
+impl Borrow<str> for Keyed {
+    fn borrow(&self) -> &str {
+        &self.0.account
+    }
 }
 
 impl Slot {
@@ -76,7 +129,7 @@ impl Slot {
 struct Inner {
     /// By linked account. The upstream and the API key's environment are the same for
     /// every slot: they are the cache's settings, fixed for its life.
-    slots: DashMap<Arc<str>, Arc<Slot>>,
+    slots: DashMap<Keyed, ()>,
     pruning: Mutex<()>,
     minter: Minter,
     settings: TokenSettings,
@@ -116,21 +169,19 @@ impl TokenCache {
     /// The caller's session token: cached, or minted (one mint per account at a time).
     pub async fn get(&self, caller: &Caller) -> Result<Token, MintError> {
         let now = self.clock().now();
-        let account = caller.account_shared();
-        let slot = self.slot(account, now);
+        let slot = self.slot(caller.account_shared(), now);
         let mut flight = {
             let mut state = slot.lock();
-            if state.missing_until.is_some_and(|until| now < until) {
+            if state.missing_at(now) {
                 self.metrics().cache_lookup(CacheLookup::KnownMissing);
                 return Err(MintError::AccountMissing);
             }
             if let Some(token) = state.token.as_ref().filter(|t| t.is_usable(now)) {
                 let token = token.clone();
                 self.metrics().cache_lookup(CacheLookup::Hit);
-                let backoff_over = state.refresh_backoff_until.is_none_or(|t| now >= t);
-                if token.wants_refresh(now) && state.flight.is_none() && backoff_over {
+                if token.wants_refresh(now) && state.flight.is_none() && state.may_refresh_at(now) {
                     // Refold hands back the same token unless forced: a refresh must force.
-                    state.flight = Some(self.start_flight(&slot, Arc::clone(account), true));
+                    state.flight = Some(self.start_flight(&slot, true));
                     self.metrics().cache_refresh();
                 }
                 return Ok(token);
@@ -140,7 +191,7 @@ impl TokenCache {
                 Some(flight) => flight.clone(),
                 None => {
                     let force = std::mem::take(&mut state.force_next);
-                    let flight = self.start_flight(&slot, Arc::clone(account), force);
+                    let flight = self.start_flight(&slot, force);
                     state.flight = Some(flight.clone());
                     flight
                 }
@@ -165,7 +216,7 @@ impl TokenCache {
             .inner
             .slots
             .get(caller.account())
-            .map(|s| Arc::clone(s.value()))
+            .map(|s| Arc::clone(&s.key().0))
         else {
             return;
         };
@@ -188,11 +239,18 @@ impl TokenCache {
     /// The account's next mint asks Refold with `force_refresh`, so it gets a new token
     /// rather than the evicted one back.
     pub fn evict(&self, account: &str) -> bool {
-        let Some(slot) = self.inner.slots.get(account).map(|s| Arc::clone(s.value())) else {
+        let Some(slot) = self
+            .inner
+            .slots
+            .get(account)
+            .map(|s| Arc::clone(&s.key().0))
+        else {
             return false;
         };
         let mut state = slot.lock();
-        state.missing_until = None;
+        if state.missing {
+            state.release();
+        }
         state.force_next = true;
         let evicted = state.token.take().is_some();
         if evicted {
@@ -233,24 +291,20 @@ impl TokenCache {
     fn slot(&self, account: &Arc<str>, now: Instant) -> Arc<Slot> {
         let tick = now.saturating_duration_since(self.inner.epoch).as_millis() as u64;
         if let Some(slot) = self.inner.slots.get(&**account) {
+            let slot = &slot.key().0;
             slot.last_used.store(tick, Ordering::Relaxed);
-            return Arc::clone(slot.value());
+            return Arc::clone(slot);
         }
         if self.inner.slots.len() >= self.inner.settings.max_accounts {
             self.make_room(now);
         }
-        let slot = self
-            .inner
-            .slots
-            .entry(Arc::clone(account))
-            .or_insert_with(|| {
-                Arc::new(Slot {
-                    state: Mutex::new(SlotState::default()),
-                    last_used: AtomicU64::new(tick),
-                })
-            })
-            .value()
-            .clone();
+        let new = Arc::new(Slot {
+            account: Arc::clone(account),
+            state: Mutex::new(SlotState::default()),
+            last_used: AtomicU64::new(tick),
+        });
+        // Another request may have added the account meanwhile: then its slot wins.
+        let slot = Arc::clone(&self.inner.slots.entry(Keyed(new)).or_insert(()).key().0);
         slot
     }
 
@@ -263,7 +317,7 @@ impl TokenCache {
         };
         let slots = &self.inner.slots;
         let before = slots.len();
-        slots.retain(|_, slot| !slot.is_dead(now));
+        slots.retain(|slot, ()| !slot.0.is_dead(now));
         self.metrics()
             .cache_evicted(Eviction::Expired, before.saturating_sub(slots.len()) as u64);
         let max = self.inner.settings.max_accounts;
@@ -272,13 +326,14 @@ impl TokenCache {
         }
         let mut ages: Vec<u64> = slots
             .iter()
-            .map(|e| e.value().last_used.load(Ordering::Relaxed))
+            .map(|e| e.key().0.last_used.load(Ordering::Relaxed))
             .collect();
         let cut = (ages.len() / 8).max(1).min(ages.len());
         let (_, threshold, _) = ages.select_nth_unstable(cut - 1);
         let threshold = *threshold;
         let mut removed = 0;
-        slots.retain(|_, slot| {
+        slots.retain(|slot, ()| {
+            let slot = &slot.0;
             let old = slot.last_used.load(Ordering::Relaxed) <= threshold;
             if removed < cut && old && slot.lock().flight.is_none() {
                 removed += 1;
@@ -296,7 +351,7 @@ impl TokenCache {
 
     /// Starts the account's one mint as a task, so it completes and fills the cache even
     /// if every request waiting on it goes away.
-    fn start_flight(&self, slot: &Arc<Slot>, account: Arc<str>, force: bool) -> Flight {
+    fn start_flight(&self, slot: &Arc<Slot>, force: bool) -> Flight {
         let (tx, rx) = watch::channel(None);
         let inner = Arc::clone(&self.inner);
         let slot = Arc::clone(slot);
@@ -304,20 +359,20 @@ impl TokenCache {
             // Clears the flight even if the mint panics, so the account is not stuck
             // behind a flight that will never land.
             let guard = FlightGuard(Arc::clone(&slot));
-            let result = inner.minter.mint(&account, force).await;
+            let account = &slot.account;
+            let result = inner.minter.mint(account, force).await;
             {
                 let now = inner.minter.clock().now();
                 let mut state = slot.lock();
                 match &result {
                     Ok(token) => {
                         state.token = Some(token.clone());
-                        state.refresh_backoff_until = None;
-                        state.missing_until = None;
+                        state.release();
                     }
                     Err(MintError::AccountMissing) => {
-                        state.missing_until = Some(now + inner.settings.missing_account_ttl);
+                        state.hold(now + inner.settings.missing_account_ttl, true);
                     }
-                    Err(_) => state.refresh_backoff_until = Some(now + REFRESH_RETRY),
+                    Err(_) => state.hold(now + REFRESH_RETRY, false),
                 }
             }
             drop(guard);
@@ -333,5 +388,24 @@ impl TokenCache {
             let _ = tx.send(Some(result));
         });
         rx
+    }
+}
+
+#[cfg(all(test, target_os = "linux", target_pointer_width = "64"))]
+mod tests {
+    use super::*;
+
+    /// Every cached account costs its slot, its token's bytes and one pointer in the map
+    /// (BENCHMARKS.md, "RSS per cached account"): keep the slot, with the `Arc`'s two
+    /// counters, within the allocator's 160-byte size class.
+    #[test]
+    fn a_cached_account_stays_compact() {
+        assert_eq!(std::mem::size_of::<Keyed>(), 8);
+        assert_eq!(std::mem::size_of::<Option<Token>>(), 64);
+        assert!(
+            2 * 8 + std::mem::size_of::<Slot>() <= 160,
+            "{} bytes",
+            std::mem::size_of::<Slot>()
+        );
     }
 }

@@ -59,15 +59,6 @@ pub mod upstream;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 
-/// The process's allocator. With glibc's malloc about half of the resident memory a
-/// filled token cache held was free fragments between long-lived allocations (each
-/// account's token and slot land among the request path's short-lived buffers);
-/// jemalloc's size classes keep resident memory close to the live heap (BENCHMARKS.md,
-/// "RSS per cached account").
-#[cfg(not(target_env = "msvc"))]
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 /// A boxed error, as bodies and clients report them.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

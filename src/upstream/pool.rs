@@ -251,7 +251,7 @@ impl Pool {
     /// A new connection, or one another request released before it was open: the
     /// connection and whether it was used before. `None` if Refold chose HTTP/2.
     async fn connect_or_wait(self: &Arc<Self>) -> Result<Option<(Box<Conn>, bool)>, PoolError> {
-        let (waiter, released) = oneshot::channel();
+        let (waiter, mut released) = oneshot::channel();
         {
             let mut state = self.lock();
             if state.waiters.len() >= state.sweep_waiters_at {
@@ -263,8 +263,16 @@ impl Pool {
         let mut connecting = Box::pin(Arc::clone(self).connect());
         tokio::select! {
             biased;
-            connected = &mut connecting => Ok(connected?.map(|conn| (conn, false))),
-            released = released => {
+            connected = &mut connecting => {
+                // A connection released to this request just as its own connect won
+                // goes to the next waiter or the stack, not to waste.
+                released.close();
+                if let Ok(conn) = released.try_recv() {
+                    self.checkin(conn);
+                }
+                Ok(connected?.map(|conn| (conn, false)))
+            }
+            released = &mut released => {
                 if let Some(conn) = match released {
                     Ok(conn) => ready(conn).await,
                     Err(_) => None,

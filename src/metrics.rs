@@ -12,7 +12,8 @@
 //! serves, and the proxy, the token cache and minter, the public accept loop and the admin
 //! listener share it by `Arc`. A reload hands it to the new proxy with the token cache.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use http::Method;
@@ -22,6 +23,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
+
+use crate::keyed_hash::Prehashed;
 
 /// The `Content-Type` of [`Metrics::encode`]'s output (OpenMetrics text, which Prometheus
 /// scrapes natively).
@@ -204,6 +207,53 @@ struct RouteLabels {
     route: RouteLabel,
 }
 
+/// Request series whose handles are kept at most (see [`Metrics::request`]).
+const MAX_CACHED_SERIES: usize = 4096;
+
+/// What picks a public request's series. A template is compared by identity: the key
+/// holds its `Arc`, so the address stays its own while cached, and two templates with
+/// the same text (after a reload) are two keys for the same series.
+#[derive(Debug)]
+struct SeriesKey {
+    route: RouteLabel,
+    method: MethodLabel,
+    status: u16,
+}
+
+impl SeriesKey {
+    fn route_id(&self) -> (u8, usize) {
+        match &self.route {
+            RouteLabel::Template(template) => (0, Arc::as_ptr(template).cast::<u8>() as usize),
+            RouteLabel::Unmatched => (1, 0),
+            RouteLabel::Preflight => (2, 0),
+            RouteLabel::Admin => (3, 0),
+        }
+    }
+}
+
+impl PartialEq for SeriesKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.route_id() == other.route_id()
+            && self.method == other.method
+            && self.status == other.status
+    }
+}
+
+impl Eq for SeriesKey {}
+
+impl std::hash::Hash for SeriesKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // One u64, mixed (the map passes it through): not keyed, and needs not be, the
+        // keys are the proxy's own templates and at most a few hundred statuses.
+        let (kind, address) = self.route_id();
+        let packed = (address as u64)
+            ^ (u64::from(kind) << 60)
+            ^ (u64::from(self.method as u8) << 52)
+            ^ (u64::from(self.status) << 36);
+        state.write_u64(packed.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29));
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: MintOutcome,
@@ -266,6 +316,9 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     request_duration: HistogramFamily<RouteLabels>,
+    /// The two series a public request updates, by route, method and status: found by
+    /// one lookup on a cheap key instead of two label-set hashes per request.
+    request_series: RwLock<HashMap<SeriesKey, (Counter, Histogram), Prehashed>>,
     upstream_duration: Histogram,
     upstream_errors: Box<[Counter]>,
     mint_duration: Histogram,
@@ -406,6 +459,7 @@ impl Metrics {
             registry,
             requests,
             request_duration,
+            request_series: RwLock::default(),
             upstream_duration,
             mint_duration,
             cache_refreshes,
@@ -427,18 +481,55 @@ impl Metrics {
 
     /// Counts a request answered on the public listener, and its latency.
     pub fn request(&self, route: RouteLabel, method: &Method, status: u16, took: Duration) {
-        self.request_duration
-            .get_or_create(&RouteLabels {
-                route: route.clone(),
-            })
-            .observe(took.as_secs_f64());
-        self.requests
-            .get_or_create(&RequestLabels {
-                route,
-                method: MethodLabel::of(method),
-                status,
-            })
-            .inc();
+        let key = SeriesKey {
+            route,
+            method: MethodLabel::of(method),
+            status,
+        };
+        {
+            let cache = self
+                .request_series
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some((count, duration)) = cache.get(&key) {
+                count.inc();
+                duration.observe(took.as_secs_f64());
+                return;
+            }
+        }
+        let (count, duration) = self.request_series_for(key);
+        count.inc();
+        duration.observe(took.as_secs_f64());
+    }
+
+    /// Creates (or finds) the series of `key` and remembers their handles.
+    #[cold]
+    fn request_series_for(&self, key: SeriesKey) -> (Counter, Histogram) {
+        let series = (
+            self.requests
+                .get_or_create(&RequestLabels {
+                    route: key.route.clone(),
+                    method: key.method,
+                    status: key.status,
+                })
+                .clone(),
+            self.request_duration
+                .get_or_create(&RouteLabels {
+                    route: key.route.clone(),
+                })
+                .clone(),
+        );
+        let mut cache = self
+            .request_series
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Bounded: templates change with reloads, statuses are whatever Refold answers.
+        // Forgetting handles loses nothing: the series live in their families.
+        if cache.len() >= MAX_CACHED_SERIES {
+            cache.clear();
+        }
+        cache.insert(key, series.clone());
+        series
     }
 
     /// Counts a request answered on the admin listener.
@@ -581,6 +672,46 @@ mod tests {
             "refold_proxy_requests_total{route=\"admin\",method=\"GET\",status=\"200\"} 1",
             "refold_proxy_request_duration_seconds_count{route=\"/api/v2/public/workflow/{}\"} 2",
             "refold_proxy_request_duration_seconds_bucket{le=\"0.005\",route=\"/api/v2/public/workflow/{}\"} 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} missing:\n{text}");
+        }
+    }
+
+    #[test]
+    fn cached_series_keep_templates_methods_and_statuses_apart() {
+        let metrics = Metrics::new();
+        // A reload builds new templates with the same text: one series.
+        let before: Arc<str> = Arc::from("/api/v2/public/workflow");
+        let after: Arc<str> = Arc::from("/api/v2/public/workflow");
+        let other: Arc<str> = Arc::from("/api/v2/public/config");
+        let took = Duration::from_millis(1);
+        for (template, method, status) in [
+            (&before, Method::GET, 200),
+            (&after, Method::GET, 200),
+            (&before, Method::GET, 200),
+            (&before, Method::POST, 200),
+            (&before, Method::GET, 401),
+            (&other, Method::GET, 200),
+        ] {
+            metrics.request(
+                RouteLabel::Template(Arc::clone(template)),
+                &method,
+                status,
+                took,
+            );
+        }
+        metrics.request(RouteLabel::Preflight, &Method::OPTIONS, 204, took);
+        metrics.request(RouteLabel::Unmatched, &Method::OPTIONS, 204, took);
+        let text = metrics.encode();
+        for line in [
+            "refold_proxy_requests_total{route=\"/api/v2/public/workflow\",method=\"GET\",status=\"200\"} 3",
+            "refold_proxy_requests_total{route=\"/api/v2/public/workflow\",method=\"POST\",status=\"200\"} 1",
+            "refold_proxy_requests_total{route=\"/api/v2/public/workflow\",method=\"GET\",status=\"401\"} 1",
+            "refold_proxy_requests_total{route=\"/api/v2/public/config\",method=\"GET\",status=\"200\"} 1",
+            "refold_proxy_requests_total{route=\"preflight\",method=\"OPTIONS\",status=\"204\"} 1",
+            "refold_proxy_requests_total{route=\"unmatched\",method=\"OPTIONS\",status=\"204\"} 1",
+            "refold_proxy_request_duration_seconds_count{route=\"/api/v2/public/workflow\"} 5",
+            "refold_proxy_request_duration_seconds_count{route=\"/api/v2/public/config\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} missing:\n{text}");
         }

@@ -198,8 +198,13 @@ impl Pool {
                 // every request's future would carry it.
                 None => match Box::pin(self.connect_or_wait()).await? {
                     Some(conn) => conn,
-                    // Still in absolute form, as the multiplexing client wants it.
-                    None => return Err(PoolError::Http2(Box::new(request))),
+                    // In absolute form, as the multiplexing client wants it.
+                    None => {
+                        if origin_form_done {
+                            self.absolute_form(request.uri_mut());
+                        }
+                        return Err(PoolError::Http2(Box::new(request)));
+                    }
                 },
             };
             if !origin_form_done {
@@ -231,6 +236,17 @@ impl Pool {
                     _ => return Err(PoolError::Request(e.into_error())),
                 },
             }
+        }
+    }
+
+    /// `/path?q` → `scheme://authority/path?q` again, for a request the pool gives up.
+    fn absolute_form(&self, uri: &mut Uri) {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = self.target.scheme().cloned();
+        parts.authority = self.target.authority().cloned();
+        parts.path_and_query = uri.path_and_query().cloned();
+        if let Ok(absolute) = Uri::from_parts(parts) {
+            *uri = absolute;
         }
     }
 
@@ -486,6 +502,28 @@ mod tests {
         let mut uri: Uri = "https://app.refold.ai".parse().unwrap();
         origin_form(&mut uri);
         assert_eq!(uri, "/");
+    }
+
+    #[tokio::test]
+    async fn origin_and_absolute_form_round_trip() {
+        let connector = super::super::https_connector(Duration::from_secs(1)).unwrap();
+        let base: Uri = "https://app.refold.ai:8443/refold".parse().unwrap();
+        let pool = Pool::new(
+            connector,
+            &base,
+            4,
+            Duration::from_secs(90),
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        let mut uri: Uri = "https://app.refold.ai:8443/refold/api/v2?x=1"
+            .parse()
+            .unwrap();
+        let original = uri.clone();
+        origin_form(&mut uri);
+        assert_eq!(uri, "/refold/api/v2?x=1");
+        pool.absolute_form(&mut uri);
+        assert_eq!(uri, original);
     }
 
     #[tokio::test]

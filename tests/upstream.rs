@@ -196,6 +196,21 @@ async fn get(upstream: &Upstream, path: &str) -> (u16, usize) {
     (status, body.len())
 }
 
+/// `n` GETs of `path` at once, each on its own task; their statuses and body lengths.
+async fn get_at_once(upstream: &Arc<Upstream>, n: usize, path: &'static str) -> Vec<(u16, usize)> {
+    let requests: Vec<_> = (0..n)
+        .map(|_| {
+            let upstream = Arc::clone(upstream);
+            tokio::spawn(async move { get(&upstream, path).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for request in requests {
+        answers.push(request.await.unwrap());
+    }
+    answers
+}
+
 #[tokio::test]
 async fn sequential_requests_reuse_one_connection() {
     let counting = CountingUpstream::start().await;
@@ -310,15 +325,7 @@ async fn a_connection_refold_closed_while_idle_is_not_used() {
 async fn idle_connections_above_the_limit_are_closed() {
     let counting = CountingUpstream::start().await;
     let upstream = Arc::new(upstream_for(&counting.url(), "pool_max_idle_per_host = 2"));
-    let requests: Vec<_> = (0..6)
-        .map(|_| {
-            let upstream = Arc::clone(&upstream);
-            tokio::spawn(async move { get(&upstream, "/slow").await })
-        })
-        .collect();
-    for request in requests {
-        assert_eq!(request.await.unwrap(), (200, 11));
-    }
+    assert_eq!(get_at_once(&upstream, 6, "/slow").await, vec![(200, 11); 6]);
     assert_eq!(
         counting.accepted(),
         6,
@@ -328,15 +335,7 @@ async fn idle_connections_above_the_limit_are_closed() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(counting.wait_closed(0).await, 4);
     // The two kept are reused.
-    let requests: Vec<_> = (0..2)
-        .map(|_| {
-            let upstream = Arc::clone(&upstream);
-            tokio::spawn(async move { get(&upstream, "/slow").await })
-        })
-        .collect();
-    for request in requests {
-        assert_eq!(request.await.unwrap(), (200, 11));
-    }
+    assert_eq!(get_at_once(&upstream, 2, "/slow").await, vec![(200, 11); 2]);
     assert_eq!(counting.accepted(), 6);
 }
 

@@ -224,6 +224,52 @@ impl<S> FramingGuard<S> {
 /// The state after a request head, and whether it carries both framing fields; `None`
 /// when the head cannot be framed with certainty.
 fn inspect_head(head: &[u8]) -> Option<(State, bool)> {
+    if plainly_bodiless(head) {
+        return Some((State::Head, false));
+    }
+    parse_head(head)
+}
+
+/// Whether `head` can be read without a parse as an HTTP/1.x request with no body and no
+/// conflict: its request line ends in ` HTTP/1.1` or ` HTTP/1.0` and is not `CONNECT`,
+/// and no header line (after CRLF or a bare LF, as httparse accepts either) starts with
+/// whitespace or, in any case, with `content-length`, `transfer-encoding` or `upgrade`.
+/// No parser can find a framing or upgrade field in such a head. A head it refuses is
+/// parsed ([`parse_head`]), which is what most requests with a body get. A malformed head
+/// it lets through is refused by hyper, which then closes the connection.
+fn plainly_bodiless(head: &[u8]) -> bool {
+    let Some(first) = memchr::memchr(b'\n', head) else {
+        return false;
+    };
+    let request_line = head[..first].strip_suffix(b"\r").unwrap_or(&head[..first]);
+    if !(request_line.ends_with(b" HTTP/1.1") || request_line.ends_with(b" HTTP/1.0"))
+        || request_line.starts_with(b"CONNECT ")
+    {
+        return false;
+    }
+    let starts_with = |line: &[u8], name: &[u8]| {
+        line.get(..name.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(name))
+    };
+    let mut rest = &head[first + 1..];
+    while !rest.is_empty() {
+        if matches!(rest[0], b' ' | b'\t')
+            || starts_with(rest, b"content-length")
+            || starts_with(rest, b"transfer-encoding")
+            || starts_with(rest, b"upgrade")
+        {
+            return false;
+        }
+        match memchr::memchr(b'\n', rest) {
+            Some(lf) => rest = &rest[lf + 1..],
+            None => break,
+        }
+    }
+    true
+}
+
+/// [`inspect_head`] by a full parse of the head.
+fn parse_head(head: &[u8]) -> Option<(State, bool)> {
     // Uninitialised slots: nothing to clear per head. More than hyper accepts (100).
     let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; 128];
     let mut request = httparse::Request::new(&mut []);
@@ -371,6 +417,86 @@ mod tests {
         }
         let records = flags.0.lock().unwrap().iter().copied().collect();
         (seen, records)
+    }
+
+    #[test]
+    fn the_unparsed_reading_agrees_with_the_parse() {
+        // Heads taken without a parse: the parse finds no body and no conflict in them
+        // (or refuses them outright, and hyper with it).
+        let plain: [&[u8]; 4] = [
+            b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n",
+            b"GET /a HTTP/1.0\r\n\r\n",
+            b"GET /a HTTP/1.1\nhost: x\ncontent-type: a/b\n\n",
+            b"DELETE /a HTTP/1.1\r\nconnection: keep-alive\r\nx-upgrade: 1\r\n\r\n",
+        ];
+        for head in plain {
+            assert!(plainly_bodiless(head), "{}", String::from_utf8_lossy(head));
+            assert_eq!(parse_head(head), Some((State::Head, false)));
+        }
+        // Heads that must be parsed.
+        let parsed: [&[u8]; 9] = [
+            b"POST /a HTTP/1.1\r\nContent-Length: 5\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nhost: x\nTRANSFER-ENCODING: chunked\r\n\r\n",
+            b"POST /a HTTP/1.1\r\ntransfer-encoding : chunked\r\n\r\n",
+            b"GET /a HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+            b"GET /a HTTP/1.1\r\nx: 1\r\n transfer-encoding: chunked\r\n\r\n",
+            b"CONNECT a:443 HTTP/1.1\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            b"GET /a\r\n\r\n",
+            b"GET /a HTTP/1.1",
+        ];
+        for head in parsed {
+            assert!(!plainly_bodiless(head), "{}", String::from_utf8_lossy(head));
+        }
+    }
+
+    #[test]
+    fn heads_built_from_any_lines_read_alike_parsed_or_not() {
+        use proptest::prelude::*;
+        let line = prop::sample::select(vec![
+            "host: x",
+            "Content-Length: 5",
+            "content-length: 0",
+            "Transfer-Encoding: chunked",
+            "transfer-Encoding: gzip, chunked",
+            "Upgrade: h2c",
+            "upgrade-insecure-requests: 1",
+            " transfer-encoding: chunked",
+            "\tcontent-length: 3",
+            "x-content-length: 4",
+            "Content-Type: application/json",
+            "accept: */*",
+        ]);
+        let ending = prop::sample::select(vec!["\r\n", "\n"]);
+        let request_line = prop::sample::select(vec![
+            "GET /a HTTP/1.1",
+            "POST /a HTTP/1.0",
+            "CONNECT a:1 HTTP/1.1",
+            "GET /a HTTP/2.0",
+        ]);
+        let head = (request_line, prop::collection::vec((line, ending), 0..6)).prop_map(
+            |(first, lines)| {
+                let mut head = format!("{first}\r\n");
+                for (line, ending) in lines {
+                    head.push_str(line);
+                    head.push_str(ending);
+                }
+                head.push_str("\r\n");
+                head
+            },
+        );
+        proptest!(|(head in head)| {
+            if plainly_bodiless(head.as_bytes()) {
+                let parsed = parse_head(head.as_bytes());
+                prop_assert!(
+                    matches!(parsed, Some((State::Head, false)) | None),
+                    "{head:?} parsed as {parsed:?}"
+                );
+                let trimmed = head.to_ascii_lowercase();
+                prop_assert!(!trimmed.contains("\ncontent-length"));
+                prop_assert!(!trimmed.contains("\ntransfer-encoding"));
+            }
+        });
     }
 
     #[test]

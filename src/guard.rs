@@ -52,7 +52,8 @@ impl<'a> SecretSearch<'a> {
 
     /// Whether `bytes` hold the whole secret.
     pub fn found_in(&self, bytes: &[u8]) -> bool {
-        if self.secret.is_empty() {
+        // Too short to hold it (most header values): no search at all.
+        if self.secret.is_empty() || bytes.len() < self.secret.len() {
             return false;
         }
         let tail = self.tail.needle().len();
@@ -96,7 +97,8 @@ impl ResponseGuard {
 
     /// Whether `bytes` hold the API key or `token`.
     pub fn leaks(&self, bytes: &[u8], token: &SecretSearch<'_>) -> bool {
-        self.api_key.find(bytes).is_some() || token.found_in(bytes)
+        let key_fits = bytes.len() >= self.api_key.needle().len();
+        (key_fits && self.api_key.find(bytes).is_some()) || token.found_in(bytes)
     }
 
     /// Passes the response on, or refuses it if it carries a secret.
@@ -312,6 +314,19 @@ mod tests {
         assert!(SecretSearch::new(b"abc").found_in(b"xxabcxx"));
         assert!(!SecretSearch::new(b"abc").found_in(b"xxabxx"));
         assert!(!SecretSearch::new(b"").found_in(b"anything"));
+        // Exactly the secret, and anything shorter.
+        assert!(SecretSearch::new(b"abc").found_in(b"abc"));
+        assert!(!SecretSearch::new(b"abc").found_in(b"ab"));
+    }
+
+    #[test]
+    fn the_api_key_is_found_exactly_or_inside_and_not_in_shorter_values() {
+        let guard = ResponseGuard::new(&Secret::new("tk_api_key_0123456789"), 1024);
+        let none = SecretSearch::new(b"");
+        assert!(guard.leaks(b"tk_api_key_0123456789", &none));
+        assert!(guard.leaks(b"Bearer tk_api_key_0123456789;", &none));
+        assert!(!guard.leaks(b"tk_api_key_012345678", &none));
+        assert!(!guard.leaks(b"", &none));
     }
 
     #[test]

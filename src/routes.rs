@@ -276,24 +276,18 @@ impl RoutePolicy {
         let mut segments = [""; MAX_SEGMENTS];
         let mut count = 0;
         // The pieces between slashes after the leading one (as `split('/').skip(1)`),
-        // cut at each `/` byte: no char searcher per segment.
+        // cut where memchr finds each `/`: no char searcher per segment.
         let mut start = 1;
-        for (i, &b) in trimmed
-            .as_bytes()
-            .iter()
-            .enumerate()
-            .skip(1)
-            .chain([(trimmed.len(), &b'/')])
-        {
-            if b != b'/' {
-                continue;
-            }
+        let ends = memchr::memchr_iter(b'/', trimmed.as_bytes().get(1..).unwrap_or(&[]))
+            .map(|i| i + 1)
+            .chain([trimmed.len()]);
+        for end in ends {
             if count == MAX_SEGMENTS {
                 return Err(ProxyError::RouteNotAllowed);
             }
-            segments[count] = trimmed.get(start..i).unwrap_or("");
+            segments[count] = trimmed.get(start..end).unwrap_or("");
             count += 1;
-            start = i + 1;
+            start = end + 1;
         }
         let segments = &segments[..count];
         let mut path_known = false;

@@ -196,6 +196,19 @@ async fn get(upstream: &Upstream, path: &str) -> (u16, usize) {
     (status, body.len())
 }
 
+/// Reads a request head off a raw socket; `None` if the peer closes first.
+async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(head)
+}
+
 /// `n` GETs of `path` at once, each on its own task; their statuses and body lengths.
 async fn get_at_once(upstream: &Arc<Upstream>, n: usize, path: &'static str) -> Vec<(u16, usize)> {
     let requests: Vec<_> = (0..n)
@@ -234,13 +247,7 @@ async fn the_request_reaches_refold_in_origin_form_with_its_host() {
     let upstream = upstream_for(&format!("http://{addr}/refold"), "");
     let server = tokio::spawn(async move {
         let (mut stream, _) = listener.accept().await.unwrap();
-        let mut head = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = stream.read(&mut buf).await.unwrap();
-            assert!(n > 0);
-            head.extend_from_slice(&buf[..n]);
-        }
+        let head = read_head(&mut stream).await.unwrap();
         stream
             .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
             .await
@@ -297,13 +304,8 @@ async fn a_connection_refold_closed_while_idle_is_not_used() {
             let (mut stream, _) = listener.accept().await.unwrap();
             counter.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let mut head = Vec::new();
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if read_head(&mut stream).await.is_none() {
+                    return;
                 }
                 let _ = stream
                     .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")

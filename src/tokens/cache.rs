@@ -212,12 +212,7 @@ impl TokenCache {
     /// Drops `token` if it is still the caller's cached one, because Refold rejected it;
     /// the next request mints with `force_refresh`.
     pub fn invalidate(&self, caller: &Caller, token: &Token) {
-        let Some(slot) = self
-            .inner
-            .slots
-            .get(caller.account())
-            .map(|s| Arc::clone(&s.key().0))
-        else {
+        let Some(slot) = self.existing_slot(caller.account()) else {
             return;
         };
         let mut state = slot.lock();
@@ -239,12 +234,7 @@ impl TokenCache {
     /// The account's next mint asks Refold with `force_refresh`, so it gets a new token
     /// rather than the evicted one back.
     pub fn evict(&self, account: &str) -> bool {
-        let Some(slot) = self
-            .inner
-            .slots
-            .get(account)
-            .map(|s| Arc::clone(&s.key().0))
-        else {
+        let Some(slot) = self.existing_slot(account) else {
             return false;
         };
         let mut state = slot.lock();
@@ -304,8 +294,15 @@ impl TokenCache {
             last_used: AtomicU64::new(tick),
         });
         // Another request may have added the account meanwhile: then its slot wins.
-        let slot = Arc::clone(&self.inner.slots.entry(Keyed(new)).or_insert(()).key().0);
-        slot
+        Arc::clone(&self.inner.slots.entry(Keyed(new)).or_insert(()).key().0)
+    }
+
+    /// The account's slot, if it has one (no new slot for a lookup).
+    fn existing_slot(&self, account: &str) -> Option<Arc<Slot>> {
+        self.inner
+            .slots
+            .get(account)
+            .map(|s| Arc::clone(&s.key().0))
     }
 
     /// Bounds memory: drops dead slots, then the least recently used eighth of those

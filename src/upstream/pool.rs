@@ -178,12 +178,6 @@ impl Pool {
         self.http2.load(Ordering::Relaxed)
     }
 
-    /// Connections waiting on the stack now.
-    #[cfg(test)]
-    fn idle_count(&self) -> usize {
-        self.lock().idle.len()
-    }
-
     /// Sends `request` (absolute URI) on a pooled or new connection and returns the
     /// response, its body driving the connection as it is read.
     pub(super) async fn send(
@@ -393,18 +387,7 @@ async fn sweep(pool: Weak<Pool>) {
     loop {
         tokio::time::sleep(period).await;
         let Some(pool) = pool.upgrade() else { return };
-        let expired: Vec<Idle> = {
-            let mut state = pool.lock();
-            let idle = &mut state.idle;
-            let now = Instant::now();
-            let keep = idle
-                .iter()
-                .position(|entry| now.duration_since(entry.since) < pool.idle_timeout)
-                .unwrap_or(idle.len());
-            idle.drain(..keep).collect()
-        };
-        // Closed outside the lock.
-        drop(expired);
+        pool.expire(&mut pool.lock().idle, Instant::now());
     }
 }
 
@@ -548,6 +531,5 @@ mod tests {
         )
         .unwrap();
         assert_eq!(pool.host, "127.0.0.1:8081");
-        assert_eq!(pool.idle_count(), 0);
     }
 }

@@ -24,6 +24,7 @@
 //! - [`config`]: the file schema and its validation into [`config::Config`].
 //! - [`error`]: [`error::ProxyError`], its status and Refold-shaped JSON body.
 //! - [`server`]: accept loop, HTTP/1.1 + h2c, graceful drain; `run` starts and stops it all.
+//! - `watchdog`: each public connection's first-request and idle deadlines.
 //! - [`tls`]: HTTPS on the public listener (certificate reload), upstream CA roots, gen-cert.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics` and token eviction on their own listener.
 //! - [`metrics`]: the Prometheus registry and every metric the proxy reports.
@@ -55,6 +56,7 @@ pub mod server;
 pub mod tls;
 pub mod tokens;
 pub mod upstream;
+mod watchdog;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;

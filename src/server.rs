@@ -12,10 +12,11 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulConnection, GracefulShutdown};
+use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::admin::{self, Admin, Phase, Readiness};
 use crate::config::{Config, LimitsConfig};
@@ -23,11 +24,12 @@ use crate::framing::{FramingConflict, FramingGuard};
 use crate::metrics::{Metrics, OpenConnection};
 use crate::proxy::{ConnInfo, Proxy, ProxyHandle};
 use crate::tls::{ServerStream, TlsAcceptor};
+use crate::watchdog::{Activity, InFlightBody, Reason, Verdict, Watchdog};
 
 /// Settings of the public listener that hold for the life of the process. The other
-/// connection settings (`limits.header_read_timeout`, `limits.max_header_bytes`) come
-/// from the proxy serving when a connection opens, so a reload applies them to new
-/// connections.
+/// connection settings (`limits.header_read_timeout`, `limits.idle_timeout`,
+/// `limits.max_header_bytes`) come from the proxy serving when a connection opens, so a
+/// reload applies them to new connections.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     /// How long in-flight requests may take to finish after shutdown begins.
@@ -67,6 +69,11 @@ impl ServeOptions {
 /// Serves `proxy` on an already-bound listener until `shutdown` resolves, then stops
 /// accepting and lets in-flight requests finish for up to `shutdown_grace`. Each request
 /// goes to the handle's current proxy.
+///
+/// Every connection must complete its first request head within
+/// `limits.header_read_timeout` of its accept (TLS handshake and HTTP/1-vs-HTTP/2
+/// detection included) and is closed once no request has been in flight on it for
+/// `limits.idle_timeout` ([`crate::watchdog`]).
 pub async fn serve(
     listener: TcpListener,
     proxy: impl Into<ProxyHandle>,
@@ -84,31 +91,54 @@ pub async fn serve(
         options.shutdown_grace,
         shutdown,
         move |stream, peer| {
+            let accepted = Instant::now();
             let handle = handle.clone();
             let tls = tls.clone();
             // Counted from the accept, handshake included: the gauge goes down however
             // the connection ends, since its service (or this task) owns the guard.
             let open = metrics.connection_opened();
             async move {
+                // Read at the accept: a reload applies to connections opened after it.
+                let limits = handle.current().limits().clone();
+                let watchdog = Watchdog::new(
+                    Activity::new(accepted),
+                    limits.header_read_timeout,
+                    limits.idle_timeout,
+                );
                 let stream = match tls {
-                    Some(tls) => ServerStream::Tls(Box::new(tls.accept(stream, peer).await?)),
+                    Some(tls) => {
+                        let handshake = tls.accept(stream, peer);
+                        match tokio::time::timeout_at(watchdog.first_deadline(), handshake).await
+                        {
+                            Ok(stream) => ServerStream::Tls(Box::new(stream?)),
+                            Err(_) => {
+                                tracing::debug!(%peer, reason = Reason::FirstRequest.as_str(), "connection timed out in the TLS handshake");
+                                return None;
+                            }
+                        }
+                    }
                     None => ServerStream::Plain(stream),
                 };
-                Some(serve_connection(stream, peer, handle, open))
+                let connection =
+                    serve_connection(stream, peer, handle, &limits, open, watchdog.activity());
+                Some((connection, Some(watchdog)))
             }
         },
     )
     .await;
 }
 
-/// Serves HTTP on one accepted (and, with TLS, handshaken) public connection.
+/// Serves HTTP on one accepted (and, with TLS, handshaken) public connection. Each
+/// request reports to `activity` from its head until its response body has been sent.
 fn serve_connection(
     stream: ServerStream,
     peer: SocketAddr,
     handle: ProxyHandle,
+    limits: &LimitsConfig,
     open: OpenConnection,
+    activity: Arc<Activity>,
 ) -> impl GracefulConnection<Error = impl std::fmt::Display> + Send + 'static {
-    let mut builder = connection_builder(handle.current().limits());
+    let mut builder = connection_builder(limits);
     // Over TLS, ALPN decided the protocol: hold the client to it.
     match stream.alpn_protocol() {
         Some(b"h2") => builder = builder.http2_only(),
@@ -119,18 +149,28 @@ fn serve_connection(
     let (stream, framing) = FramingGuard::new(stream);
     let service = service_fn(move |mut request: hyper::Request<Incoming>| {
         let _open = &open;
+        let in_flight = activity.begin();
         if request.version() < hyper::Version::HTTP_2 && framing.next() {
             request.extensions_mut().insert(FramingConflict);
         }
         // The request finishes on this proxy even if a reload swaps in another.
         let proxy = handle.current();
         let conn_info = Arc::clone(&conn_info);
-        async move { Ok::<_, Infallible>(proxy.handle(request, &conn_info).await) }
+        async move {
+            let response = proxy.handle(request, &conn_info).await;
+            Ok::<_, Infallible>(response.map(|body| InFlightBody::new(body, in_flight)))
+        }
     });
     builder
         .serve_connection(TokioIo::new(stream), service)
         .into_owned()
 }
+
+/// How often an HTTP/2 connection is pinged, and how long the answer may take before the
+/// connection is closed: a peer that vanished (no FIN, no RST) is noticed even while a
+/// long request runs, which the idle timeout never cuts.
+const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
+const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// HTTP/1.1 and HTTP/2 settings for one new public connection.
 fn connection_builder(limits: &LimitsConfig) -> auto::Builder<TokioExecutor> {
@@ -138,12 +178,16 @@ fn connection_builder(limits: &LimitsConfig) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
+        // Bounds each head once hyper starts reading it, the next one on a keep-alive
+        // connection too; the watchdog bounds what comes before the first.
         .header_read_timeout(limits.header_read_timeout)
         // Room above the limit, so most oversized heads still get the proxy's JSON 431.
         .max_buf_size((limits.max_header_bytes * 4).max(16 * 1024));
     builder
         .http2()
         .timer(TokioTimer::new())
+        .keep_alive_interval(H2_KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT)
         .max_header_list_size(u32::try_from(limits.max_header_bytes * 4).unwrap_or(u32::MAX));
     builder
 }
@@ -169,14 +213,15 @@ pub(crate) async fn accept_until<C>(
         max_connections,
         grace,
         shutdown,
-        move |stream, peer| std::future::ready(Some(connect(stream, peer))),
+        move |stream, peer| std::future::ready(Some((connect(stream, peer), None))),
     )
     .await;
 }
 
 /// [`accept_until`] whose `setup` runs in the connection's task (a TLS handshake, say)
-/// before it yields the connection to serve, or `None` to close it. A connection in
-/// setup holds its slot and delays the drain like a served one.
+/// before it yields the connection to serve and its watchdog, if any, or `None` to
+/// close it. A connection in setup holds its slot and delays the drain like a served
+/// one.
 pub(crate) async fn accept_until_with_setup<F, C>(
     name: &'static str,
     listener: TcpListener,
@@ -185,11 +230,12 @@ pub(crate) async fn accept_until_with_setup<F, C>(
     shutdown: impl Future<Output = ()>,
     mut setup: impl FnMut(TcpStream, SocketAddr) -> F,
 ) where
-    F: Future<Output = Option<C>> + Send + 'static,
+    F: Future<Output = Option<(C, Option<Watchdog>)>> + Send + 'static,
     C: GracefulConnection + Send + 'static,
     C::Error: std::fmt::Display,
 {
-    let graceful = GracefulShutdown::new();
+    // Turns true when shutdown begins: every connection is asked to close gracefully.
+    let (drain, draining) = watch::channel(false);
     let slots = Arc::new(Semaphore::new(max_connections));
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -218,13 +264,13 @@ pub(crate) async fn accept_until_with_setup<F, C>(
         };
         let _ = stream.set_nodelay(true);
         // Watching from before setup: a shutdown during it closes the connection once set up.
-        let watcher = graceful.watcher();
+        let draining = draining.clone();
         let connection = setup(stream, peer);
         // Reap finished connections so the set stays the size of the open ones.
         while connections.try_join_next().is_some() {}
         connections.spawn(async move {
-            if let Some(connection) = connection.await {
-                if let Err(e) = watcher.watch(connection).await {
+            if let Some((connection, watchdog)) = connection.await {
+                if let Err(e) = drive(connection, watchdog, draining, peer).await {
                     tracing::debug!(listener = name, error = %e, "connection ended with an error");
                 }
             }
@@ -239,13 +285,74 @@ pub(crate) async fn accept_until_with_setup<F, C>(
         grace_s = grace.as_secs(),
         "shutting down: draining in-flight requests"
     );
-    tokio::select! {
-        () = graceful.shutdown() => tracing::info!(listener = name, "drained"),
-        () = tokio::time::sleep(grace) => {
-            tracing::warn!(listener = name, open = connections.len(), "shutdown grace period over: closing remaining connections");
+    drain.send_replace(true);
+    let drained = tokio::time::timeout(grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    match drained {
+        Ok(()) => tracing::info!(listener = name, "drained"),
+        Err(_) => {
+            tracing::warn!(
+                listener = name,
+                open = connections.len(),
+                "shutdown grace period over: closing remaining connections"
+            );
         }
     }
     connections.shutdown().await;
+}
+
+/// Serves `connection` until it ends. Asks it to close gracefully when shutdown begins
+/// (`draining`) or when its watchdog says so, and drops it when the watchdog says to cut.
+async fn drive<C>(
+    connection: C,
+    mut watchdog: Option<Watchdog>,
+    draining: watch::Receiver<bool>,
+    peer: SocketAddr,
+) -> Result<(), C::Error>
+where
+    C: GracefulConnection,
+{
+    tokio::pin!(connection);
+    let mut drain_asked = false;
+    // The watchdog's first look, at once, sets its first deadline.
+    let mut wake = watchdog.is_some().then(Instant::now);
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => return result,
+            () = stopped(draining.clone()), if !drain_asked => {
+                drain_asked = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            () = sleep_until(wake) => {
+                let Some(watchdog) = watchdog.as_mut() else {
+                    continue;
+                };
+                match watchdog.check(Instant::now()) {
+                    Verdict::WaitUntil(at) => wake = Some(at),
+                    Verdict::Close(reason) => {
+                        tracing::debug!(%peer, reason = reason.as_str(), "closing a connection that timed out");
+                        connection.as_mut().graceful_shutdown();
+                        // Looked at again right away: when the close becomes a cut.
+                        wake = Some(Instant::now());
+                    }
+                    Verdict::Cut(reason) => {
+                        tracing::debug!(%peer, reason = reason.as_str(), "dropping a connection that timed out");
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Resolves at `at`, or never.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 fn is_connection_error(e: &std::io::Error) -> bool {

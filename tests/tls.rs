@@ -364,6 +364,55 @@ async fn a_slow_handshake_blocks_no_one_and_is_cut_after_the_timeout() {
     h.stop().await;
 }
 
+#[tokio::test]
+async fn tls_connections_silent_after_the_handshake_do_not_starve_a_client() {
+    let certs = certs_dir();
+    let h = Harness::builder()
+        .accounts(["alice"])
+        .server(&tls_table(
+            &certs.join("localhost.pem"),
+            &certs.join("localhost.key.pem"),
+            "",
+        ))
+        .limits("max_connections = 3\nheader_read_timeout_ms = 500")
+        .start()
+        .await;
+    // Every slot taken: a handshake done over ALPN h2, one done without ALPN (protocol
+    // detection), and one never started (the first-request timeout is shorter than the
+    // handshake timeout); then nothing.
+    let no_alpn = client_config(&[&certs.join("dev-ca.pem")], rustls::ALL_VERSIONS, &[]);
+    let mut idle = vec![
+        tls_connect(h.proxy_addr, dev_client()).await,
+        tls_connect(h.proxy_addr, no_alpn).await,
+    ];
+    let mut silent = TcpStream::connect(h.proxy_addr).await.unwrap();
+    let served = tokio::time::timeout(Duration::from_millis(1500), async {
+        let stream = tls_connect(h.proxy_addr, dev_client()).await;
+        Conn::open(stream).await.get(APPS, "alice").await.0
+    })
+    .await
+    .expect("a client is served within the first-request timeout + 1 s");
+    assert_eq!(served, 200);
+    for tls in &mut idle {
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(2), tls.read_to_end(&mut rest))
+            .await
+            .expect("an idle TLS connection is closed");
+        // Cut without a close_notify (nothing was ever asked on it), or closed cleanly.
+        if let Err(e) = read {
+            assert!(
+                matches!(
+                    e.kind(),
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+                ),
+                "{e}"
+            );
+        }
+    }
+    read_until_closed(&mut silent).await;
+    h.stop().await;
+}
+
 /// The stand-in behind a TLS front using `certs/localhost.pem` (signed by the
 /// development CA): each connection's TLS is terminated and its bytes relayed to the
 /// stand-in, as a self-hosted Refold behind a private CA would look.

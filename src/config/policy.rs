@@ -34,7 +34,11 @@ pub struct LimitsConfig {
     pub max_header_bytes: usize,
     pub max_body_bytes: u64,
     pub max_path_bytes: usize,
+    /// Time a connection has from its accept to its first complete request head (TLS
+    /// handshake and protocol detection included); HTTP/1.1 heads after the first too.
     pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed (GOAWAY on HTTP/2).
+    pub idle_timeout: Duration,
     pub max_connections: usize,
     /// Peers whose `Forwarded`/`X-Forwarded-*` headers are believed.
     pub trusted_proxies: Vec<Cidr>,
@@ -141,6 +145,7 @@ pub(super) struct FileLimits {
     max_body_bytes: u64,
     max_path_bytes: usize,
     header_read_timeout_ms: u64,
+    idle_timeout_s: u64,
     max_connections: usize,
     trusted_proxies: Vec<String>,
     per_account_rps: f64,
@@ -155,6 +160,7 @@ impl Default for FileLimits {
             max_body_bytes: 10 * 1024 * 1024,
             max_path_bytes: 2048,
             header_read_timeout_ms: 10_000,
+            idle_timeout_s: 60,
             max_connections: 10_000,
             trusted_proxies: Vec::new(),
             // Refold allows an org about 20 requests/s (burst 5): one account gets a
@@ -240,6 +246,12 @@ pub(super) fn validate_limits(file: FileLimits) -> Result<LimitsConfig, ConfigEr
     if file.header_read_timeout_ms == 0 {
         return Err(invalid("limits.header_read_timeout_ms", "must be above 0"));
     }
+    if !(1..=86_400).contains(&file.idle_timeout_s) {
+        return Err(invalid(
+            "limits.idle_timeout_s",
+            "must be between 1 and 86400",
+        ));
+    }
     if file.max_connections == 0 {
         return Err(invalid("limits.max_connections", "must be above 0"));
     }
@@ -268,6 +280,7 @@ pub(super) fn validate_limits(file: FileLimits) -> Result<LimitsConfig, ConfigEr
         max_body_bytes: file.max_body_bytes,
         max_path_bytes: file.max_path_bytes,
         header_read_timeout: Duration::from_millis(file.header_read_timeout_ms),
+        idle_timeout: Duration::from_secs(file.idle_timeout_s),
         max_connections: file.max_connections,
         trusted_proxies,
         per_account_rps: file.per_account_rps,
@@ -288,6 +301,21 @@ pub(super) fn validate_guard(file: FileGuard) -> Result<GuardConfig, ConfigError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn idle_timeout_defaults_to_a_minute_and_must_be_a_positive_day_at_most() {
+        let limits = validate_limits(FileLimits::default()).unwrap();
+        assert_eq!(limits.idle_timeout, Duration::from_secs(60));
+        for bad in [0, 86_401] {
+            let err = validate_limits(FileLimits {
+                idle_timeout_s: bad,
+                ..FileLimits::default()
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("limits.idle_timeout_s"), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn cidrs_match_their_networks() {

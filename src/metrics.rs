@@ -170,6 +170,17 @@ label_enum! {
     }
 }
 
+label_enum! {
+    /// Why the public listener closed a connection that timed out.
+    ConnectionTimeout {
+        /// No complete request head within `limits.header_read_timeout_ms` of the
+        /// accept (TLS handshake and protocol detection included).
+        FirstRequest => "first_request",
+        /// No request in flight for `limits.idle_timeout_s`.
+        Idle => "idle",
+    }
+}
+
 /// The route a request is counted under: an allowlist template, never the raw path.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum RouteLabel {
@@ -279,6 +290,11 @@ struct ReasonLabels {
     reason: RateLimitReason,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TimeoutLabels {
+    reason: ConnectionTimeout,
+}
+
 /// The circuit breaker's state, as its gauge reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BreakerState {
@@ -329,6 +345,7 @@ pub struct Metrics {
     cache_size: Gauge,
     breaker_state: Gauge,
     connections_open: Gauge,
+    connection_timeouts: Box<[Counter]>,
     rate_limited: Box<[Counter]>,
     invalid_token_retries: Counter,
     guard_blocks: Counter,
@@ -421,6 +438,12 @@ impl Metrics {
             "Connections open on the public listener",
             connections_open.clone(),
         );
+        let connection_timeouts = Family::<TimeoutLabels, Counter>::default();
+        registry.register(
+            "connection_timeouts",
+            "Public connections closed because they timed out, by reason",
+            connection_timeouts.clone(),
+        );
         let rate_limited = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "rate_limited",
@@ -453,6 +476,11 @@ impl Metrics {
             cache_evictions: precreate(&cache_evictions, Eviction::ALL, |reason| EvictionLabels {
                 reason,
             }),
+            connection_timeouts: precreate(
+                &connection_timeouts,
+                ConnectionTimeout::ALL,
+                |reason| TimeoutLabels { reason },
+            ),
             rate_limited: precreate(&rate_limited, RateLimitReason::ALL, |reason| ReasonLabels {
                 reason,
             }),
@@ -593,6 +621,11 @@ impl Metrics {
         OpenConnection(self.connections_open.clone())
     }
 
+    /// Counts a public connection closed because it timed out.
+    pub fn connection_timeout(&self, reason: ConnectionTimeout) {
+        self.connection_timeouts[reason as usize].inc();
+    }
+
     /// Counts a 429 `RATE_LIMITED`.
     pub fn rate_limited(&self, reason: RateLimitReason) {
         self.rate_limited[reason as usize].inc();
@@ -639,6 +672,7 @@ mod tests {
             "refold_proxy_rate_limited_total{reason=\"in_flight\"} 0",
             "refold_proxy_token_breaker_state 0",
             "refold_proxy_connections_open 0",
+            "refold_proxy_connection_timeouts_total{reason=\"idle\"} 0",
             "refold_proxy_upstream_duration_seconds_count 0",
             "# EOF",
         ] {

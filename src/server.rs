@@ -21,10 +21,10 @@ use tokio::time::Instant;
 use crate::admin::{self, Admin, Phase, Readiness};
 use crate::config::{Config, LimitsConfig};
 use crate::framing::{FramingConflict, FramingGuard};
-use crate::metrics::{Metrics, OpenConnection};
+use crate::metrics::{ConnectionTimeout as Reason, Metrics, OpenConnection};
 use crate::proxy::{ConnInfo, Proxy, ProxyHandle};
 use crate::tls::{ServerStream, TlsAcceptor};
-use crate::watchdog::{Activity, InFlightBody, Reason, Verdict, Watchdog};
+use crate::watchdog::{Activity, InFlightBody, Verdict, Watchdog};
 
 /// Settings of the public listener that hold for the life of the process. The other
 /// connection settings (`limits.header_read_timeout`, `limits.idle_timeout`,
@@ -98,12 +98,14 @@ pub async fn serve(
             // the connection ends, since its service (or this task) owns the guard.
             let open = metrics.connection_opened();
             async move {
-                // Read at the accept: a reload applies to connections opened after it.
-                let limits = handle.current().limits().clone();
+                // Limits as at the accept: a reload applies to connections opened after it.
+                let proxy = handle.current();
+                let limits = proxy.limits();
                 let watchdog = Watchdog::new(
                     Activity::new(accepted),
                     limits.header_read_timeout,
                     limits.idle_timeout,
+                    Arc::clone(proxy.metrics()),
                 );
                 let stream = match tls {
                     Some(tls) => {
@@ -112,6 +114,7 @@ pub async fn serve(
                         {
                             Ok(stream) => ServerStream::Tls(Box::new(stream?)),
                             Err(_) => {
+                                proxy.metrics().connection_timeout(Reason::FirstRequest);
                                 tracing::debug!(%peer, reason = Reason::FirstRequest.as_str(), "connection timed out in the TLS handshake");
                                 return None;
                             }
@@ -120,7 +123,7 @@ pub async fn serve(
                     None => ServerStream::Plain(stream),
                 };
                 let connection =
-                    serve_connection(stream, peer, handle, &limits, open, watchdog.activity());
+                    serve_connection(stream, peer, handle, limits, open, watchdog.activity());
                 Some((connection, Some(watchdog)))
             }
         },

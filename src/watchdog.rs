@@ -18,6 +18,8 @@ use http_body::{Body, Frame, SizeHint};
 
 use tokio::time::Instant;
 
+use crate::metrics::{ConnectionTimeout as Reason, Metrics};
+
 /// What a connection's requests report to its watchdog. Shared by the connection's
 /// service (which may run its requests on any worker) and the watchdog.
 #[derive(Debug)]
@@ -110,25 +112,6 @@ impl<B: Body + Unpin> Body for InFlightBody<B> {
     }
 }
 
-/// Why the watchdog ended a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Reason {
-    /// No complete request head within the first-request timeout of the accept.
-    FirstRequest,
-    /// No request in flight for the idle timeout.
-    Idle,
-}
-
-impl Reason {
-    /// The reason as a log field.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::FirstRequest => "first_request",
-            Self::Idle => "idle",
-        }
-    }
-}
-
 /// What the watchdog asks of the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
@@ -150,18 +133,25 @@ pub(crate) struct Watchdog {
     idle: Duration,
     /// Set once the connection was asked to close: when, and why.
     closing: Option<(Instant, Reason)>,
+    metrics: Arc<Metrics>,
 }
 
 impl Watchdog {
     /// Watches `activity` with the first-request timeout `first_request` (which also
     /// bounds how long a connection asked to close may take about it) and the idle
-    /// timeout `idle`.
-    pub(crate) fn new(activity: Arc<Activity>, first_request: Duration, idle: Duration) -> Self {
+    /// timeout `idle`, counting the connections it ends in `metrics`.
+    pub(crate) fn new(
+        activity: Arc<Activity>,
+        first_request: Duration,
+        idle: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             activity,
             first_request,
             idle,
             closing: None,
+            metrics,
         }
     }
 
@@ -197,6 +187,7 @@ impl Watchdog {
             // dropping it: no GOAWAY to wait on from a client that may never read it.
             let deadline = self.first_deadline();
             return if now >= deadline {
+                self.metrics.connection_timeout(Reason::FirstRequest);
                 Verdict::Cut(Reason::FirstRequest)
             } else {
                 // A first request may start and end meanwhile: its idle deadline may
@@ -211,6 +202,7 @@ impl Watchdog {
         }
         let deadline = activity.idle_since() + self.idle;
         if now >= deadline {
+            self.metrics.connection_timeout(Reason::Idle);
             self.closing = Some((now, Reason::Idle));
             Verdict::Close(Reason::Idle)
         } else {
@@ -229,7 +221,7 @@ mod tests {
     fn watchdog() -> (Arc<Activity>, Watchdog, Instant) {
         let accepted = Instant::now();
         let activity = Activity::new(accepted);
-        let watchdog = Watchdog::new(Arc::clone(&activity), FIRST, IDLE);
+        let watchdog = Watchdog::new(Arc::clone(&activity), FIRST, IDLE, Arc::new(Metrics::new()));
         (activity, watchdog, accepted)
     }
 

@@ -88,7 +88,15 @@ async fn idle_sockets_do_not_starve_a_client(bytes: &[u8]) {
     for socket in &mut idle {
         assert_closed_within(socket, Duration::from_secs(2)).await;
     }
+    assert_timeouts(&h, "first_request", 3);
     h.stop().await;
+}
+
+/// Checks the proxy counted `count` connections timed out for `reason`.
+fn assert_timeouts(h: &Harness, reason: &str, count: u32) {
+    let line = format!("refold_proxy_connection_timeouts_total{{reason=\"{reason}\"}} {count}");
+    let text = h.proxy.metrics().encode();
+    assert!(text.lines().any(|l| l == line), "{line:?} missing:\n{text}");
 }
 
 /// Checks the server closes `socket` within `limit`, whatever it sent first.
@@ -153,6 +161,7 @@ async fn an_idle_http1_keep_alive_connection_is_closed_after_idle_timeout() {
     let idle_since = Instant::now() - Duration::from_millis(600);
     let idle = closed_after(conn, idle_since).await;
     assert!(idle >= Duration::from_millis(900), "closed after {idle:?}");
+    assert_timeouts(&h, "idle", 1);
     h.stop().await;
 }
 

@@ -410,6 +410,9 @@ async fn tls_connections_silent_after_the_handshake_do_not_starve_a_client() {
         }
     }
     read_until_closed(&mut silent).await;
+    let text = h.proxy.metrics().encode();
+    let line = "refold_proxy_connection_timeouts_total{reason=\"first_request\"} 3";
+    assert!(text.lines().any(|l| l == line), "{line:?} missing:\n{text}");
     h.stop().await;
 }
 

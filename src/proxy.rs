@@ -140,10 +140,10 @@ impl Proxy {
 
     /// A proxy built from a reloaded `config` that keeps this one's session-token cache,
     /// upstream connection pool, metrics and rate-limit state (every account's bucket and
-    /// the requests in flight, counted against the new limits), so a reload costs no mint
-    /// and no reconnect, gives nobody a fresh burst, and the counters carry on. The `[tokens]` settings, `upstream.base_url`, the API
-    /// key and the pool settings of `config` are not used: they live as long as the
-    /// cache (see [`crate::reload`]).
+    /// the requests in flight, held to the new limits), so a reload costs no mint and no
+    /// reconnect, gives nobody a fresh burst, and the counters carry on. The `[tokens]`
+    /// settings, `upstream.base_url`, the API key and the pool settings of `config` are
+    /// not used: they live as long as the cache (see [`crate::reload`]).
     pub async fn reconfigured(&self, config: &Config) -> Result<Self, BoxError> {
         Self::build(
             config,

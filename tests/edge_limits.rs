@@ -280,4 +280,10 @@ async fn shipped_defaults_let_an_sdk_page_through_and_stop_an_abusive_client() {
         (passed as f64) <= allowed && passed < 300,
         "{passed} of 300 passed in {elapsed:.2} s"
     );
+    let forwarded = mock
+        .requests()
+        .iter()
+        .filter(|r| r.linked_account_id.as_deref() == Some("abuser"))
+        .count();
+    assert_eq!(forwarded as u64, passed, "refused requests were forwarded");
 }

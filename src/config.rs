@@ -963,6 +963,14 @@ mod tests {
             ),
             ("[identity]\nhs_secret_env = \"MISSING\"", "MISSING"),
             ("[tokens]\nmax_accounts = 0", "tokens.max_accounts"),
+            (
+                "[limits]\nper_account_in_flight = 0",
+                "limits.per_account_in_flight",
+            ),
+            (
+                "[limits]\nbody_read_timeout_ms = 0",
+                "limits.body_read_timeout_ms",
+            ),
             ("[server]\nlisen = \"0.0.0.0:1\"", "lisen"),
             ("[nope]\n", "nope"),
         ];

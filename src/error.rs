@@ -55,6 +55,9 @@ pub enum ProxyError {
     /// The request body is larger than allowed.
     #[error("request body too large")]
     BodyTooLarge,
+    /// The caller stopped sending its request body for `limits.body_read_timeout_ms`.
+    #[error("request body not received in time")]
+    RequestTimeout,
     /// The caller's linked account, or the proxy as a whole, is over its request rate.
     #[error("rate limited")]
     RateLimited { retry_after: Duration },
@@ -118,6 +121,7 @@ impl ProxyError {
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::TokenServiceUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::ApiKeyRejected(_) | Self::TokenServiceBadResponse(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
@@ -142,6 +146,7 @@ impl ProxyError {
             Self::HeadersTooLarge => "HEADERS_TOO_LARGE",
             Self::RateLimited { .. } => "RATE_LIMITED",
             Self::BodyTooLarge => "BODY_TOO_LARGE",
+            Self::RequestTimeout => "REQUEST_TIMEOUT",
             Self::MalformedRequest(_) => "MALFORMED_REQUEST",
             Self::RouteNotAllowed => "ROUTE_NOT_ALLOWED",
             Self::LinkedAccountNotFound => "LINKED_ACCOUNT_NOT_FOUND",
@@ -170,6 +175,7 @@ impl ProxyError {
             Self::HeadersTooLarge => "Request headers too large",
             Self::RateLimited { .. } => "Too many requests, retry later",
             Self::BodyTooLarge => "Request body too large",
+            Self::RequestTimeout => "Request body not received in time",
             Self::MalformedRequest(_) => "Malformed request",
             Self::RouteNotAllowed => "This route is not available through the proxy",
             Self::LinkedAccountNotFound => "No linked account exists for this user",

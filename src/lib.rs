@@ -36,6 +36,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod body_timeout;
 pub mod config;
 pub mod cors;
 pub mod demo;

@@ -167,6 +167,8 @@ label_enum! {
         PerAccount => "per_account",
         /// The proxy is over `max_in_flight`.
         InFlight => "in_flight",
+        /// The caller's account is over `per_account_in_flight`.
+        AccountInFlight => "account_in_flight",
     }
 }
 

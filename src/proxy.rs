@@ -17,6 +17,7 @@ use http_body::Body;
 use http_body_util::{BodyExt, Limited};
 
 use crate::access::{request_id, RequestLog, REQUEST_ID};
+use crate::body_timeout::{BodyReadTimeout, IdleTimeout};
 use crate::config::{Config, LimitsConfig};
 use crate::cors::Cors;
 use crate::error::ProxyError;
@@ -28,11 +29,14 @@ use crate::headers::{
 };
 use crate::identity::{Authenticator, Caller};
 use crate::metrics::{Metrics, RateLimitReason, RouteLabel, UpstreamErrorKind};
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::{RateLimiter, Rates};
 use crate::routes::{normalize, RoutePolicy};
 use crate::tokens::{Environment, MintError, Minter, TokenCache, TokenSettings};
 use crate::upstream::{build_clients, Clients, Upstream};
 use crate::{full_body, BoxError, ProxyBody};
+
+/// The route of `POST /api/v2/public/workflow/{id}/execute`, as its template's label.
+const EXECUTE_ROUTE: &str = "/api/v2/public/workflow/{}/execute";
 
 /// A request body after read-ahead: small ones whole, large ones streaming.
 enum RequestBody {
@@ -126,19 +130,26 @@ impl Proxy {
                 missing_account_ttl: config.tokens.missing_account_ttl,
             },
         );
-        Self::build(config, clients, tokens, metrics).await
+        let limiter = RateLimiter::new(
+            Rates::from(&config.limits),
+            config.tokens.max_accounts,
+            tokens.clock().clone(),
+        );
+        Self::build(config, clients, tokens, limiter, metrics).await
     }
 
     /// A proxy built from a reloaded `config` that keeps this one's session-token cache,
-    /// upstream connection pool and metrics, so a reload costs no mint and no reconnect
-    /// and the counters carry on. The `[tokens]` settings, `upstream.base_url`, the API
-    /// key and the pool settings of `config` are not used: they live as long as the
-    /// cache (see [`crate::reload`]).
+    /// upstream connection pool, metrics and rate-limit state (every account's bucket and
+    /// the requests in flight, held to the new limits), so a reload costs no mint and no
+    /// reconnect, gives nobody a fresh burst, and the counters carry on. The `[tokens]`
+    /// settings, `upstream.base_url`, the API key and the pool settings of `config` are
+    /// not used: they live as long as the cache (see [`crate::reload`]).
     pub async fn reconfigured(&self, config: &Config) -> Result<Self, BoxError> {
         Self::build(
             config,
             self.upstream.clients().clone(),
             self.tokens.clone(),
+            self.limiter.reconfigured(Rates::from(&config.limits)),
             Arc::clone(&self.metrics),
         )
         .await
@@ -148,6 +159,7 @@ impl Proxy {
         config: &Config,
         clients: Clients,
         tokens: TokenCache,
+        limiter: RateLimiter,
         metrics: Arc<Metrics>,
     ) -> Result<Self, BoxError> {
         for warning in &config.warnings {
@@ -165,13 +177,7 @@ impl Proxy {
             headers: HeaderPolicy::new(&config.identity.header, &config.limits.trusted_proxies),
             upstream: Upstream::new(clients, &config.upstream, Arc::clone(&metrics)),
             guard: ResponseGuard::new(&config.upstream.api_key, config.guard.max_scan_bytes),
-            limiter: RateLimiter::new(
-                config.limits.per_account_rps,
-                config.limits.per_account_burst,
-                config.tokens.max_accounts,
-                config.limits.max_in_flight,
-                tokens.clock().clone(),
-            ),
+            limiter,
             tokens,
             limits: config.limits.clone(),
             retry_body_limit: config.upstream.retry_body_limit,
@@ -297,13 +303,29 @@ impl Proxy {
         }
 
         let path = normalize(self.unmount(parts.uri.path())?, self.limits.max_path_bytes)?;
-        log.route = Some(Arc::clone(self.routes.check(&parts.method, &path)?.label()));
+        let route = self.routes.check(&parts.method, &path)?;
+        log.route = Some(Arc::clone(route.label()));
+        // Only a workflow run may ask for the long timeout: on any other route the
+        // header would let a caller hold a slot (and a Refold connection) for minutes.
+        let sync_execution = parts.method == Method::POST
+            && **route.label() == *EXECUTE_ROUTE
+            && parts
+                .headers
+                .get("sync_execution")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
         let caller = self
             .authenticator
             .authenticate_or_refetch(&parts.headers)
             .await?;
         log.account = Some(caller.tag());
         check_account_binding(&parts.headers, parts.uri.query(), caller.account())?;
+        // Before the bucket: a request refused for the account's slow ones spends no rate.
+        let Some(_account_slot) = self.limiter.enter_account(caller.account()) else {
+            self.metrics.rate_limited(RateLimitReason::AccountInFlight);
+            return Err(ProxyError::RateLimited {
+                retry_after: Duration::from_secs(1),
+            });
+        };
         self.limiter
             .check(caller.account())
             .map_err(|retry_after| {
@@ -330,10 +352,6 @@ impl Proxy {
             })
             .boxed_unsync();
         let body = self.read_ahead(body).await?;
-        let sync_execution = parts
-            .headers
-            .get("sync_execution")
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
 
         let retry = match &body {
             // Kept whole: a copy of the request can go again with a fresh token.
@@ -414,8 +432,10 @@ impl Proxy {
 
     /// Reads the body before anything goes upstream, up to `retry_body_limit`: a broken
     /// chunk or an oversized body is refused here, not halfway through the forward, and
-    /// a small body is kept whole so the request can be retried.
-    async fn read_ahead(&self, mut body: ProxyBody) -> Result<RequestBody, ProxyError> {
+    /// a small body is kept whole so the request can be retried. A caller that stops
+    /// sending for `body_read_timeout` gets 408, here or while the rest streams to Refold.
+    async fn read_ahead(&self, body: ProxyBody) -> Result<RequestBody, ProxyError> {
+        let mut body = IdleTimeout::new(body, self.limits.body_read_timeout);
         let mut chunks = std::collections::VecDeque::new();
         let mut kept = 0usize;
         loop {
@@ -432,7 +452,7 @@ impl Proxy {
                         return Ok(RequestBody::Streaming(
                             Prefixed {
                                 prefix: chunks,
-                                rest: Some(body),
+                                rest: Some(body.boxed_unsync()),
                             }
                             .boxed_unsync(),
                         ));
@@ -440,6 +460,9 @@ impl Proxy {
                 }
                 Some(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
                     return Err(ProxyError::BodyTooLarge)
+                }
+                Some(Err(e)) if e.is::<BodyReadTimeout>() => {
+                    return Err(ProxyError::RequestTimeout)
                 }
                 Some(Err(_)) => return Err(ProxyError::MalformedRequest("unreadable body")),
                 None => break,

@@ -1,5 +1,7 @@
 //! Hot reload on SIGHUP: re-read and validate the config file, build a proxy from it that
-//! keeps the session-token cache and the upstream connection pool, and swap it in.
+//! keeps the session-token cache, the upstream connection pool and the rate-limit state
+//! (buckets and requests in flight, which the new `[limits]` then apply to), and swap it
+//! in.
 //!
 //! Requests already in flight finish on the proxy they started on; the next request of
 //! every connection gets the new one. An invalid file, or one whose JWT keys cannot be

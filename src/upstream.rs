@@ -25,6 +25,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::CertificateDer;
 
+use crate::body_timeout::BodyReadTimeout;
 use crate::config::UpstreamConfig;
 use crate::error::ProxyError;
 use crate::metrics::{Metrics, UpstreamErrorKind};
@@ -257,7 +258,8 @@ impl Upstream {
     }
 
     /// Sends the request and returns Refold's response head with its body streaming.
-    /// A synchronous workflow execution gets the longer `sync_execution_timeout`.
+    /// A synchronous workflow execution gets the longer `sync_execution_timeout`: the
+    /// caller says so only for the workflow execute route, whatever headers others carry.
     pub async fn forward(
         &self,
         request: Request<ProxyBody>,
@@ -284,9 +286,12 @@ impl Upstream {
                     Err(ProxyError::UpstreamUnavailable(e))
                 }
             }
-            // The caller's body was too large: not Refold's failure.
+            // The caller's body was too large, or stopped coming: not Refold's failure.
             Ok(Err(Failure::Request(e))) if caused_by::<http_body_util::LengthLimitError>(&*e) => {
                 Err(ProxyError::BodyTooLarge)
+            }
+            Ok(Err(Failure::Request(e))) if caused_by::<BodyReadTimeout>(&*e) => {
+                Err(ProxyError::RequestTimeout)
             }
             Ok(Err(Failure::Request(e))) => {
                 tracing::warn!(error = %describe_client_error(&*e), "upstream request failed");

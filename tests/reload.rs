@@ -221,3 +221,106 @@ async fn an_invalid_file_on_sighup_keeps_the_running_config() {
     proxy.signal("TERM");
     assert!(proxy.exit_status().await.success());
 }
+
+/// The stand-in with `accounts`.
+async fn stand_in_with(accounts: &[&str]) -> (SocketAddr, MockUpstream) {
+    MockUpstream::spawn(MockConfig {
+        api_key: API_KEY.into(),
+        accounts: accounts.iter().map(|a| (*a).into()).collect(),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// A config with `limits` as its `[limits]` table, pages of origin ONE allowed.
+fn limits_config(mock: SocketAddr, limits: &str) -> String {
+    format!(
+        "{}[limits]\n{limits}\n[cors]\nallowed_origins = [\"{ONE}\"]\n",
+        base_config(&format!("http://{mock}"))
+    )
+}
+
+/// Rewrites the config with `limits` as its `[limits]` table and reloads; returns once
+/// the proxy says it reloaded for the `n`th time.
+async fn reload_with_limits(proxy: &ProxyProcess, mock: SocketAddr, limits: &str, n: usize) {
+    std::fs::write(&proxy.config, limits_config(mock, limits)).unwrap();
+    proxy.signal("HUP");
+    proxy.wait_for_message("config reloaded", n).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_keeps_the_rate_limit_buckets_and_applies_the_new_burst_to_them() {
+    let (mock_addr, _mock) = stand_in_with(&["alice"]).await;
+    let limits = "per_account_rps = 0.01\nper_account_burst = 3";
+    let (proxy, addr) = ProxyProcess::start(&limits_config(mock_addr, limits)).await;
+    let jwt = app_jwt("alice");
+    for _ in 0..3 {
+        assert_eq!(get(addr, WORKFLOWS, &jwt, ONE).await.status(), 200);
+    }
+    assert_error(get(addr, WORKFLOWS, &jwt, ONE).await, 429, "RATE_LIMITED").await;
+
+    // The same limits: the spent burst stays spent.
+    reload_with_limits(&proxy, mock_addr, limits, 1).await;
+    assert_error(get(addr, WORKFLOWS, &jwt, ONE).await, 429, "RATE_LIMITED").await;
+
+    // A burst of 5 applies to the kept bucket: two more, not five.
+    reload_with_limits(
+        &proxy,
+        mock_addr,
+        "per_account_rps = 0.01\nper_account_burst = 5",
+        2,
+    )
+    .await;
+    for _ in 0..2 {
+        assert_eq!(get(addr, WORKFLOWS, &jwt, ONE).await.status(), 200);
+    }
+    assert_error(get(addr, WORKFLOWS, &jwt, ONE).await, 429, "RATE_LIMITED").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_keeps_the_requests_in_flight_counted_globally_and_per_account() {
+    let (mock_addr, mock) = stand_in_with(&["alice", "bob", "carol"]).await;
+    let limits = "max_in_flight = 2\nper_account_in_flight = 1";
+    let (proxy, addr) = ProxyProcess::start(&limits_config(mock_addr, limits)).await;
+    let jwt = |account: &str| app_jwt(account);
+    for account in ["alice", "bob", "carol"] {
+        assert_eq!(get(addr, WORKFLOWS, &jwt(account), ONE).await.status(), 200);
+    }
+    mock.clear_requests();
+    mock.faults().set_api_latency(Duration::from_secs(4));
+    let slow = |account: &'static str| {
+        tokio::spawn(async move { get(addr, WORKFLOWS, &app_jwt(account), ONE).await.status() })
+    };
+    let alice = slow("alice");
+    support::eventually("alice's request to reach the stand-in", || {
+        mock.requests().len() == 1
+    })
+    .await;
+
+    reload_with_limits(&proxy, mock_addr, limits, 1).await;
+    // Alice still has one request in flight: a second is refused (the proxy has room).
+    assert_error(
+        get(addr, WORKFLOWS, &jwt("alice"), ONE).await,
+        429,
+        "RATE_LIMITED",
+    )
+    .await;
+    // Bob's takes the proxy's second slot; with alice's still counted, carol finds none.
+    let bob = slow("bob");
+    support::eventually("bob's request to reach the stand-in", || {
+        mock.requests().len() == 2
+    })
+    .await;
+    assert_error(
+        get(addr, WORKFLOWS, &jwt("carol"), ONE).await,
+        429,
+        "RATE_LIMITED",
+    )
+    .await;
+    assert_eq!(alice.await.unwrap(), 200);
+    assert_eq!(bob.await.unwrap(), 200);
+    mock.faults().set_api_latency(Duration::ZERO);
+    // Both counts fall back when the requests end.
+    assert_eq!(get(addr, WORKFLOWS, &jwt("alice"), ONE).await.status(), 200);
+}

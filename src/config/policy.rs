@@ -48,6 +48,10 @@ pub struct LimitsConfig {
     pub per_account_burst: u32,
     /// Requests in flight at once, all callers together.
     pub max_in_flight: usize,
+    /// Requests in flight at once per linked account.
+    pub per_account_in_flight: u32,
+    /// A request whose body sends no new bytes for this long ends with 408.
+    pub body_read_timeout: Duration,
 }
 
 /// `[guard]`: the response guard that keeps secrets from going back to the caller.
@@ -151,6 +155,8 @@ pub(super) struct FileLimits {
     per_account_rps: f64,
     per_account_burst: u32,
     max_in_flight: usize,
+    per_account_in_flight: u32,
+    body_read_timeout_ms: u64,
 }
 
 impl Default for FileLimits {
@@ -163,11 +169,16 @@ impl Default for FileLimits {
             idle_timeout_s: 60,
             max_connections: 10_000,
             trusted_proxies: Vec::new(),
-            // Refold allows an org about 20 requests/s (burst 5): one account gets a
-            // quarter of that sustained, and room for the SDK's bursts at page load.
+            // Refold allows an org about 20 requests/s: one account gets a quarter of
+            // that sustained. A page of the SDK makes about 25 calls at load, then polls
+            // every few seconds; a burst of 50 lets two page loads through back to back.
             per_account_rps: 5.0,
-            per_account_burst: 10,
+            per_account_burst: 50,
             max_in_flight: 4096,
+            // Above the 25 or so calls of a page load, far below what one account could
+            // hold of `max_in_flight`.
+            per_account_in_flight: 32,
+            body_read_timeout_ms: 30_000,
         }
     }
 }
@@ -275,6 +286,15 @@ pub(super) fn validate_limits(file: FileLimits) -> Result<LimitsConfig, ConfigEr
     if file.max_in_flight == 0 {
         return Err(invalid("limits.max_in_flight", "must be above 0"));
     }
+    if file.per_account_in_flight == 0 {
+        return Err(invalid("limits.per_account_in_flight", "must be above 0"));
+    }
+    if !(1..=3_600_000).contains(&file.body_read_timeout_ms) {
+        return Err(invalid(
+            "limits.body_read_timeout_ms",
+            "must be between 1 and 3600000",
+        ));
+    }
     Ok(LimitsConfig {
         max_header_bytes: file.max_header_bytes,
         max_body_bytes: file.max_body_bytes,
@@ -286,6 +306,8 @@ pub(super) fn validate_limits(file: FileLimits) -> Result<LimitsConfig, ConfigEr
         per_account_rps: file.per_account_rps,
         per_account_burst: file.per_account_burst,
         max_in_flight: file.max_in_flight,
+        per_account_in_flight: file.per_account_in_flight,
+        body_read_timeout: Duration::from_millis(file.body_read_timeout_ms),
     })
 }
 

@@ -219,7 +219,7 @@ impl Authenticator {
             }
         }
         if let Some(name) = &self.cookie {
-            if let Some(token) = find_cookie(headers, name) {
+            if let Some(token) = find_cookie(headers, name)? {
                 return Ok(token);
             }
         }
@@ -294,7 +294,8 @@ impl Authenticator {
         };
         let account: Arc<str> = match claims.get(&self.account_claim) {
             Some(Value::String(s)) if !s.is_empty() && s.len() <= 512 => Arc::from(s.as_str()),
-            Some(Value::Number(n)) if n.is_u64() || n.is_i64() => Arc::from(n.to_string()),
+            // A number is refused, not turned into text: `42` and `"42"` would otherwise
+            // name the same linked account.
             _ => return Err(invalid("account claim missing or not a string").into()),
         };
         if account.chars().any(char::is_control) {
@@ -387,17 +388,23 @@ fn bearer_token(value: &str) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
 }
 
-/// The value of cookie `name` across all `Cookie` headers.
-fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
+/// The value of cookie `name` across all `Cookie` headers. Two cookies of that name,
+/// in one header or across several, are refused whatever their values: which one a
+/// browser sends first depends on paths and domains a planted cookie can choose.
+fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ProxyError> {
+    let mut found = headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"'))
-        .filter(|v| !v.is_empty())
+        .filter(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"'));
+    let first = found.next();
+    if found.next().is_some() {
+        return Err(ProxyError::AmbiguousCredential);
+    }
+    Ok(first.filter(|v| !v.is_empty()))
 }
 
 /// Signs an HS256 app JWT for `account` (the `sub` or configured claim), valid for `ttl`.
@@ -492,9 +499,24 @@ mod tests {
     }
 
     #[test]
-    fn numeric_account_claims_are_accepted() {
+    fn only_string_account_claims_are_accepted() {
+        // `42` and `"42"` must not name the same account: an issuer that writes numbers
+        // and one that writes strings would otherwise share linked accounts.
         let auth = authenticator("");
-        let token = sign(serde_json::json!({"sub": 42, "exp": now() + 60}));
+        for sub in [
+            serde_json::json!(42),
+            serde_json::json!(-7),
+            serde_json::json!(4.2),
+            serde_json::json!(true),
+            serde_json::json!(["42"]),
+        ] {
+            let token = sign(serde_json::json!({"sub": sub, "exp": now() + 60}));
+            let err = auth
+                .authenticate(&headers(&format!("bearer {token}")))
+                .unwrap_err();
+            assert_eq!(err.code(), "APP_TOKEN_INVALID", "{sub}");
+        }
+        let token = sign(serde_json::json!({"sub": "42", "exp": now() + 60}));
         let caller = auth
             .authenticate(&headers(&format!("bearer {token}")))
             .unwrap();

@@ -23,8 +23,8 @@ use crate::error::ProxyError;
 use crate::framing::FramingConflict;
 use crate::guard::{Prefixed, ResponseGuard};
 use crate::headers::{
-    check_account_binding, check_framing, head_size, strip_credential_params, Downstream,
-    HeaderPolicy,
+    check_account_binding, check_body_account_binding, check_framing, head_size,
+    strip_credential_params, Downstream, HeaderPolicy,
 };
 use crate::identity::{Authenticator, Caller};
 use crate::metrics::{Metrics, RateLimitReason, RouteLabel, UpstreamErrorKind};
@@ -330,6 +330,9 @@ impl Proxy {
             })
             .boxed_unsync();
         let body = self.read_ahead(body).await?;
+        if let RequestBody::Kept(bytes) = &body {
+            check_body_account_binding(&parts.headers, bytes, caller.account())?;
+        }
         let sync_execution = parts
             .headers
             .get("sync_execution")

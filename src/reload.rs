@@ -176,7 +176,7 @@ mod tests {
         let running = load("");
         let mut loaded = load(
             "[server]\nlisten = \"0.0.0.0:9\"\nmount_path = \"/r\"\n\
-             [upstream]\nbase_url = \"http://other:1\"\napi_key_env = \"OTHER_KEY\"\ntimeout_ms = 5\n\
+             [upstream]\nbase_url = \"http://127.0.0.2:1\"\napi_key_env = \"OTHER_KEY\"\ntimeout_ms = 5\n\
              [tokens]\nmax_accounts = 7\n[cors]\nallowed_origins = [\"https://a.example\"]\n",
         );
         let changed = keep_restart_only(&running, &mut loaded);

@@ -272,7 +272,7 @@ async fn readyz_is_503_while_the_jwt_keys_load_then_200_and_evict_is_logged_by_h
     let jwks = serde_json::json!({ "keys": [key.jwk()] }).to_string();
     let (jwks_url, fetched, open) = gated_jwks(jwks).await;
     let toml = format!(
-        "{}[identity]\nalgorithms = [\"RS256\"]\njwks_url = \"{jwks_url}\"\njwks_timeout_ms = 60000\n",
+        "{}[identity]\nalgorithms = [\"RS256\"]\njwks_url = \"{jwks_url}\"\njwks_timeout_ms = 60000\nallow_missing_issuer_audience = true\n",
         base_config(&format!("http://{mock_addr}"))
     );
 

@@ -155,6 +155,10 @@ fn fixture() -> &'static Fixture {
             audience: None,
             account_claim: "sub".into(),
             leeway: Duration::from_secs(30),
+            jwks: None,
+            verified_cache_entries: 0,
+            allow_missing_issuer_audience: true,
+            allow_insecure_jwks_url: false,
         };
         let app_header = HeaderName::from_static("x-app-token");
         let configs = vec![

@@ -76,6 +76,9 @@ pub struct ServerConfig {
     pub worker_threads: Option<usize>,
     /// HTTPS on the public listener; `None` serves cleartext HTTP/1.1 and HTTP/2.
     pub tls: Option<TlsConfig>,
+    /// The key of the account fingerprints in logs; `None` draws a random one per process
+    /// (fingerprints then differ between processes and across restarts).
+    pub fingerprint_key: Option<Secret>,
 }
 
 /// `[server.tls]`: the public listener's certificate and handshake.
@@ -231,6 +234,7 @@ struct FileServer {
     shutdown_grace_s: u64,
     worker_threads: usize,
     tls: Option<FileTls>,
+    fingerprint_key_env: Option<String>,
 }
 
 impl Default for FileServer {
@@ -241,6 +245,7 @@ impl Default for FileServer {
             shutdown_grace_s: 30,
             worker_threads: 0,
             tls: None,
+            fingerprint_key_env: None,
         }
     }
 }
@@ -390,6 +395,10 @@ impl Default for FileTokens {
 /// Shortest HMAC secret accepted: 256 bits, as RFC 7518 §3.2 requires for HS256.
 const MIN_HS_SECRET_BYTES: usize = 32;
 
+/// Shortest account-fingerprint key accepted: a short one could be guessed, and with it
+/// every fingerprint reversed by trying ids.
+const MIN_FINGERPRINT_KEY_BYTES: usize = 32;
+
 /// Shortest admin bearer secret accepted (`openssl rand -hex 32` gives 64).
 const MIN_ADMIN_TOKEN_BYTES: usize = 32;
 
@@ -413,7 +422,7 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let file: FileConfig = toml::from_str(text)?;
         let mut warnings = Vec::new();
-        let server = validate_server(file.server, base_dir)?;
+        let server = validate_server(file.server, base_dir, &env)?;
         Ok(Self {
             admin: validate_admin(file.admin, &server, &env)?,
             server,
@@ -450,7 +459,11 @@ fn secret_from_env(
     }
 }
 
-fn validate_server(file: FileServer, base_dir: &Path) -> Result<ServerConfig, ConfigError> {
+fn validate_server(
+    file: FileServer,
+    base_dir: &Path,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<ServerConfig, ConfigError> {
     let listen = SocketAddr::from_str(&file.listen).map_err(|_| {
         invalid(
             "server.listen",
@@ -461,6 +474,19 @@ fn validate_server(file: FileServer, base_dir: &Path) -> Result<ServerConfig, Co
     if file.shutdown_grace_s > 3600 {
         return Err(invalid("server.shutdown_grace_s", "must be at most 3600"));
     }
+    let fingerprint_key = match &file.fingerprint_key_env {
+        None => None,
+        Some(name) => {
+            let key = secret_from_env("server.fingerprint_key_env", name, env)?;
+            if key.expose().len() < MIN_FINGERPRINT_KEY_BYTES {
+                return Err(invalid(
+                    "server.fingerprint_key_env",
+                    format!("the key in {name} is shorter than {MIN_FINGERPRINT_KEY_BYTES} bytes"),
+                ));
+            }
+            Some(key)
+        }
+    };
     Ok(ServerConfig {
         listen,
         mount_path,
@@ -470,6 +496,7 @@ fn validate_server(file: FileServer, base_dir: &Path) -> Result<ServerConfig, Co
             .tls
             .map(|tls| validate_tls(tls, base_dir))
             .transpose()?,
+        fingerprint_key,
     })
 }
 
@@ -1194,6 +1221,33 @@ mod tests {
         }
         load("[upstream]\nbase_url = \"https://refold.internal\"\n").unwrap();
         load(&format!("{RS}jwks_url = \"https://auth.example/jwks\"\n")).unwrap();
+    }
+
+    #[test]
+    fn fingerprint_key_comes_from_the_named_variable() {
+        assert!(load("").unwrap().server.fingerprint_key.is_none());
+        let with = |value: &'static str| {
+            Config::from_toml(
+                "[server]\nfingerprint_key_env = \"LOG_KEY\"",
+                Path::new("."),
+                move |name| match name {
+                    "LOG_KEY" => Some(value.into()),
+                    other => env(other),
+                },
+            )
+        };
+        let config = with("a-log-fingerprint-key-of-32-bytes!").unwrap();
+        assert_eq!(
+            config.server.fingerprint_key.unwrap().expose(),
+            "a-log-fingerprint-key-of-32-bytes!"
+        );
+        let short = with("short-key").unwrap_err().to_string();
+        assert!(short.contains("server.fingerprint_key_env"), "{short}");
+        assert!(!short.contains("short-key"), "{short}");
+        let unset = load("[server]\nfingerprint_key_env = \"UNSET\"")
+            .unwrap_err()
+            .to_string();
+        assert!(unset.contains("server.fingerprint_key_env"), "{unset}");
     }
 
     #[test]

@@ -31,7 +31,7 @@ use self::jwks::Jwks;
 use self::verified::VerifiedCache;
 use crate::config::IdentityConfig;
 use crate::error::ProxyError;
-use crate::secret::{Fingerprint, Secret};
+use crate::secret::{Fingerprint, FingerprintKey, Secret};
 
 /// The verified caller: the linked account its credential names. Cheap to clone.
 #[derive(Clone, PartialEq, Eq)]
@@ -41,11 +41,11 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// A caller for a linked account id (already verified).
-    pub fn new(account: impl Into<Arc<str>>) -> Self {
+    /// A caller for a linked account id (already verified), fingerprinted under `key`.
+    pub fn new(account: impl Into<Arc<str>>, key: &FingerprintKey) -> Self {
         let account = account.into();
         Self {
-            tag: Fingerprint::of(account.as_bytes()),
+            tag: key.of(account.as_bytes()),
             account,
         }
     }
@@ -60,7 +60,7 @@ impl Caller {
         &self.account
     }
 
-    /// A short hash of the account id for logs.
+    /// A short keyed hash of the account id for logs.
     pub fn tag(&self) -> Fingerprint {
         self.tag
     }
@@ -92,6 +92,8 @@ pub struct Authenticator {
     leeway: u64,
     /// Tokens that verified, so their next requests skip the signature check.
     verified: Option<VerifiedCache>,
+    /// The key of callers' account fingerprints.
+    fingerprints: FingerprintKey,
 }
 
 impl fmt::Debug for Authenticator {
@@ -115,8 +117,11 @@ impl fmt::Debug for Authenticator {
 impl Authenticator {
     /// Builds the verifier from validated config, fetching the JWKS when `jwks_url` is set
     /// (or reading its cache file when the fetch fails) and keeping it fresh from then on.
-    pub async fn load(config: &IdentityConfig) -> Result<Self, JwksError> {
-        let mut authenticator = Self::new(config);
+    pub async fn load(
+        config: &IdentityConfig,
+        fingerprints: FingerprintKey,
+    ) -> Result<Self, JwksError> {
+        let mut authenticator = Self::new(config, fingerprints);
         if let Some(jwks) = &config.jwks {
             authenticator.jwks =
                 Some(Jwks::load(jwks, &config.public_keys, &config.algorithms).await?);
@@ -126,7 +131,8 @@ impl Authenticator {
 
     /// Builds the verifier from validated config, without the JWKS: asymmetric tokens
     /// verify with the `public_key_file` keys only. [`Authenticator::load`] adds the JWKS.
-    pub fn new(config: &IdentityConfig) -> Self {
+    /// Callers' account ids are fingerprinted under `fingerprints`.
+    pub fn new(config: &IdentityConfig, fingerprints: FingerprintKey) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = config.leeway.as_secs();
         validation.validate_exp = true;
@@ -172,6 +178,7 @@ impl Authenticator {
             account_claim: config.account_claim.clone(),
             leeway: config.leeway.as_secs(),
             verified: VerifiedCache::new(config.verified_cache_entries),
+            fingerprints,
         }
     }
 
@@ -302,7 +309,7 @@ impl Authenticator {
             return Err(invalid("account claim holds control characters").into());
         }
         let exp = claims.get("exp").and_then(Value::as_u64);
-        Ok((Caller::new(account), exp))
+        Ok((Caller::new(account, &self.fingerprints), exp))
     }
 }
 
@@ -454,7 +461,7 @@ mod tests {
             _ => None,
         })
         .unwrap();
-        Authenticator::new(&config.identity)
+        Authenticator::new(&config.identity, FingerprintKey::random())
     }
 
     fn headers(auth: &str) -> HeaderMap {

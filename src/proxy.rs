@@ -161,7 +161,8 @@ impl Proxy {
                 config.cors.allow_credentials,
             ),
             routes: RoutePolicy::new(&config.routes),
-            authenticator: Authenticator::load(&config.identity).await?,
+            authenticator: Authenticator::load(&config.identity, tokens.fingerprints().clone())
+                .await?,
             headers: HeaderPolicy::new(&config.identity.header, &config.limits.trusted_proxies),
             upstream: Upstream::new(clients, &config.upstream, Arc::clone(&metrics)),
             guard: ResponseGuard::new(&config.upstream.api_key, config.guard.max_scan_bytes),
@@ -182,6 +183,11 @@ impl Proxy {
     /// The session-token cache.
     pub fn tokens(&self) -> &TokenCache {
         &self.tokens
+    }
+
+    /// The keyed fingerprint of an account id, as this proxy's logs show it.
+    pub fn fingerprint(&self, account: &str) -> crate::secret::Fingerprint {
+        self.tokens.fingerprints().of(account.as_bytes())
     }
 
     /// The metrics it reports to (shared with the token cache and kept across reloads).

@@ -93,6 +93,8 @@ pub fn keep_restart_only(running: &Config, loaded: &mut Config) -> Vec<&'static 
         "server.listen" => server.listen;
         "server.worker_threads" => server.worker_threads;
         "server.shutdown_grace_s" => server.shutdown_grace;
+        // Fingerprints must keep meaning the same account for the process's life.
+        "server.fingerprint_key_env" => server.fingerprint_key;
         "admin.listen" => admin.listen;
         "admin.admin_token_env" => admin.token;
         "upstream.base_url" => upstream.base_url;

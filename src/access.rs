@@ -2,8 +2,8 @@
 //! caller's view, the proxy's log and Refold's together.
 //!
 //! Fields: `request_id`, `method`, `route` (the matched template, never the raw path, so
-//! no id lands in the log), `status`, `latency_us`, `upstream_us`, `account` (a short hash
-//! of the linked account id), `outcome` (`served`, `retried`, or `refused`/`failed` with
+//! no id lands in the log), `status`, `latency_us`, `upstream_us`, `account` (a short
+//! keyed hash of the linked account id, see `server.fingerprint_key_env`), `outcome` (`served`, `retried`, or `refused`/`failed` with
 //! the error code). No credential, token or raw account id is ever a field.
 
 use std::fmt;
@@ -57,7 +57,7 @@ fn generate() -> HeaderValue {
 pub struct RequestLog {
     /// The matched route template, shared with the route policy (no copy per request).
     pub route: Option<Arc<str>>,
-    /// A short hash of the linked account id.
+    /// A short keyed hash of the linked account id.
     pub account: Option<Fingerprint>,
     pub upstream: Option<Duration>,
     pub retried: bool,

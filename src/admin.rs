@@ -32,7 +32,7 @@ use crate::config::AdminConfig;
 use crate::error::envelope;
 use crate::metrics::{self, Metrics};
 use crate::proxy::ProxyHandle;
-use crate::secret::{fingerprint, Secret};
+use crate::secret::Secret;
 use crate::{full_body, ProxyBody};
 
 /// Admin connections served at once: probes and operators, not traffic.
@@ -222,9 +222,10 @@ impl Admin {
                 "The account id is not valid UTF-8",
             );
         };
-        let evicted = proxy.current().tokens().evict(&account);
+        let proxy = proxy.current();
+        let evicted = proxy.tokens().evict(&account);
         tracing::info!(
-            account = %fingerprint(account.as_bytes()),
+            account = %proxy.fingerprint(&account),
             evicted,
             %peer,
             "admin: evicted the account's session token"

@@ -76,6 +76,9 @@ pub struct ServerConfig {
     pub worker_threads: Option<usize>,
     /// HTTPS on the public listener; `None` serves cleartext HTTP/1.1 and HTTP/2.
     pub tls: Option<TlsConfig>,
+    /// The key of the account fingerprints in logs; `None` draws a random one per process
+    /// (fingerprints then differ between processes and across restarts).
+    pub fingerprint_key: Option<Secret>,
 }
 
 /// `[server.tls]`: the public listener's certificate and handshake.
@@ -124,6 +127,9 @@ pub struct UpstreamConfig {
     pub retry_body_limit: usize,
     /// CA certificates trusted for Refold's certificate besides the webpki roots.
     pub ca: Option<CaRoots>,
+    /// `base_url` may be plain `http://` to a host that is not loopback (the API key and
+    /// session tokens then cross that network in clear).
+    pub allow_insecure_http: bool,
 }
 
 /// `upstream.ca_file`: extra trust anchors for a self-hosted Refold deployment.
@@ -159,6 +165,10 @@ pub struct IdentityConfig {
     pub jwks: Option<JwksConfig>,
     /// App JWTs remembered after a successful verification (0: verify every request).
     pub verified_cache_entries: usize,
+    /// Asymmetric keys may verify tokens without both `issuer` and `audience` checked.
+    pub allow_missing_issuer_audience: bool,
+    /// `jwks_url` may be plain `http://` to a host that is not loopback.
+    pub allow_insecure_jwks_url: bool,
 }
 
 /// `[identity] jwks_*`: the identity provider's JSON Web Key Set and how it is kept fresh.
@@ -224,6 +234,7 @@ struct FileServer {
     shutdown_grace_s: u64,
     worker_threads: usize,
     tls: Option<FileTls>,
+    fingerprint_key_env: Option<String>,
 }
 
 impl Default for FileServer {
@@ -234,6 +245,7 @@ impl Default for FileServer {
             shutdown_grace_s: 30,
             worker_threads: 0,
             tls: None,
+            fingerprint_key_env: None,
         }
     }
 }
@@ -284,6 +296,7 @@ struct FileUpstream {
     sync_execution_timeout_ms: u64,
     retry_body_limit: usize,
     ca_file: Option<PathBuf>,
+    allow_insecure_http: bool,
 }
 
 impl Default for FileUpstream {
@@ -298,6 +311,7 @@ impl Default for FileUpstream {
             sync_execution_timeout_ms: 120_000,
             retry_body_limit: 64 * 1024,
             ca_file: None,
+            allow_insecure_http: false,
         }
     }
 }
@@ -320,6 +334,8 @@ struct FileIdentity {
     jwks_timeout_ms: Option<u64>,
     jwks_cache_file: Option<PathBuf>,
     verified_cache_entries: usize,
+    allow_missing_issuer_audience: bool,
+    allow_insecure_jwks_url: bool,
 }
 
 impl Default for FileIdentity {
@@ -340,6 +356,8 @@ impl Default for FileIdentity {
             jwks_timeout_ms: None,
             jwks_cache_file: None,
             verified_cache_entries: 65_536,
+            allow_missing_issuer_audience: false,
+            allow_insecure_jwks_url: false,
         }
     }
 }
@@ -377,6 +395,10 @@ impl Default for FileTokens {
 /// Shortest HMAC secret accepted: 256 bits, as RFC 7518 §3.2 requires for HS256.
 const MIN_HS_SECRET_BYTES: usize = 32;
 
+/// Shortest account-fingerprint key accepted: a short one could be guessed, and with it
+/// every fingerprint reversed by trying ids.
+const MIN_FINGERPRINT_KEY_BYTES: usize = 32;
+
 /// Shortest admin bearer secret accepted (`openssl rand -hex 32` gives 64).
 const MIN_ADMIN_TOKEN_BYTES: usize = 32;
 
@@ -400,12 +422,12 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let file: FileConfig = toml::from_str(text)?;
         let mut warnings = Vec::new();
-        let server = validate_server(file.server, base_dir)?;
+        let server = validate_server(file.server, base_dir, &env)?;
         Ok(Self {
             admin: validate_admin(file.admin, &server, &env)?,
             server,
-            upstream: validate_upstream(file.upstream, base_dir, &env)?,
-            identity: validate_identity(file.identity, base_dir, &env)?,
+            upstream: validate_upstream(file.upstream, base_dir, &env, &mut warnings)?,
+            identity: validate_identity(file.identity, base_dir, &env, &mut warnings)?,
             tokens: validate_tokens(file.tokens)?,
             routes: policy::validate_routes(file.routes, &mut warnings)?,
             cors: policy::validate_cors(file.cors)?,
@@ -437,7 +459,11 @@ fn secret_from_env(
     }
 }
 
-fn validate_server(file: FileServer, base_dir: &Path) -> Result<ServerConfig, ConfigError> {
+fn validate_server(
+    file: FileServer,
+    base_dir: &Path,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<ServerConfig, ConfigError> {
     let listen = SocketAddr::from_str(&file.listen).map_err(|_| {
         invalid(
             "server.listen",
@@ -448,6 +474,19 @@ fn validate_server(file: FileServer, base_dir: &Path) -> Result<ServerConfig, Co
     if file.shutdown_grace_s > 3600 {
         return Err(invalid("server.shutdown_grace_s", "must be at most 3600"));
     }
+    let fingerprint_key = match &file.fingerprint_key_env {
+        None => None,
+        Some(name) => {
+            let key = secret_from_env("server.fingerprint_key_env", name, env)?;
+            if key.expose().len() < MIN_FINGERPRINT_KEY_BYTES {
+                return Err(invalid(
+                    "server.fingerprint_key_env",
+                    format!("the key in {name} is shorter than {MIN_FINGERPRINT_KEY_BYTES} bytes"),
+                ));
+            }
+            Some(key)
+        }
+    };
     Ok(ServerConfig {
         listen,
         mount_path,
@@ -457,6 +496,7 @@ fn validate_server(file: FileServer, base_dir: &Path) -> Result<ServerConfig, Co
             .tls
             .map(|tls| validate_tls(tls, base_dir))
             .transpose()?,
+        fingerprint_key,
     })
 }
 
@@ -558,6 +598,7 @@ fn validate_upstream(
     file: FileUpstream,
     base_dir: &Path,
     env: &impl Fn(&str) -> Option<String>,
+    warnings: &mut Vec<String>,
 ) -> Result<UpstreamConfig, ConfigError> {
     const KEY: &str = "upstream.base_url";
     let uri = Uri::from_str(&file.base_url)
@@ -574,6 +615,21 @@ fn validate_upstream(
     }
     if uri.query().is_some() {
         return Err(invalid(KEY, "must not have a query string"));
+    }
+    if uri.scheme_str() == Some("http") && !is_loopback(authority.host()) {
+        if !file.allow_insecure_http {
+            return Err(invalid(
+                KEY,
+                format!(
+                    "is plain http to {}, which is not a loopback address: the API key and session tokens would cross the network unencrypted; use https://, or set upstream.allow_insecure_http = true for a network you trust",
+                    authority.host()
+                ),
+            ));
+        }
+        warnings.push(format!(
+            "upstream.allow_insecure_http: the API key and session tokens go to {} over plain http",
+            authority.host()
+        ));
     }
     let prefix = uri.path().trim_end_matches('/');
     let base_url = Uri::builder()
@@ -626,6 +682,7 @@ fn validate_upstream(
         ),
         retry_body_limit: file.retry_body_limit.min(16 * 1024 * 1024),
         ca,
+        allow_insecure_http: file.allow_insecure_http,
     })
 }
 
@@ -633,6 +690,7 @@ fn validate_identity(
     file: FileIdentity,
     base_dir: &Path,
     env: &impl Fn(&str) -> Option<String>,
+    warnings: &mut Vec<String>,
 ) -> Result<IdentityConfig, ConfigError> {
     let header = HeaderName::from_str(&file.header).map_err(|_| {
         invalid(
@@ -699,7 +757,7 @@ fn validate_identity(
         }
         None => KeySet::default(),
     };
-    let jwks = validate_jwks(&file, base_dir)?;
+    let jwks = validate_jwks(&file, base_dir, warnings)?;
     if jwks.is_some() && algorithms.iter().all(|a| is_hmac(*a)) {
         return Err(invalid(
             "identity.jwks_url",
@@ -732,6 +790,27 @@ fn validate_identity(
             "must not be empty; omit it instead",
         ));
     }
+    // An identity provider's keys sign tokens for every app it serves: without both
+    // claims checked, a token it issued for another app would pass here.
+    if algorithms.iter().any(|a| !is_hmac(*a)) {
+        let missing = match (&file.issuer, &file.audience) {
+            (None, _) => Some("identity.issuer"),
+            (Some(_), None) => Some("identity.audience"),
+            (Some(_), Some(_)) => None,
+        };
+        match (missing, file.allow_missing_issuer_audience) {
+            (Some(key), false) => {
+                return Err(invalid(
+                    key,
+                    "is required when identity.algorithms allows RS, PS, ES or EdDSA tokens: the provider's keys also sign tokens meant for other apps, so set both identity.issuer and identity.audience, or set identity.allow_missing_issuer_audience = true",
+                ))
+            }
+            (Some(key), true) => warnings.push(format!(
+                "identity.allow_missing_issuer_audience: {key} is not set, so any token the provider's keys signed is accepted, whatever app it was issued for"
+            )),
+            (None, _) => {}
+        }
+    }
     if file.leeway_s > 300 {
         return Err(invalid("identity.leeway_s", "must be at most 300"));
     }
@@ -753,10 +832,16 @@ fn validate_identity(
         leeway: Duration::from_secs(file.leeway_s),
         jwks,
         verified_cache_entries: file.verified_cache_entries,
+        allow_missing_issuer_audience: file.allow_missing_issuer_audience,
+        allow_insecure_jwks_url: file.allow_insecure_jwks_url,
     })
 }
 
-fn validate_jwks(file: &FileIdentity, base_dir: &Path) -> Result<Option<JwksConfig>, ConfigError> {
+fn validate_jwks(
+    file: &FileIdentity,
+    base_dir: &Path,
+    warnings: &mut Vec<String>,
+) -> Result<Option<JwksConfig>, ConfigError> {
     const KEY: &str = "identity.jwks_url";
     let Some(raw) = &file.jwks_url else {
         let stray = [
@@ -782,6 +867,21 @@ fn validate_jwks(file: &FileIdentity, base_dir: &Path) -> Result<Option<JwksConf
         None => return Err(invalid(KEY, "must name a host")),
         Some(authority) if authority.as_str().contains('@') => {
             return Err(invalid(KEY, "must not carry credentials"))
+        }
+        Some(authority) if url.scheme_str() == Some("http") && !is_loopback(authority.host()) => {
+            if !file.allow_insecure_jwks_url {
+                return Err(invalid(
+                    KEY,
+                    format!(
+                        "is plain http to {}, which is not a loopback address: whoever sits on the path could swap in keys of their own and sign any account; use https://, or set identity.allow_insecure_jwks_url = true",
+                        authority.host()
+                    ),
+                ));
+            }
+            warnings.push(format!(
+                "identity.allow_insecure_jwks_url: the keys that verify app JWTs come from {} over plain http",
+                authority.host()
+            ));
         }
         Some(_) => {}
     }
@@ -836,6 +936,19 @@ fn validate_jwks(file: &FileIdentity, base_dir: &Path) -> Result<Option<JwksConf
         timeout: Duration::from_millis(timeout_ms),
         cache_file,
     }))
+}
+
+/// Whether a URL's host is this machine: `localhost`, 127.0.0.0/8 or `[::1]`. Plain
+/// http stays allowed there (a sidecar, the demo, tests); nowhere else.
+fn is_loopback(host: &str) -> bool {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    host.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn is_hmac(alg: Algorithm) -> bool {
@@ -982,7 +1095,7 @@ mod tests {
 
     #[test]
     fn jwks_settings_take_defaults_and_are_validated() {
-        const RS: &str = "[identity]\nalgorithms = [\"RS256\"]\n";
+        const RS: &str = "[identity]\nalgorithms = [\"RS256\"]\nissuer = \"https://auth.example\"\naudience = \"refold\"\n";
         let config = load(&format!(
             "{RS}jwks_url = \"https://auth.example/.well-known/jwks.json\""
         ))
@@ -1035,6 +1148,114 @@ mod tests {
             assert!(err.contains(needle), "{text:?} gave {err:?}");
             assert!(!err.contains("u:p@"), "{err}");
         }
+    }
+
+    #[test]
+    fn asymmetric_keys_need_issuer_and_audience_unless_opted_out() {
+        const BOTH: &str = "issuer = \"https://auth.example\"\naudience = \"refold\"\n";
+        let jwks =
+            "[identity]\nalgorithms = [\"RS256\"]\njwks_url = \"https://auth.example/jwks\"\n";
+        let pem = "[identity]\nalgorithms = [\"RS256\"]\npublic_key_file = \"tests/keys/rs256.pub.pem\"\n";
+        for (text, key) in [
+            (jwks.to_owned(), "identity.issuer"),
+            (pem.to_owned(), "identity.issuer"),
+            (
+                format!("{jwks}issuer = \"https://auth.example\"\n"),
+                "identity.audience",
+            ),
+            (format!("{pem}audience = \"refold\"\n"), "identity.issuer"),
+        ] {
+            let err = load_in_repo(&text).unwrap_err().to_string();
+            assert!(
+                err.contains(key) && err.contains("identity.allow_missing_issuer_audience"),
+                "{text:?} gave {err:?}"
+            );
+        }
+        for base in [jwks, pem] {
+            load_in_repo(&format!("{base}{BOTH}")).unwrap();
+            let opted =
+                load_in_repo(&format!("{base}allow_missing_issuer_audience = true\n")).unwrap();
+            assert!(
+                opted
+                    .warnings
+                    .iter()
+                    .any(|w| w.contains("identity.allow_missing_issuer_audience")),
+                "{:?}",
+                opted.warnings
+            );
+        }
+        // HS256 alone: the secret is the app's own, so an unset issuer is its choice.
+        load("").unwrap();
+    }
+
+    #[test]
+    fn plain_http_to_another_host_needs_an_opt_in() {
+        const RS: &str = "[identity]\nalgorithms = [\"RS256\"]\nissuer = \"https://auth.example\"\naudience = \"refold\"\n";
+        for host in [
+            "auth.example",
+            "10.0.0.7:8080",
+            "127.0.0.1.nip.io",
+            "[2001:db8::1]",
+        ] {
+            let text = format!("{RS}jwks_url = \"http://{host}/jwks\"\n");
+            let err = load(&text).unwrap_err().to_string();
+            assert!(
+                err.contains("identity.jwks_url")
+                    && err.contains("identity.allow_insecure_jwks_url"),
+                "{text:?} gave {err:?}"
+            );
+            load(&format!("{text}allow_insecure_jwks_url = true\n")).unwrap();
+            let text = format!("[upstream]\nbase_url = \"http://{host}\"\n");
+            let err = load(&text).unwrap_err().to_string();
+            assert!(
+                err.contains("upstream.base_url") && err.contains("upstream.allow_insecure_http"),
+                "{text:?} gave {err:?}"
+            );
+            let opted = load(&format!("{text}allow_insecure_http = true\n")).unwrap();
+            assert!(
+                opted
+                    .warnings
+                    .iter()
+                    .any(|w| w.contains("upstream.allow_insecure_http")),
+                "{:?}",
+                opted.warnings
+            );
+        }
+        // Loopback stays allowed: tests, the demo and a sidecar upstream use it.
+        for host in ["127.0.0.1:9", "127.8.0.1", "localhost:8080", "[::1]:9"] {
+            load(&format!("{RS}jwks_url = \"http://{host}/jwks\"\n")).unwrap();
+            let config = load(&format!("[upstream]\nbase_url = \"http://{host}\"\n")).unwrap();
+            assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+        }
+        load("[upstream]\nbase_url = \"https://refold.internal\"\n").unwrap();
+        load(&format!("{RS}jwks_url = \"https://auth.example/jwks\"\n")).unwrap();
+    }
+
+    #[test]
+    fn fingerprint_key_comes_from_the_named_variable() {
+        assert!(load("").unwrap().server.fingerprint_key.is_none());
+        let with = |value: &'static str| {
+            Config::from_toml(
+                "[server]\nfingerprint_key_env = \"LOG_KEY\"",
+                Path::new("."),
+                move |name| match name {
+                    "LOG_KEY" => Some(value.into()),
+                    other => env(other),
+                },
+            )
+        };
+        let config = with("a-log-fingerprint-key-of-32-bytes!").unwrap();
+        assert_eq!(
+            config.server.fingerprint_key.unwrap().expose(),
+            "a-log-fingerprint-key-of-32-bytes!"
+        );
+        let short = with("short-key").unwrap_err().to_string();
+        assert!(short.contains("server.fingerprint_key_env"), "{short}");
+        assert!(!short.contains("short-key"), "{short}");
+        let unset = load("[server]\nfingerprint_key_env = \"UNSET\"")
+            .unwrap_err()
+            .to_string();
+        assert!(unset.contains("server.fingerprint_key_env"), "{unset}");
     }
 
     #[test]

@@ -30,8 +30,9 @@ pub enum ProxyError {
     /// The app credential is past its `exp`.
     #[error("app credential expired")]
     ExpiredCredential,
-    /// More than one credential header, so which one counts would be ambiguous.
-    #[error("more than one credential header")]
+    /// More than one credential header, or more than one identity cookie, so which one
+    /// counts would be ambiguous.
+    #[error("more than one credential header or identity cookie")]
     AmbiguousCredential,
     /// The path is outside `mount_path`.
     #[error("path outside the mount path")]
@@ -166,7 +167,7 @@ impl ProxyError {
             Self::MissingCredential => "Authorization token missing",
             Self::InvalidCredential { .. } => "Invalid authorization token",
             Self::ExpiredCredential => "Authorization token expired",
-            Self::AmbiguousCredential => "More than one authorization header",
+            Self::AmbiguousCredential => "More than one authorization header or identity cookie",
             Self::NotMounted => "Not found",
             Self::InvalidPath => "Invalid request path",
             Self::MethodNotAllowed { .. } => "Method not allowed on this route",

@@ -3,8 +3,9 @@
 //! On the way up: hop-by-hop headers and every header named in `Connection` go (RFC 9110
 //! §7.6.1), then every client credential — `Authorization`, `x-api-key`,
 //! `linked_account_id`, cookies, the app's own credential header — compared
-//! case-insensitively with `_` and `-` treated alike, then `Authorization` is set to the
-//! session token. Everything else passes as sent, underscores and empty values included.
+//! case-insensitively with `_` and `-` treated alike, and the method-override and URL
+//! rewrite headers (`X-HTTP-Method-Override`, `X-Original-URL`, ...) the same way, then
+//! `Authorization` is set to the session token. Everything else passes as sent, underscores and empty values included.
 //! On the way down: hop-by-hop headers and `Set-Cookie` go.
 
 use std::borrow::Cow;
@@ -37,6 +38,19 @@ const CREDENTIALS: [&str; 5] = [
     "linked-account-id",
     "cookie",
     "proxy-authorization",
+];
+
+/// Headers some frameworks read as the real method or path (method override, IIS and
+/// nginx rewrite conventions): a client could turn an allowed `GET` into a `DELETE`, or
+/// an allowed path into one the route policy refuses, behind the proxy's back. Lower case
+/// with `-`, compared like the credentials.
+const OVERRIDES: [&str; 6] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-method",
 ];
 
 /// Headers through which peers describe the original client; believed only from
@@ -99,6 +113,7 @@ impl HeaderPolicy {
         let doomed = |name: &HeaderName| {
             let name = name.as_str();
             CREDENTIALS.iter().any(|c| same_name(name, c))
+                || OVERRIDES.iter().any(|o| same_name(name, o))
                 || app_credential.is_some_and(|c| same_name(name, c))
                 || name.starts_with("proxy-")
                 || name.starts_with("proxy_")
@@ -178,6 +193,145 @@ pub fn check_account_binding(
         }
     }
     Ok(())
+}
+
+/// Refuses a request body that names a linked account other than the caller's in a
+/// top-level `linked_account_id` field (any case, `_` or `-`, every occurrence of a
+/// repeated key, a value that is not that exact string included). Only bodies typed as
+/// JSON or not typed at all are read; a body that is not a JSON object passes, as does
+/// one naming the caller's own account (unchanged: nothing is rewritten).
+///
+/// Strings are read as raw bytes and skipped values are not validated, so a lone UTF-16
+/// surrogate or deep nesting, which a JavaScript parser accepts, cannot make this parse
+/// fail where Refold's succeeds and hide a field behind it.
+pub fn check_body_account_binding(
+    headers: &HeaderMap,
+    body: &[u8],
+    account: &str,
+) -> Result<(), ProxyError> {
+    let json_or_untyped = {
+        let mut types = headers.get_all(header::CONTENT_TYPE).iter().peekable();
+        types.peek().is_none() || types.any(|v| is_json_type(v.as_bytes()))
+    };
+    let body = body.strip_prefix(b"\xef\xbb\xbf").unwrap_or(body);
+    if !json_or_untyped || body.trim_ascii_start().first() != Some(&b'{') {
+        return Ok(());
+    }
+    let mut seen = false;
+    let fields = BodyFields {
+        account: account.as_bytes(),
+        seen: &mut seen,
+    };
+    match serde::Deserializer::deserialize_map(
+        &mut serde_json::Deserializer::from_slice(body),
+        fields,
+    ) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(ProxyError::AccountMismatch),
+        // Broken inside an account field (a number, an object...): not the caller.
+        Err(_) if seen => Err(ProxyError::AccountMismatch),
+        // Not JSON: Refold cannot read an account from it either.
+        Err(_) => Ok(()),
+    }
+}
+
+/// Whether a `Content-Type` value is JSON (`application/json`, `text/json`, `*/*+json`,
+/// with or without parameters).
+fn is_json_type(value: &[u8]) -> bool {
+    let essence = value
+        .split(|b| *b == b';')
+        .next()
+        .unwrap_or(value)
+        .trim_ascii();
+    let ends_with = |suffix: &[u8]| {
+        essence.len() >= suffix.len()
+            && essence[essence.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+    };
+    ends_with(b"/json") || ends_with(b"+json")
+}
+
+/// Visits a JSON object's top-level fields: `true` when every account field is the caller.
+struct BodyFields<'a> {
+    account: &'a [u8],
+    /// Set once an account field's value is being read.
+    seen: &'a mut bool,
+}
+
+impl<'de> serde::de::Visitor<'de> for BodyFields<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        let mut bound = true;
+        while let Some(is_account) = map.next_key_seed(AccountKey)? {
+            if is_account {
+                *self.seen = true;
+                bound &= map.next_value_seed(AccountValue(self.account))?;
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(bound)
+    }
+}
+
+/// A field name, read as bytes: whether it is `linked_account_id` in any spelling.
+struct AccountKey;
+
+impl<'de> serde::de::DeserializeSeed<'de> for AccountKey {
+    type Value = bool;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+        deserializer.deserialize_bytes(self)
+    }
+}
+
+impl serde::de::Visitor<'_> for AccountKey {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_bytes<E>(self, name: &[u8]) -> Result<bool, E> {
+        Ok(std::str::from_utf8(name).is_ok_and(|name| same_name(name, "linked-account-id")))
+    }
+
+    fn visit_str<E>(self, name: &str) -> Result<bool, E> {
+        Ok(same_name(name, "linked-account-id"))
+    }
+}
+
+/// An account field's value: whether it is exactly the caller's account as a string.
+/// Anything else (a number, `null`, an array) fails to deserialize, which the caller
+/// takes for a mismatch.
+struct AccountValue<'a>(&'a [u8]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for AccountValue<'_> {
+    type Value = bool;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+        deserializer.deserialize_bytes(self)
+    }
+}
+
+impl serde::de::Visitor<'_> for AccountValue<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the caller's linked account id")
+    }
+
+    fn visit_bytes<E>(self, value: &[u8]) -> Result<bool, E> {
+        Ok(value == self.0)
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<bool, E> {
+        Ok(value.as_bytes() == self.0)
+    }
 }
 
 /// Refuses request framings that a proxy and a server may read differently (request
@@ -372,6 +526,42 @@ mod tests {
     }
 
     #[test]
+    fn method_override_and_rewrite_headers_go_in_any_spelling() {
+        let mut h = HeaderMap::new();
+        for name in [
+            "x-http-method-override",
+            "X_HTTP_METHOD_OVERRIDE",
+            "x-http_method",
+            "x_method_override",
+            "X-Original-URL",
+            "x_rewrite-url",
+            "x-original_method",
+            "x-http-method-overrides",
+        ] {
+            h.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static("DELETE"),
+            );
+        }
+        HeaderPolicy::new(&header::AUTHORIZATION, &[]).apply_to_request(
+            &mut h,
+            &token(),
+            &Downstream::new("203.0.113.9".parse().unwrap(), false),
+        );
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(
+            left,
+            [
+                "authorization",
+                "x-forwarded-for",
+                "x-forwarded-proto",
+                "x-http-method-overrides"
+            ]
+        );
+    }
+
+    #[test]
     fn hop_by_hop_index_matches_the_list() {
         for (i, name) in HOP_BY_HOP.iter().enumerate() {
             assert_eq!(hop_by_hop_index(name.as_str()), Some(i), "{name}");
@@ -471,6 +661,73 @@ mod tests {
         h.insert("Linked_Account_Id", HeaderValue::from_static("bob"));
         assert!(check_account_binding(&h, None, "alice").is_err());
         assert!(check_account_binding(&h, None, "bob").is_ok());
+    }
+
+    #[test]
+    fn body_account_binding() {
+        let json = |content_type: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            h
+        };
+        let check =
+            |h: &HeaderMap, body: &str| check_body_account_binding(h, body.as_bytes(), "alice");
+        let typed = json("application/json");
+        let deep = format!(
+            r#"{{"a":{}1{},"linked_account_id":"mallory"}}"#,
+            "[".repeat(500),
+            "]".repeat(500)
+        );
+        for body in [
+            r#"{"linked_account_id":"mallory"}"#,
+            r#" {"a":1,"LINKED_ACCOUNT-ID":"mallory"}"#,
+            "\u{feff}{\"linked_account_id\":\"mallory\"}",
+            r#"{"linked_account_id":"alice","linked_account_id":"mallory"}"#,
+            r#"{"linked_account_id":42}"#,
+            r#"{"linked_account_id":null}"#,
+            r#"{"linked_account_id":{"id":"alice"}}"#,
+            r#"{"linked_account_id":"alice "}"#,
+            // A lone surrogate is JSON to JavaScript: it must not end the parse early.
+            r#"{"\ud800":"\udc00x","linked_account_id":"mallory"}"#,
+            r#"{"linked\u005faccount\u005fid":"mallory"}"#,
+            deep.as_str(),
+        ] {
+            assert!(check(&typed, body).is_err(), "{body}");
+        }
+        for body in [
+            "",
+            r#"{"linked_account_id":"alice"}"#,
+            r#"{"linked_account_id":"al\u0069ce","b":[1,{"linked_account_id":"mallory"}]}"#,
+            r#"{"other":"mallory"}"#,
+            r#"[{"linked_account_id":"mallory"}]"#,
+            "linked_account_id=mallory",
+            r#"{"a": ,"linked_account_id":"mallory"}"#,
+        ] {
+            assert!(check(&typed, body).is_ok(), "{body}");
+        }
+        let mallory = r#"{"linked_account_id":"mallory"}"#;
+        for content_type in [
+            "application/json; charset=utf-8",
+            "Application/JSON",
+            "application/merge-patch+json",
+            "text/json",
+        ] {
+            assert!(
+                check(&json(content_type), mallory).is_err(),
+                "{content_type}"
+            );
+        }
+        assert!(check(&HeaderMap::new(), mallory).is_err());
+        for content_type in [
+            "text/plain",
+            "application/octet-stream",
+            "multipart/form-data",
+        ] {
+            assert!(
+                check(&json(content_type), mallory).is_ok(),
+                "{content_type}"
+            );
+        }
     }
 
     #[test]

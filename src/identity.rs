@@ -31,7 +31,7 @@ use self::jwks::Jwks;
 use self::verified::VerifiedCache;
 use crate::config::IdentityConfig;
 use crate::error::ProxyError;
-use crate::secret::{Fingerprint, Secret};
+use crate::secret::{Fingerprint, FingerprintKey, Secret};
 
 /// The verified caller: the linked account its credential names. Cheap to clone.
 #[derive(Clone, PartialEq, Eq)]
@@ -41,11 +41,11 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// A caller for a linked account id (already verified).
-    pub fn new(account: impl Into<Arc<str>>) -> Self {
+    /// A caller for a linked account id (already verified), fingerprinted under `key`.
+    pub fn new(account: impl Into<Arc<str>>, key: &FingerprintKey) -> Self {
         let account = account.into();
         Self {
-            tag: Fingerprint::of(account.as_bytes()),
+            tag: key.of(account.as_bytes()),
             account,
         }
     }
@@ -60,7 +60,7 @@ impl Caller {
         &self.account
     }
 
-    /// A short hash of the account id for logs.
+    /// A short keyed hash of the account id for logs.
     pub fn tag(&self) -> Fingerprint {
         self.tag
     }
@@ -92,6 +92,8 @@ pub struct Authenticator {
     leeway: u64,
     /// Tokens that verified, so their next requests skip the signature check.
     verified: Option<VerifiedCache>,
+    /// The key of callers' account fingerprints.
+    fingerprints: FingerprintKey,
 }
 
 impl fmt::Debug for Authenticator {
@@ -115,8 +117,11 @@ impl fmt::Debug for Authenticator {
 impl Authenticator {
     /// Builds the verifier from validated config, fetching the JWKS when `jwks_url` is set
     /// (or reading its cache file when the fetch fails) and keeping it fresh from then on.
-    pub async fn load(config: &IdentityConfig) -> Result<Self, JwksError> {
-        let mut authenticator = Self::new(config);
+    pub async fn load(
+        config: &IdentityConfig,
+        fingerprints: FingerprintKey,
+    ) -> Result<Self, JwksError> {
+        let mut authenticator = Self::new(config, fingerprints);
         if let Some(jwks) = &config.jwks {
             authenticator.jwks =
                 Some(Jwks::load(jwks, &config.public_keys, &config.algorithms).await?);
@@ -126,7 +131,8 @@ impl Authenticator {
 
     /// Builds the verifier from validated config, without the JWKS: asymmetric tokens
     /// verify with the `public_key_file` keys only. [`Authenticator::load`] adds the JWKS.
-    pub fn new(config: &IdentityConfig) -> Self {
+    /// Callers' account ids are fingerprinted under `fingerprints`.
+    pub fn new(config: &IdentityConfig, fingerprints: FingerprintKey) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = config.leeway.as_secs();
         validation.validate_exp = true;
@@ -172,6 +178,7 @@ impl Authenticator {
             account_claim: config.account_claim.clone(),
             leeway: config.leeway.as_secs(),
             verified: VerifiedCache::new(config.verified_cache_entries),
+            fingerprints,
         }
     }
 
@@ -219,7 +226,7 @@ impl Authenticator {
             }
         }
         if let Some(name) = &self.cookie {
-            if let Some(token) = find_cookie(headers, name) {
+            if let Some(token) = find_cookie(headers, name)? {
                 return Ok(token);
             }
         }
@@ -294,14 +301,15 @@ impl Authenticator {
         };
         let account: Arc<str> = match claims.get(&self.account_claim) {
             Some(Value::String(s)) if !s.is_empty() && s.len() <= 512 => Arc::from(s.as_str()),
-            Some(Value::Number(n)) if n.is_u64() || n.is_i64() => Arc::from(n.to_string()),
+            // A number is refused, not turned into text: `42` and `"42"` would otherwise
+            // name the same linked account.
             _ => return Err(invalid("account claim missing or not a string").into()),
         };
         if account.chars().any(char::is_control) {
             return Err(invalid("account claim holds control characters").into());
         }
         let exp = claims.get("exp").and_then(Value::as_u64);
-        Ok((Caller::new(account), exp))
+        Ok((Caller::new(account, &self.fingerprints), exp))
     }
 }
 
@@ -387,17 +395,23 @@ fn bearer_token(value: &str) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
 }
 
-/// The value of cookie `name` across all `Cookie` headers.
-fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
+/// The value of cookie `name` across all `Cookie` headers. Two cookies of that name,
+/// in one header or across several, are refused whatever their values: which one a
+/// browser sends first depends on paths and domains a planted cookie can choose.
+fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ProxyError> {
+    let mut found = headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"'))
-        .filter(|v| !v.is_empty())
+        .filter(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"'));
+    let first = found.next();
+    if found.next().is_some() {
+        return Err(ProxyError::AmbiguousCredential);
+    }
+    Ok(first.filter(|v| !v.is_empty()))
 }
 
 /// Signs an HS256 app JWT for `account` (the `sub` or configured claim), valid for `ttl`.
@@ -447,7 +461,7 @@ mod tests {
             _ => None,
         })
         .unwrap();
-        Authenticator::new(&config.identity)
+        Authenticator::new(&config.identity, FingerprintKey::random())
     }
 
     fn headers(auth: &str) -> HeaderMap {
@@ -492,9 +506,24 @@ mod tests {
     }
 
     #[test]
-    fn numeric_account_claims_are_accepted() {
+    fn only_string_account_claims_are_accepted() {
+        // `42` and `"42"` must not name the same account: an issuer that writes numbers
+        // and one that writes strings would otherwise share linked accounts.
         let auth = authenticator("");
-        let token = sign(serde_json::json!({"sub": 42, "exp": now() + 60}));
+        for sub in [
+            serde_json::json!(42),
+            serde_json::json!(-7),
+            serde_json::json!(4.2),
+            serde_json::json!(true),
+            serde_json::json!(["42"]),
+        ] {
+            let token = sign(serde_json::json!({"sub": sub, "exp": now() + 60}));
+            let err = auth
+                .authenticate(&headers(&format!("bearer {token}")))
+                .unwrap_err();
+            assert_eq!(err.code(), "APP_TOKEN_INVALID", "{sub}");
+        }
+        let token = sign(serde_json::json!({"sub": "42", "exp": now() + 60}));
         let caller = auth
             .authenticate(&headers(&format!("bearer {token}")))
             .unwrap();

@@ -24,8 +24,8 @@ use crate::error::ProxyError;
 use crate::framing::FramingConflict;
 use crate::guard::{Prefixed, ResponseGuard};
 use crate::headers::{
-    check_account_binding, check_framing, head_size, strip_credential_params, Downstream,
-    HeaderPolicy,
+    check_account_binding, check_body_account_binding, check_framing, head_size,
+    strip_credential_params, Downstream, HeaderPolicy,
 };
 use crate::identity::{Authenticator, Caller};
 use crate::metrics::{Metrics, RateLimitReason, RouteLabel, UpstreamErrorKind};
@@ -173,7 +173,8 @@ impl Proxy {
                 config.cors.allow_credentials,
             ),
             routes: RoutePolicy::new(&config.routes),
-            authenticator: Authenticator::load(&config.identity).await?,
+            authenticator: Authenticator::load(&config.identity, tokens.fingerprints().clone())
+                .await?,
             headers: HeaderPolicy::new(&config.identity.header, &config.limits.trusted_proxies),
             upstream: Upstream::new(clients, &config.upstream, Arc::clone(&metrics)),
             guard: ResponseGuard::new(&config.upstream.api_key, config.guard.max_scan_bytes),
@@ -188,6 +189,11 @@ impl Proxy {
     /// The session-token cache.
     pub fn tokens(&self) -> &TokenCache {
         &self.tokens
+    }
+
+    /// The keyed fingerprint of an account id, as this proxy's logs show it.
+    pub fn fingerprint(&self, account: &str) -> crate::secret::Fingerprint {
+        self.tokens.fingerprints().of(account.as_bytes())
     }
 
     /// The metrics it reports to (shared with the token cache and kept across reloads).
@@ -352,6 +358,9 @@ impl Proxy {
             })
             .boxed_unsync();
         let body = self.read_ahead(body).await?;
+        if let RequestBody::Kept(bytes) = &body {
+            check_body_account_binding(&parts.headers, bytes, caller.account())?;
+        }
 
         let retry = match &body {
             // Kept whole: a copy of the request can go again with a fresh token.

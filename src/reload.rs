@@ -95,6 +95,8 @@ pub fn keep_restart_only(running: &Config, loaded: &mut Config) -> Vec<&'static 
         "server.listen" => server.listen;
         "server.worker_threads" => server.worker_threads;
         "server.shutdown_grace_s" => server.shutdown_grace;
+        // Fingerprints must keep meaning the same account for the process's life.
+        "server.fingerprint_key_env" => server.fingerprint_key;
         "admin.listen" => admin.listen;
         "admin.admin_token_env" => admin.token;
         "upstream.base_url" => upstream.base_url;
@@ -178,7 +180,7 @@ mod tests {
         let running = load("");
         let mut loaded = load(
             "[server]\nlisten = \"0.0.0.0:9\"\nmount_path = \"/r\"\n\
-             [upstream]\nbase_url = \"http://other:1\"\napi_key_env = \"OTHER_KEY\"\ntimeout_ms = 5\n\
+             [upstream]\nbase_url = \"http://127.0.0.2:1\"\napi_key_env = \"OTHER_KEY\"\ntimeout_ms = 5\n\
              [tokens]\nmax_accounts = 7\n[cors]\nallowed_origins = [\"https://a.example\"]\n",
         );
         let changed = keep_restart_only(&running, &mut loaded);

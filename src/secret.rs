@@ -1,7 +1,11 @@
-//! `Secret`: a string that never prints itself (API key, session tokens, signing secrets).
+//! `Secret`: a string that never prints itself (API key, session tokens, signing secrets),
+//! and the keyed `Fingerprint` that stands for an account id in logs.
 
 use std::fmt;
+use std::hash::BuildHasher;
 use std::sync::Arc;
+
+use aws_lc_rs::hmac;
 
 /// A secret string. `Debug` and `Display` print a placeholder, never the value.
 #[derive(Clone, PartialEq, Eq)]
@@ -16,11 +20,6 @@ impl Secret {
     /// The secret itself, for the one place that must send it.
     pub fn expose(&self) -> &str {
         &self.0
-    }
-
-    /// A short, stable, non-reversible fingerprint for logs (first 8 hex digits of FNV-1a).
-    pub fn fingerprint(&self) -> Fingerprint {
-        fingerprint(self.0.as_bytes())
     }
 
     /// Whether `candidate` is this secret, in time that depends only on the lengths (a
@@ -51,27 +50,58 @@ impl fmt::Display for Secret {
     }
 }
 
-/// A short hash of an identifier, for log lines that must correlate without naming it.
-pub fn fingerprint(bytes: &[u8]) -> Fingerprint {
-    Fingerprint::of(bytes)
-}
+/// The key account fingerprints are computed under (HMAC-SHA256). Taken from the
+/// operator's secret, fingerprints are the same in every process that shares it; drawn at
+/// random, they correlate the lines of one process only. Either way a reader of the logs
+/// cannot test a guessed account id against a fingerprint. Cheap to clone.
+#[derive(Clone)]
+pub struct FingerprintKey(Arc<hmac::Key>);
 
-/// A short, non-reversible hash of an identifier (the high half of FNV-1a), printed as
-/// 8 hex digits. Computed once, printed without allocating.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Fingerprint(u32);
+impl FingerprintKey {
+    /// A key from an operator's secret.
+    pub fn new(secret: &Secret) -> Self {
+        Self(Arc::new(hmac::Key::new(
+            hmac::HMAC_SHA256,
+            secret.expose().as_bytes(),
+        )))
+    }
 
-impl Fingerprint {
-    /// The fingerprint of `bytes`.
-    pub fn of(bytes: &[u8]) -> Self {
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in bytes {
-            hash ^= u64::from(*b);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
+    /// A key of 256 random bits, for a process given none.
+    pub fn random() -> Self {
+        let mut key = [0u8; 32];
+        if aws_lc_rs::rand::fill(&mut key).is_err() {
+            // The system generator failed (it does not in practice): std's per-process
+            // random SipHash keys still make a key nobody reading the logs knows.
+            let seed = std::hash::RandomState::new();
+            for (i, chunk) in key.chunks_mut(8).enumerate() {
+                chunk.copy_from_slice(&seed.hash_one(i).to_le_bytes());
+            }
         }
-        Self((hash >> 32) as u32)
+        Self(Arc::new(hmac::Key::new(hmac::HMAC_SHA256, &key)))
+    }
+
+    /// The fingerprint of `bytes` (an account id) under this key.
+    pub fn of(&self, bytes: &[u8]) -> Fingerprint {
+        let tag = hmac::sign(&self.0, bytes);
+        Fingerprint(
+            tag.as_ref()
+                .first_chunk::<4>()
+                .map_or(0, |b| u32::from_be_bytes(*b)),
+        )
     }
 }
+
+impl fmt::Debug for FingerprintKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FingerprintKey(<redacted>)")
+    }
+}
+
+/// A short keyed hash of an identifier (the first 32 bits of its HMAC under a
+/// [`FingerprintKey`]), printed as 8 hex digits: log lines correlate without naming it.
+/// Computed once, printed without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint(u32);
 
 impl fmt::Display for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -102,9 +132,28 @@ mod tests {
     }
 
     #[test]
-    fn fingerprints_are_stable_and_distinct() {
-        assert_eq!(fingerprint(b"alice"), fingerprint(b"alice"));
-        assert_ne!(fingerprint(b"alice"), fingerprint(b"bob"));
-        assert_eq!(fingerprint(b"alice").to_string().len(), 8);
+    fn fingerprints_are_keyed() {
+        let key = || FingerprintKey::new(&Secret::new("fingerprint-key-0123456789abcdef"));
+        // One key: the same in every process that holds it.
+        assert_eq!(key().of(b"alice"), key().of(b"alice"));
+        assert_ne!(key().of(b"alice"), key().of(b"bob"));
+        assert_eq!(key().of(b"alice").to_string().len(), 8);
+        // Not the unkeyed FNV-1a the logs carried before (its high half for "alice").
+        assert_ne!(key().of(b"alice").to_string(), "508b2abb");
+        // HMAC-SHA256: the first 32 bits of RFC 4231's test case 2.
+        assert_eq!(
+            FingerprintKey::new(&Secret::new("Jefe"))
+                .of(b"what do ya want for nothing?")
+                .to_string(),
+            "5bdcc146"
+        );
+        let other = FingerprintKey::new(&Secret::new("another-key-0123456789abcdef0123"));
+        assert_ne!(key().of(b"alice"), other.of(b"alice"));
+        // Random keys: each its own.
+        assert_ne!(
+            FingerprintKey::random().of(b"alice"),
+            FingerprintKey::random().of(b"alice")
+        );
+        assert!(!format!("{:?}", key()).contains("fingerprint-key"));
     }
 }

@@ -6,7 +6,7 @@
 mod support;
 
 use refold_proxy::mock::MintFault;
-use support::{app_jwt, Harness, API_KEY};
+use support::{app_jwt, CapturedLogs, Harness, API_KEY};
 
 #[tokio::test]
 async fn every_request_gets_one_access_line_and_no_secret_is_logged() {
@@ -126,4 +126,81 @@ async fn every_request_gets_one_access_line_and_no_secret_is_logged() {
             panic!("{secret:?} reached the log: {line}");
         }
     }
+}
+
+/// The `account` field of the access line of the request with `request_id`.
+fn account_field(logs: &CapturedLogs, request_id: &str) -> String {
+    logs.text()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["target"] == "access" && l["fields"]["request_id"] == request_id)
+        .and_then(|l| l["fields"]["account"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| panic!("no access line for {request_id}: {}", logs.text()))
+}
+
+/// The fingerprint logs carried before it was keyed: the high half of FNV-1a.
+fn unkeyed_fnv(id: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{:08x}", hash >> 32)
+}
+
+#[tokio::test]
+async fn account_fingerprints_are_keyed_and_stable_under_one_key() {
+    // A fingerprint anyone can compute lets a reader of the logs test guesses (emails,
+    // sequential ids) against it; keyed, it only correlates lines.
+    let logs = CapturedLogs::default();
+    let writer = logs.clone();
+    let _scope = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || writer.clone())
+            .finish(),
+    );
+    const KEY_VAR: &str = "TEST_FINGERPRINT_KEY";
+    let account = "alice";
+    let mut seen = Vec::new();
+    for (i, key) in [
+        Some("fingerprint-key-one-0123456789abcdef"),
+        Some("fingerprint-key-one-0123456789abcdef"),
+        Some("fingerprint-key-two-0123456789abcdef"),
+        None,
+        None,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut builder = Harness::builder().accounts([account]);
+        if let Some(key) = key {
+            builder = builder
+                .server(&format!("fingerprint_key_env = \"{KEY_VAR}\""))
+                .env(KEY_VAR, key);
+        }
+        let h = builder.start().await;
+        let request_id = format!("fingerprint-{i}");
+        let response = h
+            .client
+            .get(h.url("/api/v2/public/workflow"))
+            .bearer_auth(app_jwt(account))
+            .header("x-request-id", &request_id)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        h.stop().await;
+        seen.push(account_field(&logs, &request_id));
+    }
+    for fingerprint in &seen {
+        assert_eq!(fingerprint.len(), 8, "{seen:?}");
+        assert_ne!(*fingerprint, unkeyed_fnv(account), "{seen:?}");
+    }
+    assert_eq!(seen[0], seen[1], "one key, two proxies: {seen:?}");
+    assert_ne!(seen[0], seen[2], "two keys: {seen:?}");
+    assert_ne!(
+        seen[3], seen[4],
+        "no key: each proxy draws its own: {seen:?}"
+    );
 }

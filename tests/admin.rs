@@ -13,7 +13,9 @@ use refold_proxy::admin::{self, Admin, Phase, Readiness};
 use refold_proxy::config::AdminConfig;
 use refold_proxy::proxy::ProxyHandle;
 use refold_proxy::secret::Secret;
-use support::process::{base_config, ProxyProcess, ADMIN_TOKEN};
+use support::process::{
+    base_config, ProxyProcess, ADMIN_TOKEN, FINGERPRINT_KEY, FINGERPRINT_KEY_ENV,
+};
 use support::{app_jwt, assert_error, Harness, TestKey};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -272,8 +274,12 @@ async fn readyz_is_503_while_the_jwt_keys_load_then_200_and_evict_is_logged_by_h
     let jwks = serde_json::json!({ "keys": [key.jwk()] }).to_string();
     let (jwks_url, fetched, open) = gated_jwks(jwks).await;
     let toml = format!(
-        "{}[identity]\nalgorithms = [\"RS256\"]\njwks_url = \"{jwks_url}\"\njwks_timeout_ms = 60000\n",
-        base_config(&format!("http://{mock_addr}"))
+        "{}[identity]\nalgorithms = [\"RS256\"]\njwks_url = \"{jwks_url}\"\njwks_timeout_ms = 60000\nallow_missing_issuer_audience = true\n",
+        base_config(&format!("http://{mock_addr}")).replacen(
+            "[server]\n",
+            &format!("[server]\nfingerprint_key_env = \"{FINGERPRINT_KEY_ENV}\"\n"),
+            1
+        )
     );
 
     let mut proxy = ProxyProcess::spawn(&toml).await;
@@ -322,9 +328,13 @@ async fn readyz_is_503_while_the_jwt_keys_load_then_200_and_evict_is_logged_by_h
     let event = proxy
         .wait_for_message("admin: evicted the account's session token", 1)
         .await;
+    // The binary and this test share the key, so they compute the same fingerprint.
+    let key = refold_proxy::secret::FingerprintKey::new(&refold_proxy::secret::Secret::new(
+        FINGERPRINT_KEY,
+    ));
     assert_eq!(
         event["fields"]["account"],
-        refold_proxy::secret::fingerprint(ACCOUNT.as_bytes()).to_string()
+        key.of(ACCOUNT.as_bytes()).to_string()
     );
     proxy
         .wait_for_message("admin: evict refused: missing or wrong bearer secret", 1)

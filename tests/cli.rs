@@ -333,3 +333,63 @@ async fn demo_prints_a_curl_that_works() {
     assert!(body.is_array() || body.is_object());
     child.kill().await.unwrap();
 }
+
+#[test]
+fn check_config_refuses_unverified_identity_and_plain_http_to_other_hosts() {
+    const RS: &str = "[identity]\nalgorithms = [\"RS256\"]\n";
+    const BOTH: &str = "issuer = \"https://auth.example\"\naudience = \"refold\"\n";
+    let refused = [
+        (
+            "jwks-no-audience.toml",
+            format!(
+                "{RS}jwks_url = \"https://auth.example/jwks\"\nissuer = \"https://auth.example\"\n"
+            ),
+            "identity.audience",
+        ),
+        (
+            "jwks-plain-http.toml",
+            format!("{RS}{BOTH}jwks_url = \"http://auth.example/jwks\"\n"),
+            "identity.jwks_url",
+        ),
+        (
+            "upstream-plain-http.toml",
+            "[upstream]\nbase_url = \"http://refold.internal:8080\"\n".to_owned(),
+            "upstream.base_url",
+        ),
+    ];
+    for (name, text, key) in &refused {
+        let path = write_config(name, text);
+        let out = command().arg("--check-config").arg(&path).output().unwrap();
+        assert!(!out.status.success(), "{name} passed");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(key), "{name}: {stderr}");
+    }
+    // Each passes with its explicit opt-in, and --check-config says what was opted into.
+    let opted = [
+        (
+            "jwks-no-audience-opted.toml",
+            format!("{}allow_missing_issuer_audience = true\n", refused[0].1),
+            "identity.allow_missing_issuer_audience",
+        ),
+        (
+            "jwks-plain-http-opted.toml",
+            format!("{}allow_insecure_jwks_url = true\n", refused[1].1),
+            "identity.allow_insecure_jwks_url",
+        ),
+        (
+            "upstream-plain-http-opted.toml",
+            format!("{}allow_insecure_http = true\n", refused[2].1),
+            "upstream.allow_insecure_http",
+        ),
+    ];
+    for (name, text, key) in opted {
+        let path = write_config(name, &text);
+        let out = command().arg("--check-config").arg(&path).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{name}: {stderr}");
+        assert!(
+            stderr.contains("warning") && stderr.contains(key),
+            "{name}: {stderr}"
+        );
+    }
+}

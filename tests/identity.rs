@@ -290,12 +290,13 @@ async fn asymmetric_keys_verify_and_algorithm_confusion_is_refused() {
     let h = Harness::builder()
         .accounts(["alice"])
         .identity(&format!(
-            "algorithms = [\"RS256\", \"ES256\"]\npublic_key_file = \"{}\"",
+            "algorithms = [\"RS256\", \"ES256\"]\npublic_key_file = \"{}\"\n\
+             issuer = \"https://auth.example\"\naudience = \"refold-proxy\"",
             bundle.display()
         ))
         .start()
         .await;
-    let claims = json!({"sub": "alice", "exp": now() + 600});
+    let claims = json!({"sub": "alice", "exp": now() + 600, "iss": "https://auth.example", "aud": "refold-proxy"});
     for token in [
         sign_pem(Algorithm::RS256, "rs256.key.pem", claims.clone()),
         sign_pem(Algorithm::ES256, "es256.key.pem", claims.clone()),

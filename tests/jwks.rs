@@ -35,7 +35,8 @@ async fn proxy_for(server: &JwksServer, algorithms: &str, extra: &str) -> Harnes
     Harness::builder()
         .accounts(["alice"])
         .identity(&format!(
-            "algorithms = {algorithms}\njwks_url = \"{}\"\n{extra}",
+            // The JWKS mechanics under test are the same with issuer and audience checked.
+            "algorithms = {algorithms}\njwks_url = \"{}\"\nallow_missing_issuer_audience = true\n{extra}",
             server.url()
         ))
         .start()
@@ -92,7 +93,7 @@ async fn dead_url() -> String {
 async fn start_proxy(url: &str, extra: &str) -> Result<Proxy, String> {
     let toml = format!(
         "[upstream]\nbase_url = \"http://127.0.0.1:9\"\napi_key_env = \"KEY\"\n\
-         [identity]\nalgorithms = [\"RS256\"]\njwks_url = \"{url}\"\njwks_timeout_ms = 2000\n{extra}\n"
+         [identity]\nalgorithms = [\"RS256\"]\njwks_url = \"{url}\"\njwks_timeout_ms = 2000\nallow_missing_issuer_audience = true\n{extra}\n"
     );
     let config = Config::from_toml(&toml, Path::new("."), |name| {
         (name == "KEY").then(|| API_KEY.to_owned())

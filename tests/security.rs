@@ -583,3 +583,174 @@ async fn connections_beyond_max_connections_wait_for_a_free_slot() {
         .unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
 }
+
+#[tokio::test]
+async fn two_identity_cookies_are_400() {
+    // A browser keeps one cookie per name, path and domain: two under the credential's
+    // name mean someone planted one, and the proxy must not pick either.
+    let h = Harness::builder()
+        .accounts(["alice", "mallory"])
+        .identity("cookie = \"app_session\"")
+        .start()
+        .await;
+    let (alice, mallory) = (app_jwt("alice"), app_jwt("mallory"));
+    let one_header = h
+        .client
+        .get(h.url(PATH))
+        .header(
+            "cookie",
+            format!("app_session={alice}; app_session={mallory}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_error(one_header, 400, "AMBIGUOUS_CREDENTIALS").await;
+    let two_headers = h
+        .client
+        .get(h.url(PATH))
+        .header("cookie", format!("theme=dark; app_session={mallory}"))
+        .header("cookie", format!("app_session={alice}"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(two_headers, 400, "AMBIGUOUS_CREDENTIALS").await;
+    // An empty twin is still a twin.
+    let empty_twin = h
+        .client
+        .get(h.url(PATH))
+        .header("cookie", format!("app_session=; app_session={alice}"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(empty_twin, 400, "AMBIGUOUS_CREDENTIALS").await;
+    assert!(h.mock.requests().is_empty());
+    // One cookie of that name, beside others, is the credential.
+    let single = h
+        .client
+        .get(h.url(PATH))
+        .header("cookie", format!("theme=dark; app_session={alice}; x=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(single.status(), 200);
+}
+
+#[tokio::test]
+async fn method_override_and_url_rewrite_headers_are_stripped() {
+    // Frameworks behind Refold may take these for the real method or path.
+    let h = Harness::with_accounts(&["alice"]).await;
+    let spellings = [
+        "x-http-method-override",
+        "X-HTTP-Method-Override",
+        "x_http_method_override",
+        "x-http-method",
+        "X_HTTP_Method",
+        "x-method-override",
+        "x_method-override",
+        "x-original-url",
+        "X_Original_URL",
+        "x-rewrite-url",
+        "x_rewrite_url",
+        "x-original-method",
+        "X-Original_Method",
+    ];
+    let mut request = h.client.get(h.url(PATH)).bearer_auth(app_jwt("alice"));
+    for name in spellings {
+        request = request.header(name, "DELETE");
+    }
+    let response = request.header("x-kept", "1").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let forwarded = api_requests(&h);
+    assert_eq!(forwarded.len(), 1);
+    for name in forwarded[0].headers.keys() {
+        let folded = name.as_str().replace('_', "-");
+        assert!(
+            ![
+                "x-http-method-override",
+                "x-http-method",
+                "x-method-override",
+                "x-original-url",
+                "x-rewrite-url",
+                "x-original-method",
+            ]
+            .contains(&folded.as_str()),
+            "{name} reached Refold"
+        );
+    }
+    assert_eq!(forwarded[0].headers["x-kept"], "1");
+}
+
+#[tokio::test]
+async fn a_json_body_naming_another_account_is_403() {
+    let h = Harness::with_accounts(&["alice", "mallory"]).await;
+    let jwt = app_jwt("alice");
+    let post = |body: &'static str, content_type: Option<&'static str>| {
+        let mut request = h.client.post(h.url(PATH)).bearer_auth(&jwt).body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        request
+    };
+    for (body, content_type) in [
+        (
+            r#"{"name":"w","linked_account_id":"mallory"}"#,
+            Some("application/json"),
+        ),
+        (
+            r#"{"linked_account_id":"mallory"}"#,
+            Some("application/json; charset=utf-8"),
+        ),
+        (r#"{"linked_account_id":"mallory"}"#, None),
+        (
+            r#"{"Linked-Account-Id":"mallory"}"#,
+            Some("application/json"),
+        ),
+        // A repeated key: parsers differ on which one wins, so both must be the caller.
+        (
+            r#"{"linked_account_id":"alice","linked_account_id":"mallory"}"#,
+            Some("application/json"),
+        ),
+        (
+            r#"{"linked_account_id":"mallory","linked_account_id":"alice"}"#,
+            Some("application/json"),
+        ),
+        // Not a string: no coercion makes it the caller.
+        (
+            r#"{"linked_account_id":["alice"]}"#,
+            Some("application/json"),
+        ),
+    ] {
+        let response = post(body, content_type).send().await.unwrap();
+        assert_eq!(response.status(), 403, "{body}");
+        assert_error(response, 403, "ACCOUNT_MISMATCH").await;
+    }
+    assert!(
+        api_requests(&h).is_empty(),
+        "a mismatched body reached Refold"
+    );
+    assert_eq!(h.mock.mints_for("mallory"), 0);
+
+    // The caller's own account, a nested field and a body that is not JSON pass unchanged.
+    for (body, content_type) in [
+        (
+            r#"{"name":"w","linked_account_id":"alice"}"#,
+            Some("application/json"),
+        ),
+        (
+            r#"{"meta":{"linked_account_id":"mallory"}}"#,
+            Some("application/json"),
+        ),
+        ("linked_account_id: mallory", Some("application/json")),
+        (
+            r#"["linked_account_id","mallory"]"#,
+            Some("application/json"),
+        ),
+    ] {
+        h.mock.clear_requests();
+        let response = post(body, content_type).send().await.unwrap();
+        assert_ne!(response.status(), 403, "{body}");
+        let forwarded = api_requests(&h);
+        assert_eq!(forwarded.len(), 1, "{body}");
+        assert_eq!(forwarded[0].body, body.as_bytes(), "{body}");
+    }
+}

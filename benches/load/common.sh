@@ -244,7 +244,8 @@ write_refold_conf() {
         HS256) identity="algorithms = [\"HS256\"]
 hs_secret_env = \"APP_JWT_SECRET\"" ;;
         ES256) identity="algorithms = [\"ES256\"]
-public_key_file = \"$ROOT/tests/keys/es256.pub.pem\"" ;;
+public_key_file = \"$ROOT/tests/keys/es256.pub.pem\"
+allow_missing_issuer_audience = true" ;;
         *) die "unknown algorithm $alg" ;;
     esac
     cat >"$dir/proxy.toml" <<EOF

@@ -1,8 +1,9 @@
 //! Arbitrary request headers, peers and queries through the header policy: no client
-//! credential survives in any case or `_` spelling, exactly one `Authorization` carries
-//! the session token, forwarding headers are believed only from trusted peers, everything
-//! else passes untouched; the query loses every `linked_account_id` any parser could see,
-//! and a different account in the query or a header is refused.
+//! credential or method-override header survives in any case or `_` spelling, exactly one
+//! `Authorization` carries the session token, forwarding headers are believed only from
+//! trusted peers, everything else passes untouched; the query loses every
+//! `linked_account_id` any parser could see, and a different account in the query or a
+//! header is refused.
 
 #![no_main]
 
@@ -49,6 +50,12 @@ const NAMES: &[&str] = &[
     "config_id",
     "content-type",
     "x-kept",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-method",
 ];
 
 const CREDENTIALS: &[&str] = &[
@@ -58,6 +65,16 @@ const CREDENTIALS: &[&str] = &[
     "cookie",
     "proxy-authorization",
     APP_HEADER,
+];
+
+/// Method-override and URL-rewrite headers: stripped in any case or `_` spelling.
+const OVERRIDES: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-method",
 ];
 
 const HOP_BY_HOP: &[&str] = &[
@@ -340,6 +357,10 @@ fuzz_target!(|input: Input| {
                 "credential header {name} survived"
             );
         }
+        assert!(
+            !OVERRIDES.iter().any(|o| folded == o.as_bytes()),
+            "override header {name} survived"
+        );
         assert!(!folded.starts_with(b"proxy-"), "{name} survived");
         assert!(!HOP_BY_HOP.contains(&name.as_str()), "{name} survived");
         assert_ne!(name.as_str(), "host");
@@ -371,6 +392,7 @@ fuzz_target!(|input: Input| {
     for name in original.keys() {
         let folded = fold_name(name.as_str().as_bytes());
         let owned = CREDENTIALS.iter().any(|c| folded == c.as_bytes())
+            || OVERRIDES.iter().any(|o| folded == o.as_bytes())
             || folded.starts_with(b"proxy-")
             || HOP_BY_HOP.contains(&name.as_str())
             || name.as_str() == "host"

@@ -16,7 +16,7 @@ use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use refold_proxy::config::IdentityConfig;
 use refold_proxy::identity::{Authenticator, KeySet};
-use refold_proxy::secret::Secret;
+use refold_proxy::secret::{FingerprintKey, Secret};
 use serde_json::{json, Value};
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
@@ -155,6 +155,10 @@ fn fixture() -> &'static Fixture {
             audience: None,
             account_claim: "sub".into(),
             leeway: Duration::from_secs(30),
+            jwks: None,
+            verified_cache_entries: 0,
+            allow_missing_issuer_audience: true,
+            allow_insecure_jwks_url: false,
         };
         let app_header = HeaderName::from_static("x-app-token");
         let configs = vec![
@@ -191,7 +195,7 @@ fn fixture() -> &'static Fixture {
         .into_iter()
         .map(|(config, valid)| {
             let header = config.header.clone();
-            (Authenticator::new(&config), valid, header)
+            (Authenticator::new(&config, FingerprintKey::random()), valid, header)
         })
         .collect();
         Fixture { tokens, configs }

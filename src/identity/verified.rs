@@ -136,11 +136,12 @@ impl VerifiedCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::FingerprintKey;
 
     #[test]
     fn a_hit_needs_the_same_bytes_a_live_token_and_the_same_keys() {
         let cache = VerifiedCache::new(100).unwrap();
-        let alice = Caller::new("alice");
+        let alice = Caller::new("alice", &FingerprintKey::random());
         cache.insert("tok.a.sig", &alice, 1_000, 7, 900);
         assert_eq!(cache.get("tok.a.sig", 1_000, 7), Some(alice));
         assert_eq!(cache.get("tok.a.sig", 1_001, 7), None, "expired");
@@ -159,7 +160,7 @@ mod tests {
             hash,
             Entry {
                 token: b"other".as_slice().into(),
-                caller: Caller::new("mallory"),
+                caller: Caller::new("mallory", &FingerprintKey::random()),
                 valid_until: u64::MAX,
                 generation: 0,
             },
@@ -171,7 +172,13 @@ mod tests {
     fn the_cache_stays_bounded_and_drops_expired_entries_first() {
         let cache = VerifiedCache::new(64).unwrap();
         for i in 0..10_000 {
-            cache.insert(&format!("token-{i}"), &Caller::new("a"), 100, 0, 50);
+            cache.insert(
+                &format!("token-{i}"),
+                &Caller::new("a", &FingerprintKey::random()),
+                100,
+                0,
+                50,
+            );
         }
         assert!(cache.len() <= 64, "{} entries", cache.len());
         // Later, every entry has expired: a full shard drops them for the new one.
@@ -191,7 +198,13 @@ mod tests {
         let before = expired(&cache);
         for i in 0..64 {
             let token = format!("fresh-{i}");
-            cache.insert(&token, &Caller::new("b"), 1_000, 0, 500);
+            cache.insert(
+                &token,
+                &Caller::new("b", &FingerprintKey::random()),
+                1_000,
+                0,
+                500,
+            );
             assert!(cache.get(&token, 500, 0).is_some());
             assert!(cache.len() <= 64);
         }

@@ -16,6 +16,11 @@ use super::routes::Caller;
 use super::state::{iso8601, Account, State};
 use super::tokens::TokenForm;
 use super::wire::{json, ok, paginate, query_param, ApiError, Call, Dropped, Outcome};
+use crate::secret::FingerprintKey;
+
+/// The stand-in's own key for account fingerprints in its log: one per process.
+static MOCK_FINGERPRINTS: std::sync::LazyLock<FingerprintKey> =
+    std::sync::LazyLock::new(FingerprintKey::random);
 
 /// The mint's JSON body.
 #[derive(Debug, Deserialize)]
@@ -126,7 +131,7 @@ fn issue(
             ApiError::internal(format!("Could not sign the session token: {error}"))
         })?;
     debug!(
-        account = %crate::secret::fingerprint(id.as_bytes()),
+        account = %MOCK_FINGERPRINTS.of(id.as_bytes()),
         force_refresh,
         expires_in = minted.expires_in,
         "mock upstream: session token handed out"

@@ -264,6 +264,12 @@ impl TokenCache {
         self.inner.slots.is_empty()
     }
 
+    /// The key account ids are fingerprinted under in logs, kept with the cache (and so
+    /// across reloads).
+    pub fn fingerprints(&self) -> &crate::secret::FingerprintKey {
+        self.inner.minter.fingerprints()
+    }
+
     /// The metrics the cache and its minter report to.
     pub fn metrics(&self) -> &Metrics {
         self.inner.minter.metrics()
@@ -375,10 +381,10 @@ impl TokenCache {
             drop(guard);
             match &result {
                 Ok(_) => {
-                    tracing::debug!(account = %crate::secret::fingerprint(account.as_bytes()), force, "minted session token")
+                    tracing::debug!(account = %inner.minter.fingerprints().of(account.as_bytes()), force, "minted session token")
                 }
                 Err(e) => {
-                    tracing::warn!(account = %crate::secret::fingerprint(account.as_bytes()), force, error = %e, "session token mint failed")
+                    tracing::warn!(account = %inner.minter.fingerprints().of(account.as_bytes()), force, error = %e, "session token mint failed")
                 }
             }
             // Nobody waiting is fine: the token is cached either way.

@@ -15,6 +15,7 @@ use super::breaker::Breaker;
 use super::{Clock, Token};
 use crate::config::Config;
 use crate::metrics::{BreakerState, Metrics, MintOutcome};
+use crate::secret::FingerprintKey;
 use crate::upstream::{join_uri, HttpClient};
 use crate::{full_body, BoxError};
 
@@ -95,6 +96,8 @@ pub struct Minter {
     permits: tokio::sync::Semaphore,
     breaker: Breaker,
     metrics: Arc<Metrics>,
+    /// The key account ids are fingerprinted under in logs (the token cache's too).
+    fingerprints: FingerprintKey,
 }
 
 impl std::fmt::Debug for Minter {
@@ -155,7 +158,17 @@ impl Minter {
                 config.tokens.breaker_cooldown,
             ),
             metrics,
+            fingerprints: config
+                .server
+                .fingerprint_key
+                .as_ref()
+                .map_or_else(FingerprintKey::random, FingerprintKey::new),
         })
+    }
+
+    /// The key account ids are fingerprinted under in logs.
+    pub fn fingerprints(&self) -> &FingerprintKey {
+        &self.fingerprints
     }
 
     /// The clock that dates minted tokens.
@@ -289,7 +302,7 @@ impl Minter {
             .await;
         match status {
             s if s.is_success() => {
-                tracing::info!(account = %crate::secret::fingerprint(account.as_bytes()), "provisioned linked account");
+                tracing::info!(account = %self.fingerprints.of(account.as_bytes()), "provisioned linked account");
                 Ok(())
             }
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {

@@ -20,6 +20,12 @@ pub const ADMIN_TOKEN: &str = "admin-secret-for-the-integration-tests-0123";
 /// The variable `base_config` names for it.
 pub const ADMIN_TOKEN_ENV: &str = "REFOLD_PROXY_TEST_ADMIN_TOKEN";
 
+/// The account-fingerprint key the binary gets in `FINGERPRINT_KEY_ENV` (used when a
+/// test's config names that variable in `server.fingerprint_key_env`).
+pub const FINGERPRINT_KEY: &str = "fingerprint-key-for-the-integration-tests-0123";
+/// The variable that holds it.
+pub const FINGERPRINT_KEY_ENV: &str = "REFOLD_PROXY_TEST_FINGERPRINT_KEY";
+
 /// `[server]`, `[admin]` (evict enabled) and `[upstream]` tables with both listeners on
 /// `127.0.0.1:0`; tests append the other tables.
 pub fn base_config(base_url: &str) -> String {
@@ -63,6 +69,7 @@ impl ProxyProcess {
             .env("REFOLD_API_KEY", API_KEY)
             .env("APP_JWT_SECRET", SECRET)
             .env(ADMIN_TOKEN_ENV, ADMIN_TOKEN)
+            .env(FINGERPRINT_KEY_ENV, FINGERPRINT_KEY)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -4,8 +4,9 @@
 //!
 //! The public listener speaks TLS 1.2 and 1.3 only (rustls with the aws-lc-rs provider)
 //! and offers ALPN `h2` and `http/1.1`. The handshake runs in the connection's own task
-//! under `server.tls.handshake_timeout_ms`, so a slow client holds one connection slot
-//! for that long and never the accept loop. The certificate lives behind a
+//! under `server.tls.handshake_timeout_ms` (and within `limits.header_read_timeout_ms`
+//! of the accept, which the listener enforces around it), so a slow client holds one
+//! connection slot for the shorter of the two and never the accept loop. The certificate lives behind a
 //! [`CertResolver`]: a reload swaps it for new handshakes while open connections keep
 //! the session they have.
 

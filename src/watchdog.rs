@@ -1,7 +1,7 @@
 //! The per-connection watchdog of the public listener: a connection's first request head
 //! is due within `limits.header_read_timeout` of its accept, and a connection with no
 //! request in flight for `limits.idle_timeout` is closed. One timer per connection,
-//! re-armed when it fires; requests only touch two atomics.
+//! re-armed when it fires; a request only touches a few atomics.
 //!
 //! hyper bounds an HTTP/1.1 head once it starts reading one, but not the TLS handshake
 //! before it, nor hyper-util's HTTP/1-vs-HTTP/2 detection, nor an HTTP/2 connection that
@@ -15,7 +15,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http_body::{Body, Frame, SizeHint};
-
 use tokio::time::Instant;
 
 use crate::metrics::{ConnectionTimeout as Reason, Metrics};

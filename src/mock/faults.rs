@@ -188,7 +188,9 @@ impl Faults {
 
     /// Whether `linked_account_id`'s session tokens are all refused.
     pub(super) fn rejects_tokens_of(&self, linked_account_id: &str) -> bool {
-        self.switches().rejected_accounts.contains(linked_account_id)
+        self.switches()
+            .rejected_accounts
+            .contains(linked_account_id)
     }
 
     /// Latency and fault for one non-mint request.

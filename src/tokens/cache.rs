@@ -141,10 +141,13 @@ impl Slot {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Whether the slot holds nothing worth keeping at `now`.
+    /// Whether the slot holds nothing worth keeping at `now` (a backoff or a missing
+    /// account still in force is worth keeping: dropping it would let a mint through).
     fn is_dead(&self, now: Instant) -> bool {
         let state = self.lock();
-        state.flight.is_none() && state.token.as_ref().is_none_or(|t| !t.is_usable(now))
+        state.flight.is_none()
+            && state.token.as_ref().is_none_or(|t| !t.is_usable(now))
+            && state.hold_until.is_none_or(|until| now >= until)
     }
 }
 
@@ -264,7 +267,7 @@ impl TokenCache {
             .now()
             .saturating_duration_since(self.inner.epoch);
         if since_epoch < Duration::from_secs(u64::from(state.remint_after_s)) {
-            tracing::info!(account = %caller.tag(), "Refold rejected the session token again soon after a forced re-mint: kept, no new mint yet");
+            tracing::debug!(account = %caller.tag(), "Refold rejected the session token again soon after a forced re-mint: kept, no new mint yet");
             return false;
         }
         state.token = None;

@@ -199,6 +199,10 @@ impl ProxyError {
         match self {
             Self::TokenServiceUnavailable { retry_after, .. }
             | Self::RateLimited { retry_after } => Some(*retry_after),
+            // A 502 repeated while the account backs off says when it may mint again.
+            Self::TokenServiceBadResponse(source) | Self::ApiKeyRejected(source) => {
+                source.backoff()
+            }
             _ => None,
         }
     }

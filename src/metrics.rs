@@ -113,6 +113,11 @@ label_enum! {
         BadResponse => "bad_response",
         /// The circuit breaker refused to call the token endpoint.
         BreakerOpen => "breaker_open",
+        /// The token endpoint refused the account with a 4xx of its own (not a missing
+        /// account, not the key): only that account backs off.
+        Refused => "refused",
+        /// The account was backing off after a failed mint: refused without a call.
+        Backoff => "backoff",
     }
 }
 
@@ -587,6 +592,11 @@ impl Metrics {
     pub fn mint(&self, outcome: MintOutcome, took: Duration) {
         self.mints[outcome as usize].inc();
         self.mint_duration.observe(took.as_secs_f64());
+    }
+
+    /// Counts a request refused while its account backs off (no call, so no duration).
+    pub fn mint_backed_off(&self) {
+        self.mints[MintOutcome::Backoff as usize].inc();
     }
 
     /// Counts a token-cache lookup.

@@ -31,7 +31,7 @@ use crate::identity::{Authenticator, Caller};
 use crate::metrics::{Metrics, RateLimitReason, RouteLabel, UpstreamErrorKind};
 use crate::ratelimit::{RateLimiter, Rates};
 use crate::routes::{normalize, RoutePolicy};
-use crate::tokens::{Environment, MintError, Minter, TokenCache, TokenSettings};
+use crate::tokens::{Earned, Environment, MintError, Minter, TokenCache, TokenSettings};
 use crate::upstream::{build_clients, Clients, Upstream};
 use crate::{full_body, BoxError, ProxyBody};
 
@@ -105,6 +105,23 @@ impl From<MintError> for ProxyError {
             MintError::Timeout => ProxyError::TokenServiceUnavailable {
                 retry_after: Duration::from_secs(2),
                 source: err,
+            },
+            MintError::Refused(_) => ProxyError::TokenServiceBadResponse(err),
+            MintError::BreakerOpen { retry_after } => ProxyError::TokenServiceUnavailable {
+                retry_after: retry_after.clamp(Duration::from_secs(1), Duration::from_secs(60)),
+                source: err,
+            },
+            // The error the account's last mint earned, again, until its backoff ends.
+            MintError::BackingOff {
+                earned,
+                retry_after,
+            } => match earned {
+                Earned::Unavailable => ProxyError::TokenServiceUnavailable {
+                    retry_after: retry_after.clamp(Duration::from_secs(1), Duration::from_secs(60)),
+                    source: err,
+                },
+                Earned::BadResponse => ProxyError::TokenServiceBadResponse(err),
+                Earned::KeyRejected => ProxyError::ApiKeyRejected(err),
             },
         }
     }
@@ -384,8 +401,9 @@ impl Proxy {
         if inspected.token_rejected {
             // Refold no longer accepts the token (revoked, or expired early): drop it,
             // mint with force_refresh (one mint for everyone waiting), and go again once.
-            self.tokens.invalidate(&caller, &token);
-            if let Some(retry) = retry {
+            // Within 30 s of the account's last forced mint, Refold's 401 goes back as is.
+            let remint = self.tokens.invalidate(&caller, &token);
+            if let Some(retry) = retry.filter(|_| remint) {
                 // Boxed: rare, and its state would otherwise grow every request's future.
                 inspected = Box::pin(self.retry(retry, &caller, sync_execution, log)).await?;
             }

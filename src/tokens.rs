@@ -12,7 +12,7 @@ mod cache;
 mod mint;
 
 pub use cache::{TokenCache, TokenSettings};
-pub use mint::{Environment, MintError, Minter};
+pub use mint::{Earned, Environment, MintError, Minter};
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -37,6 +37,7 @@ async fn unknown_account_is_403_in_both_refold_flavours() {
 #[tokio::test]
 async fn token_endpoint_down_or_failing_is_503_with_retry_after() {
     let h = Harness::with_accounts(&["alice"]).await;
+    let clock = h.proxy.tokens().clock().clone();
     for fault in [
         MintFault::Down,
         MintFault::ServiceUnavailable,
@@ -51,7 +52,10 @@ async fn token_endpoint_down_or_failing_is_503_with_retry_after() {
             .unwrap();
         assert!((1..=60).contains(&retry_after));
         assert_error(response, 503, "TOKEN_SERVICE_UNAVAILABLE").await;
+        // Past the account's backoff, so that the next fault meets a mint.
+        clock.advance(Duration::from_secs(61));
     }
+    assert_eq!(h.mock.mint_count(), 3);
     assert_eq!(api_requests(&h), 0);
     // Recovery needs no restart: the failures were not cached.
     h.mock.faults().clear();
@@ -88,6 +92,7 @@ async fn slow_token_endpoint_times_out_cleanly_with_one_mint() {
 #[tokio::test]
 async fn garbage_mint_responses_are_502_and_never_cached() {
     let h = Harness::with_accounts(&["alice"]).await;
+    let clock = h.proxy.tokens().clock().clone();
     for fault in [
         MintFault::HtmlBody,
         MintFault::EmptyBody,
@@ -103,15 +108,14 @@ async fn garbage_mint_responses_are_502_and_never_cached() {
         )
         .await;
         assert!(!body.to_string().contains("html"), "{fault:?}: {body}");
+        // Past the account's backoff and the breaker's cool-down: the next fault meets a
+        // mint.
+        clock.advance(Duration::from_secs(61));
     }
+    assert_eq!(h.mock.mint_count(), 5);
     assert_eq!(api_requests(&h), 0);
     h.mock.faults().clear();
-    // Five bad answers in a row opened the breaker; once it cools down, a fresh mint
-    // succeeds: nothing bad was cached.
-    h.proxy
-        .tokens()
-        .clock()
-        .advance(std::time::Duration::from_secs(11));
+    // A fresh mint succeeds: nothing bad was cached.
     assert_eq!(h.get_as("alice", PATH).await.status(), 200);
 }
 
@@ -207,4 +211,58 @@ async fn nothing_listening_upstream_is_503_for_a_cold_account() {
     let response = h.get_as("alice", PATH).await;
     assert!(response.headers().contains_key("retry-after"));
     assert_error(response, 503, "TOKEN_SERVICE_UNAVAILABLE").await;
+}
+
+#[tokio::test]
+async fn one_accounts_refused_mints_back_it_off_and_spare_the_others() {
+    let h = Harness::builder()
+        .accounts(["odd", "cold"])
+        .tokens("breaker_failures = 3\nbreaker_cooldown_s = 10")
+        .start()
+        .await;
+    let clock = h.proxy.tokens().clock().clone();
+    h.mock
+        .faults()
+        .set_account_mint_fault("odd", MintFault::Unprocessable);
+    // More refusals than the breaker tolerates, each once the account's backoff is over.
+    for i in 0..4 {
+        if i > 0 {
+            clock.advance(Duration::from_secs(61));
+        }
+        assert_error(
+            h.get_as("odd", PATH).await,
+            502,
+            "TOKEN_SERVICE_BAD_RESPONSE",
+        )
+        .await;
+    }
+    assert_eq!(h.mock.mints_for("odd"), 4);
+    // A 422 is the account's own trouble: the token endpoint is well, others still mint.
+    assert_eq!(h.get_as("cold", PATH).await.status(), 200);
+    // While the odd account backs off, its requests get the error it earned without a
+    // new mint.
+    for _ in 0..3 {
+        let response = h.get_as("odd", PATH).await;
+        let retry_after: u64 = response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&retry_after), "{retry_after}");
+        assert_error(response, 502, "TOKEN_SERVICE_BAD_RESPONSE").await;
+    }
+    assert_eq!(h.mock.mints_for("odd"), 4, "a mint during the backoff");
+    let metrics = h.proxy.metrics().encode();
+    for line in [
+        "refold_proxy_token_mints_total{outcome=\"refused\"} 4",
+        "refold_proxy_token_mints_total{outcome=\"backoff\"} 3",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line}:\n{metrics}");
+    }
+    assert!(!metrics.contains("odd"), "an account id in the metrics");
+    // Once it is over, the account mints again, and a success ends the backoff.
+    h.mock.faults().clear();
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(h.get_as("odd", PATH).await.status(), 200);
+    assert_eq!(h.mock.mints_for("odd"), 5);
 }

@@ -256,3 +256,41 @@ async fn a_workflows_own_401_does_not_drop_the_token() {
     assert_eq!(h.get_as("alice", PATH).await.status(), 200);
     assert_eq!(h.mock.mint_count(), 1);
 }
+
+#[tokio::test]
+async fn an_account_whose_tokens_are_always_rejected_gets_one_forced_mint_per_30_s() {
+    let h = Harness::with_accounts(&["alice"]).await;
+    let clock = h.proxy.tokens().clock().clone();
+    assert_eq!(h.get_as("alice", PATH).await.status(), 200);
+    assert_eq!(h.mock.mint_count(), 1);
+    h.mock.faults().reject_tokens_of("alice");
+    let forced = || {
+        h.mock
+            .requests()
+            .into_iter()
+            .filter(|r| {
+                r.path == "/api/v2/public/session-token"
+                    && r.query.as_deref() == Some("force_refresh=true")
+            })
+            .count()
+    };
+    // Two requests within 30 s: one forced mint; Refold's 401 comes back, no re-mint loop.
+    for _ in 0..2 {
+        let body = assert_error_401(h.get_as("alice", PATH).await).await;
+        assert_eq!(body["error"], "INVALID_TOKEN", "{body}");
+        clock.advance(Duration::from_secs(10));
+    }
+    assert_eq!(forced(), 1);
+    assert_eq!(h.mock.mint_count(), 2);
+    // 30 s after the forced mint, another is allowed.
+    clock.advance(Duration::from_secs(11));
+    assert_eq!(h.get_as("alice", PATH).await.status(), 401);
+    assert_eq!(forced(), 2);
+    assert_eq!(h.mock.mint_count(), 3);
+}
+
+/// Refold's own 401, passed through: its envelope, read as JSON.
+async fn assert_error_401(response: reqwest::Response) -> serde_json::Value {
+    assert_eq!(response.status(), 401);
+    response.json().await.unwrap()
+}

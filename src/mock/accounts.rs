@@ -62,6 +62,14 @@ pub(super) fn mint(
             return Ok(ApiError::internal("Internal Server Error").response())
         }
         Some(MintFault::RateLimited { retry_after }) => return Ok(rate_limited(retry_after)),
+        Some(MintFault::Unprocessable) => {
+            return Ok(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "UNPROCESSABLE_ENTITY",
+                "The linked account cannot be given a session token",
+            )
+            .response())
+        }
         Some(MintFault::HtmlBody) => {
             let mut response = Response::new(full(
                 "<!DOCTYPE html><html><body><h1>Scheduled maintenance</h1></body></html>",

@@ -1,11 +1,12 @@
 //! Fault switches: make the stand-in slow, unreachable or wrong at runtime, from any
 //! thread.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 /// How the session-token mint misbehaves. Every fault but `OpaqueToken` answers before
-/// the API key or the body is looked at.
+/// the API key is looked at; a fault set for one account also reads the body first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MintFault {
     /// Close the connection without a response (over HTTP/2: reset the stream).
@@ -19,6 +20,9 @@ pub enum MintFault {
         /// What `Retry-After` says.
         retry_after: Duration,
     },
+    /// 422 with Refold's error envelope: a refusal that is neither "account missing" nor
+    /// a rejected key.
+    Unprocessable,
     /// 200 with an HTML page.
     HtmlBody,
     /// 200 with an empty body.
@@ -62,6 +66,10 @@ struct Switches {
     api_latency: Duration,
     mint: Option<Armed<MintFault>>,
     api: Option<Armed<ApiFault>>,
+    /// Mint faults for one linked account each, until cleared.
+    account_mint: HashMap<String, MintFault>,
+    /// Accounts whose session tokens are all answered with `INVALID_TOKEN`.
+    rejected_accounts: HashSet<String>,
     execution_response_size: Option<u64>,
 }
 
@@ -120,6 +128,23 @@ impl Faults {
         self.switches().mint = None;
     }
 
+    /// Make every mint request naming `linked_account_id` fail with `fault` until
+    /// cleared; other accounts mint normally. It takes precedence over `set_mint_fault`.
+    pub fn set_account_mint_fault(&self, linked_account_id: &str, fault: MintFault) {
+        self.switches()
+            .account_mint
+            .insert(linked_account_id.to_owned(), fault);
+    }
+
+    /// Answer every request made with one of `linked_account_id`'s session tokens, those
+    /// minted from now on included, with 401 `INVALID_TOKEN` until cleared: a revoked
+    /// account, or an upstream that no longer honours what its mint hands out.
+    pub fn reject_tokens_of(&self, linked_account_id: &str) {
+        self.switches()
+            .rejected_accounts
+            .insert(linked_account_id.to_owned());
+    }
+
     /// Make every other request fail with `fault` until cleared.
     pub fn set_api_fault(&self, fault: ApiFault) {
         self.switches().api = Armed::new(fault, None);
@@ -146,10 +171,26 @@ impl Faults {
         *self.switches() = Switches::default();
     }
 
-    /// Latency and fault for one mint request.
-    pub(super) fn next_mint(&self) -> (Duration, Option<MintFault>) {
+    /// Latency and fault for one mint request, naming `linked_account_id` when its body
+    /// could be read.
+    pub(super) fn next_mint(
+        &self,
+        linked_account_id: Option<&str>,
+    ) -> (Duration, Option<MintFault>) {
         let mut switches = self.switches();
-        (switches.mint_latency, Armed::fire(&mut switches.mint))
+        let own = linked_account_id.and_then(|id| switches.account_mint.get(id).copied());
+        let fault = match own {
+            Some(fault) => Some(fault),
+            None => Armed::fire(&mut switches.mint),
+        };
+        (switches.mint_latency, fault)
+    }
+
+    /// Whether `linked_account_id`'s session tokens are all refused.
+    pub(super) fn rejects_tokens_of(&self, linked_account_id: &str) -> bool {
+        self.switches()
+            .rejected_accounts
+            .contains(linked_account_id)
     }
 
     /// Latency and fault for one non-mint request.

@@ -57,8 +57,9 @@ async fn mint(
     let body = read_body(body).await.map_err(|_| Dropped)?;
     let request = MintRequest::parse(&body.bytes);
     record(state, parts, None, &body);
-    state.count_mint(request.as_ref().ok().map(MintRequest::linked_account_id));
-    let (latency, fault) = state.faults.next_mint();
+    let account = request.as_ref().ok().map(MintRequest::linked_account_id);
+    state.count_mint(account);
+    let (latency, fault) = state.faults.next_mint(account);
     pause(latency).await;
     accounts::mint(state, parts, request, fault)
 }
@@ -127,6 +128,7 @@ fn authenticate(state: &State, auth: Auth, parts: &Parts) -> Result<Caller, ApiE
         state
             .tokens
             .account_of(token)
+            .filter(|account| !state.faults.rejects_tokens_of(account))
             .map(|linked_account_id| Caller::Account {
                 linked_account_id,
                 token: Some(token.to_owned()),

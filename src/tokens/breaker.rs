@@ -1,7 +1,8 @@
 //! The circuit breaker in front of Refold's token endpoint.
 //!
-//! After `failures` consecutive failures (down, 5xx, timeouts, garbage, a rejected key)
-//! the breaker opens: mints fail at once with `Retry-After` for `cooldown`, so an outage
+//! After `failures` consecutive failures that say the endpoint itself is unwell (down,
+//! 5xx, timeouts, garbage, a rejected key; not a 4xx about one account, which only that
+//! account's backoff counts) the breaker opens: mints fail at once with `Retry-After` for `cooldown`, so an outage
 //! costs Refold a handful of calls, not one per request. Then one probe goes through;
 //! success closes the breaker, failure opens it again. A 429 opens it for the
 //! `Retry-After` Refold gave (clamped). Warm accounts never notice: their tokens keep
@@ -76,7 +77,8 @@ impl Breaker {
     pub(crate) fn record(&self, result: &Result<(), MintError>, now: Instant) {
         let mut state = self.lock();
         let failed = match result {
-            Ok(()) | Err(MintError::AccountMissing) => false,
+            // A coherent answer about one account says the endpoint itself is well.
+            Ok(()) | Err(MintError::AccountMissing | MintError::Refused(_)) => false,
             Err(MintError::Unavailable {
                 retry_after: Some(after),
                 ..
@@ -90,7 +92,14 @@ impl Breaker {
                 );
                 return;
             }
-            Err(_) => true,
+            // Refusals made without a call say nothing about the endpoint.
+            Err(MintError::BreakerOpen { .. } | MintError::BackingOff { .. }) => return,
+            Err(
+                MintError::KeyRejected(_)
+                | MintError::Unavailable { .. }
+                | MintError::Timeout
+                | MintError::BadResponse(_),
+            ) => true,
         };
         *state = match (*state, failed) {
             (_, false) => State::Closed { failures: 0 },
@@ -142,10 +151,7 @@ impl Breaker {
 }
 
 fn open_error(retry_after: Duration) -> MintError {
-    MintError::Unavailable {
-        reason: "token endpoint circuit breaker open".into(),
-        retry_after: Some(retry_after),
-    }
+    MintError::BreakerOpen { retry_after }
 }
 
 #[cfg(test)]
@@ -172,7 +178,7 @@ mod tests {
         }
         let refused = breaker.admit(t0 + Duration::from_secs(4)).unwrap_err();
         assert!(
-            matches!(refused, MintError::Unavailable { retry_after: Some(d), .. } if d == Duration::from_secs(6))
+            matches!(refused, MintError::BreakerOpen { retry_after } if retry_after == Duration::from_secs(6))
         );
         // After the cool-down exactly one probe goes through.
         let probe = breaker.admit(t0 + Duration::from_secs(11)).unwrap();

@@ -10,12 +10,18 @@ use dashmap::DashMap;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{Clock, Environment, MintError, Minter, Token};
+use super::mint::jitter;
+use super::{Clock, Earned, Environment, MintError, Minter, Token};
 use crate::identity::Caller;
 use crate::metrics::{CacheLookup, Eviction, Metrics};
 
-/// After a failed background refresh, wait this long before trying again.
-const REFRESH_RETRY: Duration = Duration::from_secs(5);
+/// An account whose mint failed backs off for the first, doubling with each failure in a
+/// row up to the second; a success ends it.
+const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
+
+/// After Refold rejected an account's token, no second forced re-mint before this long:
+/// a revoked account or a broken upstream would otherwise cost a mint per request.
+const FORCED_REMINT_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Cache settings.
 #[derive(Debug, Clone)]
@@ -38,19 +44,35 @@ struct SlotState {
     token: Option<Token>,
     flight: Option<Flight>,
     /// With `missing`: Refold said the account does not exist, believe it until then.
-    /// Without: a background refresh failed, no new one before then. One field serves
-    /// both because at most one is ever in force: while the account is held missing, no
-    /// request reaches a mint or a refresh.
+    /// Without: a mint failed, the account backs off until then (no mint, no refresh).
+    /// One field serves both because at most one is ever in force: while the account is
+    /// held missing, no request reaches a mint or a refresh.
     hold_until: Option<Instant>,
     missing: bool,
     /// Refold rejected the cached token: the next mint must not get it back.
     force_next: bool,
+    /// Failed mints in a row: the backoff's exponent.
+    failures: u8,
+    /// What the last failed mint earned, repeated to callers while the account backs off.
+    earned: Earned,
+    /// No forced re-mint after an `INVALID_TOKEN` before this many seconds after the
+    /// cache's epoch (whole seconds, rounded up, keep the slot small).
+    remint_after_s: u32,
 }
 
 impl SlotState {
     /// Whether the account is held as missing at `now`.
     fn missing_at(&self, now: Instant) -> bool {
         self.missing && self.hold_until.is_some_and(|until| now < until)
+    }
+
+    /// The error a request gets at `now` if the account is backing off after a failed mint.
+    fn backing_off_at(&self, now: Instant) -> Option<MintError> {
+        let until = self.hold_until.filter(|until| now < *until)?;
+        (!self.missing && self.failures > 0).then(|| MintError::BackingOff {
+            earned: self.earned,
+            retry_after: until - now,
+        })
     }
 
     /// Whether a background refresh may start at `now`.
@@ -119,10 +141,13 @@ impl Slot {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Whether the slot holds nothing worth keeping at `now`.
+    /// Whether the slot holds nothing worth keeping at `now` (a backoff or a missing
+    /// account still in force is worth keeping: dropping it would let a mint through).
     fn is_dead(&self, now: Instant) -> bool {
         let state = self.lock();
-        state.flight.is_none() && state.token.as_ref().is_none_or(|t| !t.is_usable(now))
+        state.flight.is_none()
+            && state.token.as_ref().is_none_or(|t| !t.is_usable(now))
+            && state.hold_until.is_none_or(|until| now >= until)
     }
 }
 
@@ -186,10 +211,18 @@ impl TokenCache {
                 }
                 return Ok(token);
             }
-            self.metrics().cache_lookup(CacheLookup::Miss);
             match &state.flight {
-                Some(flight) => flight.clone(),
+                Some(flight) => {
+                    self.metrics().cache_lookup(CacheLookup::Miss);
+                    flight.clone()
+                }
                 None => {
+                    // Its last mint failed moments ago: repeat that answer, mint later.
+                    if let Some(refusal) = state.backing_off_at(now) {
+                        self.metrics().mint_backed_off();
+                        return Err(refusal);
+                    }
+                    self.metrics().cache_lookup(CacheLookup::Miss);
                     let force = std::mem::take(&mut state.force_next);
                     let flight = self.start_flight(&slot, force);
                     state.flight = Some(flight.clone());
@@ -210,22 +243,39 @@ impl TokenCache {
     }
 
     /// Drops `token` if it is still the caller's cached one, because Refold rejected it;
-    /// the next request mints with `force_refresh`.
-    pub fn invalidate(&self, caller: &Caller, token: &Token) {
+    /// the next request mints with `force_refresh`. Returns whether the request may go
+    /// again with a fresh token.
+    ///
+    /// At most once per account every 30 seconds: within that time of the last forced
+    /// re-mint the rejected token stays, and the request gets Refold's 401. A revoked
+    /// account or a broken upstream costs Refold one mint per 30 s, not one per request.
+    pub fn invalidate(&self, caller: &Caller, token: &Token) -> bool {
         let Some(slot) = self.existing_slot(caller.account()) else {
-            return;
+            return true;
         };
         let mut state = slot.lock();
-        if state
+        let cached = state
             .token
             .as_ref()
-            .is_some_and(|t| t.authorization() == token.authorization())
-        {
-            state.token = None;
-            state.force_next = true;
-            self.metrics().cache_evicted(Eviction::InvalidToken, 1);
-            tracing::info!(account = %caller.tag(), "Refold rejected the session token: dropped");
+            .is_some_and(|t| t.authorization() == token.authorization());
+        if !cached {
+            // Already dropped, and re-minted or being re-minted: the retry gets that one.
+            return true;
         }
+        let since_epoch = self
+            .clock()
+            .now()
+            .saturating_duration_since(self.inner.epoch);
+        if since_epoch < Duration::from_secs(u64::from(state.remint_after_s)) {
+            tracing::debug!(account = %caller.tag(), "Refold rejected the session token again soon after a forced re-mint: kept, no new mint yet");
+            return false;
+        }
+        state.token = None;
+        state.force_next = true;
+        state.remint_after_s = whole_seconds_up(since_epoch + FORCED_REMINT_INTERVAL);
+        self.metrics().cache_evicted(Eviction::InvalidToken, 1);
+        tracing::info!(account = %caller.tag(), "Refold rejected the session token: dropped");
+        true
     }
 
     /// Drops an account's token (for example after Refold revoked it). Returns whether
@@ -371,11 +421,25 @@ impl TokenCache {
                     Ok(token) => {
                         state.token = Some(token.clone());
                         state.release();
+                        state.failures = 0;
                     }
                     Err(MintError::AccountMissing) => {
                         state.hold(now + inner.settings.missing_account_ttl, true);
+                        state.failures = 0;
                     }
-                    Err(_) => state.hold(now + REFRESH_RETRY, false),
+                    // Not the account's failure: no backoff, but no refresh either before
+                    // the breaker could let one through.
+                    Err(MintError::BreakerOpen { retry_after }) => {
+                        let until = now + *retry_after;
+                        let until = state.hold_until.map_or(until, |held| held.max(until));
+                        state.hold(until, false);
+                    }
+                    Err(error) => {
+                        state.failures = state.failures.saturating_add(1);
+                        state.earned = Earned::of(error);
+                        let pause = backoff(state.failures, account);
+                        state.hold(now + pause, false);
+                    }
                 }
             }
             drop(guard);
@@ -391,6 +455,48 @@ impl TokenCache {
             let _ = tx.send(Some(result));
         });
         rx
+    }
+}
+
+/// How long an account backs off after its `failures`th failed mint in a row: doubling
+/// from [`BACKOFF`]'s first, stretched by up to half again at random so that accounts
+/// that failed together do not come back together, at most its second.
+fn backoff(failures: u8, account: &str) -> Duration {
+    let doublings = u32::from(failures.saturating_sub(1)).min(6);
+    BACKOFF
+        .0
+        .saturating_mul(1 << doublings)
+        .mul_f64(1.0 + 0.5 * jitter(account))
+        .min(BACKOFF.1)
+}
+
+/// `duration` in whole seconds, rounded up, at most `u32::MAX` (136 years).
+fn whole_seconds_up(duration: Duration) -> u32 {
+    let secs = duration.as_secs() + u64::from(duration.subsec_nanos() > 0);
+    u32::try_from(secs).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_one_second_to_a_minute_with_jitter() {
+        for (failures, base) in [(1, 1), (2, 2), (3, 4), (4, 8), (5, 16), (6, 32)] {
+            let pause = backoff(failures, "a");
+            let base = Duration::from_secs(base);
+            assert!(
+                pause >= base && pause < base.mul_f64(1.5),
+                "{failures}: {pause:?}"
+            );
+        }
+        for failures in [7, 8, 100, u8::MAX] {
+            let pause = backoff(failures, "a");
+            assert!(pause >= Duration::from_secs(60) * 3 / 4 && pause <= BACKOFF.1);
+        }
+        assert_eq!(backoff(0, "a").as_secs(), 1);
+        assert_eq!(whole_seconds_up(Duration::from_millis(29_001)), 30);
+        assert_eq!(whole_seconds_up(Duration::from_secs(30)), 30);
     }
 }
 

@@ -50,6 +50,66 @@ pub enum MintError {
     /// The token endpoint answered something unusable.
     #[error("token endpoint answered badly: {0}")]
     BadResponse(String),
+    /// The token endpoint refused this account with a 4xx that names neither a missing
+    /// account nor a rejected key: the account's own trouble, not the endpoint's.
+    #[error("token endpoint refused the account with HTTP {0}")]
+    Refused(u16),
+    /// The circuit breaker is open: the token endpoint was not called.
+    #[error("token endpoint circuit breaker open")]
+    BreakerOpen { retry_after: Duration },
+    /// The account's last mint failed and its backoff is not over: no new mint was tried.
+    #[error("account backing off after a failed mint ({earned})")]
+    BackingOff {
+        earned: Earned,
+        retry_after: Duration,
+    },
+}
+
+impl MintError {
+    /// How long until the account may mint again, when it is backing off.
+    pub fn backoff(&self) -> Option<Duration> {
+        match self {
+            Self::BackingOff { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+}
+
+/// What an account's failed mint earned its callers, repeated while the account backs off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Earned {
+    /// The token endpoint was unreachable, failing, slow or rate limiting (503).
+    #[default]
+    Unavailable,
+    /// It answered something unusable or refused the account (502).
+    BadResponse,
+    /// It rejected the API key (502).
+    KeyRejected,
+}
+
+impl Earned {
+    /// What `error` earned.
+    pub fn of(error: &MintError) -> Self {
+        match error {
+            MintError::BadResponse(_) | MintError::Refused(_) => Self::BadResponse,
+            MintError::KeyRejected(_) => Self::KeyRejected,
+            MintError::BackingOff { earned, .. } => *earned,
+            MintError::AccountMissing
+            | MintError::Unavailable { .. }
+            | MintError::Timeout
+            | MintError::BreakerOpen { .. } => Self::Unavailable,
+        }
+    }
+}
+
+impl std::fmt::Display for Earned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Unavailable => "token endpoint unavailable",
+            Self::BadResponse => "token endpoint answered badly",
+            Self::KeyRejected => "api key rejected",
+        })
+    }
 }
 
 /// Which Refold environment an API key belongs to (by its prefix).
@@ -198,13 +258,12 @@ impl Minter {
     /// Every mint is counted by outcome and timed.
     pub async fn mint(&self, account: &str, force: bool) -> Result<Token, MintError> {
         let started = std::time::Instant::now();
-        let mut breaker_refused = false;
-        let result = self
-            .mint_admitted(account, force, &mut breaker_refused)
-            .await;
+        let result = self.mint_admitted(account, force).await;
         let outcome = match &result {
-            _ if breaker_refused => MintOutcome::BreakerOpen,
             Ok(_) => MintOutcome::Ok,
+            Err(MintError::BreakerOpen { .. }) => MintOutcome::BreakerOpen,
+            Err(MintError::BackingOff { .. }) => MintOutcome::Backoff,
+            Err(MintError::Refused(_)) => MintOutcome::Refused,
             Err(MintError::AccountMissing) => MintOutcome::AccountMissing,
             Err(MintError::KeyRejected(_)) => MintOutcome::KeyRejected,
             Err(MintError::Unavailable { reason, .. }) if reason == RATE_LIMITED => {
@@ -218,14 +277,8 @@ impl Minter {
         result
     }
 
-    /// [`Minter::mint`] once a mint slot is free and the breaker lets it through (or not:
-    /// `breaker_refused` says so).
-    async fn mint_admitted(
-        &self,
-        account: &str,
-        force: bool,
-        breaker_refused: &mut bool,
-    ) -> Result<Token, MintError> {
+    /// [`Minter::mint`] once a mint slot is free and the breaker lets it through.
+    async fn mint_admitted(&self, account: &str, force: bool) -> Result<Token, MintError> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let Ok(permit) = tokio::time::timeout_at(deadline, self.permits.acquire()).await else {
             return Err(MintError::Timeout);
@@ -234,10 +287,7 @@ impl Minter {
             reason: "minting stopped".into(),
             retry_after: None,
         })?;
-        if let Err(refused) = self.breaker.admit(self.clock.now()) {
-            *breaker_refused = true;
-            return Err(refused);
-        }
+        self.breaker.admit(self.clock.now())?;
         let mut result = self.call(deadline, self.exchange(account, force)).await;
         if matches!(result, Err(MintError::AccountMissing)) && self.provision_uri.is_some() {
             let provisioned = self.call(deadline, self.provision(account)).await;
@@ -314,6 +364,7 @@ impl Minter {
                     retry_after: None,
                 })
             }
+            s if s.is_client_error() => Err(MintError::Refused(s.as_u16())),
             s => Err(MintError::BadResponse(format!(
                 "linked-account upsert answered HTTP {}",
                 s.as_u16()
@@ -371,6 +422,9 @@ impl Minter {
                 reason: format!("HTTP {}", s.as_u16()),
                 retry_after,
             }),
+            // Any other 4xx (422, a 400 or 404 not about a missing account): the endpoint
+            // is well enough to answer, it will not serve this account.
+            s if s.is_client_error() => Err(MintError::Refused(s.as_u16())),
             s => Err(MintError::BadResponse(format!(
                 "unexpected HTTP {}",
                 s.as_u16()
@@ -423,7 +477,7 @@ impl Minter {
 
 /// A number in [0, 1), different for every call: the standard library's randomly keyed
 /// hasher is the random source.
-fn jitter(account: &str) -> f64 {
+pub(super) fn jitter(account: &str) -> f64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write(account.as_bytes());

@@ -1,28 +1,36 @@
 //! The response guard: Refold's answer never carries the caller's session token or the
 //! API key back out.
 //!
-//! Header values are always scanned. Textual bodies (JSON, text, or untyped) up to
-//! `max_scan_bytes` are read whole and scanned with a SIMD substring search before a
-//! byte goes to the caller; larger bodies stream unscanned, after their first
-//! `max_scan_bytes` were checked.
+//! Header values are always scanned; trailers are dropped. Textual bodies (JSON, text, or
+//! untyped) are scanned whole when they end within `max_scan_bytes`: a hit is a 502 before
+//! a byte is sent. A longer one is scanned as it streams, every byte, with the last
+//! (longest secret − 1) bytes held back across chunk boundaries so that no byte of a
+//! secret is sent before the secret is seen; a hit then cuts the body with an error.
+//! Refold is asked for `identity`; a reply it compresses anyway is decoded first (bounded
+//! by `max_decoded_bytes`) or refused, and the caller gets the plain bytes, compressed
+//! again by the proxy when it accepts br or gzip.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
-use bytes::Bytes;
-use http::header::CONTENT_TYPE;
-use http::{HeaderMap, Response};
+use bytes::{Bytes, BytesMut};
+use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, VARY};
+use http::{HeaderMap, HeaderValue, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use memchr::memmem::Finder;
 
+use crate::config::GuardConfig;
+use crate::encoding::{content_codings, Coding, Decoder, Encoder};
 use crate::error::ProxyError;
+use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::tokens::Token;
 use crate::upstream::UpstreamBody;
-use crate::{BoxError, ProxyBody};
+use crate::{full_body, BoxError, ProxyBody};
 
 /// Refold's word for a session token it no longer accepts.
 static INVALID_TOKEN: std::sync::LazyLock<Finder<'static>> =
@@ -74,46 +82,60 @@ pub struct Inspected {
 
 /// Scans responses for secrets.
 pub struct ResponseGuard {
-    api_key: Finder<'static>,
+    api_key: Bytes,
+    api_key_search: Finder<'static>,
     max_scan_bytes: usize,
+    compress_min_bytes: usize,
+    max_decoded_bytes: u64,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for ResponseGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseGuard")
             .field("max_scan_bytes", &self.max_scan_bytes)
+            .field("compress_min_bytes", &self.compress_min_bytes)
+            .field("max_decoded_bytes", &self.max_decoded_bytes)
             .finish_non_exhaustive()
     }
 }
 
 impl ResponseGuard {
-    /// A guard that blocks responses carrying `api_key` or the caller's token.
-    pub fn new(api_key: &Secret, max_scan_bytes: usize) -> Self {
+    /// A guard that blocks responses carrying `api_key` or the caller's token, counting
+    /// the bodies it cuts mid-stream in `metrics`.
+    pub fn new(api_key: &Secret, config: &GuardConfig, metrics: Arc<Metrics>) -> Self {
+        let api_key = Bytes::copy_from_slice(api_key.expose().as_bytes());
         Self {
-            api_key: Finder::new(api_key.expose().as_bytes()).into_owned(),
-            max_scan_bytes,
+            api_key_search: Finder::new(&api_key[..]).into_owned(),
+            api_key,
+            max_scan_bytes: config.max_scan_bytes,
+            compress_min_bytes: config.compress_min_bytes,
+            max_decoded_bytes: config.max_decoded_bytes,
+            metrics,
         }
     }
 
     /// Whether `bytes` hold the API key or `token`.
     pub fn leaks(&self, bytes: &[u8], token: &SecretSearch<'_>) -> bool {
-        let key_fits = bytes.len() >= self.api_key.needle().len();
-        (key_fits && self.api_key.find(bytes).is_some()) || token.found_in(bytes)
+        let key_fits = bytes.len() >= self.api_key_search.needle().len();
+        (key_fits && self.api_key_search.find(bytes).is_some()) || token.found_in(bytes)
     }
 
-    /// Passes the response on, or refuses it if it carries a secret.
+    /// Passes the response on, or refuses it if it carries a secret; compresses it for a
+    /// client that accepts `accept` (br or gzip).
     pub async fn inspect(
         &self,
         response: Response<UpstreamBody>,
         token: &Token,
+        accept: Option<Coding>,
     ) -> Result<Inspected, ProxyError> {
         let unauthorized = response.status() == http::StatusCode::UNAUTHORIZED;
         let mut token_rejected = false;
         let response = self
-            .scan(response, token, |body| {
-                // Only a 401 whose body says INVALID_TOKEN means the token is bad: a
-                // workflow may answer 401 of its own.
-                token_rejected = unauthorized && INVALID_TOKEN.find(body).is_some();
+            .scan(response, token, accept, |body| {
+                // Only Refold's own envelope saying INVALID_TOKEN means the token is bad:
+                // a workflow may answer 401 of its own, with any words in it.
+                token_rejected = unauthorized && says_invalid_token(body);
             })
             .await?;
         Ok(Inspected {
@@ -126,72 +148,305 @@ impl ResponseGuard {
         &self,
         response: Response<UpstreamBody>,
         token: &Token,
-        mut on_body: impl FnMut(&[u8]),
+        accept: Option<Coding>,
+        on_body: impl FnOnce(&[u8]),
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let token = &SecretSearch::new(token.secret());
-        if self.headers_leak(response.headers(), token) {
+        let search = &SecretSearch::new(token.secret());
+        if self.headers_leak(response.headers(), search) {
             return Err(ProxyError::TokenLeakBlocked);
         }
-        let (parts, mut body) = response.into_parts();
-        let scan = is_textual(&parts.headers)
-            && body
-                .size_hint()
-                .upper()
-                .is_none_or(|n| n <= self.max_scan_bytes as u64);
-        if !scan || self.max_scan_bytes == 0 {
-            return Ok(Response::from_parts(
-                parts,
-                body.map_err(BoxError::from).boxed_unsync(),
-            ));
+        let (mut parts, mut body) = response.into_parts();
+        if !is_textual(&parts.headers) {
+            // Not scanned (nor decoded): only its trailers are kept back.
+            return Ok(Response::from_parts(parts, without_trailers(body)));
         }
-        let mut chunks = VecDeque::new();
+        parts
+            .headers
+            .append(VARY, HeaderValue::from_static("accept-encoding"));
+        let codings = content_codings(&parts.headers).map_err(ProxyError::UpstreamUnscannable)?;
+        let mut decoder = (!codings.is_empty()).then(|| {
+            parts.headers.remove(CONTENT_ENCODING);
+            parts.headers.remove(CONTENT_LENGTH);
+            Decoder::new(&codings, self.max_decoded_bytes)
+        });
+        let mut held = VecDeque::new();
         let mut read = 0usize;
-        let mut trailers = None;
         loop {
-            match body.frame().await {
+            let data = match body.frame().await {
                 Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => {
-                        read += data.len();
-                        chunks.push_back(data);
-                        if read > self.max_scan_bytes {
-                            // Too big to hold: what was read is clean or refused, the
-                            // rest streams unscanned.
-                            if self.leaks(&contiguous(&chunks), token) {
-                                return Err(ProxyError::TokenLeakBlocked);
-                            }
-                            let body = Prefixed {
-                                prefix: chunks,
-                                rest: Some(body),
-                            };
-                            return Ok(Response::from_parts(parts, body.boxed_unsync()));
-                        }
-                    }
-                    Err(frame) => trailers = frame.into_trailers().ok(),
+                    Ok(data) => data,
+                    // Trailers could carry anything: they never pass.
+                    Err(_) => continue,
                 },
                 Some(Err(e)) => return Err(ProxyError::UpstreamUnavailable(Box::new(e))),
                 None => break,
+            };
+            let data = match decoder.as_mut() {
+                Some(decoder) => decoder
+                    .decode(&data)
+                    .map_err(ProxyError::UpstreamUnscannable)?,
+                None => data,
+            };
+            read += data.len();
+            held.push_back(data);
+            if read > self.max_scan_bytes {
+                // Too big to hold: what was read is clean or refused, the rest is scanned
+                // as it streams.
+                return self.stream(parts, joined(&held), body, decoder, search, accept);
             }
         }
-        let whole = contiguous(&chunks);
-        if self.leaks(&whole, token) {
+        if let Some(decoder) = decoder.as_mut() {
+            held.push_back(decoder.finish().map_err(ProxyError::UpstreamUnscannable)?);
+        }
+        let whole = joined(&held);
+        if self.leaks(&whole, search) {
             return Err(ProxyError::TokenLeakBlocked);
         }
         on_body(&whole);
-        let body = Prefixed::<UpstreamBody> {
-            prefix: chunks,
-            rest: None,
+        let whole = match accept.filter(|_| whole.len() >= self.compress_min_bytes.max(1)) {
+            Some(coding) => {
+                let compressed = Encoder::compress(coding, &whole)
+                    .map_err(|_| ProxyError::Internal("compress"))?;
+                parts.headers.remove(CONTENT_LENGTH);
+                parts
+                    .headers
+                    .insert(CONTENT_ENCODING, HeaderValue::from_static(coding.as_str()));
+                compressed
+            }
+            None => whole,
         };
-        let body = match trailers {
-            Some(trailers) => body
-                .with_trailers(async move { Some(Ok(trailers)) })
-                .boxed_unsync(),
-            None => body.boxed_unsync(),
+        Ok(Response::from_parts(parts, full_body(whole)))
+    }
+
+    /// The response with `held` (already read, clean) first and the rest of `body` scanned
+    /// as it streams.
+    fn stream(
+        &self,
+        mut parts: http::response::Parts,
+        held: Bytes,
+        body: UpstreamBody,
+        decoder: Option<Decoder>,
+        search: &SecretSearch<'_>,
+        accept: Option<Coding>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        if self.leaks(&held, search) {
+            return Err(ProxyError::TokenLeakBlocked);
+        }
+        let scan = StreamScan::new(vec![
+            self.api_key.clone(),
+            Bytes::copy_from_slice(search.secret),
+        ]);
+        let encoder = accept.map(|coding| {
+            parts.headers.remove(CONTENT_LENGTH);
+            parts
+                .headers
+                .insert(CONTENT_ENCODING, HeaderValue::from_static(coding.as_str()));
+            Encoder::new(coding)
+        });
+        let mut body = Scanned {
+            inner: body,
+            decoder,
+            scan,
+            encoder,
+            pending: VecDeque::new(),
+            done: false,
+            metrics: Arc::clone(&self.metrics),
         };
-        Ok(Response::from_parts(parts, body))
+        // The held bytes go through the same scan: their tail may begin a secret that the
+        // next chunk completes, so it is held back like any chunk's.
+        body.pass(held).map_err(|_| ProxyError::TokenLeakBlocked)?;
+        Ok(Response::from_parts(parts, body.boxed_unsync()))
     }
 
     fn headers_leak(&self, headers: &HeaderMap, token: &SecretSearch<'_>) -> bool {
         headers.values().any(|v| self.leaks(v.as_bytes(), token))
+    }
+}
+
+/// Whether a body is Refold's error envelope saying `INVALID_TOKEN`, in its `error` field
+/// or, as a few of its services spell it, `error_code`.
+fn says_invalid_token(body: &[u8]) -> bool {
+    // Most 401 bodies are not about the session token: skip the parse.
+    if INVALID_TOKEN.find(body).is_none() {
+        return false;
+    }
+    let Ok(serde_json::Value::Object(envelope)) = serde_json::from_slice(body) else {
+        return false;
+    };
+    ["error", "error_code"]
+        .iter()
+        .any(|field| envelope.get(*field).and_then(|v| v.as_str()) == Some("INVALID_TOKEN"))
+}
+
+/// `body` with its trailers dropped.
+fn without_trailers(body: UpstreamBody) -> ProxyBody {
+    body.map_err(BoxError::from)
+        .map_frame(|frame| match frame.into_data() {
+            Ok(data) => Frame::data(data),
+            Err(_) => Frame::data(Bytes::new()),
+        })
+        .boxed_unsync()
+}
+
+/// Scans a body as it streams for any of a few secrets, holding back the last
+/// (longest secret − 1) bytes of what it has seen: a secret that begins in what it lets
+/// through ends within what it has seen, so it is found before any byte of it leaves.
+pub struct StreamScan {
+    secrets: Vec<Bytes>,
+    keep: usize,
+    window: BytesMut,
+}
+
+/// A secret was found in the stream.
+#[derive(Debug, thiserror::Error)]
+#[error("response cut: it carried a secret")]
+pub struct SecretInStream;
+
+impl StreamScan {
+    /// A scan for `secrets` (empty ones are ignored).
+    pub fn new(mut secrets: Vec<Bytes>) -> Self {
+        secrets.retain(|s| !s.is_empty());
+        let keep = secrets.iter().map(Bytes::len).max().unwrap_or(1) - 1;
+        Self {
+            secrets,
+            keep,
+            window: BytesMut::new(),
+        }
+    }
+
+    /// Takes the next bytes; gives back those now safe to send.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Bytes, SecretInStream> {
+        self.window.extend_from_slice(chunk);
+        if self
+            .secrets
+            .iter()
+            .any(|s| SecretSearch::new(s).found_in(&self.window))
+        {
+            return Err(SecretInStream);
+        }
+        let send = self.window.len().saturating_sub(self.keep);
+        Ok(self.window.split_to(send).freeze())
+    }
+
+    /// The bytes held back, once the body has ended (already scanned: the last push saw them).
+    pub fn finish(&mut self) -> Bytes {
+        std::mem::take(&mut self.window).freeze()
+    }
+}
+
+/// A body beyond `max_scan_bytes`: decoded, scanned and re-encoded chunk by chunk. A
+/// secret ends it with an error (the client sees a cut response), counted and logged
+/// without the secret.
+struct Scanned {
+    inner: UpstreamBody,
+    decoder: Option<Decoder>,
+    scan: StreamScan,
+    encoder: Option<Encoder>,
+    pending: VecDeque<Bytes>,
+    done: bool,
+    metrics: Arc<Metrics>,
+}
+
+impl Scanned {
+    /// Decoded `data` through the scan and the encoder into `pending`.
+    fn pass(&mut self, data: Bytes) -> Result<(), BoxError> {
+        let safe = self.scan.push(&data).inspect_err(|_| self.blocked())?;
+        self.send(&safe)
+    }
+
+    fn send(&mut self, safe: &[u8]) -> Result<(), BoxError> {
+        let out = match self.encoder.as_mut() {
+            Some(encoder) => encoder.encode(safe)?,
+            None => Bytes::copy_from_slice(safe),
+        };
+        if !out.is_empty() {
+            self.pending.push_back(out);
+        }
+        Ok(())
+    }
+
+    fn take(&mut self, data: Bytes) -> Result<(), BoxError> {
+        let data = match self.decoder.as_mut() {
+            Some(decoder) => decoder.decode(&data)?,
+            None => data,
+        };
+        self.pass(data)
+    }
+
+    fn end(&mut self) -> Result<(), BoxError> {
+        if let Some(decoder) = self.decoder.as_mut() {
+            let tail = decoder.finish()?;
+            self.pass(tail)?;
+        }
+        let rest = self.scan.finish();
+        self.send(&rest)?;
+        if let Some(encoder) = self.encoder.as_mut() {
+            let tail = encoder.finish()?;
+            if !tail.is_empty() {
+                self.pending.push_back(tail);
+            }
+        }
+        Ok(())
+    }
+
+    fn blocked(&self) {
+        self.metrics.guard_block();
+        tracing::warn!(
+            code = "TOKEN_LEAK_BLOCKED",
+            "response guard: a secret in a streaming response body; the body was cut"
+        );
+    }
+}
+
+impl Body for Scanned {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(out) = this.pending.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(out))));
+            }
+            if this.done {
+                return Poll::Ready(None);
+            }
+            let step = match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => this.take(data),
+                    // Trailers could carry anything: they never pass.
+                    Err(_) => Ok(()),
+                },
+                Some(Err(e)) => Err(e.into()),
+                None => {
+                    this.done = true;
+                    this.end()
+                }
+            };
+            if let Err(e) = step {
+                // Nothing more goes out, not even what was pending.
+                this.done = true;
+                this.pending.clear();
+                return Poll::Ready(Some(Err(e)));
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.pending.is_empty()
+    }
+}
+
+/// The chunks read as one `Bytes`: the chunk itself when there is one (the usual answer),
+/// joined otherwise, so a secret split across chunks is still found.
+fn joined(chunks: &VecDeque<Bytes>) -> Bytes {
+    match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks[0].clone(),
+        _ => Bytes::from(contiguous(chunks).into_owned()),
     }
 }
 
@@ -282,9 +537,22 @@ where
 mod tests {
     use super::*;
 
+    fn test_guard(max_scan_bytes: usize) -> ResponseGuard {
+        let config = GuardConfig {
+            max_scan_bytes,
+            compress_min_bytes: 1024,
+            max_decoded_bytes: 1 << 20,
+        };
+        ResponseGuard::new(
+            &Secret::new("tk_api_key_0123456789"),
+            &config,
+            Arc::new(Metrics::new()),
+        )
+    }
+
     #[test]
     fn a_secret_split_across_chunks_is_found() {
-        let guard = ResponseGuard::new(&Secret::new("tk_api_key_0123456789"), 1024);
+        let guard = test_guard(1024);
         let token = SecretSearch::new(b"eyJ.session.token");
         let body = b"{\"a\":\"xx eyJ.session.token yy\"}";
         for cut in 1..body.len() {
@@ -321,7 +589,7 @@ mod tests {
 
     #[test]
     fn the_api_key_is_found_exactly_or_inside_and_not_in_shorter_values() {
-        let guard = ResponseGuard::new(&Secret::new("tk_api_key_0123456789"), 1024);
+        let guard = test_guard(1024);
         let none = SecretSearch::new(b"");
         assert!(guard.leaks(b"tk_api_key_0123456789", &none));
         assert!(guard.leaks(b"Bearer tk_api_key_0123456789;", &none));

@@ -17,8 +17,10 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, VARY};
-use http::{HeaderMap, HeaderValue, Response};
+use http::header::{
+    CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, VARY,
+};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use memchr::memmem::Finder;
@@ -129,7 +131,7 @@ impl ResponseGuard {
         token: &Token,
         accept: Option<Coding>,
     ) -> Result<Inspected, ProxyError> {
-        let unauthorized = response.status() == http::StatusCode::UNAUTHORIZED;
+        let unauthorized = response.status() == StatusCode::UNAUTHORIZED;
         let mut token_rejected = false;
         let response = self
             .scan(response, token, accept, |body| {
@@ -203,15 +205,10 @@ impl ResponseGuard {
             return Err(ProxyError::TokenLeakBlocked);
         }
         on_body(&whole);
-        let whole = match accept.filter(|_| whole.len() >= self.compress_min_bytes.max(1)) {
+        let accept = accept.filter(|_| whole.len() >= self.compress_min_bytes.max(1));
+        let whole = match compressing(&mut parts, accept) {
             Some(coding) => {
-                let compressed = Encoder::compress(coding, &whole)
-                    .map_err(|_| ProxyError::Internal("compress"))?;
-                parts.headers.remove(CONTENT_LENGTH);
-                parts
-                    .headers
-                    .insert(CONTENT_ENCODING, HeaderValue::from_static(coding.as_str()));
-                compressed
+                Encoder::compress(coding, &whole).map_err(|_| ProxyError::Internal("compress"))?
             }
             None => whole,
         };
@@ -236,13 +233,7 @@ impl ResponseGuard {
             self.api_key.clone(),
             Bytes::copy_from_slice(search.secret),
         ]);
-        let encoder = accept.map(|coding| {
-            parts.headers.remove(CONTENT_LENGTH);
-            parts
-                .headers
-                .insert(CONTENT_ENCODING, HeaderValue::from_static(coding.as_str()));
-            Encoder::new(coding)
-        });
+        let encoder = compressing(&mut parts, accept).map(Encoder::new);
         let mut body = Scanned {
             inner: body,
             decoder,
@@ -261,6 +252,36 @@ impl ResponseGuard {
     fn headers_leak(&self, headers: &HeaderMap, token: &SecretSearch<'_>) -> bool {
         headers.values().any(|v| self.leaks(v.as_bytes(), token))
     }
+}
+
+/// The coding the answer goes out in, its head made to say so: `accept`, unless the answer
+/// is a range (its offsets count the bytes as Refold sent them) or asks for `no-transform`.
+/// A strong `ETag` becomes weak: the bytes differ from Refold's, the content does not.
+fn compressing(parts: &mut http::response::Parts, accept: Option<Coding>) -> Option<Coding> {
+    let coding = accept?;
+    let no_transform = parts.headers.get_all(CACHE_CONTROL).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.to_ascii_lowercase().contains("no-transform"))
+    });
+    if parts.status == StatusCode::PARTIAL_CONTENT
+        || parts.headers.contains_key(CONTENT_RANGE)
+        || no_transform
+    {
+        return None;
+    }
+    parts.headers.remove(CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(CONTENT_ENCODING, HeaderValue::from_static(coding.as_str()));
+    if let Some(etag) = parts.headers.get(ETAG) {
+        if !etag.as_bytes().starts_with(b"W/") {
+            let weak = [b"W/".as_slice(), etag.as_bytes()].concat();
+            if let Ok(weak) = HeaderValue::from_bytes(&weak) {
+                parts.headers.insert(ETAG, weak);
+            }
+        }
+    }
+    Some(coding)
 }
 
 /// Whether a body is Refold's error envelope saying `INVALID_TOKEN`, in its `error` field
@@ -598,6 +619,53 @@ mod tests {
     }
 
     #[test]
+    fn compression_leaves_ranges_and_no_transform_alone_and_weakens_etags() {
+        let parts = |status: u16, headers: &[(&'static str, &'static str)]| {
+            let mut response = Response::builder().status(status);
+            for (name, value) in headers {
+                response = response.header(*name, *value);
+            }
+            response.body(()).unwrap().into_parts().0
+        };
+        let mut plain = parts(200, &[("etag", "\"v1\""), ("content-length", "5000")]);
+        assert_eq!(compressing(&mut plain, Some(Coding::Br)), Some(Coding::Br));
+        assert_eq!(plain.headers["etag"], "W/\"v1\"");
+        assert_eq!(plain.headers["content-encoding"], "br");
+        assert!(plain.headers.get("content-length").is_none());
+        assert_eq!(compressing(&mut parts(200, &[]), None), None);
+        for mut untouched in [
+            parts(206, &[]),
+            parts(200, &[("content-range", "bytes 0-9/100")]),
+            parts(200, &[("cache-control", "private, No-Transform")]),
+        ] {
+            assert_eq!(compressing(&mut untouched, Some(Coding::Gzip)), None);
+            assert!(untouched.headers.get("content-encoding").is_none());
+        }
+    }
+
+    #[test]
+    fn invalid_token_is_read_from_the_envelope_only() {
+        assert!(says_invalid_token(
+            br#"{"error":"INVALID_TOKEN","message":"Invalid token"}"#
+        ));
+        assert!(says_invalid_token(br#"{"error_code":"INVALID_TOKEN"}"#));
+        for other in [
+            br#"{"message":"INVALID_TOKEN seen"}"#.as_slice(),
+            br#"{"error":"NOT_INVALID_TOKEN"}"#,
+            br#"{"output":{"error":"INVALID_TOKEN"}}"#,
+            br#"{"error":["INVALID_TOKEN"]}"#,
+            b"INVALID_TOKEN",
+            br#"["INVALID_TOKEN"]"#,
+        ] {
+            assert!(
+                !says_invalid_token(other),
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
+    }
+
+    #[test]
     fn textual_types_are_recognised_in_any_case() {
         let with = |ct: &[u8]| {
             let mut h = HeaderMap::new();
@@ -617,5 +685,106 @@ mod tests {
         }
         assert!(!with(b"image/png"));
         assert!(!with(b"application/octet-stream"));
+    }
+
+    /// How a streamed body came through the scan: the bytes let out, and whether it was
+    /// cut for a secret.
+    fn stream_through(
+        secrets: &[&[u8]],
+        pieces: &[Vec<u8>],
+        coding: Option<Coding>,
+    ) -> (Vec<u8>, bool) {
+        let mut scan = StreamScan::new(secrets.iter().map(|s| Bytes::copy_from_slice(s)).collect());
+        let mut decoder = coding.map(|c| Decoder::new(&[c], u64::MAX));
+        let mut out = Vec::new();
+        let push = |scan: &mut StreamScan, bytes: &[u8], out: &mut Vec<u8>| match scan.push(bytes) {
+            Ok(safe) => {
+                out.extend_from_slice(&safe);
+                true
+            }
+            Err(SecretInStream) => false,
+        };
+        for piece in pieces {
+            let plain = match decoder.as_mut() {
+                Some(d) => d.decode(piece).unwrap(),
+                None => Bytes::copy_from_slice(piece),
+            };
+            if !push(&mut scan, &plain, &mut out) {
+                return (out, true);
+            }
+        }
+        if let Some(d) = decoder.as_mut() {
+            let tail = d.finish().unwrap();
+            if !push(&mut scan, &tail, &mut out) {
+                return (out, true);
+            }
+        }
+        out.extend_from_slice(&scan.finish());
+        (out, false)
+    }
+
+    /// `bytes` cut at `cuts` (positions taken modulo its length).
+    fn cut(bytes: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+        let mut at: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+        at.push(0);
+        at.push(bytes.len());
+        at.sort_unstable();
+        at.windows(2).map(|w| bytes[w[0]..w[1]].to_vec()).collect()
+    }
+
+    fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+        haystack.windows(needle.len()).position(|w| w == needle)
+    }
+
+    #[test]
+    fn the_stream_scan_finds_a_token_split_at_every_offset() {
+        let token = b"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJl";
+        let body = [b"{\"a\":\"".as_slice(), token, b"\"}"].concat();
+        let at = 6;
+        for first in 0..=body.len() {
+            for second in first..=body.len() {
+                let pieces = cut(&body, &[first, second]);
+                let (out, cut_off) =
+                    stream_through(&[b"tk_api_key_0123456789", token], &pieces, None);
+                assert!(cut_off, "missed at {first}/{second}");
+                assert!(
+                    out.len() <= at,
+                    "{} bytes out at {first}/{second}",
+                    out.len()
+                );
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Over bodies of a small alphabet (near misses everywhere), any chunking, plain
+        /// or compressed: a body is cut exactly when it holds a secret, no byte of the
+        /// first occurrence goes out, and a clean body comes out whole.
+        #[test]
+        fn the_stream_scan_is_exact_across_any_chunking(
+            token in proptest::collection::vec(proptest::sample::select(b"abc.".to_vec()), 1..40),
+            key in proptest::collection::vec(proptest::sample::select(b"ab_".to_vec()), 1..24),
+            filler in proptest::collection::vec(proptest::sample::select(b"abc._x".to_vec()), 0..300),
+            insert in proptest::option::of(0usize..400),
+            cuts in proptest::collection::vec(0usize..1000, 0..12),
+            coding in proptest::sample::select(vec![None, Some(Coding::Gzip), Some(Coding::Br)]),
+        ) {
+            let mut body = filler;
+            if let Some(at) = insert {
+                let at = at.min(body.len());
+                body.splice(at..at, token.iter().copied());
+            }
+            let wire = match coding {
+                Some(c) => Encoder::compress(c, &body).unwrap().to_vec(),
+                None => body.clone(),
+            };
+            let (out, cut_off) = stream_through(&[&key, &token], &cut(&wire, &cuts), coding);
+            let first = [find(&body, &key), find(&body, &token)].into_iter().flatten().min();
+            proptest::prop_assert_eq!(cut_off, first.is_some());
+            match first {
+                Some(at) => proptest::prop_assert!(out.len() <= at, "{} bytes out, secret at {}", out.len(), at),
+                None => proptest::prop_assert_eq!(out, body),
+            }
+        }
     }
 }

@@ -307,6 +307,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn guard_keys_default_and_refuse_a_zero_decode_limit() {
+        let guard = validate_guard(FileGuard::default()).unwrap();
+        assert_eq!(guard.compress_min_bytes, 1024);
+        assert_eq!(guard.max_decoded_bytes, 16 * 1024 * 1024);
+        let zero = FileGuard {
+            max_decoded_bytes: 0,
+            ..FileGuard::default()
+        };
+        let err = validate_guard(zero).unwrap_err().to_string();
+        assert!(err.contains("guard.max_decoded_bytes"), "{err}");
+    }
+
+    #[test]
     fn cidrs_match_their_networks() {
         let net = Cidr::parse("10.1.0.0/16").unwrap();
         assert!(net.contains("10.1.200.3".parse().unwrap()));

@@ -358,8 +358,8 @@ impl StreamScan {
 /// A body beyond `max_scan_bytes`: decoded, scanned and re-encoded chunk by chunk. A
 /// secret ends it with an error (the client sees a cut response), counted and logged
 /// without the secret.
-struct Scanned {
-    inner: UpstreamBody,
+struct Scanned<B> {
+    inner: B,
     decoder: Option<Decoder>,
     scan: StreamScan,
     encoder: Option<Encoder>,
@@ -368,7 +368,7 @@ struct Scanned {
     metrics: Arc<Metrics>,
 }
 
-impl Scanned {
+impl<B> Scanned<B> {
     /// Decoded `data` through the scan and the encoder into `pending`.
     fn pass(&mut self, data: Bytes) -> Result<(), BoxError> {
         let safe = self.scan.push(&data).inspect_err(|_| self.blocked())?;
@@ -419,7 +419,11 @@ impl Scanned {
     }
 }
 
-impl Body for Scanned {
+impl<B> Body for Scanned<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -616,6 +620,62 @@ mod tests {
         assert!(guard.leaks(b"Bearer tk_api_key_0123456789;", &none));
         assert!(!guard.leaks(b"tk_api_key_012345678", &none));
         assert!(!guard.leaks(b"", &none));
+    }
+
+    /// A streamed body of `frames` through the scan for `secret`, as the client reads it.
+    async fn scanned(frames: Vec<Frame<Bytes>>, secret: &[u8]) -> (Vec<u8>, Vec<String>) {
+        let inner = http_body_util::StreamBody::new(futures_util::stream::iter(
+            frames.into_iter().map(Ok::<_, std::convert::Infallible>),
+        ));
+        let mut body = Scanned {
+            inner,
+            decoder: None,
+            scan: StreamScan::new(vec![Bytes::copy_from_slice(secret)]),
+            encoder: None,
+            pending: VecDeque::new(),
+            done: false,
+            metrics: Arc::new(Metrics::new()),
+        };
+        let (mut data, mut other) = (Vec::new(), Vec::new());
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => match frame.into_data() {
+                    Ok(bytes) => data.extend_from_slice(&bytes),
+                    Err(_) => other.push("trailers".to_owned()),
+                },
+                Err(e) => other.push(e.to_string()),
+            }
+        }
+        (data, other)
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_drops_trailers_and_ends_in_an_error_at_a_secret() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-leak", http::HeaderValue::from_static("sess.tok.en"));
+        let (data, other) = scanned(
+            vec![
+                Frame::data(Bytes::from_static(b"{\"a\":1,")),
+                Frame::data(Bytes::from_static(b"\"b\":2}")),
+                Frame::trailers(trailers),
+            ],
+            b"sess.tok.en",
+        )
+        .await;
+        assert_eq!(data, b"{\"a\":1,\"b\":2}");
+        assert!(other.is_empty(), "{other:?}");
+        let (data, other) = scanned(
+            vec![
+                Frame::data(Bytes::from_static(b"{\"a\":\"xxxx ses")),
+                Frame::data(Bytes::from_static(b"s.tok.en\",")),
+                Frame::data(Bytes::from_static(b"\"after\":1}")),
+            ],
+            b"sess.tok.en",
+        )
+        .await;
+        // The first chunk's last 10 bytes (the secret's length − 1) were held back.
+        assert_eq!(data, b"{\"a\"");
+        assert_eq!(other, ["response cut: it carried a secret"]);
     }
 
     #[test]

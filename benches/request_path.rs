@@ -14,9 +14,10 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use refold_proxy::config::Config;
-use refold_proxy::guard::{ResponseGuard, SecretSearch};
+use refold_proxy::guard::{ResponseGuard, SecretSearch, StreamScan};
 use refold_proxy::headers::{strip_credential_params, Downstream, HeaderPolicy};
 use refold_proxy::identity::{Authenticator, Caller};
+use refold_proxy::metrics::Metrics;
 use refold_proxy::proxy::{ConnInfo, Proxy};
 use refold_proxy::routes::{normalize, RoutePolicy};
 use refold_proxy::secret::{FingerprintKey, Secret};
@@ -179,7 +180,12 @@ fn headers(c: &mut Criterion) {
 }
 
 fn guard(c: &mut Criterion) {
-    let guard = ResponseGuard::new(&Secret::new("tk_bench_api_key_0123456789"), 1024 * 1024);
+    let config = config_with("[upstream]\nbase_url = \"http://127.0.0.1:1\"\n");
+    let guard = ResponseGuard::new(
+        &Secret::new("tk_bench_api_key_0123456789"),
+        &config.guard,
+        Arc::new(Metrics::new()),
+    );
     let token = format!("eyJhbGciOiJIUzI1NiJ9.{}.sig", "x".repeat(200));
     let search = SecretSearch::new(token.as_bytes());
     // A typical Refold answer: a page of workflows, about 2 KiB and 64 KiB.
@@ -193,6 +199,21 @@ fn guard(c: &mut Criterion) {
             b.iter(|| assert!(!guard.leaks(body.as_bytes(), &search)))
         });
     }
+    // A body past max_scan_bytes: 4 MiB scanned as it streams, in 64 KiB chunks.
+    let chunk = Bytes::from("{\"name\":\"Create ticket\",\"slug\":\"freshdesk\"},".repeat(1400));
+    c.bench_function("guard/stream_scan_4m", |b| {
+        b.iter(|| {
+            let mut scan = StreamScan::new(vec![
+                Bytes::from_static(b"tk_bench_api_key_0123456789"),
+                Bytes::copy_from_slice(token.as_bytes()),
+            ]);
+            let mut sent = 0;
+            for _ in 0..64 {
+                sent += scan.push(&chunk).map(|safe| safe.len()).unwrap_or(0);
+            }
+            sent + scan.finish().len()
+        })
+    });
 }
 
 /// The token-cache hit path: the proxy's per-request lookup of a warm account, from one

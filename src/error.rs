@@ -97,6 +97,10 @@ pub enum ProxyError {
     /// Refold's response carried the caller's session token or the API key.
     #[error("response blocked: it carried a secret")]
     TokenLeakBlocked,
+    /// Refold's response could not be decoded for the response guard (an unknown content
+    /// coding, a corrupt body, or one that decodes past `guard.max_decoded_bytes`).
+    #[error("response blocked: it could not be scanned")]
+    UpstreamUnscannable(#[source] crate::encoding::DecodeError),
 
     // ---- the proxy itself ----
     /// A bug or an impossible state; details in the log.
@@ -127,7 +131,7 @@ impl ProxyError {
             Self::ApiKeyRejected(_) | Self::TokenServiceBadResponse(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Self::TokenLeakBlocked => StatusCode::BAD_GATEWAY,
+            Self::TokenLeakBlocked | Self::UpstreamUnscannable(_) => StatusCode::BAD_GATEWAY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -157,6 +161,7 @@ impl ProxyError {
             Self::UpstreamUnavailable(_) => "UPSTREAM_UNAVAILABLE",
             Self::UpstreamTimeout => "UPSTREAM_TIMEOUT",
             Self::TokenLeakBlocked => "TOKEN_LEAK_BLOCKED",
+            Self::UpstreamUnscannable(_) => "UPSTREAM_UNSCANNABLE",
             Self::Internal(_) => "INTERNAL_ERROR",
         }
     }
@@ -190,6 +195,7 @@ impl ProxyError {
             Self::UpstreamUnavailable(_) => "Refold is unavailable",
             Self::UpstreamTimeout => "Refold did not answer in time",
             Self::TokenLeakBlocked => "Response withheld: it contained a credential",
+            Self::UpstreamUnscannable(_) => "Response withheld: it could not be checked",
             Self::Internal(_) => "Internal proxy error",
         }
     }

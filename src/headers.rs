@@ -132,6 +132,11 @@ impl HeaderPolicy {
         }
         // The client set Host for the proxy; the upstream client sets Refold's.
         headers.remove(header::HOST);
+        // The response guard reads plain bytes; the proxy compresses toward the client itself.
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
         headers.insert(header::AUTHORIZATION, token.authorization().clone());
         match headers.get(&X_FORWARDED_FOR).map(|v| v.to_str()) {
             Some(Ok(chain)) if trusted => {

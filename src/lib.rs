@@ -31,6 +31,7 @@
 //! - [`reload`]: SIGHUP re-reads the config and swaps the proxy, keeping the token cache.
 //! - [`proxy`]: the request path, in order.
 //! - [`routes`], [`identity`], [`tokens`], [`headers`], [`upstream`]: one step each.
+//! - [`guard`]: the response guard; [`encoding`]: the content codings it reads and writes.
 //! - [`secret`]: values that never print themselves.
 //! - [`mock`]: the stand-in Refold API (demo, tests, benches).
 
@@ -40,6 +41,7 @@ pub mod body_timeout;
 pub mod config;
 pub mod cors;
 pub mod demo;
+pub mod encoding;
 pub mod error;
 pub mod framing;
 pub mod guard;

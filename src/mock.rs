@@ -38,9 +38,12 @@
 //!   request body back unchanged, frame by frame, with the request's `content-type`.
 //! - Workflow aliases `status-<code>` (e.g. `status-401`): the execution answers with that
 //!   status and a JSON body that is *not* `INVALID_TOKEN`, as a workflow's response node
-//!   may.
+//!   may. The members of a JSON object input are added to that body, so a test can make
+//!   a workflow say anything (Refold's own envelope included).
 //! - Large responses: [`Faults::set_execution_response_size`] pads
 //!   `GET /api/v2/public/execution/{id}` to exactly that many bytes of valid JSON, streamed.
+//! - Compressed responses: [`Faults::set_response_encoding`] compresses every non-mint
+//!   answer (gzip, deflate, br, stacked), whatever the request's `Accept-Encoding` said.
 //!
 //! # Observability
 //! Every request is recorded ([`MockUpstream::requests`], the newest

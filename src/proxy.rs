@@ -194,7 +194,11 @@ impl Proxy {
                 .await?,
             headers: HeaderPolicy::new(&config.identity.header, &config.limits.trusted_proxies),
             upstream: Upstream::new(clients, &config.upstream, Arc::clone(&metrics)),
-            guard: ResponseGuard::new(&config.upstream.api_key, config.guard.max_scan_bytes),
+            guard: ResponseGuard::new(
+                &config.upstream.api_key,
+                &config.guard,
+                Arc::clone(&metrics),
+            ),
             limiter,
             tokens,
             limits: config.limits.clone(),
@@ -364,6 +368,8 @@ impl Proxy {
         parts.uri = self.upstream.uri_for(&path_and_query)?;
         // The upstream client picks HTTP/1.1 or HTTP/2 per connection, whatever the caller spoke.
         parts.version = Version::HTTP_11;
+        // What the client accepts, before the header policy asks Refold for identity.
+        let accept = crate::encoding::preferred(&parts.headers);
         self.headers
             .apply_to_request(&mut parts.headers, &token, &conn.downstream);
         let limit = usize::try_from(self.limits.max_body_bytes).unwrap_or(usize::MAX);
@@ -397,7 +403,7 @@ impl Proxy {
             .forward(Request::from_parts(parts, body.into_body()), sync_execution)
             .await?;
         log.upstream = Some(sent.elapsed());
-        let mut inspected = self.inspect(response, &token).await?;
+        let mut inspected = self.inspect(response, &token, accept).await?;
         if inspected.token_rejected {
             // Refold no longer accepts the token (revoked, or expired early): drop it,
             // mint with force_refresh (one mint for everyone waiting), and go again once.
@@ -405,7 +411,8 @@ impl Proxy {
             let remint = self.tokens.invalidate(&caller, &token);
             if let Some(retry) = retry.filter(|_| remint) {
                 // Boxed: rare, and its state would otherwise grow every request's future.
-                inspected = Box::pin(self.retry(retry, &caller, sync_execution, log)).await?;
+                inspected =
+                    Box::pin(self.retry(retry, &caller, sync_execution, accept, log)).await?;
             }
         }
         let mut response = inspected.response;
@@ -419,6 +426,7 @@ impl Proxy {
         (method, uri, mut headers, bytes): (Method, Uri, HeaderMap, Bytes),
         caller: &Caller,
         sync_execution: bool,
+        accept: Option<crate::encoding::Coding>,
         log: &mut RequestLog,
     ) -> Result<crate::guard::Inspected, ProxyError> {
         let token = self.tokens.get(caller).await?;
@@ -432,7 +440,7 @@ impl Proxy {
         let sent = Instant::now();
         let response = self.upstream.forward(request, sync_execution).await?;
         log.upstream = Some(sent.elapsed());
-        let inspected = self.inspect(response, &token).await?;
+        let inspected = self.inspect(response, &token, accept).await?;
         if inspected.token_rejected {
             self.tokens.invalidate(caller, &token);
         }
@@ -445,8 +453,9 @@ impl Proxy {
         &self,
         response: Response<crate::upstream::UpstreamBody>,
         token: &crate::tokens::Token,
+        accept: Option<crate::encoding::Coding>,
     ) -> Result<crate::guard::Inspected, ProxyError> {
-        let inspected = self.guard.inspect(response, token).await;
+        let inspected = self.guard.inspect(response, token, accept).await;
         match &inspected {
             Err(ProxyError::TokenLeakBlocked) => self.metrics.guard_block(),
             Err(ProxyError::UpstreamUnavailable(_)) => {

@@ -32,6 +32,43 @@ pub(super) fn full(bytes: impl Into<Bytes>) -> ResponseBody {
         .boxed_unsync()
 }
 
+/// `bytes` compressed by each coding of `codings` in turn (`"gzip, br"`: gzip, then br),
+/// as `Content-Encoding` lists them; an unknown coding leaves the bytes as they are.
+pub(super) fn compress(codings: &str, bytes: Bytes) -> Bytes {
+    use std::io::Write;
+    codings
+        .split(',')
+        .map(str::trim)
+        .fold(bytes, |bytes, coding| {
+            let mut out = Vec::new();
+            let written = match coding.to_ascii_lowercase().as_str() {
+                "gzip" | "x-gzip" => {
+                    let mut gz =
+                        flate2::write::GzEncoder::new(&mut out, flate2::Compression::fast());
+                    gz.write_all(&bytes).and_then(|()| gz.finish().map(drop))
+                }
+                "deflate" => {
+                    let mut z =
+                        flate2::write::ZlibEncoder::new(&mut out, flate2::Compression::fast());
+                    z.write_all(&bytes).and_then(|()| z.finish().map(drop))
+                }
+                "br" => {
+                    let mut br = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+                    br.write_all(&bytes).map(|()| {
+                        // Taking the output back finishes the stream.
+                        br.into_inner();
+                    })
+                }
+                _ => return bytes,
+            };
+            // Writing to a Vec cannot fail.
+            match written {
+                Ok(()) => Bytes::from(out),
+                Err(_) => bytes,
+            }
+        })
+}
+
 /// A request body read to its end.
 pub(super) struct ReadBody {
     /// The body, or its first `BUFFERED_BODY_LIMIT` bytes when `too_large`.

@@ -71,6 +71,7 @@ struct Switches {
     /// Accounts whose session tokens are all answered with `INVALID_TOKEN`.
     rejected_accounts: HashSet<String>,
     execution_response_size: Option<u64>,
+    response_encoding: Option<&'static str>,
 }
 
 /// A fault and how many more requests it hits (`None`: until cleared).
@@ -166,6 +167,15 @@ impl Faults {
         self.switches().execution_response_size = bytes;
     }
 
+    /// Compress every non-mint response with `codings` (a `Content-Encoding` list such as
+    /// `"gzip"` or `"gzip, br"`, applied left to right), whatever the request's
+    /// `Accept-Encoding` said, as a server that ignores it would. A coding the stand-in
+    /// does not know is named in the header and leaves the bytes as they are. `None`
+    /// turns it off.
+    pub fn set_response_encoding(&self, codings: Option<&'static str>) {
+        self.switches().response_encoding = codings;
+    }
+
     /// Turn every switch off.
     pub fn clear(&self) {
         *self.switches() = Switches::default();
@@ -201,6 +211,10 @@ impl Faults {
 
     pub(super) fn execution_response_size(&self) -> Option<u64> {
         self.switches().execution_response_size
+    }
+
+    pub(super) fn response_encoding(&self) -> Option<&'static str> {
+        self.switches().response_encoding
     }
 
     fn switches(&self) -> MutexGuard<'_, Switches> {

@@ -10,13 +10,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::header::{CONTENT_ENCODING, CONTENT_LENGTH};
 use http::request::Parts;
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tracing::{debug, debug_span, Instrument};
 
 use super::accounts::{self, MintRequest};
-use super::body::{read_body, ReadBody, ResponseBody, RECORDED_BODY_LIMIT};
+use super::body::{compress, full, read_body, ReadBody, ResponseBody, RECORDED_BODY_LIMIT};
 use super::faults::ApiFault;
 use super::routes::{self, Auth, Caller, Op, Route};
 use super::state::{PendingRecord, State};
@@ -35,7 +37,10 @@ pub(super) async fn respond(
     async move {
         let result = match route {
             Ok(Route::Mint) => mint(&state, &parts, body).await,
-            Ok(Route::Api(op)) => api(state, &parts, body, Ok(op)).await,
+            Ok(Route::Api(op)) => {
+                let encoding = state.faults.response_encoding();
+                encode(api(state, &parts, body, Ok(op)).await, encoding).await
+            }
             Err(miss) => api(state, &parts, body, Err(miss)).await,
         };
         match &result {
@@ -189,6 +194,23 @@ fn record(state: &State, parts: &Parts, account: Option<&str>, body: &ReadBody) 
         .bytes
         .slice(..body.bytes.len().min(RECORDED_BODY_LIMIT));
     state.record(PendingRecord::new(parts, account), body.len, head);
+}
+
+/// The response compressed with `codings`, when that fault is on.
+async fn encode(
+    response: Result<Response<ResponseBody>, Dropped>,
+    codings: Option<&'static str>,
+) -> Result<Response<ResponseBody>, Dropped> {
+    let Some(codings) = codings else {
+        return response;
+    };
+    let (mut parts, body) = response?.into_parts();
+    let bytes = body.collect().await.map_err(|_| Dropped)?.to_bytes();
+    parts.headers.remove(CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(CONTENT_ENCODING, HeaderValue::from_static(codings));
+    Ok(Response::from_parts(parts, full(compress(codings, bytes))))
 }
 
 async fn pause(latency: Duration) {

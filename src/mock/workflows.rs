@@ -1,5 +1,6 @@
 //! Workflows and their executions, with the test fixtures that ride on execute: the
-//! streaming `echo`, `status-<code>` responses, `reflect-headers` and padded execution reads.
+//! streaming `echo`, `status-<code>` responses (with the input's members),
+//! `reflect-headers` and padded execution reads.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -201,14 +202,17 @@ pub(super) fn execute(state: &State, account: &str, id_or_alias: &str, call: &Ca
     };
     let execution_id = execution.id.clone();
     let answer = if let Some(status) = fixture_status {
-        json(
-            status,
-            &json!({
-                "execution_id": execution_id,
-                "status_code": status.as_u16(),
-                "message": format!("Workflow responded with status {}", status.as_u16()),
-            }),
-        )
+        let mut answer = json!({
+            "execution_id": execution_id,
+            "status_code": status.as_u16(),
+            "message": format!("Workflow responded with status {}", status.as_u16()),
+        });
+        // The workflow's own output: the members of its input, as a workflow that
+        // answers with what it was given would.
+        if let (Value::Object(answer), Value::Object(input)) = (&mut answer, &execution.input) {
+            answer.extend(input.clone());
+        }
+        json(status, &answer)
     } else if sync {
         json(
             StatusCode::OK,

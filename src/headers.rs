@@ -558,12 +558,14 @@ mod tests {
         assert_eq!(
             left,
             [
+                "accept-encoding",
                 "authorization",
                 "x-forwarded-for",
                 "x-forwarded-proto",
                 "x-http-method-overrides"
             ]
         );
+        assert_eq!(h[header::ACCEPT_ENCODING], "identity");
     }
 
     #[test]

@@ -34,7 +34,13 @@ fn forwarded_tokens(h: &Harness) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_first_requests_make_one_mint() {
-    let h = Harness::with_accounts(&["alice"]).await;
+    // One account's thousand requests at once: above the default per-account cap on
+    // requests in flight, which this test is not about.
+    let h = Harness::builder()
+        .accounts(["alice"])
+        .limits("per_account_in_flight = 1000\n")
+        .start()
+        .await;
     // A slow token endpoint keeps every request waiting on the same mint.
     h.mock.faults().set_mint_latency(Duration::from_millis(300));
     let jwt = app_jwt("alice");

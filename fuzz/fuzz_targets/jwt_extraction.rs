@@ -155,6 +155,9 @@ fn fixture() -> &'static Fixture {
             audience: None,
             account_claim: "sub".into(),
             leeway: Duration::from_secs(30),
+            jwks: None,
+            // Every request verified: a cache hit would skip the checks under test.
+            verified_cache_entries: 0,
         };
         let app_header = HeaderName::from_static("x-app-token");
         let configs = vec![

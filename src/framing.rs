@@ -8,9 +8,12 @@
 //! still runs): it follows HTTP/1 message framing (heads, `Content-Length` bodies, chunked
 //! bodies with trailers) and, for each request head, records whether it carried both
 //! fields before hyper can see the end of that head. The service takes one record per
-//! request ([`FramingFlags::next`]) and the proxy answers a conflict with 400. At the first
-//! byte it cannot frame with certainty (HTTP/2, an upgrade, a malformed head) it stops
-//! watching for the rest of the connection, leaving it to hyper's own checks.
+//! request ([`FramingFlags::next`]) and the proxy answers a conflict with 400. It frames as
+//! hyper does (a head ends at its first empty line, CRLF or bare LF; lengths compare as
+//! numbers); upgrade and CONNECT requests are framed like any other, as the proxy forwards
+//! neither and so never switches protocols. At the first byte it cannot frame with
+//! certainty (HTTP/2, a malformed head) it stops watching for the rest of the connection,
+//! leaving it to hyper's own checks.
 
 use std::collections::VecDeque;
 use std::mem::MaybeUninit;
@@ -171,9 +174,8 @@ impl<S> FramingGuard<S> {
                     }
                     let taken = if self.head.is_empty() {
                         // The usual case: the whole head in this read, read where it lies.
-                        match end_of_head(data) {
+                        match end_of_head(data, 0) {
                             Some(end) => {
-                                let end = end + 4;
                                 self.head_complete(&data[..end]);
                                 end
                             }
@@ -184,10 +186,11 @@ impl<S> FramingGuard<S> {
                         }
                     } else {
                         let seen = self.head.len();
-                        let from = seen.saturating_sub(3);
+                        // The empty line may have begun in the last two bytes read.
+                        let from = seen.saturating_sub(2);
                         let k = data.len().min(MAX_LINE + 1);
                         self.head.extend_from_slice(&data[..k]);
-                        match end_of_head(&self.head[from..]).map(|e| from + e + 4) {
+                        match end_of_head(&self.head, from) {
                             Some(end) => {
                                 let head = std::mem::take(&mut self.head);
                                 self.head_complete(&head[..end]);
@@ -277,9 +280,6 @@ fn parse_head(head: &[u8]) -> Option<(State, bool)> {
         Ok(httparse::Status::Complete(n)) if n == head.len() => {}
         _ => return None,
     }
-    if request.method == Some("CONNECT") {
-        return None;
-    }
     let mut lengths = Vec::new();
     let mut encodings = Vec::new();
     for header in request.headers.iter() {
@@ -287,8 +287,6 @@ fn parse_head(head: &[u8]) -> Option<(State, bool)> {
             lengths.push(header.value);
         } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
             encodings.push(header.value);
-        } else if header.name.eq_ignore_ascii_case("upgrade") {
-            return None;
         }
     }
     if !lengths.is_empty() && !encodings.is_empty() {
@@ -301,30 +299,57 @@ fn parse_head(head: &[u8]) -> Option<(State, bool)> {
             .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         return chunked.then_some((State::ChunkSize, false));
     }
-    let Some(first) = lengths.first() else {
-        return Some((State::Head, false));
-    };
-    if lengths.iter().any(|l| l != first) {
-        return None;
+    // Compared as numbers, as hyper compares them: `3` and `003` are one length.
+    let mut length = None;
+    for value in lengths {
+        let n: u64 = std::str::from_utf8(value).ok()?.trim().parse().ok()?;
+        if length.is_some_and(|l| l != n) {
+            return None;
+        }
+        length = Some(n);
     }
-    let n: u64 = std::str::from_utf8(first).ok()?.trim().parse().ok()?;
-    Some((if n == 0 { State::Head } else { State::Body(n) }, false))
+    match length {
+        None | Some(0) => Some((State::Head, false)),
+        Some(n) => Some((State::Body(n), false)),
+    }
 }
 
 /// A chunk-size line's size (hex digits, optional `;extensions`).
 fn chunk_size(line: &[u8]) -> Option<u64> {
     let digits = line.split(|b| *b == b';').next()?.trim_ascii();
-    if digits.is_empty() || digits.len() > 16 {
+    // Leading zeros take no room in the 16 digits a u64 holds; hyper reads any number.
+    let significant = match digits.iter().position(|b| *b != b'0') {
+        Some(i) => &digits[i..],
+        None => &digits[digits.len().saturating_sub(1)..],
+    };
+    if digits.is_empty() || significant.len() > 16 {
         return None;
     }
-    u64::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+    u64::from_str_radix(std::str::from_utf8(significant).ok()?, 16).ok()
 }
 
-/// Where the blank line ending a head starts. The searcher is built once, not per read.
-fn end_of_head(haystack: &[u8]) -> Option<usize> {
-    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\r\n\r\n"));
-    FINDER.find(haystack)
+/// Where a head ends (just past the empty line closing it), for a head whose end was not
+/// before `from`: at the first line after the request line that is empty, ended by CRLF
+/// or a bare LF, as httparse (so hyper) reads it. Empty lines before the request line
+/// are skipped, as httparse skips them.
+fn end_of_head(head: &[u8], from: usize) -> Option<usize> {
+    let mut start = 0;
+    loop {
+        match &head[start..] {
+            [b'\r', b'\n', ..] => start += 2,
+            [b'\n', ..] => start += 1,
+            _ => break,
+        }
+    }
+    let from = from.max(start);
+    memchr::memchr_iter(b'\n', head.get(from..)?).find_map(|lf| {
+        let next = from + lf + 1;
+        match head.get(next..)? {
+            [b'\n', ..] => Some(next + 1),
+            [b'\r', b'\n', ..] => Some(next + 2),
+            _ => None,
+        }
+    })
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for FramingGuard<S> {
@@ -540,6 +565,78 @@ mod tests {
         let (seen, records) = frame(&wire, 3);
         assert_eq!(seen, wire);
         assert_eq!(records, [false]);
+    }
+
+    /// A request with both framing fields, for the tests that put one behind another.
+    const CONFLICT: &[u8] =
+        b"POST /x HTTP/1.1\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n";
+
+    /// Frames `first` then [`CONFLICT`] in several splits: hyper dispatches both, so the
+    /// records must be `[false, true]`.
+    fn assert_conflict_found_after(first: &[u8]) {
+        let mut wire = first.to_vec();
+        wire.extend_from_slice(CONFLICT);
+        for step in [1, 2, 5, wire.len()] {
+            let (seen, records) = frame(&wire, step);
+            assert_eq!(seen, wire, "the bytes are never changed");
+            assert_eq!(
+                records,
+                [false, true],
+                "step {step}: {:?}",
+                String::from_utf8_lossy(&wire)
+            );
+        }
+    }
+
+    #[test]
+    fn found_heads_ended_by_a_bare_lf_end_where_hyper_ends_them() {
+        // httparse, so hyper, ends a head at the first empty line, LF or CRLF.
+        for first in [
+            b"GET /a HTTP/1.1\nhost: x\n\n".as_slice(),
+            b"GET /a HTTP/1.1\r\nhost: x\n\r\n",
+            b"GET /a HTTP/1.1\r\nhost: x\r\n\n",
+            b"GET /a HTTP/1.1\n\n",
+            b"\nGET /a HTTP/1.1\r\n\r\n",
+            b"\r\n\nGET /a HTTP/1.1\n\r\n",
+        ] {
+            assert_conflict_found_after(first);
+        }
+        let bare = b"POST /x HTTP/1.1\ncontent-length: 4\ntransfer-encoding: chunked\n\n0\r\n\r\n";
+        for step in [1, 3, bare.len()] {
+            assert_eq!(
+                frame(bare, step),
+                (bare.to_vec(), vec![true]),
+                "step {step}"
+            );
+        }
+    }
+
+    #[test]
+    fn found_equal_lengths_spelled_apart_frame_the_body() {
+        // hyper compares the numbers: `3` and `003` are one length.
+        assert_conflict_found_after(
+            b"POST /a HTTP/1.1\r\ncontent-length: 3\r\ncontent-length: 003\r\n\r\nabc",
+        );
+    }
+
+    #[test]
+    fn found_chunk_sizes_with_many_leading_zeros_are_framed() {
+        // hyper reads any number of hex digits while the value fits in 64 bits.
+        assert_conflict_found_after(
+            b"POST /a HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n\
+              00000000000000000003\r\nabc\r\n0\r\n\r\n",
+        );
+    }
+
+    #[test]
+    fn found_upgrade_and_connect_requests_do_not_end_the_watch() {
+        // The proxy forwards neither, so it never switches protocols: hyper answers them
+        // and reads the next request on the connection.
+        assert_conflict_found_after(b"GET /a HTTP/1.1\r\nupgrade: websocket\r\n\r\n");
+        assert_conflict_found_after(b"CONNECT a:443 HTTP/1.1\r\n\r\n");
+        let both = b"POST /x HTTP/1.1\r\nupgrade: x\r\ncontent-length: 4\r\n\
+            transfer-encoding: chunked\r\n\r\n0\r\n\r\n";
+        assert_eq!(frame(both, 1), (both.to_vec(), vec![true]));
     }
 
     #[test]

@@ -156,6 +156,7 @@ fn fixture() -> &'static Fixture {
             account_claim: "sub".into(),
             leeway: Duration::from_secs(30),
             jwks: None,
+            // Every request verified: a cache hit would skip the checks under test.
             verified_cache_entries: 0,
             allow_missing_issuer_audience: true,
             allow_insecure_jwks_url: false,

@@ -14,6 +14,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use refold_proxy::config::Config;
+use refold_proxy::encoding::{Coding, Encoder};
 use refold_proxy::guard::{ResponseGuard, SecretSearch, StreamScan};
 use refold_proxy::headers::{strip_credential_params, Downstream, HeaderPolicy};
 use refold_proxy::identity::{Authenticator, Caller};
@@ -351,12 +352,35 @@ async fn noop_upstream() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     (addr, task)
 }
 
+/// Compressing an answer for a client that asked for it: what `guard.compress_min_bytes`
+/// weighs against (the bytes saved on the client's link).
+fn compression(c: &mut Criterion) {
+    for size in [2 * 1024, 64 * 1024] {
+        let mut body = String::from("{\"docs\":[");
+        while body.len() < size {
+            body.push_str(r#"{"_id":"65c9ef72f4b95fce32e8ccf8","name":"Create ticket","slug":"freshdesk","enabled":true},"#);
+        }
+        body.push_str("{}]}");
+        for coding in [Coding::Gzip, Coding::Br] {
+            let name = format!("encoding/{}_{}k", coding.as_str(), size / 1024);
+            c.bench_function(&name, |b| {
+                b.iter(|| {
+                    Encoder::compress(coding, body.as_bytes())
+                        .expect("compress")
+                        .len()
+                })
+            });
+        }
+    }
+}
+
 criterion_group!(
     benches,
     identity,
     routes,
     headers,
     guard,
+    compression,
     token_cache,
     whole_request
 );

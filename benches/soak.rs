@@ -260,6 +260,7 @@ async fn run(args: Args, bin: PathBuf) -> Result<bool, BoxError> {
          [tokens]\nmax_accounts = {max_accounts}\nrefresh_before_expiry_s = {refresh_before_s}\n\
          [limits]\nmax_connections = {max_connections}\n\
          per_account_rps = 1000000.0\nper_account_burst = 1000000\nmax_in_flight = 100000\n\
+         per_account_in_flight = 100000\n\
          [admin]\nlisten = \"127.0.0.1:0\"\n"
     );
     std::fs::write(&config_path, &config)?;

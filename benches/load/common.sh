@@ -269,6 +269,7 @@ max_connections = 10000
 per_account_rps = 1000000.0
 per_account_burst = 1000000
 max_in_flight = 100000
+per_account_in_flight = 100000
 EOF
     REFOLD_CONF="$dir/proxy.toml"
     case "$alg" in

@@ -237,13 +237,17 @@ async fn run(args: Args, bin: PathBuf) -> Result<bool, BoxError> {
         .chain((0..args.accounts).map(soak_account))
         .collect();
     let known = accounts.len();
-    let (mock_addr, mock) = MockUpstream::spawn(MockConfig {
-        api_key: API_KEY.into(),
-        token_ttl: Duration::from_secs(args.token_ttl_s),
-        accounts,
-        record_limit: 16,
-        ..MockConfig::default()
-    })
+    let (mock_addr, mock) = MockUpstream::spawn(
+        MockConfig {
+            api_key: API_KEY.into(),
+            token_ttl: Duration::from_secs(args.token_ttl_s),
+            accounts,
+            record_limit: 16,
+            ..MockConfig::default()
+        }
+        // The proxy is measured, not Refold's rate limit.
+        .without_rate_limits(),
+    )
     .await?;
     let mock_setup = setup.elapsed();
 
@@ -258,6 +262,7 @@ async fn run(args: Args, bin: PathBuf) -> Result<bool, BoxError> {
          timeout_ms = 10000\n\
          [identity]\nhs_secret_env = \"SOAK_APP_JWT_SECRET\"\n\
          [tokens]\nmax_accounts = {max_accounts}\nrefresh_before_expiry_s = {refresh_before_s}\n\
+         max_mints_per_s = 100000\n\
          [limits]\nmax_connections = {max_connections}\n\
          per_account_rps = 1000000.0\nper_account_burst = 1000000\nmax_in_flight = 100000\n\
          per_account_in_flight = 100000\n\
@@ -318,7 +323,8 @@ async fn run(args: Args, bin: PathBuf) -> Result<bool, BoxError> {
     report.line(format!(
         "proxy config    tokens.max_accounts {max_accounts}, tokens.refresh_before_expiry_s \
          {refresh_before_s}, limits.max_connections {max_connections}, upstream.timeout_ms \
-         10000, other keys default (max_concurrent_mints 4, breaker 5 failures / 10 s)"
+         10000, tokens.max_mints_per_s 100000 (the stand-in has no rate limit), other keys \
+         default (max_concurrent_mints 4, breaker 5 failures / 10 s)"
     ));
     report.line(format!(
         "stand-in        {known} linked accounts created in {:.2} s (in process; not in the RSS figures)",

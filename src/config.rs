@@ -197,6 +197,9 @@ pub struct TokensConfig {
     pub auto_provision: bool,
     /// Mints in flight at once, across all accounts.
     pub max_concurrent_mints: usize,
+    /// Mints started a second at most, evenly spaced, across all accounts: under Refold's
+    /// rate limit of about 20 requests a second per org.
+    pub max_mints_per_s: u32,
     /// Consecutive token-endpoint failures that open the circuit breaker.
     pub breaker_failures: u32,
     /// How long the open breaker stops calling the token endpoint.
@@ -372,6 +375,7 @@ struct FileTokens {
     missing_account_ttl_s: u64,
     auto_provision: bool,
     max_concurrent_mints: usize,
+    max_mints_per_s: u32,
     breaker_failures: u32,
     breaker_cooldown_s: u64,
 }
@@ -386,6 +390,9 @@ impl Default for FileTokens {
             missing_account_ttl_s: 30,
             auto_provision: false,
             max_concurrent_mints: 4,
+            // Below Refold's 20 a second per org: the org's own backend and other
+            // replicas use the same key, and Refold's count need not start with ours.
+            max_mints_per_s: 15,
             breaker_failures: 5,
             breaker_cooldown_s: 10,
         }
@@ -977,6 +984,12 @@ fn validate_tokens(file: FileTokens) -> Result<TokensConfig, ConfigError> {
             "must be between 1 and 1024",
         ));
     }
+    if !(1..=100_000).contains(&file.max_mints_per_s) {
+        return Err(invalid(
+            "tokens.max_mints_per_s",
+            "must be between 1 and 100000",
+        ));
+    }
     if file.breaker_failures == 0 {
         return Err(invalid("tokens.breaker_failures", "must be above 0"));
     }
@@ -1000,6 +1013,7 @@ fn validate_tokens(file: FileTokens) -> Result<TokensConfig, ConfigError> {
         missing_account_ttl: Duration::from_secs(file.missing_account_ttl_s.min(86_400)),
         auto_provision: file.auto_provision,
         max_concurrent_mints: file.max_concurrent_mints,
+        max_mints_per_s: file.max_mints_per_s,
         breaker_failures: file.breaker_failures,
         breaker_cooldown: Duration::from_secs(file.breaker_cooldown_s),
     })

@@ -30,7 +30,10 @@ pub async fn run(listen: SocketAddr, shutdown: impl Future<Output = ()>) -> Resu
         api_key: DEMO_API_KEY.into(),
         accounts: vec![DEMO_ACCOUNT.into()],
         ..MockConfig::default()
-    };
+    }
+    // A page of the SDK makes more calls at once than Refold's burst of 5: the demo
+    // shows the proxy, not Refold's rate limit.
+    .without_rate_limits();
     let (upstream_addr, _mock) = MockUpstream::spawn(mock_config).await?;
 
     let listener = match TcpListener::bind(listen).await {
@@ -100,7 +103,9 @@ pub async fn run_mock_upstream(
         api_key,
         accounts,
         ..MockConfig::default()
-    };
+    }
+    // Driven by load runs and demos, which measure the proxy, not Refold's rate limit.
+    .without_rate_limits();
     MockUpstream::new(config).serve(listener, shutdown).await?;
     Ok(())
 }

@@ -49,7 +49,7 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
     },
-    /// Run only the stand-in Refold upstream.
+    /// Run only the stand-in Refold upstream (without Refold's rate limits).
     MockUpstream {
         #[arg(long)]
         listen: SocketAddr,

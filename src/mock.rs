@@ -12,20 +12,44 @@
 //! - `POST /api/v2/public/connect-url`, whose answer carries a session token, so that
 //!   tests can see what would leak through a proxy that forwarded it;
 //! - Refold's error envelope (`status_code`, `http_error_type`, `error`, `message`) on
-//!   every error, 404 and 405 included. Every response is JSON except the echo fixture,
-//!   which answers with whatever it was sent.
+//!   every error, 404 and 405 included; [`MockConfig::error_field`] puts the code under
+//!   `error_code` instead, as a few of Refold's services do. Every response is JSON
+//!   except the echo fixture, which answers with whatever it was sent.
+//!
+//! # As strict as Refold, by default
+//! [`MockConfig::default`] behaves as Refold does at its edges; each is switchable:
+//!
+//! - Rate limits: one token bucket for the mint, one for every other route, each
+//!   Refold's 20 requests a second with a burst of 5 ([`RateLimit::REFOLD`]). A refused
+//!   request is answered 429 in Refold's envelope with `Retry-After` (whole seconds until
+//!   a token is back), and counted ([`MockUpstream::mints_rate_limited`],
+//!   [`MockUpstream::api_rate_limited`]); every mint that arrives, refused or not, is
+//!   timed for [`MockUpstream::peak_mints_per_second`]. Benches, load runs, the demo and
+//!   tests about something else turn them off ([`MockConfig::without_rate_limits`]); the
+//!   integration tests' harness turns off the API's.
+//! - The API key is refused (401 `UNAUTHORIZED`) on every SDK route, with a session token
+//!   beside it or not: only the mint, the linked-account upsert and the org-level routes
+//!   take it. A proxy that leaked its key onto forwarded traffic fails every request.
+//!   [`MockConfig::api_key_on_sdk_routes`] lets the SDK routes take it with
+//!   `linked_account_id`, as Refold's backend SDK sends it.
+//! - Session tokens expire on the stand-in's own clock ([`MockUpstream::clock`]): a token
+//!   past it is answered 401 `INVALID_TOKEN`.
+//! - [`MockConfig::mint_reply`] answers a mint with the token alone, as Refold's older
+//!   docs show: no `expires_in`, the lifetime only in the JWT's `exp`.
 //!
 //! # Credentials
 //! Org-level routes (linked-account create, list, get, delete) take the API key alone
-//! and reject session tokens. Account-level routes take `authorization: Bearer <token>`,
-//! or the API key with `linked_account_id` as a header or query parameter. The
-//! linked-account upsert takes either, and with a token updates the token's own account.
+//! and reject session tokens. Account-level routes take `authorization: Bearer <token>`
+//! (or, when allowed, the API key with `linked_account_id` as a header or query
+//! parameter). The linked-account upsert takes either, and with a token updates the
+//! token's own account.
 //!
 //! # Session tokens
 //! HS256 JWTs with the claims `org_id`, `linked_account_id`, `environment`, `iat` and
 //! `exp`. A mint hands back the account's still-valid token, with a smaller `expires_in`,
 //! unless `force_refresh=true`; earlier tokens stay valid until they expire or are
-//! revoked. Expiry runs on Tokio's clock, so paused-time tests see tokens expire.
+//! revoked. Expiry runs on the stand-in's clock: Tokio's (so paused-time tests see tokens
+//! expire) plus however far a test moved it.
 //!
 //! # Fixtures
 //! - Applications: `freshdesk` (`auth_type: "keybased"`, inputs `api_key` and
@@ -40,6 +64,7 @@
 //!   status and a JSON body that is *not* `INVALID_TOKEN`, as a workflow's response node
 //!   may. The members of a JSON object input are added to that body, so a test can make
 //!   a workflow say anything (Refold's own envelope included).
+//!   [`MockUpstream::executions_of`] counts the runs of each.
 //! - Large responses: [`Faults::set_execution_response_size`] pads
 //!   `GET /api/v2/public/execution/{id}` to exactly that many bytes of valid JSON, streamed.
 //! - Compressed responses: [`Faults::set_response_encoding`] compresses every non-mint
@@ -57,6 +82,7 @@ mod catalogue;
 mod configs;
 mod faults;
 mod integrations;
+mod limits;
 mod routes;
 mod service;
 mod state;
@@ -83,6 +109,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
+pub use crate::tokens::Clock;
 pub use faults::{ApiFault, Faults, MintFault};
 
 use state::State;
@@ -102,6 +129,43 @@ pub enum MissingAccount {
     InternalError,
 }
 
+/// A token bucket: `per_second` requests a second on average, `burst` at once.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateLimit {
+    /// Tokens added a second.
+    pub per_second: f64,
+    /// Tokens the bucket holds when full.
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// Refold's stated limit: about 20 requests a second per org, a burst of 5.
+    pub const REFOLD: Self = Self {
+        per_second: 20.0,
+        burst: 5,
+    };
+}
+
+/// What a successful mint answers (Refold has done both).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MintReply {
+    /// `token`, `expires_in`, `refresh_token`, `refresh_expires_in` (current docs).
+    #[default]
+    Current,
+    /// Only `{"token": "<JWT>"}` (older docs): the lifetime is the JWT's `exp`.
+    TokenOnly,
+}
+
+/// The field of Refold's error envelope that carries the error code.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ErrorField {
+    /// `error` (most services).
+    #[default]
+    Error,
+    /// `error_code` (a few services).
+    ErrorCode,
+}
+
 /// What the stand-in is configured with.
 #[derive(Clone)]
 pub struct MockConfig {
@@ -118,6 +182,30 @@ pub struct MockConfig {
     pub accounts: Vec<String>,
     /// How many received requests the record keeps; the oldest go first.
     pub record_limit: usize,
+    /// The mint's token bucket, shared by every mint request (`None`: unlimited). Refold's
+    /// by default; a refused mint is answered 429 with `Retry-After`.
+    pub mint_rate_limit: Option<RateLimit>,
+    /// The token bucket of every other route, shared by all accounts (`None`: unlimited).
+    /// Refold's by default; a refused request is answered 429 with `Retry-After`.
+    pub api_rate_limit: Option<RateLimit>,
+    /// What a successful mint answers.
+    pub mint_reply: MintReply,
+    /// Which envelope field carries the error code of the stand-in's own errors.
+    pub error_field: ErrorField,
+    /// Whether the SDK routes accept the API key with `linked_account_id`, as the backend
+    /// SDK sends them. Off by default: the traffic a proxy forwards must carry only the
+    /// session token, so a request on an SDK route with `x-api-key` is refused.
+    pub api_key_on_sdk_routes: bool,
+}
+
+impl MockConfig {
+    /// This configuration without either token bucket, for benches, load runs and tests
+    /// that measure something other than Refold's rate limit.
+    pub fn without_rate_limits(mut self) -> Self {
+        self.mint_rate_limit = None;
+        self.api_rate_limit = None;
+        self
+    }
 }
 
 impl Default for MockConfig {
@@ -129,6 +217,11 @@ impl Default for MockConfig {
             missing_account: MissingAccount::BadRequest,
             accounts: Vec::new(),
             record_limit: 1024,
+            mint_rate_limit: Some(RateLimit::REFOLD),
+            api_rate_limit: Some(RateLimit::REFOLD),
+            mint_reply: MintReply::Current,
+            error_field: ErrorField::Error,
+            api_key_on_sdk_routes: false,
         }
     }
 }
@@ -142,6 +235,11 @@ impl fmt::Debug for MockConfig {
             .field("missing_account", &self.missing_account)
             .field("accounts", &self.accounts)
             .field("record_limit", &self.record_limit)
+            .field("mint_rate_limit", &self.mint_rate_limit)
+            .field("api_rate_limit", &self.api_rate_limit)
+            .field("mint_reply", &self.mint_reply)
+            .field("error_field", &self.error_field)
+            .field("api_key_on_sdk_routes", &self.api_key_on_sdk_routes)
             .finish()
     }
 }
@@ -247,6 +345,33 @@ impl MockUpstream {
     /// How many mint requests arrived, whatever their outcome.
     pub fn mint_count(&self) -> u64 {
         self.state.mint_count()
+    }
+
+    /// The most mint requests that arrived within any one second, those answered 429
+    /// included.
+    pub fn peak_mints_per_second(&self) -> usize {
+        self.state.peak_mints_per_second()
+    }
+
+    /// How many mint requests the mint's token bucket refused with 429.
+    pub fn mints_rate_limited(&self) -> u64 {
+        self.state.mints_rate_limited()
+    }
+
+    /// How many other requests the API's token bucket refused with 429.
+    pub fn api_rate_limited(&self) -> u64 {
+        self.state.api_rate_limited()
+    }
+
+    /// How many times the workflow `id_or_alias` (as the execute path named it) ran.
+    pub fn executions_of(&self, id_or_alias: &str) -> u64 {
+        self.state.executions_of(id_or_alias)
+    }
+
+    /// The stand-in's clock: session-token expiry and the token buckets run on it. Tests
+    /// move it forward to make Refold see time pass without sleeping.
+    pub fn clock(&self) -> &Clock {
+        &self.state.clock
     }
 
     /// The most mint requests that were being answered at the same moment.

@@ -113,6 +113,7 @@ pub fn keep_restart_only(running: &Config, loaded: &mut Config) -> Vec<&'static 
         "tokens.missing_account_ttl_s" => tokens.missing_account_ttl;
         "tokens.auto_provision" => tokens.auto_provision;
         "tokens.max_concurrent_mints" => tokens.max_concurrent_mints;
+        "tokens.max_mints_per_s" => tokens.max_mints_per_s;
         "tokens.breaker_failures" => tokens.breaker_failures;
         "tokens.breaker_cooldown_s" => tokens.breaker_cooldown;
         // The cache is built from the whole table: a key not listed above is caught here.

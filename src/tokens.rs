@@ -6,13 +6,19 @@
 //! - A token is re-minted in the background once it enters its refresh window, while
 //!   the current one keeps serving; a request waits only when no valid token exists.
 //! - A failed mint is never cached as a token.
+//! - Mints start at most `tokens.max_mints_per_s` a second, evenly spaced, under Refold's
+//!   rate limit; a request whose account's mint is queued further ahead than
+//!   `tokens.mint_timeout_ms` gets 503 with a `Retry-After` of when it will have started,
+//!   and the mint goes on without it.
 
 mod breaker;
 mod cache;
 mod mint;
+mod pacer;
 
 pub use cache::{TokenCache, TokenSettings};
 pub use mint::{Earned, Environment, MintError, Minter};
+pub use pacer::Pacer;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -222,6 +222,8 @@ async fn shipped_defaults_let_an_sdk_page_through_and_stop_an_abusive_client() {
     let (mock_addr, mock) = MockUpstream::spawn(MockConfig {
         api_key: API_KEY.into(),
         accounts: vec!["alice".into(), "abuser".into()],
+        // The proxy's shipped limits are tested, not Refold's API limit (burst 5).
+        api_rate_limit: None,
         ..MockConfig::default()
     })
     .await

@@ -250,3 +250,29 @@ async fn upstream_status_and_json_pass_through_unchanged() {
     let body: serde_json::Value = response.json().await.expect("JSON");
     assert_eq!(body["status_code"], 404);
 }
+
+#[tokio::test]
+async fn the_stand_in_refuses_the_api_key_beside_a_session_token_on_sdk_routes() {
+    let h = Harness::with_accounts(&["alice"]).await;
+    assert_eq!(
+        h.get_as("alice", "/api/v2/public/workflow").await.status(),
+        200
+    );
+    let token = h.mock.current_token("alice").unwrap();
+    // What a proxy that leaked its key would send: the right session token plus the key.
+    let leaked = h
+        .client
+        .get(format!("http://{}/api/v2/public/workflow", h.mock_addr))
+        .bearer_auth(&token)
+        .header("x-api-key", support::API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_error(leaked, 401, "UNAUTHORIZED").await;
+    // The proxy's own forwarding carries the token alone, and passes.
+    let forwarded = recorded(&h.mock.requests(), "/api/v2/public/workflow")
+        .into_iter()
+        .map(|r| r.headers.contains_key("x-api-key"))
+        .collect::<Vec<_>>();
+    assert_eq!(forwarded, [false, true]);
+}

@@ -8,10 +8,16 @@ mod support;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use refold_proxy::mock::{ApiFault, MintFault, MissingAccount};
-use support::{assert_error, Harness, API_KEY};
+use refold_proxy::mock::{ApiFault, MintFault, MissingAccount, RateLimit};
+use support::{assert_error, Harness, HarnessBuilder, API_KEY};
 
 const PATH: &str = "/api/v2/public/workflow";
+
+/// A stand-in with both of Refold's rate limits, the API's included: faults come on top
+/// of the limits a real Refold enforces (none of these tests sends more than its burst).
+fn harness() -> HarnessBuilder {
+    Harness::builder().mock(|m| m.api_rate_limit = Some(RateLimit::REFOLD))
+}
 
 fn api_requests(h: &Harness) -> usize {
     h.mock.requests().iter().filter(|r| r.path == PATH).count()
@@ -20,7 +26,7 @@ fn api_requests(h: &Harness) -> usize {
 #[tokio::test]
 async fn unknown_account_is_403_in_both_refold_flavours() {
     for flavour in [MissingAccount::BadRequest, MissingAccount::InternalError] {
-        let h = Harness::builder()
+        let h = harness()
             .mock(|m| m.missing_account = flavour)
             .start()
             .await;
@@ -36,7 +42,7 @@ async fn unknown_account_is_403_in_both_refold_flavours() {
 
 #[tokio::test]
 async fn token_endpoint_down_or_failing_is_503_with_retry_after() {
-    let h = Harness::with_accounts(&["alice"]).await;
+    let h = harness().accounts(["alice"]).start().await;
     let clock = h.proxy.tokens().clock().clone();
     for fault in [
         MintFault::Down,
@@ -64,7 +70,7 @@ async fn token_endpoint_down_or_failing_is_503_with_retry_after() {
 
 #[tokio::test]
 async fn token_endpoint_rate_limit_passes_its_retry_after_on() {
-    let h = Harness::with_accounts(&["alice"]).await;
+    let h = harness().accounts(["alice"]).start().await;
     h.mock.faults().set_mint_fault(MintFault::RateLimited {
         retry_after: Duration::from_secs(7),
     });
@@ -75,7 +81,7 @@ async fn token_endpoint_rate_limit_passes_its_retry_after_on() {
 
 #[tokio::test]
 async fn slow_token_endpoint_times_out_cleanly_with_one_mint() {
-    let h = Harness::builder()
+    let h = harness()
         .accounts(["alice"])
         .tokens("mint_timeout_ms = 300")
         .start()
@@ -91,7 +97,7 @@ async fn slow_token_endpoint_times_out_cleanly_with_one_mint() {
 
 #[tokio::test]
 async fn garbage_mint_responses_are_502_and_never_cached() {
-    let h = Harness::with_accounts(&["alice"]).await;
+    let h = harness().accounts(["alice"]).start().await;
     let clock = h.proxy.tokens().clock().clone();
     for fault in [
         MintFault::HtmlBody,
@@ -121,7 +127,7 @@ async fn garbage_mint_responses_are_502_and_never_cached() {
 
 #[tokio::test]
 async fn an_opaque_token_lives_the_fallback_ttl() {
-    let h = Harness::builder()
+    let h = harness()
         .accounts(["alice"])
         .tokens("fallback_ttl_s = 3600\nrefresh_before_expiry_s = 60")
         .start()
@@ -160,7 +166,7 @@ async fn rejected_api_key_is_502_with_a_loud_log_that_never_shows_the_key() {
     tracing::subscriber::set_global_default(subscriber).unwrap();
 
     let wrong_key = "tk_wrong_key_that_must_not_be_logged";
-    let h = Harness::builder()
+    let h = harness()
         .accounts(["alice"])
         .proxy_api_key(wrong_key)
         .start()
@@ -178,7 +184,7 @@ async fn rejected_api_key_is_502_with_a_loud_log_that_never_shows_the_key() {
 
 #[tokio::test]
 async fn upstream_down_is_502_and_slow_is_504() {
-    let h = Harness::builder()
+    let h = harness()
         .accounts(["alice"])
         .upstream("timeout_ms = 300")
         .start()
@@ -203,7 +209,7 @@ async fn nothing_listening_upstream_is_503_for_a_cold_account() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let h = Harness::builder()
+    let h = harness()
         .accounts(["alice"])
         .upstream_url(&format!("http://{dead}"))
         .start()
@@ -215,7 +221,7 @@ async fn nothing_listening_upstream_is_503_for_a_cold_account() {
 
 #[tokio::test]
 async fn one_accounts_refused_mints_back_it_off_and_spare_the_others() {
-    let h = Harness::builder()
+    let h = harness()
         .accounts(["odd", "cold"])
         .tokens("breaker_failures = 3\nbreaker_cooldown_s = 10")
         .start()
@@ -265,4 +271,28 @@ async fn one_accounts_refused_mints_back_it_off_and_spare_the_others() {
     clock.advance(Duration::from_secs(61));
     assert_eq!(h.get_as("odd", PATH).await.status(), 200);
     assert_eq!(h.mock.mints_for("odd"), 5);
+}
+
+#[tokio::test]
+async fn refolds_own_api_rate_limit_reaches_the_caller_as_its_429() {
+    let h = harness().accounts(["alice"]).start().await;
+    assert_eq!(h.get_as("alice", PATH).await.status(), 200);
+    // Twenty at once against a burst of 5: Refold refuses some, with its Retry-After.
+    let responses = join_all((0..20).map(|_| h.get_as("alice", PATH))).await;
+    let mut limited = 0;
+    for response in responses {
+        if response.status() == 200 {
+            continue;
+        }
+        assert_eq!(response.status(), 429);
+        assert_eq!(response.headers()["retry-after"], "1");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["status_code"], 429, "{body}");
+        assert_eq!(body["error"], "TOO_MANY_REQUESTS", "{body}");
+        limited += 1;
+    }
+    assert!(limited > 0, "Refold's limit never met");
+    assert_eq!(h.mock.api_rate_limited(), limited);
+    // A rate limit is not a bad token: nothing was minted again.
+    assert_eq!(h.mock.mint_count(), 1);
 }

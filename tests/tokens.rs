@@ -8,6 +8,8 @@ mod support;
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use refold_proxy::mock::{ErrorField, MintReply, MissingAccount};
+use serde_json::json;
 use support::{app_jwt, assert_error, Harness};
 
 const PATH: &str = "/api/v2/public/workflow";
@@ -69,7 +71,9 @@ async fn a_thousand_concurrent_first_requests_make_one_mint() {
     });
     let statuses = join_all(requests).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    // Under Refold's mint limit, which the stand-in enforces here.
     assert_eq!(h.mock.mint_count(), 1);
+    assert_eq!(h.mock.mints_rate_limited(), 0);
     let tokens = forwarded_tokens(&h);
     assert_eq!(tokens.len(), 1000);
     let session = format!("Bearer {}", h.mock.current_token("alice").unwrap());
@@ -79,8 +83,11 @@ async fn a_thousand_concurrent_first_requests_make_one_mint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_accounts_at_once_make_two_hundred_mints() {
     let accounts: Vec<String> = (0..200).map(|i| format!("acct-{i}")).collect();
+    // One mint per account is tested, not the rate limit: neither side paces.
     let h = Harness::builder()
         .accounts(accounts.iter().cloned())
+        .mock(|m| m.mint_rate_limit = None)
+        .tokens("max_mints_per_s = 100000")
         .start()
         .await;
     h.mock.faults().set_mint_latency(Duration::from_millis(100));
@@ -299,4 +306,185 @@ async fn an_account_whose_tokens_are_always_rejected_gets_one_forced_mint_per_30
 async fn assert_error_401(response: reqwest::Response) -> serde_json::Value {
     assert_eq!(response.status(), 401);
     response.json().await.unwrap()
+}
+
+fn mints(h: &Harness) -> Vec<refold_proxy::mock::RecordedRequest> {
+    h.mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/api/v2/public/session-token")
+        .collect()
+}
+
+#[tokio::test]
+async fn a_mint_reply_without_expires_in_is_refreshed_before_its_jwt_exp() {
+    // Refold's old reply: the token alone, a JWT whose exp is an hour away. The fallback
+    // lifetime (a day) would refresh nothing within the hour.
+    let h = Harness::builder()
+        .accounts(["alice"])
+        .mock(|m| {
+            m.token_ttl = Duration::from_secs(3600);
+            m.mint_reply = MintReply::TokenOnly;
+        })
+        .tokens("refresh_before_expiry_s = 300\nfallback_ttl_s = 86400")
+        .start()
+        .await;
+    let clock = h.proxy.tokens().clock().clone();
+    assert_eq!(h.get_as("alice", PATH).await.status(), 200);
+    let first = h.mock.current_token("alice").unwrap();
+
+    // 50 minutes on: outside the refresh window the JWT's exp sets.
+    clock.advance(Duration::from_secs(50 * 60));
+    assert_eq!(h.get_as("alice", PATH).await.status(), 200);
+    assert_eq!(h.mock.mint_count(), 1);
+
+    // 57 minutes on, three before that exp: a forced refresh runs in the background.
+    clock.advance(Duration::from_secs(7 * 60));
+    assert_eq!(h.get_as("alice", PATH).await.status(), 200);
+    eventually("the refresh before exp", || h.mock.mint_count() == 2).await;
+    assert_eq!(mints(&h)[1].query.as_deref(), Some("force_refresh=true"));
+    let second = h.mock.current_token("alice").unwrap();
+    assert_ne!(first, second);
+    // The refreshed token serves once the proxy has cached it, with no further mint.
+    let second = format!("Bearer {second}");
+    let mut served = false;
+    for _ in 0..200 {
+        assert_eq!(h.get_as("alice", PATH).await.status(), 200);
+        if forwarded_tokens(&h).last() == Some(&second) {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(served, "the refreshed token never served");
+    assert_eq!(h.mock.mint_count(), 2);
+}
+
+#[tokio::test]
+async fn invalid_token_in_error_code_forces_a_mint_and_one_retry() {
+    let h = Harness::builder()
+        .accounts(["alice"])
+        .mock(|m| m.error_field = ErrorField::ErrorCode)
+        .start()
+        .await;
+    assert_eq!(h.get_as("alice", PATH).await.status(), 200);
+    h.mock.revoke_all_tokens();
+    // Refold says INVALID_TOKEN under error_code: the proxy drops the token, mints with
+    // force and goes again; the caller never sees the 401.
+    assert_eq!(h.get_as("alice", PATH).await.status(), 200);
+    assert_eq!(h.mock.mint_count(), 2);
+    assert_eq!(mints(&h)[1].query.as_deref(), Some("force_refresh=true"));
+    let forwarded: Vec<_> = h
+        .mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == PATH)
+        .collect();
+    assert_eq!(
+        forwarded.len(),
+        3,
+        "the first, the rejected one and its retry"
+    );
+    assert!(forwarded[1].linked_account_id.is_none(), "not rejected");
+    let second = h.mock.current_token("alice").unwrap();
+    assert_eq!(
+        forwarded[2].headers["authorization"],
+        format!("Bearer {second}").as_str()
+    );
+}
+
+#[tokio::test]
+async fn a_missing_account_in_the_error_code_shape_is_recognised() {
+    for flavour in [MissingAccount::BadRequest, MissingAccount::InternalError] {
+        let h = Harness::builder()
+            .mock(|m| {
+                m.error_field = ErrorField::ErrorCode;
+                m.missing_account = flavour;
+            })
+            .start()
+            .await;
+        assert_error(
+            h.get_as("ghost", PATH).await,
+            403,
+            "LINKED_ACCOUNT_NOT_FOUND",
+        )
+        .await;
+        assert_eq!(h.mock.mint_count(), 1, "{flavour:?}");
+        assert!(forwarded_tokens(&h).is_empty(), "{flavour:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_workflow_401_that_mentions_invalid_token_runs_once_and_mints_nothing() {
+    for input in [
+        json!({"message": "upstream CRM said INVALID_TOKEN"}),
+        json!({"error": "WORKFLOW_FAILED", "message": "INVALID_TOKEN"}),
+        json!({"output": {"error_code": "INVALID_TOKEN"}}),
+    ] {
+        let h = Harness::with_accounts(&["alice"]).await;
+        let response = h
+            .client
+            .post(h.url("/api/v2/public/workflow/status-401/execute"))
+            .bearer_auth(app_jwt("alice"))
+            .header("content-type", "application/json")
+            .body(input.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+        // The workflow's own answer, passed through as it was.
+        let body: serde_json::Value = response.json().await.unwrap();
+        for (key, value) in input.as_object().unwrap() {
+            assert_eq!(&body[key], value, "{body}");
+        }
+        assert_eq!(
+            h.mock.executions_of("status-401"),
+            1,
+            "ran twice for {input}"
+        );
+        assert_eq!(h.mock.mint_count(), 1, "re-minted for {input}");
+    }
+}
+
+#[tokio::test]
+async fn a_long_idle_accounts_token_expired_at_refold_is_replaced_before_use() {
+    let h = Harness::builder()
+        .accounts(["alice"])
+        .mock(|m| m.token_ttl = Duration::from_secs(3600))
+        .tokens("refresh_before_expiry_s = 300")
+        .start()
+        .await;
+    assert_eq!(h.get_as("alice", PATH).await.status(), 200);
+    let first = h.mock.current_token("alice").unwrap();
+    // Two idle hours, for the proxy and for Refold: the token is past its exp at both,
+    // and Refold refuses it.
+    for clock in [h.proxy.tokens().clock(), h.mock.clock()] {
+        clock.advance(Duration::from_secs(2 * 3600));
+    }
+    assert!(
+        h.mock.current_token("alice").is_none(),
+        "still valid at Refold"
+    );
+    let response = h.get_as("alice", PATH).await;
+    assert_eq!(response.status(), 200, "a 401 reached the caller");
+    let second = h.mock.current_token("alice").unwrap();
+    assert_ne!(first, second);
+    // A plain mint, not a forced one after Refold's INVALID_TOKEN: nothing expired went.
+    assert_eq!(h.mock.mint_count(), 2);
+    assert_eq!(mints(&h)[1].query, None);
+    let forwarded: Vec<_> = h
+        .mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == PATH)
+        .collect();
+    assert_eq!(forwarded.len(), 2);
+    assert!(
+        forwarded.iter().all(|r| r.linked_account_id.is_some()),
+        "a request reached Refold with a token it refused"
+    );
+    assert_eq!(
+        forwarded[1].headers["authorization"],
+        format!("Bearer {second}").as_str()
+    );
 }

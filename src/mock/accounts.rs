@@ -16,6 +16,7 @@ use super::routes::Caller;
 use super::state::{iso8601, Account, State};
 use super::tokens::TokenForm;
 use super::wire::{json, ok, paginate, query_param, ApiError, Call, Dropped, Outcome};
+use super::MintReply;
 use crate::secret::FingerprintKey;
 
 /// The stand-in's own key for account fingerprints in its log: one per process.
@@ -145,6 +146,9 @@ fn issue(
         "mock upstream: session token handed out"
     );
     match form {
+        TokenForm::Jwt if state.mint_reply == MintReply::TokenOnly => {
+            ok(&json!({"token": minted.token}))
+        }
         TokenForm::Jwt => ok(&json!({
             "token": minted.token,
             "expires_in": minted.expires_in,

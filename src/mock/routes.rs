@@ -7,7 +7,7 @@ use percent_encoding::percent_decode_str;
 
 use super::body::ResponseBody;
 use super::state::State;
-use super::wire::{envelope, json, ApiError, Call, Outcome};
+use super::wire::{ApiError, Call, Outcome};
 use super::{accounts, configs, integrations, workflows};
 
 /// A resolved request.
@@ -88,9 +88,13 @@ impl Miss {
         match self {
             Self::NotFound => ApiError::not_found(format!("Cannot {method} {path}")).response(),
             Self::MethodNotAllowed(allow) => {
-                let status = StatusCode::METHOD_NOT_ALLOWED;
                 let message = format!("{method} is not allowed on {path}");
-                let mut response = json(status, &envelope(status, "METHOD_NOT_ALLOWED", &message));
+                let mut response = ApiError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "METHOD_NOT_ALLOWED",
+                    message,
+                )
+                .response();
                 if let Ok(allow) = HeaderValue::from_str(allow) {
                     response.headers_mut().insert(ALLOW, allow);
                 }

@@ -1,11 +1,12 @@
 //! One request through the stand-in:
 //!
 //! ```text
-//! resolve ─► authenticate ─► record ─► latency ─► fault ─► handler
+//! resolve ─► authenticate ─► record ─► rate limit ─► latency ─► fault ─► handler
 //! ```
 //!
-//! The mint takes the same steps with its own latency, faults and counters. The echo
-//! fixture skips buffering: its body is streamed back and recorded as it ends.
+//! The mint takes the same steps with its own bucket, latency, faults and counters. The
+//! echo fixture skips buffering: its body is streamed back and recorded as it ends. The
+//! stand-in's own errors are written with the configured envelope field last.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +25,7 @@ use super::routes::{self, Auth, Caller, Op, Route};
 use super::state::{PendingRecord, State};
 use super::wire::{query_param, ApiError, Call, Dropped};
 use super::workflows::{self, ECHO_WORKFLOW};
+use super::ErrorField;
 
 /// Answer one request; `Err` makes hyper drop the connection without a response.
 pub(super) async fn respond(
@@ -39,10 +41,12 @@ pub(super) async fn respond(
             Ok(Route::Mint) => mint(&state, &parts, body).await,
             Ok(Route::Api(op)) => {
                 let encoding = state.faults.response_encoding();
-                encode(api(state, &parts, body, Ok(op)).await, encoding).await
+                let response = api(Arc::clone(&state), &parts, body, Ok(op)).await;
+                encode(response.map(|r| error_field(&state, r)), encoding).await
             }
-            Err(miss) => api(state, &parts, body, Err(miss)).await,
+            Err(miss) => api(Arc::clone(&state), &parts, body, Err(miss)).await,
         };
+        let result = result.map(|response| error_field(&state, response));
         match &result {
             Ok(response) => debug!(status = response.status().as_u16(), "answered"),
             Err(_) => debug!("dropped the connection"),
@@ -64,6 +68,9 @@ async fn mint(
     record(state, parts, None, &body);
     let account = request.as_ref().ok().map(MintRequest::linked_account_id);
     state.count_mint(account);
+    if let Err(wait) = state.admit_mint() {
+        return Ok(accounts::rate_limited(wait));
+    }
     let (latency, fault) = state.faults.next_mint(account);
     pause(latency).await;
     accounts::mint(state, parts, request, fault)
@@ -80,8 +87,9 @@ async fn api(
         Err(_) => Ok(Caller::Anonymous),
     };
     let account = caller.as_ref().ok().and_then(Caller::account);
+    let limited = state.admit_api().err();
     let (latency, fault) = state.faults.next_api();
-    if let (Ok(Op::Execute(workflow)), Ok(_), None) = (&op, &caller, fault) {
+    if let (Ok(Op::Execute(workflow)), Ok(_), None, None) = (&op, &caller, fault, limited) {
         if workflow == ECHO_WORKFLOW {
             pause(latency).await;
             return Ok(workflows::echo(Arc::clone(&state), parts, body, account));
@@ -89,6 +97,9 @@ async fn api(
     }
     let body = read_body(body).await.map_err(|_| Dropped)?;
     record(&state, parts, account, &body);
+    if let Some(wait) = limited {
+        return Ok(accounts::rate_limited(wait));
+    }
     pause(latency).await;
     match fault {
         None => {}
@@ -147,6 +158,15 @@ fn authenticate(state: &State, auth: Auth, parts: &Parts) -> Result<Caller, ApiE
             Err(ApiError::invalid_credentials())
         }
     };
+    // What the proxy forwards must carry only the session token: Refold's SDK routes
+    // accept the key as its backend SDK sends it, the stand-in only when told to.
+    if has_key && !state.api_key_on_sdk_routes && matches!(auth, Auth::Account | Auth::Token) {
+        return Err(ApiError::new(
+            http::StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "An API key is not accepted on this route",
+        ));
+    }
     match auth {
         Auth::None => Ok(Caller::Anonymous),
         Auth::Key => check_key().map(|()| Caller::Org),
@@ -194,6 +214,16 @@ fn record(state: &State, parts: &Parts, account: Option<&str>, body: &ReadBody) 
         .bytes
         .slice(..body.bytes.len().min(RECORDED_BODY_LIMIT));
     state.record(PendingRecord::new(parts, account), body.len, head);
+}
+
+/// The stand-in's own error with its code under `error_code`, when so configured.
+fn error_field(state: &State, mut response: Response<ResponseBody>) -> Response<ResponseBody> {
+    if state.error_field == ErrorField::ErrorCode {
+        if let Some(error) = response.extensions_mut().remove::<ApiError>() {
+            *response.body_mut() = full(error.envelope(ErrorField::ErrorCode).to_string());
+        }
+    }
+    response
 }
 
 /// The response compressed with `codings`, when that fault is on.

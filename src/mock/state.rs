@@ -18,10 +18,14 @@ use serde_json::{Map, Value};
 use super::configs::Config;
 use super::faults::Faults;
 use super::integrations::Connection;
+use super::limits::Bucket;
 use super::tokens::Tokens;
 use super::wire::ApiError;
 use super::workflows::{Execution, Workflow};
-use super::{MissingAccount, MockConfig, RecordedRequest};
+use super::{Clock, ErrorField, MintReply, MissingAccount, MockConfig, RecordedRequest};
+
+/// Mint arrival times kept for [`State::peak_mints_per_second`]; the oldest go first.
+const MINT_ARRIVALS_KEPT: usize = 100_000;
 
 pub(super) struct State {
     api_key: String,
@@ -30,7 +34,19 @@ pub(super) struct State {
     pub(super) environment: &'static str,
     missing_account: MissingAccount,
     pub(super) faults: Faults,
+    /// Token expiry and the rate limits run on it.
+    pub(super) clock: Clock,
     pub(super) tokens: Tokens,
+    mint_bucket: Option<Bucket>,
+    api_bucket: Option<Bucket>,
+    pub(super) mint_reply: MintReply,
+    pub(super) error_field: ErrorField,
+    pub(super) api_key_on_sdk_routes: bool,
+    mint_arrivals: Mutex<VecDeque<tokio::time::Instant>>,
+    mints_rate_limited: AtomicU64,
+    api_rate_limited: AtomicU64,
+    /// Executions run, by the workflow id or alias the execute path named.
+    executions: DashMap<String, u64>,
     pub(super) accounts: DashMap<String, Account>,
     /// OAuth `state` values handed out in `auth_url`s: (linked account, app slug).
     pub(super) oauth_states: DashMap<String, (String, &'static str)>,
@@ -109,8 +125,26 @@ impl State {
             "test"
         };
         let random = RandomState::new().hash_one(SystemTime::now());
+        let clock = Clock::default();
+        let now = clock.now();
         let state = Self {
-            tokens: Tokens::new(config.org_id.clone(), environment, config.token_ttl, random),
+            tokens: Tokens::new(
+                config.org_id.clone(),
+                environment,
+                config.token_ttl,
+                random,
+                clock.clone(),
+            ),
+            clock,
+            mint_bucket: config.mint_rate_limit.map(|limit| Bucket::new(limit, now)),
+            api_bucket: config.api_rate_limit.map(|limit| Bucket::new(limit, now)),
+            mint_reply: config.mint_reply,
+            error_field: config.error_field,
+            api_key_on_sdk_routes: config.api_key_on_sdk_routes,
+            mint_arrivals: Mutex::default(),
+            mints_rate_limited: AtomicU64::new(0),
+            api_rate_limited: AtomicU64::new(0),
+            executions: DashMap::new(),
             api_key: config.api_key,
             org_id: config.org_id,
             environment,
@@ -230,9 +264,73 @@ impl State {
 
     pub(super) fn count_mint(&self, linked_account_id: Option<&str>) {
         self.mint_total.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut arrivals = self
+                .mint_arrivals
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            // Taken under the lock, so the record is in order.
+            arrivals.push_back(self.clock.now());
+            if arrivals.len() > MINT_ARRIVALS_KEPT {
+                arrivals.pop_front();
+            }
+        }
         if let Some(id) = linked_account_id {
             *self.mints.entry(id.to_owned()).or_insert(0) += 1;
         }
+    }
+
+    /// The most mint arrivals within any one second.
+    pub(super) fn peak_mints_per_second(&self) -> usize {
+        let arrivals = self
+            .mint_arrivals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut first = 0;
+        let mut peak = 0;
+        for (last, at) in arrivals.iter().enumerate() {
+            while at.duration_since(arrivals[first]) >= std::time::Duration::from_secs(1) {
+                first += 1;
+            }
+            peak = peak.max(last - first + 1);
+        }
+        peak
+    }
+
+    /// Takes a token from the mint's bucket, or says how long until one is there.
+    pub(super) fn admit_mint(&self) -> Result<(), std::time::Duration> {
+        let Some(bucket) = &self.mint_bucket else {
+            return Ok(());
+        };
+        bucket.take(self.clock.now()).inspect_err(|_| {
+            self.mints_rate_limited.fetch_add(1, Ordering::Relaxed);
+        })
+    }
+
+    /// Takes a token from the API's bucket, or says how long until one is there.
+    pub(super) fn admit_api(&self) -> Result<(), std::time::Duration> {
+        let Some(bucket) = &self.api_bucket else {
+            return Ok(());
+        };
+        bucket.take(self.clock.now()).inspect_err(|_| {
+            self.api_rate_limited.fetch_add(1, Ordering::Relaxed);
+        })
+    }
+
+    pub(super) fn mints_rate_limited(&self) -> u64 {
+        self.mints_rate_limited.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn api_rate_limited(&self) -> u64 {
+        self.api_rate_limited.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn count_execution(&self, id_or_alias: &str) {
+        *self.executions.entry(id_or_alias.to_owned()).or_insert(0) += 1;
+    }
+
+    pub(super) fn executions_of(&self, id_or_alias: &str) -> u64 {
+        self.executions.get(id_or_alias).map_or(0, |count| *count)
     }
 
     pub(super) fn mint_count(&self) -> u64 {

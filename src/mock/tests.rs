@@ -7,6 +7,7 @@
 )]
 
 mod faults;
+mod fidelity;
 mod sdk;
 mod streaming;
 
@@ -28,7 +29,14 @@ pub(super) struct Harness {
 }
 
 impl Harness {
+    /// A stand-in with `config` but without Refold's rate limits: most of these tests
+    /// make more than five calls at once and are about something else.
     pub(super) async fn start(config: MockConfig) -> Self {
+        Self::start_as_configured(config.without_rate_limits()).await
+    }
+
+    /// A stand-in with `config` exactly, rate limits included.
+    pub(super) async fn start_as_configured(config: MockConfig) -> Self {
         let api_key = config.api_key.clone();
         let (addr, mock) = MockUpstream::spawn(config).await.unwrap();
         Self {
@@ -486,8 +494,13 @@ async fn session_tokens_update_their_own_account_and_not_org_routes() {
 }
 
 #[tokio::test]
-async fn api_key_with_linked_account_id_acts_as_that_account() {
-    let h = Harness::with_accounts(&["acct-1"]).await;
+async fn api_key_with_linked_account_id_acts_as_that_account_when_allowed() {
+    let h = Harness::start(MockConfig {
+        accounts: vec!["acct-1".to_owned()],
+        api_key_on_sdk_routes: true,
+        ..MockConfig::default()
+    })
+    .await;
     let response = h
         .client
         .get(h.url("/api/v3/org/basics"))

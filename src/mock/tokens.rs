@@ -1,7 +1,8 @@
 //! Session tokens: issuing (and reusing) them, looking them up, revoking them.
 //!
-//! Expiry runs on Tokio's clock, so tests that pause and advance time see tokens expire
-//! without sleeping; the JWT's `iat` and `exp` are wall-clock seconds.
+//! Expiry runs on the stand-in's clock (Tokio's, plus what a test moved it forward), so
+//! tests that pause Tokio's time or move that clock see tokens expire without sleeping;
+//! the JWT's `iat` and `exp` are wall-clock seconds.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde::Serialize;
 use tokio::time::Instant;
+
+use super::Clock;
 
 /// What the mint hands out.
 #[derive(Debug)]
@@ -39,6 +42,7 @@ pub(super) struct Tokens {
     instance: u64,
     serial: AtomicU64,
     book: Mutex<Book>,
+    clock: Clock,
 }
 
 #[derive(Default)]
@@ -76,6 +80,7 @@ impl Tokens {
         environment: &'static str,
         ttl: Duration,
         instance: u64,
+        clock: Clock,
     ) -> Self {
         Self {
             org_id,
@@ -84,6 +89,7 @@ impl Tokens {
             instance,
             serial: AtomicU64::new(0),
             book: Mutex::default(),
+            clock,
         }
     }
 
@@ -99,7 +105,7 @@ impl Tokens {
         force_refresh: bool,
         form: TokenForm,
     ) -> Result<Minted, jsonwebtoken::errors::Error> {
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut book = self.book();
         if !force_refresh && form == TokenForm::Jwt {
             let reusable = book
@@ -138,7 +144,7 @@ impl Tokens {
     pub(super) fn account_of(&self, token: &str) -> Option<String> {
         let book = self.book();
         let grant = book.grants.get(token)?;
-        (grant.expires_at > Instant::now()).then(|| grant.linked_account_id.clone())
+        (grant.expires_at > self.clock.now()).then(|| grant.linked_account_id.clone())
     }
 
     /// The still-valid token a mint would reuse for this account.
@@ -146,7 +152,7 @@ impl Tokens {
         let book = self.book();
         let token = book.current.get(linked_account_id)?;
         let grant = book.grants.get(token)?;
-        (grant.expires_at > Instant::now()).then(|| token.clone())
+        (grant.expires_at > self.clock.now()).then(|| token.clone())
     }
 
     /// Revoke one token; false if it was not valid.
@@ -163,7 +169,7 @@ impl Tokens {
         {
             book.current.remove(&grant.linked_account_id);
         }
-        grant.expires_at > Instant::now()
+        grant.expires_at > self.clock.now()
     }
 
     /// Revoke every token of one account.

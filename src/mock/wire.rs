@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use super::body::{full, ResponseBody};
+use super::ErrorField;
 
 /// What a route handler returns.
 pub(super) type Outcome = Result<Response<ResponseBody>, ApiError>;
@@ -73,8 +74,9 @@ fn decode_form(text: &str) -> String {
 #[error("connection dropped without a response")]
 pub(super) struct Dropped;
 
-/// A Refold error: status plus envelope fields.
-#[derive(Debug)]
+/// A Refold error: status plus envelope fields. Its response carries it as an extension,
+/// so that the envelope can be written again with the configured code field.
+#[derive(Debug, Clone)]
 pub(super) struct ApiError {
     status: StatusCode,
     error: &'static str,
@@ -137,10 +139,22 @@ impl ApiError {
     }
 
     pub(super) fn response(&self) -> Response<ResponseBody> {
-        json(
-            self.status,
-            &envelope(self.status, self.error, &self.message),
-        )
+        let mut response = json(self.status, &self.envelope(ErrorField::Error));
+        response.extensions_mut().insert(self.clone());
+        response
+    }
+
+    /// Refold's envelope of this error, its code under `field`.
+    pub(super) fn envelope(&self, field: ErrorField) -> Value {
+        let mut envelope = envelope(self.status, self.error, &self.message);
+        if field == ErrorField::ErrorCode {
+            if let Some(object) = envelope.as_object_mut() {
+                if let Some(code) = object.remove("error") {
+                    object.insert("error_code".to_owned(), code);
+                }
+            }
+        }
+        envelope
     }
 }
 

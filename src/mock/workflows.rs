@@ -230,6 +230,7 @@ pub(super) fn execute(state: &State, account: &str, id_or_alias: &str, call: &Ca
             stored.executions.pop_front();
         }
     })?;
+    state.count_execution(id_or_alias);
     Ok(answer)
 }
 

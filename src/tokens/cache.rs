@@ -23,6 +23,9 @@ const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_se
 /// a revoked account or a broken upstream would otherwise cost a mint per request.
 const FORCED_REMINT_INTERVAL: Duration = Duration::from_secs(30);
 
+/// Why a request was answered before its account's mint started.
+const QUEUED: &str = "mint queued behind the mint rate limit";
+
 /// Cache settings.
 #[derive(Debug, Clone)]
 pub struct TokenSettings {
@@ -58,6 +61,8 @@ struct SlotState {
     /// No forced re-mint after an `INVALID_TOKEN` before this many seconds after the
     /// cache's epoch (whole seconds, rounded up, keep the slot small).
     remint_after_s: u32,
+    /// When the flight's mint starts: a ticket of the minter's pacer.
+    flight_starts: u64,
 }
 
 impl SlotState {
@@ -206,12 +211,12 @@ impl TokenCache {
                 self.metrics().cache_lookup(CacheLookup::Hit);
                 if token.wants_refresh(now) && state.flight.is_none() && state.may_refresh_at(now) {
                     // Refold hands back the same token unless forced: a refresh must force.
-                    state.flight = Some(self.start_flight(&slot, true));
+                    self.start_flight(&slot, true, &mut state);
                     self.metrics().cache_refresh();
                 }
                 return Ok(token);
             }
-            match &state.flight {
+            let flight = match &state.flight {
                 Some(flight) => {
                     self.metrics().cache_lookup(CacheLookup::Miss);
                     flight.clone()
@@ -224,11 +229,20 @@ impl TokenCache {
                     }
                     self.metrics().cache_lookup(CacheLookup::Miss);
                     let force = std::mem::take(&mut state.force_next);
-                    let flight = self.start_flight(&slot, force);
-                    state.flight = Some(flight.clone());
-                    flight
+                    self.start_flight(&slot, force, &mut state)
                 }
+            };
+            // Queued behind the mint rate limit for longer than a mint may take: say when
+            // to come back rather than hold the request. The mint goes on and caches its
+            // token for then.
+            let starts_in = self.inner.minter.pacer().until(state.flight_starts);
+            if starts_in > self.inner.minter.timeout() {
+                return Err(MintError::Unavailable {
+                    reason: QUEUED.into(),
+                    retry_after: Some(starts_in),
+                });
             }
+            flight
         };
         let result = match flight.wait_for(Option::is_some).await {
             Ok(result) => result.clone(),
@@ -403,17 +417,22 @@ impl TokenCache {
     }
 
     /// Starts the account's one mint as a task, so it completes and fills the cache even
-    /// if every request waiting on it goes away.
-    fn start_flight(&self, slot: &Arc<Slot>, force: bool) -> Flight {
+    /// if every request waiting on it goes away; records it in `state` (the slot's, whose
+    /// lock the caller holds) with the start the pacer gave it.
+    fn start_flight(&self, slot: &Arc<Slot>, force: bool, state: &mut SlotState) -> Flight {
         let (tx, rx) = watch::channel(None);
         let inner = Arc::clone(&self.inner);
-        let slot = Arc::clone(slot);
+        let task_slot = Arc::clone(slot);
+        let start = inner.minter.pacer().reserve();
+        state.flight = Some(rx.clone());
+        state.flight_starts = inner.minter.pacer().ticket_of(start);
         tokio::spawn(async move {
+            let slot = task_slot;
             // Clears the flight even if the mint panics, so the account is not stuck
             // behind a flight that will never land.
             let guard = FlightGuard(Arc::clone(&slot));
             let account = &slot.account;
-            let result = inner.minter.mint(account, force).await;
+            let result = inner.minter.mint(account, force, start).await;
             {
                 let now = inner.minter.clock().now();
                 let mut state = slot.lock();

@@ -12,6 +12,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::breaker::Breaker;
+use super::pacer::Pacer;
 use super::{Clock, Token};
 use crate::config::Config;
 use crate::metrics::{BreakerState, Metrics, MintOutcome};
@@ -154,6 +155,7 @@ pub struct Minter {
     clock: Clock,
     provision_uri: Option<Uri>,
     permits: tokio::sync::Semaphore,
+    pacer: Pacer,
     breaker: Breaker,
     metrics: Arc<Metrics>,
     /// The key account ids are fingerprinted under in logs (the token cache's too).
@@ -213,6 +215,7 @@ impl Minter {
                 .then(|| join_uri(base, "/api/v2/public/linked-account"))
                 .transpose()?,
             permits: tokio::sync::Semaphore::new(config.tokens.max_concurrent_mints),
+            pacer: Pacer::new(config.tokens.max_mints_per_s),
             breaker: Breaker::new(
                 config.tokens.breaker_failures,
                 config.tokens.breaker_cooldown,
@@ -251,12 +254,29 @@ impl Minter {
         &self.metrics
     }
 
-    /// Mints (or, without `force`, lets Refold hand back) the account's session token.
+    /// The pacer that hands out mint start times (`tokens.max_mints_per_s`).
+    pub fn pacer(&self) -> &Pacer {
+        &self.pacer
+    }
+
+    /// The longest a mint may take (`tokens.mint_timeout_ms`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Mints (or, without `force`, lets Refold hand back) the account's session token,
+    /// once `start` (reserved from [`Minter::pacer`]) has come.
     ///
     /// At most `max_concurrent_mints` calls are in flight across all accounts; the wait
-    /// for a slot counts against `mint_timeout`. With the breaker open it fails at once.
-    /// Every mint is counted by outcome and timed.
-    pub async fn mint(&self, account: &str, force: bool) -> Result<Token, MintError> {
+    /// for a slot counts against `mint_timeout`, the wait for `start` does not. With the
+    /// breaker open it fails at once. Every mint is counted by outcome and timed.
+    pub async fn mint(
+        &self,
+        account: &str,
+        force: bool,
+        start: Instant,
+    ) -> Result<Token, MintError> {
+        tokio::time::sleep_until(start).await;
         let started = std::time::Instant::now();
         let result = self.mint_admitted(account, force).await;
         let outcome = match &result {
@@ -292,7 +312,14 @@ impl Minter {
         if matches!(result, Err(MintError::AccountMissing)) && self.provision_uri.is_some() {
             let provisioned = self.call(deadline, self.provision(account)).await;
             result = match provisioned {
-                Ok(()) => self.call(deadline, self.exchange(account, force)).await,
+                // A second call to the token endpoint: it waits for a start of its own.
+                Ok(()) => {
+                    let paced = async {
+                        tokio::time::sleep_until(self.pacer.reserve()).await;
+                        self.exchange(account, force).await
+                    };
+                    self.call(deadline, paced).await
+                }
                 Err(e) => Err(e),
             };
         }

@@ -330,7 +330,14 @@ async fn demo_prints_a_curl_that_works() {
         .unwrap();
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await.unwrap();
-    assert!(body.is_array() || body.is_object());
+    // The stand-in's catalogue, reached through the proxy: both applications.
+    let slugs: Vec<&str> = body
+        .as_array()
+        .unwrap_or_else(|| panic!("the catalogue is an array: {body}"))
+        .iter()
+        .map(|app| app["slug"].as_str().unwrap())
+        .collect();
+    assert_eq!(slugs, ["freshdesk", "hubspot"], "{body}");
     child.kill().await.unwrap();
 }
 

@@ -250,10 +250,7 @@ async fn shipped_defaults_let_an_sdk_page_through_and_stop_an_abusive_client() {
         .into_iter()
         .map(|r| r.unwrap().status().as_u16())
         .collect();
-    assert!(
-        statuses.iter().all(|s| *s != 429),
-        "the page load was rate limited: {statuses:?}"
-    );
+    assert_eq!(statuses, [200; 25], "the page load was refused");
     // Then getApp every 3 s for five minutes while the user connects.
     for poll in 0..100 {
         proxy.tokens().clock().advance(Duration::from_secs(3));

@@ -52,7 +52,13 @@ async fn app_jwt_becomes_the_accounts_session_token_and_client_credentials_never
     assert!(response.headers().get("set-cookie").is_none());
     let body = response.text().await.unwrap();
     let apps: serde_json::Value = serde_json::from_str(&body).expect("JSON from the stand-in");
-    assert!(apps.is_array() || apps.is_object(), "{apps}");
+    let slugs: Vec<&str> = apps
+        .as_array()
+        .unwrap_or_else(|| panic!("the catalogue is an array: {apps}"))
+        .iter()
+        .map(|app| app["slug"].as_str().unwrap())
+        .collect();
+    assert_eq!(slugs, ["freshdesk", "hubspot"], "{apps}");
 
     let session = h.mock.current_token("alice").expect("a token was minted");
     assert!(
@@ -107,11 +113,9 @@ async fn a_linked_account_id_for_someone_else_never_reaches_refold() {
         .await
         .unwrap();
     assert_error(response, 403, "ACCOUNT_MISMATCH").await;
-    for r in h.mock.requests() {
-        assert_ne!(r.linked_account_id.as_deref(), Some("mallory"));
-        assert!(!r.query.unwrap_or_default().contains("mallory"));
-        assert!(!r.headers.contains_key("linked_account_id"));
-    }
+    // Refused before a token is fetched: neither a mint nor the request reached Refold.
+    let reached: Vec<String> = h.mock.requests().iter().map(|r| r.path.clone()).collect();
+    assert!(reached.is_empty(), "Refold saw {reached:?}");
     assert_eq!(h.mock.mints_for("mallory"), 0);
 }
 
@@ -244,11 +248,65 @@ async fn http2_callers_are_served() {
 
 #[tokio::test]
 async fn upstream_status_and_json_pass_through_unchanged() {
+    // A workflow that answers 418 with a body of its own making (the `status-<code>`
+    // fixture adds the input's members): only Refold could have said this.
+    const TEAPOT: &str = "/api/v2/public/workflow/status-418/execute";
     let h = Harness::with_accounts(&["alice"]).await;
-    let response = h.get_as("alice", "/api/v2/public/no-such-route").await;
-    assert_eq!(response.status(), 404);
-    let body: serde_json::Value = response.json().await.expect("JSON");
-    assert_eq!(body["status_code"], 404);
+    let input = serde_json::json!({
+        "error": "TEAPOT_REFUSED",
+        "detail": {"brew": ["earl grey", 7], "hot": true, "note": null},
+    })
+    .to_string();
+    let via_proxy = h
+        .client
+        .post(h.url(TEAPOT))
+        .bearer_auth(app_jwt("alice"))
+        .header("content-type", "application/json")
+        .body(input.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        recorded(&h.mock.requests(), TEAPOT).len(),
+        1,
+        "not forwarded"
+    );
+    // The same call straight to the stand-in, with the session token the proxy injected.
+    let session = h.mock.current_token("alice").unwrap();
+    let direct = h
+        .client
+        .post(format!("http://{}{TEAPOT}", h.mock_addr))
+        .bearer_auth(session)
+        .header("content-type", "application/json")
+        .body(input)
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(via_proxy.status(), 418);
+    assert_eq!(direct.status(), 418);
+    assert_eq!(
+        via_proxy.headers()["content-type"],
+        direct.headers()["content-type"]
+    );
+    let via_proxy = via_proxy.text().await.unwrap();
+    let direct = direct.text().await.unwrap();
+    let execution_id = |body: &str| -> String {
+        let json: serde_json::Value = serde_json::from_str(body).expect("JSON");
+        json["execution_id"]
+            .as_str()
+            .expect("an execution id")
+            .to_owned()
+    };
+    let parsed: serde_json::Value = serde_json::from_str(&via_proxy).unwrap();
+    assert_eq!(parsed["status_code"], 418, "{parsed}");
+    assert_eq!(parsed["error"], "TEAPOT_REFUSED", "{parsed}");
+    assert_eq!(parsed["detail"]["brew"][0], "earl grey", "{parsed}");
+    // Each run has its own execution id; every other byte is the stand-in's.
+    assert_eq!(
+        via_proxy.replace(&execution_id(&via_proxy), "<id>"),
+        direct.replace(&execution_id(&direct), "<id>")
+    );
 }
 
 #[tokio::test]

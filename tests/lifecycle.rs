@@ -84,10 +84,8 @@ async fn a_token_revoked_mid_traffic_costs_one_remint_and_no_caller_error() {
         async move { request.send().await.unwrap().status().as_u16() }
     }))
     .await;
-    assert!(
-        statuses.iter().all(|s| *s == 200 || *s == 202),
-        "{statuses:?}"
-    );
+    // The stand-in answers both routes 200; a caller error would show here.
+    assert_eq!(statuses, [200; 30]);
     assert_eq!(
         h.mock.mint_count(),
         2,
@@ -271,9 +269,15 @@ async fn a_failed_refresh_keeps_the_token_serving_until_expiry_but_never_after()
         assert_eq!(h.get_as("alice", PATH).await.status(), 200);
         clock.advance(Duration::from_secs(10));
     }
-    assert!(forwarded(&h)
-        .iter()
-        .all(|r| r.headers["authorization"] == token.as_str()));
+    let served = forwarded(&h);
+    assert_eq!(
+        served.len(),
+        4,
+        "the first request and the three in the window"
+    );
+    for r in &served {
+        assert_eq!(r.headers["authorization"], token.as_str());
+    }
     // Past expiry it is never injected: the caller waits for a mint, which fails.
     clock.advance(Duration::from_secs(600));
     let before = forwarded(&h).len();

@@ -110,7 +110,18 @@ async fn two_hundred_accounts_at_once_make_two_hundred_mints() {
         assert_eq!(h.mock.mints_for(account), 1, "{account}");
     }
     // Every forwarded request carried its own account's token.
-    for r in h.mock.requests().into_iter().filter(|r| r.path == PATH) {
+    let forwarded: Vec<_> = h
+        .mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == PATH)
+        .collect();
+    assert_eq!(
+        forwarded.len(),
+        600,
+        "three requests for each of 200 accounts"
+    );
+    for r in forwarded {
         let account = r.linked_account_id.clone().expect("authenticated");
         let expected = format!("Bearer {}", h.mock.current_token(&account).unwrap());
         assert_eq!(r.headers["authorization"], expected.as_str());

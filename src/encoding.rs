@@ -21,6 +21,8 @@ const GZIP_LEVEL: u32 = 5;
 const BROTLI_QUALITY: u32 = 4;
 /// brotli window (log2): 4 MiB, the usual choice for HTTP.
 const BROTLI_WINDOW: u32 = 22;
+/// The smallest brotli window brotli allows (log2): 1 KiB.
+const BROTLI_MIN_WINDOW: u32 = 10;
 /// brotli's internal buffer.
 const BROTLI_BUFFER: usize = 4096;
 
@@ -296,12 +298,18 @@ impl std::fmt::Debug for Encoder {
 impl Encoder {
     /// An encoder writing `coding` (deflate is never chosen for clients: gzip is used).
     pub fn new(coding: Coding) -> Self {
+        Self::with_window(coding, BROTLI_WINDOW)
+    }
+
+    /// An encoder whose brotli window is `2^window` bytes: a body known to be smaller
+    /// needs no larger one, and brotli sets up its match tables for the whole window.
+    fn with_window(coding: Coding, window: u32) -> Self {
         let kind = match coding {
             Coding::Br => EncoderKind::Br(Box::new(brotli::CompressorWriter::new(
                 Vec::new(),
                 BROTLI_BUFFER,
                 BROTLI_QUALITY,
-                BROTLI_WINDOW,
+                window,
             ))),
             Coding::Gzip | Coding::Deflate => EncoderKind::Gzip(flate2::write::GzEncoder::new(
                 Vec::new(),
@@ -354,7 +362,7 @@ impl Encoder {
 
     /// `body` compressed whole.
     pub fn compress(coding: Coding, body: &[u8]) -> io::Result<Bytes> {
-        let mut encoder = Self::new(coding);
+        let mut encoder = Self::with_window(coding, window_for(body.len()));
         let head = encoder.encode_unflushed(body)?;
         let tail = encoder.finish()?;
         if head.is_empty() {
@@ -365,6 +373,13 @@ impl Encoder {
         whole.extend_from_slice(&tail);
         Ok(Bytes::from(whole))
     }
+}
+
+/// The brotli window (log2) for a body of `len` bytes: just large enough to hold it,
+/// between brotli's smallest and the streaming window.
+fn window_for(len: usize) -> u32 {
+    let bits = usize::BITS - len.saturating_sub(1).leading_zeros();
+    bits.clamp(BROTLI_MIN_WINDOW, BROTLI_WINDOW)
 }
 
 #[cfg(test)]
@@ -480,6 +495,31 @@ mod tests {
                     .unwrap(),
             };
             assert_eq!(back, plain, "{coding:?}");
+        }
+    }
+
+    #[test]
+    fn whole_bodies_round_trip_with_a_window_fitted_to_their_size() {
+        assert_eq!(window_for(0), BROTLI_MIN_WINDOW);
+        assert_eq!(window_for(1024), 10);
+        assert_eq!(window_for(1025), 11);
+        assert_eq!(window_for(64 * 1024), 16);
+        assert_eq!(window_for(usize::MAX), BROTLI_WINDOW);
+        // Sizes at and around each power of two, so every window size is read back.
+        let sizes = (9..=17).flat_map(|bits: u32| {
+            let p = 1usize << bits;
+            [p - 1, p, p + 1]
+        });
+        for len in sizes {
+            let plain: Vec<u8> = (0..len)
+                .map(|i| b"{\"k\":\"v\",}"[i % 10] ^ (i / 97) as u8)
+                .collect();
+            let wire = Encoder::compress(Coding::Br, &plain).unwrap();
+            let mut back = Vec::new();
+            brotli::Decompressor::new(wire.as_ref(), 4096)
+                .read_to_end(&mut back)
+                .unwrap();
+            assert_eq!(back, plain, "{len} bytes");
         }
     }
 }

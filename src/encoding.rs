@@ -10,7 +10,7 @@ use std::io::{self, Write};
 
 use bytes::Bytes;
 use http::header::{ACCEPT_ENCODING, CONTENT_ENCODING};
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 
 /// Input handed to a decoder at once: deflate expands at most ~1032x, so one piece never
 /// inflates to more than a few megabytes before the sink's limit is checked again.
@@ -89,8 +89,41 @@ pub fn content_codings(headers: &HeaderMap) -> Result<Vec<Coding>, DecodeError> 
 /// accepts br at least as much as gzip, else gzip, else none. q-values are honoured
 /// (`q=0` refuses a coding), `*` stands for codings not named, `x-gzip` for gzip.
 pub fn preferred(headers: &HeaderMap) -> Option<Coding> {
+    preferred_in(headers.get_all(ACCEPT_ENCODING))
+}
+
+/// A client's `Accept-Encoding`, kept as it came and read only when an answer is large
+/// enough to compress: most answers are not, and the parse would cost every request.
+#[derive(Debug, Clone, Default)]
+pub struct AcceptEncoding(Option<HeaderValue>);
+
+impl AcceptEncoding {
+    /// What `headers` accept (several `Accept-Encoding` lines are joined, as one list).
+    pub fn of(headers: &HeaderMap) -> Self {
+        let mut values = headers.get_all(ACCEPT_ENCODING).iter();
+        let Some(first) = values.next() else {
+            return Self(None);
+        };
+        let Some(second) = values.next() else {
+            return Self(Some(first.clone()));
+        };
+        let mut joined = first.as_bytes().to_vec();
+        for value in std::iter::once(second).chain(values) {
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(value.as_bytes());
+        }
+        Self(HeaderValue::from_bytes(&joined).ok())
+    }
+
+    /// The coding to compress with, as [`preferred`] chooses it.
+    pub fn preferred(&self) -> Option<Coding> {
+        preferred_in(self.0.iter())
+    }
+}
+
+fn preferred_in<'a>(values: impl IntoIterator<Item = &'a HeaderValue>) -> Option<Coding> {
     let (mut gzip, mut br, mut star) = (None, None, None);
-    for value in headers.get_all(ACCEPT_ENCODING) {
+    for value in values {
         let Ok(value) = value.to_str() else { continue };
         for item in value.split(',') {
             let mut parts = item.split(';');
@@ -420,6 +453,31 @@ mod tests {
         );
         assert!(matches!(of(&["compress"]), Err(DecodeError::Unsupported)));
         assert!(matches!(of(&["gzip, zstd"]), Err(DecodeError::Unsupported)));
+    }
+
+    #[test]
+    fn a_kept_accept_encoding_chooses_as_the_headers_do() {
+        let lists: [&[&'static str]; 7] = [
+            &[],
+            &["gzip, deflate, br"],
+            &["br;q=0", "gzip; q=0.1"],
+            &["gzip;q=0", "br"],
+            &["*;q=0.5", "br;q=0"],
+            &["deflate", "identity"],
+            &["x-gzip", "*;q=0"],
+        ];
+        for list in lists {
+            let h = headers(ACCEPT_ENCODING, list);
+            assert_eq!(
+                AcceptEncoding::of(&h).preferred(),
+                preferred(&h),
+                "{list:?}"
+            );
+        }
+        assert_eq!(
+            AcceptEncoding::of(&headers(ACCEPT_ENCODING, &["br;q=0", "gzip"])).preferred(),
+            Some(Coding::Gzip)
+        );
     }
 
     #[test]

@@ -26,7 +26,7 @@ use http_body_util::BodyExt;
 use memchr::memmem::Finder;
 
 use crate::config::GuardConfig;
-use crate::encoding::{content_codings, Coding, Decoder, Encoder};
+use crate::encoding::{content_codings, AcceptEncoding, Coding, Decoder, Encoder};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
@@ -129,7 +129,7 @@ impl ResponseGuard {
         &self,
         response: Response<UpstreamBody>,
         token: &Token,
-        accept: Option<Coding>,
+        accept: &AcceptEncoding,
     ) -> Result<Inspected, ProxyError> {
         let unauthorized = response.status() == StatusCode::UNAUTHORIZED;
         let mut token_rejected = false;
@@ -150,7 +150,7 @@ impl ResponseGuard {
         &self,
         response: Response<UpstreamBody>,
         token: &Token,
-        accept: Option<Coding>,
+        accept: &AcceptEncoding,
         on_body: impl FnOnce(&[u8]),
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let search = &SecretSearch::new(token.secret());
@@ -194,7 +194,14 @@ impl ResponseGuard {
             if read > self.max_scan_bytes {
                 // Too big to hold: what was read is clean or refused, the rest is scanned
                 // as it streams.
-                return self.stream(parts, joined(&held), body, decoder, search, accept);
+                return self.stream(
+                    parts,
+                    joined(&held),
+                    body,
+                    decoder,
+                    search,
+                    accept.preferred(),
+                );
             }
         }
         if let Some(decoder) = decoder.as_mut() {
@@ -205,7 +212,10 @@ impl ResponseGuard {
             return Err(ProxyError::TokenLeakBlocked);
         }
         on_body(&whole);
-        let accept = accept.filter(|_| whole.len() >= self.compress_min_bytes.max(1));
+        // Read only now: most answers are too small to compress, and never pay the parse.
+        let accept = (whole.len() >= self.compress_min_bytes.max(1))
+            .then(|| accept.preferred())
+            .flatten();
         let whole = match compressing(&mut parts, accept) {
             Some(coding) => {
                 Encoder::compress(coding, &whole).map_err(|_| ProxyError::Internal("compress"))?

@@ -369,7 +369,7 @@ impl Proxy {
         // The upstream client picks HTTP/1.1 or HTTP/2 per connection, whatever the caller spoke.
         parts.version = Version::HTTP_11;
         // What the client accepts, before the header policy asks Refold for identity.
-        let accept = crate::encoding::preferred(&parts.headers);
+        let accept = crate::encoding::AcceptEncoding::of(&parts.headers);
         self.headers
             .apply_to_request(&mut parts.headers, &token, &conn.downstream);
         let limit = usize::try_from(self.limits.max_body_bytes).unwrap_or(usize::MAX);
@@ -403,7 +403,7 @@ impl Proxy {
             .forward(Request::from_parts(parts, body.into_body()), sync_execution)
             .await?;
         log.upstream = Some(sent.elapsed());
-        let mut inspected = self.inspect(response, &token, accept).await?;
+        let mut inspected = self.inspect(response, &token, &accept).await?;
         if inspected.token_rejected {
             // Refold no longer accepts the token (revoked, or expired early): drop it,
             // mint with force_refresh (one mint for everyone waiting), and go again once.
@@ -412,7 +412,7 @@ impl Proxy {
             if let Some(retry) = retry.filter(|_| remint) {
                 // Boxed: rare, and its state would otherwise grow every request's future.
                 inspected =
-                    Box::pin(self.retry(retry, &caller, sync_execution, accept, log)).await?;
+                    Box::pin(self.retry(retry, &caller, sync_execution, &accept, log)).await?;
             }
         }
         let mut response = inspected.response;
@@ -426,7 +426,7 @@ impl Proxy {
         (method, uri, mut headers, bytes): (Method, Uri, HeaderMap, Bytes),
         caller: &Caller,
         sync_execution: bool,
-        accept: Option<crate::encoding::Coding>,
+        accept: &crate::encoding::AcceptEncoding,
         log: &mut RequestLog,
     ) -> Result<crate::guard::Inspected, ProxyError> {
         let token = self.tokens.get(caller).await?;
@@ -453,7 +453,7 @@ impl Proxy {
         &self,
         response: Response<crate::upstream::UpstreamBody>,
         token: &crate::tokens::Token,
-        accept: Option<crate::encoding::Coding>,
+        accept: &crate::encoding::AcceptEncoding,
     ) -> Result<crate::guard::Inspected, ProxyError> {
         let inspected = self.guard.inspect(response, token, accept).await;
         match &inspected {

@@ -89,6 +89,11 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
 }
 
+/// A `Retry-After` the caller is told: at least a second, at most a minute.
+fn within_reason(retry_after: Duration) -> Duration {
+    retry_after.clamp(Duration::from_secs(1), Duration::from_secs(60))
+}
+
 impl From<MintError> for ProxyError {
     fn from(err: MintError) -> Self {
         match err {
@@ -97,9 +102,7 @@ impl From<MintError> for ProxyError {
             MintError::BadResponse(_) => ProxyError::TokenServiceBadResponse(err),
             MintError::Unavailable { retry_after, .. } => ProxyError::TokenServiceUnavailable {
                 // Honour Refold's Retry-After, within reason.
-                retry_after: retry_after
-                    .unwrap_or(Duration::from_secs(2))
-                    .clamp(Duration::from_secs(1), Duration::from_secs(60)),
+                retry_after: within_reason(retry_after.unwrap_or(Duration::from_secs(2))),
                 source: err,
             },
             MintError::Timeout => ProxyError::TokenServiceUnavailable {
@@ -108,7 +111,7 @@ impl From<MintError> for ProxyError {
             },
             MintError::Refused(_) => ProxyError::TokenServiceBadResponse(err),
             MintError::BreakerOpen { retry_after } => ProxyError::TokenServiceUnavailable {
-                retry_after: retry_after.clamp(Duration::from_secs(1), Duration::from_secs(60)),
+                retry_after: within_reason(retry_after),
                 source: err,
             },
             // The error the account's last mint earned, again, until its backoff ends.
@@ -117,7 +120,7 @@ impl From<MintError> for ProxyError {
                 retry_after,
             } => match earned {
                 Earned::Unavailable => ProxyError::TokenServiceUnavailable {
-                    retry_after: retry_after.clamp(Duration::from_secs(1), Duration::from_secs(60)),
+                    retry_after: within_reason(retry_after),
                     source: err,
                 },
                 Earned::BadResponse => ProxyError::TokenServiceBadResponse(err),

@@ -49,6 +49,25 @@ fn json_of_len(len: usize) -> String {
     json!({ "filler": "a".repeat(len) }).to_string()
 }
 
+/// Alice's `body` through the echo workflow, sent as `content_type`, accepting `accept`
+/// (no `Accept-Encoding` header when `None`).
+async fn echo(
+    h: &Harness,
+    content_type: &str,
+    accept: Option<&str>,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    let mut request = h
+        .client
+        .post(h.url(ECHO))
+        .bearer_auth(app_jwt("alice"))
+        .header("content-type", content_type);
+    if let Some(accept) = accept {
+        request = request.header("accept-encoding", accept);
+    }
+    request.body(body).send().await.unwrap()
+}
+
 #[tokio::test]
 async fn a_compressed_reply_carrying_the_session_token_is_blocked() {
     let h = Harness::with_accounts(&["alice"]).await;
@@ -76,15 +95,7 @@ async fn a_reply_in_an_encoding_the_proxy_cannot_read_is_502() {
     let h = Harness::with_accounts(&["alice"]).await;
     // A clean body, named as in a coding the proxy does not read.
     h.mock.faults().set_response_encoding(Some("compress"));
-    let response = h
-        .client
-        .post(h.url(ECHO))
-        .bearer_auth(app_jwt("alice"))
-        .header("content-type", "application/json")
-        .body(json_of_len(100))
-        .send()
-        .await
-        .unwrap();
+    let response = echo(&h, "application/json", None, json_of_len(100)).await;
     assert_error(response, 502, "UPSTREAM_UNSCANNABLE").await;
 }
 
@@ -96,27 +107,11 @@ async fn a_decompression_bomb_is_502() {
         .start()
         .await;
     // 8 MiB of one repeated byte: a few kilobytes once gzipped.
-    let response = h
-        .client
-        .post(h.url(ECHO))
-        .bearer_auth(app_jwt("alice"))
-        .header("content-type", "application/json")
-        .body(json_of_len(8 << 20))
-        .send()
-        .await
-        .unwrap();
+    let response = echo(&h, "application/json", None, json_of_len(8 << 20)).await;
     assert_eq!(response.status(), 200, "uncompressed, it passes");
     drop(response.bytes().await.unwrap());
     h.mock.faults().set_response_encoding(Some("gzip"));
-    let response = h
-        .client
-        .post(h.url(ECHO))
-        .bearer_auth(app_jwt("alice"))
-        .header("content-type", "application/json")
-        .body(json_of_len(8 << 20))
-        .send()
-        .await
-        .unwrap();
+    let response = echo(&h, "application/json", None, json_of_len(8 << 20)).await;
     assert_error(response, 502, "UPSTREAM_UNSCANNABLE").await;
 }
 
@@ -131,16 +126,7 @@ async fn a_compressed_reply_is_scanned_and_passed_on_as_the_client_asked() {
         ("deflate", "", None),
     ] {
         h.mock.faults().set_response_encoding(Some(codings));
-        let response = h
-            .client
-            .post(h.url(ECHO))
-            .bearer_auth(app_jwt("alice"))
-            .header("content-type", "application/json")
-            .header("accept-encoding", accept)
-            .body(sent.clone())
-            .send()
-            .await
-            .unwrap();
+        let response = echo(&h, "application/json", Some(accept), sent.clone()).await;
         assert_eq!(response.status(), 200, "{codings}");
         let encoding = response
             .headers()
@@ -170,16 +156,7 @@ async fn the_browser_accept_encoding_stays_with_the_proxy_and_json_comes_back_co
         ("gzip;q=0, br;q=0", None),
         ("deflate", None),
     ] {
-        let response = h
-            .client
-            .post(h.url(ECHO))
-            .bearer_auth(app_jwt("alice"))
-            .header("content-type", "application/json")
-            .header("accept-encoding", accept)
-            .body(sent.clone())
-            .send()
-            .await
-            .unwrap();
+        let response = echo(&h, "application/json", Some(accept), sent.clone()).await;
         assert_eq!(response.status(), 200);
         assert_eq!(
             last_accept_encoding(&h).as_deref(),
@@ -226,16 +203,7 @@ async fn small_and_binary_bodies_are_not_compressed() {
         ("application/json", json_of_len(1000)),
         ("application/octet-stream", "b".repeat(10_000)),
     ] {
-        let response = h
-            .client
-            .post(h.url(ECHO))
-            .bearer_auth(app_jwt("alice"))
-            .header("content-type", content_type)
-            .header("accept-encoding", "gzip, br")
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
+        let response = echo(&h, content_type, Some("gzip, br"), body.clone()).await;
         assert_eq!(response.status(), 200);
         assert!(response.headers().get("content-encoding").is_none());
         assert_eq!(response.bytes().await.unwrap(), body.as_bytes());

@@ -350,18 +350,17 @@ impl Proxy {
         log.account = Some(caller.tag());
         check_account_binding(&parts.headers, parts.uri.query(), caller.account())?;
         // Before the bucket: a request refused for the account's slow ones spends no rate.
-        let Some(_account_slot) = self.limiter.enter_account(caller.account()) else {
+        let account = self.limiter.account(caller.account());
+        let Some(_account_slot) = self.limiter.enter_key(account) else {
             self.metrics.rate_limited(RateLimitReason::AccountInFlight);
             return Err(ProxyError::RateLimited {
                 retry_after: Duration::from_secs(1),
             });
         };
-        self.limiter
-            .check(caller.account())
-            .map_err(|retry_after| {
-                self.metrics.rate_limited(RateLimitReason::PerAccount);
-                ProxyError::RateLimited { retry_after }
-            })?;
+        self.limiter.take_from(account).map_err(|retry_after| {
+            self.metrics.rate_limited(RateLimitReason::PerAccount);
+            ProxyError::RateLimited { retry_after }
+        })?;
         let token = self.tokens.get(&caller).await?;
 
         let path_and_query = match parts.uri.query().map(strip_credential_params) {

@@ -47,6 +47,10 @@ impl From<&LimitsConfig> for Rates {
     }
 }
 
+/// An account as the limiter knows it: a keyed hash of its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountKey(u64);
+
 /// Per-account token buckets and the in-flight caps.
 ///
 /// A bucket is kept as one number, the generic cell rate algorithm's "theoretical arrival
@@ -172,11 +176,21 @@ impl RateLimiter {
         }
     }
 
+    /// The key `account`'s bucket and in-flight count are found by: hashed once a
+    /// request, for both.
+    pub fn account(&self, account: &str) -> AccountKey {
+        AccountKey(self.state.key.of(account.as_bytes()))
+    }
+
     /// A slot for one request of `account` in flight, or `None` when it holds
     /// `per_account_in_flight` already.
     pub fn enter_account(&self, account: &str) -> Option<AccountInFlight<'_>> {
+        self.enter_key(self.account(account))
+    }
+
+    /// [`RateLimiter::enter_account`] by the account's key.
+    pub fn enter_key(&self, AccountKey(key): AccountKey) -> Option<AccountInFlight<'_>> {
         let counts = &self.state.accounts_in_flight;
-        let key = self.state.key.of(account.as_bytes());
         let admitted = match counts.get(&key) {
             Some(count) => self.count_in(&count),
             // Its first request in flight: the entry is made under the write lock.
@@ -195,9 +209,13 @@ impl RateLimiter {
 
     /// Takes one request from the account's bucket, or says when one will be there.
     pub fn check(&self, account: &str) -> Result<(), Duration> {
+        self.take_from(self.account(account))
+    }
+
+    /// [`RateLimiter::check`] by the account's key.
+    pub fn take_from(&self, AccountKey(key): AccountKey) -> Result<(), Duration> {
         let now = self.now();
         let buckets = &self.state.buckets;
-        let key = self.state.key.of(account.as_bytes());
         if let Some(bucket) = buckets.get(&key) {
             return self.take(&bucket, now);
         }

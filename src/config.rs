@@ -19,6 +19,7 @@ use serde::Deserialize;
 
 use crate::identity::KeySet;
 use crate::secret::Secret;
+use crate::store::Keyring;
 
 mod policy;
 
@@ -61,6 +62,8 @@ pub struct Config {
     pub cors: CorsConfig,
     pub limits: LimitsConfig,
     pub guard: GuardConfig,
+    /// `[redis]`: set when `tokens.store` or `limits.store` is `"redis"`, `None` otherwise.
+    pub redis: Option<RedisConfig>,
     /// Things that load but are probably mistakes; `--check-config` prints them.
     pub warnings: Vec<String>,
 }
@@ -185,9 +188,38 @@ pub struct JwksConfig {
     pub cache_file: Option<PathBuf>,
 }
 
+/// Where shared state lives: in this process, or in Redis/Valkey for every replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Store {
+    /// In this process only (the default: nothing else to run).
+    #[default]
+    Memory,
+    /// In the Redis or Valkey server of `[redis]`, shared by every replica.
+    Redis,
+}
+
+/// `[redis]`: the Redis or Valkey server replicas share session tokens and rate limits in.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://` or `rediss://` URL, credentials included: a secret.
+    pub url: Secret,
+    /// Prepended to every key and channel, so deployments can share a server.
+    pub key_prefix: String,
+    pub connect_timeout: Duration,
+    /// The most one command may add to a request; past it the proxy goes on without Redis.
+    pub command_timeout: Duration,
+    /// How long an account's mint lease lives unless its holder renews it.
+    pub lease: Duration,
+    /// The keys session tokens are sealed with at rest; the first seals new values.
+    pub keyring: Keyring,
+}
+
 /// `[tokens]`: the session-token cache.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokensConfig {
+    /// Where session tokens are shared (`memory`: per process, `redis`: every replica).
+    pub store: Store,
     pub refresh_before_expiry: Duration,
     pub fallback_ttl: Duration,
     pub max_accounts: usize,
@@ -227,6 +259,35 @@ struct FileConfig {
     limits: policy::FileLimits,
     #[serde(default)]
     guard: policy::FileGuard,
+    redis: Option<FileRedis>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileRedis {
+    url_env: String,
+    key_prefix: String,
+    connect_timeout_ms: u64,
+    command_timeout_ms: u64,
+    lease_ms: u64,
+    encryption_keys_env: String,
+}
+
+impl Default for FileRedis {
+    fn default() -> Self {
+        Self {
+            url_env: "REFOLD_PROXY_REDIS_URL".into(),
+            key_prefix: "refold-proxy:".into(),
+            connect_timeout_ms: 1000,
+            // Redis answers in well under a millisecond on a LAN: a quarter of a second
+            // is an outage, not a slow command.
+            command_timeout_ms: 250,
+            // Renewed every third of it while the mint runs: a dead holder delays the
+            // next mint by at most this long.
+            lease_ms: 3000,
+            encryption_keys_env: "REFOLD_PROXY_STORE_KEYS".into(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -368,6 +429,7 @@ impl Default for FileIdentity {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct FileTokens {
+    store: Store,
     refresh_before_expiry_s: u64,
     fallback_ttl_s: u64,
     max_accounts: usize,
@@ -383,6 +445,7 @@ struct FileTokens {
 impl Default for FileTokens {
     fn default() -> Self {
         Self {
+            store: Store::Memory,
             refresh_before_expiry_s: 300,
             fallback_ttl_s: 24 * 3600,
             max_accounts: 100_000,
@@ -430,16 +493,20 @@ impl Config {
         let file: FileConfig = toml::from_str(text)?;
         let mut warnings = Vec::new();
         let server = validate_server(file.server, base_dir, &env)?;
+        let tokens = validate_tokens(file.tokens)?;
+        let limits = policy::validate_limits(file.limits)?;
+        let redis = validate_redis(file.redis, &tokens, &limits, &env, &mut warnings)?;
         Ok(Self {
             admin: validate_admin(file.admin, &server, &env)?,
             server,
             upstream: validate_upstream(file.upstream, base_dir, &env, &mut warnings)?,
             identity: validate_identity(file.identity, base_dir, &env, &mut warnings)?,
-            tokens: validate_tokens(file.tokens)?,
+            tokens,
             routes: policy::validate_routes(file.routes, &mut warnings)?,
             cors: policy::validate_cors(file.cors)?,
-            limits: policy::validate_limits(file.limits)?,
+            limits,
             guard: policy::validate_guard(file.guard)?,
+            redis,
             warnings,
         })
     }
@@ -1006,6 +1073,7 @@ fn validate_tokens(file: FileTokens) -> Result<TokensConfig, ConfigError> {
         ));
     }
     Ok(TokensConfig {
+        store: file.store,
         refresh_before_expiry: Duration::from_secs(file.refresh_before_expiry_s),
         fallback_ttl: Duration::from_secs(file.fallback_ttl_s),
         max_accounts: file.max_accounts,
@@ -1017,6 +1085,97 @@ fn validate_tokens(file: FileTokens) -> Result<TokensConfig, ConfigError> {
         breaker_failures: file.breaker_failures,
         breaker_cooldown: Duration::from_secs(file.breaker_cooldown_s),
     })
+}
+
+/// `[redis]`, when a store needs it: the URL and the sealing keys from the environment.
+fn validate_redis(
+    file: Option<FileRedis>,
+    tokens: &TokensConfig,
+    limits: &LimitsConfig,
+    env: &impl Fn(&str) -> Option<String>,
+    warnings: &mut Vec<String>,
+) -> Result<Option<RedisConfig>, ConfigError> {
+    let used_by_tokens = tokens.store == Store::Redis;
+    if !used_by_tokens && limits.store == Store::Redis {
+        return Err(invalid(
+            "limits.store",
+            "\"redis\" needs tokens.store = \"redis\" too (they share the server)",
+        ));
+    }
+    if !used_by_tokens {
+        if file.is_some() {
+            warnings.push(
+                "[redis] is set but tokens.store is \"memory\": the table is not used".into(),
+            );
+        }
+        return Ok(None);
+    }
+    let file = file.unwrap_or_default();
+    let url = secret_from_env("redis.url_env", &file.url_env, env)?;
+    let scheme = url.expose().split_once("://").map(|(scheme, _)| scheme);
+    if !matches!(scheme, Some("redis" | "rediss")) {
+        return Err(invalid(
+            "redis.url_env",
+            format!(
+                "environment variable {} must hold a redis:// or rediss:// URL",
+                file.url_env
+            ),
+        ));
+    }
+    if ::redis::Client::open(url.expose()).is_err() {
+        // The parser's message may quote the URL, credentials and all: not repeated.
+        return Err(invalid(
+            "redis.url_env",
+            format!(
+                "environment variable {} is not a valid Redis URL",
+                file.url_env
+            ),
+        ));
+    }
+    if file.key_prefix.len() > 64 || file.key_prefix.chars().any(|c| c.is_whitespace()) {
+        return Err(invalid(
+            "redis.key_prefix",
+            "must be at most 64 characters, without whitespace",
+        ));
+    }
+    if !(1..=60_000).contains(&file.connect_timeout_ms) {
+        return Err(invalid(
+            "redis.connect_timeout_ms",
+            "must be between 1 and 60000",
+        ));
+    }
+    if !(1..=10_000).contains(&file.command_timeout_ms) {
+        return Err(invalid(
+            "redis.command_timeout_ms",
+            "must be between 1 and 10000",
+        ));
+    }
+    // Renewed every third of its life, each renewal a command that may take
+    // `command_timeout_ms`: shorter, and a live holder could lose its lease.
+    if file.lease_ms < 3 * file.command_timeout_ms.max(100) || file.lease_ms > 600_000 {
+        return Err(invalid(
+            "redis.lease_ms",
+            "must be at least three times redis.command_timeout_ms (and 300), at most 600000",
+        ));
+    }
+    let keys = secret_from_env("redis.encryption_keys_env", &file.encryption_keys_env, env)?;
+    let keyring = Keyring::parse(keys.expose()).map_err(|message| {
+        invalid(
+            "redis.encryption_keys_env",
+            format!(
+                "environment variable {}: {message}",
+                file.encryption_keys_env
+            ),
+        )
+    })?;
+    Ok(Some(RedisConfig {
+        url,
+        key_prefix: file.key_prefix,
+        connect_timeout: Duration::from_millis(file.connect_timeout_ms),
+        command_timeout: Duration::from_millis(file.command_timeout_ms),
+        lease: Duration::from_millis(file.lease_ms),
+        keyring,
+    }))
 }
 
 /// Parses a human duration: `90s`, `30m`, `1h`, `2d` (or plain seconds).
@@ -1105,6 +1264,71 @@ mod tests {
             let err = load(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?} gave {err:?}");
         }
+    }
+
+    #[test]
+    fn the_redis_store_is_validated_and_needs_its_secrets() {
+        const KEYS: &str = "k2:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8= k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        let with = |url: &'static str, keys: &'static str| {
+            move |name: &str| match name {
+                "REFOLD_PROXY_REDIS_URL" => Some(url.to_owned()),
+                "REFOLD_PROXY_STORE_KEYS" => Some(keys.to_owned()),
+                other => env(other),
+            }
+        };
+        let config = load("").unwrap();
+        assert_eq!(config.tokens.store, Store::Memory);
+        assert!(config.redis.is_none());
+        let redis = "[tokens]\nstore = \"redis\"\n";
+        let ok = Config::from_toml(
+            &format!("{redis}[limits]\nstore = \"redis\"\n"),
+            Path::new("."),
+            with("rediss://user:pw@cache.internal:6380/2", KEYS),
+        )
+        .unwrap();
+        let r = ok.redis.unwrap();
+        assert_eq!(r.key_prefix, "refold-proxy:");
+        assert_eq!(r.command_timeout, Duration::from_millis(250));
+        assert_eq!(r.lease, Duration::from_millis(3000));
+        assert_eq!(r.keyring.ids().collect::<Vec<_>>(), ["k2", "k1"]);
+        assert_eq!(ok.limits.store, Store::Redis);
+        assert!(!format!("{r:?}").contains("pw@"));
+
+        type Env = Box<dyn Fn(&str) -> Option<String>>;
+        let cases: [(&str, Env, &str); 6] = [
+            (redis, Box::new(env), "REFOLD_PROXY_REDIS_URL is not set"),
+            (
+                redis,
+                Box::new(with("http://cache:6379", KEYS)),
+                "redis.url_env",
+            ),
+            (
+                redis,
+                Box::new(with("redis://cache:6379", "k1:short")),
+                "redis.encryption_keys_env",
+            ),
+            (
+                "[limits]\nstore = \"redis\"",
+                Box::new(with("redis://cache:6379", KEYS)),
+                "limits.store",
+            ),
+            (
+                "[tokens]\nstore = \"redis\"\n[redis]\nlease_ms = 100",
+                Box::new(with("redis://cache:6379", KEYS)),
+                "redis.lease_ms",
+            ),
+            ("[tokens]\nstore = \"disk\"", Box::new(env), "store"),
+        ];
+        for (text, env, needle) in cases {
+            let err = Config::from_toml(text, Path::new("."), env)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{text:?} gave {err:?}");
+            assert!(!err.contains("ICEiIy") && !err.contains("short"), "{err}");
+        }
+        let unused = load("[redis]\nkey_prefix = \"x:\"").unwrap();
+        assert!(unused.redis.is_none());
+        assert!(unused.warnings.iter().any(|w| w.contains("[redis]")));
     }
 
     #[test]

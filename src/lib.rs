@@ -56,6 +56,7 @@ pub mod reload;
 pub mod routes;
 pub mod secret;
 pub mod server;
+pub mod store;
 pub mod tls;
 pub mod tokens;
 pub mod upstream;

@@ -178,6 +178,40 @@ label_enum! {
 }
 
 label_enum! {
+    /// What a read of the shared token store found.
+    StoreRead {
+        /// A token another replica (or this one, before a restart) minted: no mint.
+        Hit => "hit",
+        /// Nothing usable: the account's mint lease decides who mints.
+        Miss => "miss",
+        /// Redis failed or was slow, or the value did not open: read as a miss.
+        Error => "error",
+    }
+}
+
+label_enum! {
+    /// How a wait for another replica's mint ended.
+    LeaseWait {
+        /// The other replica's token arrived in the store.
+        Token => "token",
+        /// The lease came free (its holder failed or died): this replica took it.
+        Lease => "lease",
+        /// No token within `tokens.mint_timeout_ms`: this replica minted itself.
+        Timeout => "timeout",
+    }
+}
+
+label_enum! {
+    /// What went on without the shared store because Redis was unreachable or slow.
+    StoreFallback {
+        /// A mint, made by this replica alone.
+        Mint => "mint",
+        /// A per-account rate-limit decision, made with this replica's bucket.
+        RateLimit => "rate_limit",
+    }
+}
+
+label_enum! {
     /// Why the public listener closed a connection that timed out.
     ConnectionTimeout {
         /// No complete request head within `limits.header_read_timeout_ms` of the
@@ -293,6 +327,21 @@ struct KindLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StoreReadLabels {
+    result: StoreRead,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct LeaseWaitLabels {
+    outcome: LeaseWait,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct FallbackLabels {
+    what: StoreFallback,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ReasonLabels {
     reason: RateLimitReason,
 }
@@ -356,6 +405,11 @@ pub struct Metrics {
     rate_limited: Box<[Counter]>,
     invalid_token_retries: Counter,
     guard_blocks: Counter,
+    store_reads: Box<[Counter]>,
+    store_lease_waits: Box<[Counter]>,
+    store_fallbacks: Box<[Counter]>,
+    store_errors: Counter,
+    store_up: Gauge,
 }
 
 impl Default for Metrics {
@@ -470,7 +524,49 @@ impl Metrics {
             guard_blocks.clone(),
         );
 
+        let store_reads = Family::<StoreReadLabels, Counter>::default();
+        registry.register(
+            "token_store_reads",
+            "Reads of the shared token store after a token-cache miss, by result",
+            store_reads.clone(),
+        );
+        let store_lease_waits = Family::<LeaseWaitLabels, Counter>::default();
+        registry.register(
+            "token_store_lease_waits",
+            "Waits for another replica's mint of the same account, by how they ended",
+            store_lease_waits.clone(),
+        );
+        let store_fallbacks = Family::<FallbackLabels, Counter>::default();
+        registry.register(
+            "store_fallbacks",
+            "Decisions made by this replica alone because Redis was unreachable or slow",
+            store_fallbacks.clone(),
+        );
+        let store_errors = Counter::default();
+        registry.register(
+            "store_errors",
+            "Redis commands that failed or took longer than redis.command_timeout_ms",
+            store_errors.clone(),
+        );
+        let store_up = Gauge::default();
+        registry.register(
+            "store_up",
+            "Whether the shared store is in use: 1 reachable, 0 unreachable (or store = memory)",
+            store_up.clone(),
+        );
+
         Self {
+            store_reads: precreate(&store_reads, StoreRead::ALL, |result| StoreReadLabels {
+                result,
+            }),
+            store_lease_waits: precreate(&store_lease_waits, LeaseWait::ALL, |outcome| {
+                LeaseWaitLabels { outcome }
+            }),
+            store_fallbacks: precreate(&store_fallbacks, StoreFallback::ALL, |what| {
+                FallbackLabels { what }
+            }),
+            store_errors,
+            store_up,
             upstream_errors: precreate(&upstream_errors, UpstreamErrorKind::ALL, |kind| {
                 KindLabels { kind }
             }),
@@ -651,6 +747,31 @@ impl Metrics {
     /// Counts a response the guard blocked.
     pub fn guard_block(&self) {
         self.guard_blocks.inc();
+    }
+
+    /// Counts a read of the shared token store.
+    pub fn store_read(&self, result: StoreRead) {
+        self.store_reads[result as usize].inc();
+    }
+
+    /// Counts a wait for another replica's mint.
+    pub fn store_lease_wait(&self, outcome: LeaseWait) {
+        self.store_lease_waits[outcome as usize].inc();
+    }
+
+    /// Counts a decision made without the shared store.
+    pub fn store_fallback(&self, what: StoreFallback) {
+        self.store_fallbacks[what as usize].inc();
+    }
+
+    /// Counts a Redis command that failed or timed out.
+    pub fn store_error(&self) {
+        self.store_errors.inc();
+    }
+
+    /// Sets whether the shared store is reachable.
+    pub fn set_store_up(&self, up: bool) {
+        self.store_up.set(i64::from(up));
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{invalid, ConfigError};
+use super::{invalid, ConfigError, Store};
 use crate::cors::OriginPattern;
 use crate::routes::RouteTemplate;
 
@@ -31,6 +31,9 @@ pub struct CorsConfig {
 /// `[limits]`: bounds on what a client may send.
 #[derive(Debug, Clone)]
 pub struct LimitsConfig {
+    /// Where the per-account buckets live (`redis`: one bucket per account for every
+    /// replica; the local one stands in while Redis is unreachable).
+    pub store: Store,
     pub max_header_bytes: usize,
     pub max_body_bytes: u64,
     pub max_path_bytes: usize,
@@ -152,6 +155,7 @@ impl Default for FileCors {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct FileLimits {
+    store: Store,
     max_header_bytes: usize,
     max_body_bytes: u64,
     max_path_bytes: usize,
@@ -169,6 +173,7 @@ pub(super) struct FileLimits {
 impl Default for FileLimits {
     fn default() -> Self {
         Self {
+            store: Store::Memory,
             max_header_bytes: 16 * 1024,
             max_body_bytes: 10 * 1024 * 1024,
             max_path_bytes: 2048,
@@ -315,6 +320,7 @@ pub(super) fn validate_limits(file: FileLimits) -> Result<LimitsConfig, ConfigEr
         idle_timeout: Duration::from_secs(file.idle_timeout_s),
         max_connections: file.max_connections,
         trusted_proxies,
+        store: file.store,
         per_account_rps: file.per_account_rps,
         per_account_burst: file.per_account_burst,
         max_in_flight: file.max_in_flight,

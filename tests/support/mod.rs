@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 pub mod process;
+pub mod redis;
 
 /// The app-JWT signing secret the test proxies trust.
 pub const SECRET: &str = "integration-test-signing-secret-0123456789";

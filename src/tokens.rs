@@ -42,6 +42,12 @@ impl Clock {
         Instant::now() + Duration::from_millis(self.skew_ms.load(Ordering::Relaxed))
     }
 
+    /// The wall-clock time, moved by the same skew: what the shared store dates tokens
+    /// by, since other processes cannot read this one's monotonic clock.
+    pub fn wall(&self) -> std::time::SystemTime {
+        std::time::SystemTime::now() + Duration::from_millis(self.skew_ms.load(Ordering::Relaxed))
+    }
+
     /// Moves this clock (and every clone of it) forward.
     pub fn advance(&self, by: Duration) {
         self.skew_ms

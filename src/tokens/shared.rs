@@ -324,7 +324,7 @@ impl SharedTokens {
             return Ok(());
         }
         let key = self.key("token", id);
-        let value = self.encode(&key, token, ttl);
+        let value = self.encode(&key, token, ttl, clock);
         if value.is_empty() {
             return Ok(());
         }
@@ -393,8 +393,8 @@ impl SharedTokens {
     /// The stored form: the token's fingerprint in the clear (for compare-and-delete),
     /// then, sealed under the store key, its expiry (Unix milliseconds), its stale and
     /// refresh offsets before expiry, and the token.
-    fn encode(&self, key: &str, token: &Token, ttl: Duration) -> Vec<u8> {
-        let expires_unix = unix_ms(SystemTime::now()).saturating_add(millis(ttl));
+    fn encode(&self, key: &str, token: &Token, ttl: Duration, clock: &Clock) -> Vec<u8> {
+        let expires_unix = unix_ms(clock.wall()).saturating_add(millis(ttl));
         let secret = token.secret();
         let mut plain = Vec::with_capacity(16 + secret.len());
         plain.extend_from_slice(&expires_unix.to_be_bytes());
@@ -425,7 +425,7 @@ impl SharedTokens {
         let (expires, rest) = plain.split_first_chunk::<8>()?;
         let (stale, rest) = rest.split_first_chunk::<4>()?;
         let (refresh, secret) = rest.split_first_chunk::<4>()?;
-        let left = u64::from_be_bytes(*expires).checked_sub(unix_ms(SystemTime::now()))?;
+        let left = u64::from_be_bytes(*expires).checked_sub(unix_ms(clock.wall()))?;
         let token = Token::stored(
             std::str::from_utf8(secret).ok()?,
             clock.now() + Duration::from_millis(left),

@@ -106,6 +106,8 @@ pub fn keep_restart_only(running: &Config, loaded: &mut Config) -> Vec<&'static 
         "upstream.pool_max_idle_per_host" => upstream.pool_max_idle_per_host;
         "upstream.ca_file" => upstream.ca;
         "limits.max_connections" => limits.max_connections;
+        // The buckets are built once, in memory or in Redis: a reload only changes rates.
+        "limits.store" => limits.store;
         "tokens.refresh_before_expiry_s" => tokens.refresh_before_expiry;
         "tokens.fallback_ttl_s" => tokens.fallback_ttl;
         "tokens.max_accounts" => tokens.max_accounts;

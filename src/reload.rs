@@ -241,4 +241,34 @@ mod tests {
         let mut same = load("");
         assert!(keep_restart_only(&running, &mut same).is_empty());
     }
+
+    #[test]
+    fn a_reload_cannot_move_the_rate_limit_buckets_to_another_store() {
+        let load_redis = |limits_store: &str| {
+            Config::from_toml(
+                &format!("[tokens]\nstore = \"redis\"\n[limits]\nstore = \"{limits_store}\"\n"),
+                Path::new("."),
+                |name| match name {
+                    "REFOLD_API_KEY" => Some("tk_test_key".into()),
+                    "APP_JWT_SECRET" => Some("0123456789abcdef0123456789abcdef".into()),
+                    "REFOLD_PROXY_REDIS_URL" => Some("redis://127.0.0.1:1".into()),
+                    "REFOLD_PROXY_STORE_KEYS" => {
+                        Some("k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into())
+                    }
+                    _ => None,
+                },
+            )
+            .unwrap()
+        };
+        let running = load_redis("memory");
+        let mut loaded = load_redis("redis");
+        assert_eq!(keep_restart_only(&running, &mut loaded), ["limits.store"]);
+        assert_eq!(loaded.limits.store, running.limits.store);
+        let mut back = load_redis("memory");
+        assert_eq!(
+            keep_restart_only(&load_redis("redis"), &mut back),
+            ["limits.store"]
+        );
+        assert_eq!(back.limits.store, crate::config::Store::Redis);
+    }
 }

@@ -12,7 +12,7 @@
 //! connections), `[identity]` (secret, public keys, JWKS, claims),
 //! `[routes]`, `[cors]`, `[guard]`, `upstream.timeout_ms`,
 //! `upstream.sync_execution_timeout_ms`, `upstream.retry_body_limit` and `[limits]`
-//! except `max_connections`. `limits.header_read_timeout_ms`, `limits.idle_timeout_s` and
+//! except `max_connections` and `store`. `limits.header_read_timeout_ms`, `limits.idle_timeout_s` and
 //! the hard cut-off behind `limits.max_header_bytes` are connection settings: they apply
 //! to connections opened after the reload. A certificate/key pair that cannot be read or does not match fails
 //! validation like any other bad value: the whole reload is refused and the running

@@ -28,8 +28,8 @@ use crate::headers::{
     strip_credential_params, Downstream, HeaderPolicy,
 };
 use crate::identity::{Authenticator, Caller};
-use crate::metrics::{Metrics, RateLimitReason, RouteLabel, UpstreamErrorKind};
-use crate::ratelimit::{RateLimiter, Rates};
+use crate::metrics::{Metrics, RateLimitReason, RouteLabel, StoreFallback, UpstreamErrorKind};
+use crate::ratelimit::{AccountKey, RateLimiter, Rates, SharedBuckets};
 use crate::routes::{normalize, RoutePolicy};
 use crate::store::{KeyHasher, RedisStore};
 use crate::tokens::{Earned, Environment, MintError, Minter, TokenCache, TokenSettings};
@@ -87,6 +87,10 @@ pub struct Proxy {
     limits: LimitsConfig,
     retry_body_limit: usize,
     limiter: RateLimiter,
+    /// The per-account buckets in Redis, when `limits.store = "redis"`.
+    shared_limits: Option<SharedBuckets>,
+    /// The shared store, when `[redis]` is in use.
+    store: Option<RedisStore>,
     metrics: Arc<Metrics>,
 }
 
@@ -165,7 +169,32 @@ impl Proxy {
             config.tokens.max_accounts,
             tokens.clock().clone(),
         );
-        Self::build(config, clients, tokens, limiter, metrics).await
+        let store = config
+            .redis
+            .as_ref()
+            .map(|redis| RedisStore::new(redis, Arc::clone(&metrics)))
+            .transpose()?;
+        let shared_limits = match (&store, config.limits.store) {
+            (Some(store), Store::Redis) => Some(SharedBuckets::new(
+                store.clone(),
+                KeyHasher::new(
+                    &config.upstream.api_key,
+                    Environment::of_api_key(config.upstream.api_key.expose()).as_str(),
+                    &config.upstream.base_url.to_string(),
+                ),
+                Rates::from(&config.limits),
+            )),
+            _ => None,
+        };
+        Self::build(
+            config,
+            clients,
+            tokens,
+            (limiter, shared_limits),
+            store,
+            metrics,
+        )
+        .await
     }
 
     /// A proxy built from a reloaded `config` that keeps this one's session-token cache,
@@ -173,13 +202,20 @@ impl Proxy {
     /// the requests in flight, held to the new limits), so a reload costs no mint and no
     /// reconnect, gives nobody a fresh burst, and the counters carry on. The `[tokens]`
     /// settings, `upstream.base_url`, the API key and the pool settings of `config` are
-    /// not used: they live as long as the cache (see [`crate::reload`]).
+    /// not used: they live as long as the cache (see [`crate::reload`]). Nor are
+    /// `[redis]` and `limits.store`: a reload keeps the shared store and cannot switch
+    /// the buckets between memory and Redis (the new rates apply to the same buckets).
     pub async fn reconfigured(&self, config: &Config) -> Result<Self, BoxError> {
+        let rates = Rates::from(&config.limits);
         Self::build(
             config,
             self.upstream.clients().clone(),
             self.tokens.clone(),
-            self.limiter.reconfigured(Rates::from(&config.limits)),
+            (
+                self.limiter.reconfigured(rates),
+                self.shared_limits.as_ref().map(|s| s.reconfigured(rates)),
+            ),
+            self.store.clone(),
             Arc::clone(&self.metrics),
         )
         .await
@@ -189,7 +225,8 @@ impl Proxy {
         config: &Config,
         clients: Clients,
         tokens: TokenCache,
-        limiter: RateLimiter,
+        (limiter, shared_limits): (RateLimiter, Option<SharedBuckets>),
+        store: Option<RedisStore>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, BoxError> {
         for warning in &config.warnings {
@@ -213,6 +250,8 @@ impl Proxy {
                 Arc::clone(&metrics),
             ),
             limiter,
+            shared_limits,
+            store,
             tokens,
             limits: config.limits.clone(),
             retry_body_limit: config.upstream.retry_body_limit,
@@ -367,10 +406,12 @@ impl Proxy {
                 retry_after: Duration::from_secs(1),
             });
         };
-        self.limiter.take_from(account).map_err(|retry_after| {
-            self.metrics.rate_limited(RateLimitReason::PerAccount);
-            ProxyError::RateLimited { retry_after }
-        })?;
+        self.take_from_bucket(caller.account(), account)
+            .await
+            .map_err(|retry_after| {
+                self.metrics.rate_limited(RateLimitReason::PerAccount);
+                ProxyError::RateLimited { retry_after }
+            })?;
         let token = self.tokens.get(&caller).await?;
 
         let path_and_query = match parts.uri.query().map(strip_credential_params) {
@@ -430,6 +471,20 @@ impl Proxy {
         let mut response = inspected.response;
         self.headers.apply_to_response(response.headers_mut());
         Ok(response)
+    }
+
+    /// Takes one request from `account`'s bucket: the shared one in Redis when
+    /// `limits.store = "redis"` and Redis answers, this replica's otherwise (counted as a
+    /// fallback; the store logs the outage once).
+    async fn take_from_bucket(&self, account: &str, key: AccountKey) -> Result<(), Duration> {
+        if let Some(shared) = &self.shared_limits {
+            // Boxed: with memory buckets, a request's future carries no Redis call's state.
+            match Box::pin(shared.take(account)).await {
+                Ok(decision) => return decision,
+                Err(_) => self.metrics.store_fallback(StoreFallback::RateLimit),
+            }
+        }
+        self.limiter.take_from(key)
     }
 
     /// The request again, with a token minted after Refold rejected the last one.

@@ -11,6 +11,14 @@
 //! The state (buckets and counts) outlives a configuration reload:
 //! [`RateLimiter::reconfigured`] applies new limits to the same state, so a reload gives
 //! no account a fresh burst and forgets no request in flight.
+//!
+//! The buckets live in this process unless `limits.store = "redis"`: then every replica
+//! takes from one bucket per account in Redis ([`SharedBuckets`]), and this process's
+//! buckets decide only while Redis does not answer. The in-flight caps stay per replica.
+
+mod shared;
+
+pub use shared::SharedBuckets;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;

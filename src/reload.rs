@@ -12,7 +12,7 @@
 //! connections), `[identity]` (secret, public keys, JWKS, claims),
 //! `[routes]`, `[cors]`, `[guard]`, `upstream.timeout_ms`,
 //! `upstream.sync_execution_timeout_ms`, `upstream.retry_body_limit` and `[limits]`
-//! except `max_connections`. `limits.header_read_timeout_ms`, `limits.idle_timeout_s` and
+//! except `max_connections` and `store`. `limits.header_read_timeout_ms`, `limits.idle_timeout_s` and
 //! the hard cut-off behind `limits.max_header_bytes` are connection settings: they apply
 //! to connections opened after the reload. A certificate/key pair that cannot be read or does not match fails
 //! validation like any other bad value: the whole reload is refused and the running
@@ -106,6 +106,8 @@ pub fn keep_restart_only(running: &Config, loaded: &mut Config) -> Vec<&'static 
         "upstream.pool_max_idle_per_host" => upstream.pool_max_idle_per_host;
         "upstream.ca_file" => upstream.ca;
         "limits.max_connections" => limits.max_connections;
+        // The buckets are built once, in memory or in Redis: a reload only changes rates.
+        "limits.store" => limits.store;
         "tokens.refresh_before_expiry_s" => tokens.refresh_before_expiry;
         "tokens.fallback_ttl_s" => tokens.fallback_ttl;
         "tokens.max_accounts" => tokens.max_accounts;
@@ -238,5 +240,35 @@ mod tests {
         // Nothing changed, nothing reported.
         let mut same = load("");
         assert!(keep_restart_only(&running, &mut same).is_empty());
+    }
+
+    #[test]
+    fn a_reload_cannot_move_the_rate_limit_buckets_to_another_store() {
+        let load_redis = |limits_store: &str| {
+            Config::from_toml(
+                &format!("[tokens]\nstore = \"redis\"\n[limits]\nstore = \"{limits_store}\"\n"),
+                Path::new("."),
+                |name| match name {
+                    "REFOLD_API_KEY" => Some("tk_test_key".into()),
+                    "APP_JWT_SECRET" => Some("0123456789abcdef0123456789abcdef".into()),
+                    "REFOLD_PROXY_REDIS_URL" => Some("redis://127.0.0.1:1".into()),
+                    "REFOLD_PROXY_STORE_KEYS" => {
+                        Some("k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into())
+                    }
+                    _ => None,
+                },
+            )
+            .unwrap()
+        };
+        let running = load_redis("memory");
+        let mut loaded = load_redis("redis");
+        assert_eq!(keep_restart_only(&running, &mut loaded), ["limits.store"]);
+        assert_eq!(loaded.limits.store, running.limits.store);
+        let mut back = load_redis("memory");
+        assert_eq!(
+            keep_restart_only(&load_redis("redis"), &mut back),
+            ["limits.store"]
+        );
+        assert_eq!(back.limits.store, crate::config::Store::Redis);
     }
 }

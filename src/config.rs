@@ -200,7 +200,7 @@ pub enum Store {
 }
 
 /// `[redis]`: the Redis or Valkey server replicas share session tokens and rate limits in.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RedisConfig {
     /// `redis://` or `rediss://` URL, credentials included: a secret.
     pub url: Secret,

@@ -154,14 +154,17 @@ impl Proxy {
             max_accounts: config.tokens.max_accounts,
             missing_account_ttl: config.tokens.missing_account_ttl,
         };
-        let tokens = match (&config.redis, config.tokens.store) {
-            (Some(redis), Store::Redis) => TokenCache::with_store(
-                minter,
-                settings,
-                RedisStore::new(redis, Arc::clone(&metrics))?,
-                KeyHasher::new(&config.upstream.api_key, environment.as_str(), &upstream),
-                redis,
-            ),
+        // One connection and one naming of accounts for everything shared.
+        let store = config
+            .redis
+            .as_ref()
+            .map(|redis| RedisStore::new(redis, Arc::clone(&metrics)))
+            .transpose()?;
+        let hasher = KeyHasher::new(&config.upstream.api_key, environment.as_str(), &upstream);
+        let tokens = match (&store, &config.redis, config.tokens.store) {
+            (Some(store), Some(redis), Store::Redis) => {
+                TokenCache::with_store(minter, settings, store.clone(), hasher.clone(), redis)
+            }
             _ => TokenCache::new(minter, settings),
         };
         let limiter = RateLimiter::new(
@@ -169,19 +172,10 @@ impl Proxy {
             config.tokens.max_accounts,
             tokens.clock().clone(),
         );
-        let store = config
-            .redis
-            .as_ref()
-            .map(|redis| RedisStore::new(redis, Arc::clone(&metrics)))
-            .transpose()?;
         let shared_limits = match (&store, config.limits.store) {
             (Some(store), Store::Redis) => Some(SharedBuckets::new(
                 store.clone(),
-                KeyHasher::new(
-                    &config.upstream.api_key,
-                    Environment::of_api_key(config.upstream.api_key.expose()).as_str(),
-                    &config.upstream.base_url.to_string(),
-                ),
+                hasher,
                 Rates::from(&config.limits),
             )),
             _ => None,

@@ -108,6 +108,9 @@ pub fn keep_restart_only(running: &Config, loaded: &mut Config) -> Vec<&'static 
         "limits.max_connections" => limits.max_connections;
         // The buckets are built once, in memory or in Redis: a reload only changes rates.
         "limits.store" => limits.store;
+        // Tokens and buckets stay where the process found them; the connection with it.
+        "tokens.store" => tokens.store;
+        "[redis]" => redis;
         "tokens.refresh_before_expiry_s" => tokens.refresh_before_expiry;
         "tokens.fallback_ttl_s" => tokens.fallback_ttl;
         "tokens.max_accounts" => tokens.max_accounts;

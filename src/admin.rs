@@ -4,7 +4,7 @@
 //! | route | answer |
 //! | --- | --- |
 //! | `GET /healthz` | 200 `{"status":"ok"}` while the process is up |
-//! | `GET /readyz` | 200 `{"status":"ready"}` while serving; 503 while starting and while draining |
+//! | `GET /readyz` | 200 `{"status":"ready"}` while serving (with a shared store, `"store":"up"` or why not: still ready); 503 while starting and while draining |
 //! | `GET /metrics` | 200, Prometheus metrics in the OpenMetrics text format ([`crate::metrics`]) |
 //! | `POST /tokens/{linked_account_id}/evict` | 200 `{"evicted":true\|false}`; needs `Authorization: Bearer <admin secret>` |
 //!
@@ -33,6 +33,7 @@ use crate::error::envelope;
 use crate::metrics::{self, Metrics};
 use crate::proxy::ProxyHandle;
 use crate::secret::Secret;
+use crate::store::RedisStore;
 use crate::{full_body, ProxyBody};
 
 /// Admin connections served at once: probes and operators, not traffic.
@@ -194,7 +195,19 @@ impl Admin {
 
     fn readyz(&self) -> Response<ProxyBody> {
         match self.readiness.phase() {
-            Phase::Ready => json(StatusCode::OK, r#"{"status":"ready"}"#),
+            // Without the shared store the proxy still serves (tokens minted and limits
+            // kept per replica): ready, and says so.
+            Phase::Ready => match self.proxy.get().and_then(|p| {
+                let proxy = p.current();
+                proxy.tokens().store().map(RedisStore::is_up)
+            }) {
+                Some(true) => json(StatusCode::OK, r#"{"status":"ready","store":"up"}"#),
+                Some(false) => json(
+                    StatusCode::OK,
+                    r#"{"status":"ready","store":"unreachable: tokens minted and rate limits kept per replica"}"#,
+                ),
+                None => json(StatusCode::OK, r#"{"status":"ready"}"#),
+            },
             Phase::Starting => starting(),
             Phase::Draining => error(
                 StatusCode::SERVICE_UNAVAILABLE,

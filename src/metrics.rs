@@ -144,6 +144,8 @@ label_enum! {
         InvalidToken => "invalid_token",
         /// An operator evicted it (`POST /tokens/{id}/evict`).
         Admin => "admin",
+        /// Another replica announced it deleted from the shared store.
+        Announced => "announced",
     }
 }
 

@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Limited};
 
 use crate::access::{request_id, RequestLog, REQUEST_ID};
 use crate::body_timeout::{BodyReadTimeout, IdleTimeout};
-use crate::config::{Config, LimitsConfig};
+use crate::config::{Config, LimitsConfig, Store};
 use crate::cors::Cors;
 use crate::error::ProxyError;
 use crate::framing::FramingConflict;
@@ -31,6 +31,7 @@ use crate::identity::{Authenticator, Caller};
 use crate::metrics::{Metrics, RateLimitReason, RouteLabel, UpstreamErrorKind};
 use crate::ratelimit::{RateLimiter, Rates};
 use crate::routes::{normalize, RoutePolicy};
+use crate::store::{KeyHasher, RedisStore};
 use crate::tokens::{Earned, Environment, MintError, Minter, TokenCache, TokenSettings};
 use crate::upstream::{build_clients, Clients, Upstream};
 use crate::{full_body, BoxError, ProxyBody};
@@ -141,15 +142,24 @@ impl Proxy {
     pub async fn with_metrics(config: &Config, metrics: Arc<Metrics>) -> Result<Self, BoxError> {
         let clients = build_clients(&config.upstream)?;
         let minter = Minter::new(config, clients.http().clone(), Arc::clone(&metrics))?;
-        let tokens = TokenCache::new(
-            minter,
-            TokenSettings {
-                upstream: Arc::from(config.upstream.base_url.to_string()),
-                environment: Environment::of_api_key(config.upstream.api_key.expose()),
-                max_accounts: config.tokens.max_accounts,
-                missing_account_ttl: config.tokens.missing_account_ttl,
-            },
-        );
+        let upstream = config.upstream.base_url.to_string();
+        let environment = Environment::of_api_key(config.upstream.api_key.expose());
+        let settings = TokenSettings {
+            upstream: Arc::from(upstream.as_str()),
+            environment,
+            max_accounts: config.tokens.max_accounts,
+            missing_account_ttl: config.tokens.missing_account_ttl,
+        };
+        let tokens = match (&config.redis, config.tokens.store) {
+            (Some(redis), Store::Redis) => TokenCache::with_store(
+                minter,
+                settings,
+                RedisStore::new(redis, Arc::clone(&metrics))?,
+                KeyHasher::new(&config.upstream.api_key, environment.as_str(), &upstream),
+                redis,
+            ),
+            _ => TokenCache::new(minter, settings),
+        };
         let limiter = RateLimiter::new(
             Rates::from(&config.limits),
             config.tokens.max_accounts,

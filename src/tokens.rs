@@ -15,6 +15,7 @@ mod breaker;
 mod cache;
 mod mint;
 mod pacer;
+mod shared;
 
 pub use cache::{TokenCache, TokenSettings};
 pub use mint::{Earned, Environment, MintError, Minter};
@@ -91,6 +92,24 @@ impl Token {
             expires_at,
             stale_ms_before: millis(margin),
             refresh_ms_before: millis(expires_at.saturating_duration_since(refresh_at)),
+        })
+    }
+
+    /// A token read back from the shared store: as its minter built it, so every replica
+    /// judges it stale and due for refresh at the same moments.
+    fn stored(
+        value: &str,
+        expires_at: Instant,
+        stale_ms_before: u32,
+        refresh_ms_before: u32,
+    ) -> Option<Self> {
+        let mut authorization = HeaderValue::from_str(&format!("Bearer {value}")).ok()?;
+        authorization.set_sensitive(true);
+        Some(Self {
+            authorization,
+            expires_at,
+            stale_ms_before,
+            refresh_ms_before,
         })
     }
 

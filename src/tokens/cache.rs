@@ -2,8 +2,8 @@
 
 use std::borrow::Borrow;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -11,9 +11,12 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::mint::jitter;
+use super::shared::{Event, SharedTokens, Want, EVENTS};
 use super::{Clock, Earned, Environment, MintError, Minter, Token};
+use crate::config::RedisConfig;
 use crate::identity::Caller;
-use crate::metrics::{CacheLookup, Eviction, Metrics};
+use crate::metrics::{CacheLookup, Eviction, LeaseWait, Metrics, StoreFallback, StoreRead};
+use crate::store::{AccountId, KeyHasher, RedisStore};
 
 /// An account whose mint failed backs off for the first, doubling with each failure in a
 /// row up to the second; a success ends it.
@@ -41,6 +44,15 @@ pub struct TokenSettings {
 
 type MintResult = Result<Token, MintError>;
 type Flight = watch::Receiver<Option<MintResult>>;
+type FlightSender = watch::Sender<Option<MintResult>>;
+
+/// How a flight gets its token.
+enum Plan {
+    /// Mint at the pacer's start, reserved when the flight began.
+    Alone(Instant),
+    /// Ask the shared store first; mint only under the account's lease.
+    Shared(AccountId, Want),
+}
 
 #[derive(Default)]
 struct SlotState {
@@ -63,6 +75,15 @@ struct SlotState {
     remint_after_s: u32,
     /// When the flight's mint starts: a ticket of the minter's pacer.
     flight_starts: u64,
+}
+
+/// With a shared store, an account this replica has a slot for, under its store name.
+/// Kept beside the slot, not in it: only a shared store needs it.
+struct Named {
+    slot: Weak<Slot>,
+    /// The fingerprint of the token last dropped because Refold rejected it or a replica
+    /// announced it gone (0: none): the store must not hand it back.
+    rejected: AtomicU32,
 }
 
 impl SlotState {
@@ -164,6 +185,11 @@ struct Inner {
     minter: Minter,
     settings: TokenSettings,
     epoch: Instant,
+    /// With `tokens.store = "redis"`: the tokens every replica shares.
+    shared: Option<SharedTokens>,
+    /// With a shared store: the accounts with a slot here, by their store name (what an
+    /// announcement names).
+    named: DashMap<AccountId, Named>,
 }
 
 /// Session tokens by linked account, for one upstream and API-key environment (its
@@ -185,6 +211,34 @@ impl std::fmt::Debug for TokenCache {
 impl TokenCache {
     /// An empty cache minting with `minter`.
     pub fn new(minter: Minter, settings: TokenSettings) -> Self {
+        Self::build(minter, settings, None)
+    }
+
+    /// An empty cache in front of the tokens every replica shares in `store`: accounts
+    /// named there by `hasher`, values sealed with the `[redis]` keyring, mints under a
+    /// lease of `redis.lease_ms` (see [`super::shared`]). Must be called within a tokio
+    /// runtime: it subscribes to the other replicas' announcements.
+    pub fn with_store(
+        minter: Minter,
+        settings: TokenSettings,
+        store: RedisStore,
+        hasher: KeyHasher,
+        redis: &RedisConfig,
+    ) -> Self {
+        let shared = SharedTokens::new(store, hasher, redis.keyring.clone(), redis.lease);
+        let cache = Self::build(minter, settings, Some(shared));
+        let weak = Arc::downgrade(&cache.inner);
+        if let Some(shared) = &cache.inner.shared {
+            shared.store().subscribe(EVENTS, move |message| {
+                if let Some(inner) = weak.upgrade() {
+                    inner.on_event(message);
+                }
+            });
+        }
+        cache
+    }
+
+    fn build(minter: Minter, settings: TokenSettings, shared: Option<SharedTokens>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 slots: DashMap::new(),
@@ -192,8 +246,15 @@ impl TokenCache {
                 epoch: minter.clock().now(),
                 minter,
                 settings,
+                shared,
+                named: DashMap::new(),
             }),
         }
+    }
+
+    /// The shared store, when tokens are shared.
+    pub fn store(&self) -> Option<&RedisStore> {
+        self.inner.shared.as_ref().map(SharedTokens::store)
     }
 
     /// The caller's session token: cached, or minted (one mint per account at a time).
@@ -284,6 +345,15 @@ impl TokenCache {
             tracing::debug!(account = %caller.tag(), "Refold rejected the session token again soon after a forced re-mint: kept, no new mint yet");
             return false;
         }
+        if let Some(shared) = &self.inner.shared {
+            // Gone for every replica too, unless one already stored a fresh token.
+            let id = shared.id(caller.account());
+            self.inner
+                .name(id, &slot)
+                .rejected
+                .store(shared.fingerprint(token), Ordering::Relaxed);
+            self.discard_shared(caller.account(), Some(token.clone()));
+        }
         state.token = None;
         state.force_next = true;
         state.remint_after_s = whole_seconds_up(since_epoch + FORCED_REMINT_INTERVAL);
@@ -297,7 +367,11 @@ impl TokenCache {
     ///
     /// The account's next mint asks Refold with `force_refresh`, so it gets a new token
     /// rather than the evicted one back.
+    ///
+    /// With a shared store, the token is deleted there too and every replica told to drop
+    /// its copy, whether or not this one held it.
     pub fn evict(&self, account: &str) -> bool {
+        self.discard_shared(account, None);
         let Some(slot) = self.existing_slot(account) else {
             return false;
         };
@@ -306,11 +380,36 @@ impl TokenCache {
             state.release();
         }
         state.force_next = true;
+        if let (Some(shared), Some(token)) = (&self.inner.shared, &state.token) {
+            let id = shared.id(account);
+            self.inner
+                .name(id, &slot)
+                .rejected
+                .store(shared.fingerprint(token), Ordering::Relaxed);
+        }
         let evicted = state.token.take().is_some();
         if evicted {
             self.metrics().cache_evicted(Eviction::Admin, 1);
         }
         evicted
+    }
+
+    /// Deletes the account's token from the shared store (only if it is still `token`,
+    /// when given) and has every replica drop its copy, in the background.
+    fn discard_shared(&self, account: &str, token: Option<Token>) {
+        if self.inner.shared.is_none() {
+            return;
+        }
+        let inner = Arc::clone(&self.inner);
+        let account = account.to_owned();
+        tokio::spawn(async move {
+            if let Some(shared) = &inner.shared {
+                let id = shared.id(&account);
+                if let Err(error) = shared.discard(id, token.as_ref()).await {
+                    tracing::warn!(%error, "could not delete a session token from the shared store");
+                }
+            }
+        });
     }
 
     /// The clock expiry and refresh are judged by.
@@ -385,6 +484,9 @@ impl TokenCache {
         let slots = &self.inner.slots;
         let before = slots.len();
         slots.retain(|slot, ()| !slot.0.is_dead(now));
+        self.inner
+            .named
+            .retain(|_, named| named.slot.strong_count() > 0);
         self.metrics()
             .cache_evicted(Eviction::Expired, before.saturating_sub(slots.len()) as u64);
         let max = self.inner.settings.max_accounts;
@@ -423,16 +525,43 @@ impl TokenCache {
         let (tx, rx) = watch::channel(None);
         let inner = Arc::clone(&self.inner);
         let task_slot = Arc::clone(slot);
-        let start = inner.minter.pacer().reserve();
         state.flight = Some(rx.clone());
-        state.flight_starts = inner.minter.pacer().ticket_of(start);
+        let plan = match &inner.shared {
+            None => {
+                let start = inner.minter.pacer().reserve();
+                state.flight_starts = inner.minter.pacer().ticket_of(start);
+                Plan::Alone(start)
+            }
+            Some(shared) => {
+                // The pacer is asked only if this replica mints (see `Inner::mint_paced`).
+                state.flight_starts = 0;
+                let id = shared.id(&slot.account);
+                let rejected = inner.name(id, slot).rejected.load(Ordering::Relaxed);
+                let want = match (&state.token, force) {
+                    // A refresh: a newer token than the one held, not itself due.
+                    (Some(token), true) => Want {
+                        avoid: Some(shared.fingerprint(token)),
+                        fresh: true,
+                    },
+                    (None, true) => Want {
+                        avoid: (rejected != 0).then_some(rejected),
+                        fresh: false,
+                    },
+                    (_, false) => Want::default(),
+                };
+                Plan::Shared(id, want)
+            }
+        };
         tokio::spawn(async move {
             let slot = task_slot;
             // Clears the flight even if the mint panics, so the account is not stuck
             // behind a flight that will never land.
             let guard = FlightGuard(Arc::clone(&slot));
             let account = &slot.account;
-            let result = inner.minter.mint(account, force, start).await;
+            let result = match plan {
+                Plan::Alone(start) => inner.minter.mint(account, force, start).await,
+                Plan::Shared(id, want) => inner.obtain_shared(&slot, id, force, want, &tx).await,
+            };
             {
                 let now = inner.minter.clock().now();
                 let mut state = slot.lock();
@@ -474,6 +603,143 @@ impl TokenCache {
             let _ = tx.send(Some(result));
         });
         rx
+    }
+}
+
+impl Inner {
+    /// The account's entry among the named ones, made or pointed at `slot`.
+    fn name(
+        &self,
+        id: AccountId,
+        slot: &Arc<Slot>,
+    ) -> dashmap::mapref::one::Ref<'_, AccountId, Named> {
+        let mut entry = self.named.entry(id).or_insert_with(|| Named {
+            slot: Arc::downgrade(slot),
+            rejected: AtomicU32::new(0),
+        });
+        if !std::ptr::eq(entry.slot.as_ptr(), Arc::as_ptr(slot)) {
+            entry.slot = Arc::downgrade(slot);
+        }
+        entry.downgrade()
+    }
+
+    /// Mints the slot's account at the pacer's next start. Callers waiting on the flight
+    /// are told at once (503 with `Retry-After`) when that start is further away than a
+    /// mint may take; the mint goes on and caches its token for then.
+    async fn mint_paced(&self, slot: &Slot, force: bool, tx: &FlightSender) -> MintResult {
+        let pacer = self.minter.pacer();
+        let start = pacer.reserve();
+        let ticket = pacer.ticket_of(start);
+        slot.lock().flight_starts = ticket;
+        let starts_in = pacer.until(ticket);
+        if starts_in > self.minter.timeout() {
+            let _ = tx.send(Some(Err(MintError::Unavailable {
+                reason: QUEUED.into(),
+                retry_after: Some(starts_in),
+            })));
+        }
+        self.minter.mint(&slot.account, force, start).await
+    }
+
+    /// A flight with a shared store: the store's token, another replica's fresh one, or
+    /// one minted under the account's lease (see [`super::shared`]).
+    async fn obtain_shared(
+        &self,
+        slot: &Slot,
+        id: AccountId,
+        force: bool,
+        want: Want,
+        tx: &FlightSender,
+    ) -> MintResult {
+        let Some(shared) = &self.shared else {
+            return self.mint_paced(slot, force, tx).await;
+        };
+        let clock = self.minter.clock();
+        let metrics = self.minter.metrics();
+        match shared.read(id, clock).await {
+            Ok(Some(found)) if want.accepts(&found, clock.now()) => {
+                metrics.store_read(StoreRead::Hit);
+                return Ok(found.token);
+            }
+            Ok(_) => metrics.store_read(StoreRead::Miss),
+            Err(_) => {
+                metrics.store_read(StoreRead::Error);
+                metrics.store_fallback(StoreFallback::Mint);
+                return self.mint_paced(slot, force, tx).await;
+            }
+        }
+        let waiter = shared.waiter(id);
+        let deadline = Instant::now() + self.minter.timeout();
+        let mut waited = false;
+        loop {
+            let Ok((lease, found)) = shared.take_lease(id, clock).await else {
+                metrics.store_fallback(StoreFallback::Mint);
+                return self.mint_paced(slot, force, tx).await;
+            };
+            if let Some(found) = found.filter(|found| want.accepts(found, clock.now())) {
+                if let Some(lease) = lease {
+                    shared.release(lease).await;
+                }
+                if waited {
+                    metrics.store_lease_wait(LeaseWait::Token);
+                }
+                return Ok(found.token);
+            }
+            if let Some(lease) = lease {
+                if waited {
+                    metrics.store_lease_wait(LeaseWait::Lease);
+                }
+                let result = shared
+                    .holding(&lease, self.mint_paced(slot, force, tx))
+                    .await;
+                if let Ok(token) = &result {
+                    // Written before the lease goes: whoever takes it next reads this.
+                    let _ = shared.write(id, token, clock).await;
+                }
+                shared.release(lease).await;
+                return result;
+            }
+            if Instant::now() >= deadline {
+                // The holder is slow or stuck: this replica's callers do not wait longer.
+                metrics.store_lease_wait(LeaseWait::Timeout);
+                let result = self.mint_paced(slot, force, tx).await;
+                if let Ok(token) = &result {
+                    let _ = shared.write(id, token, clock).await;
+                }
+                return result;
+            }
+            waited = true;
+            waiter.wait().await;
+        }
+    }
+
+    /// An announcement from a replica (or this one): wake the flight waiting for a token
+    /// just written, or drop a copy of a token just deleted.
+    fn on_event(&self, message: &[u8]) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        match Event::parse(message) {
+            Some(Event::Written(id)) => shared.wake(id),
+            Some(Event::Discarded(id, fingerprint)) => {
+                // The map's guard goes before the slot is locked: elsewhere the slot's lock
+                // is taken first, then the map's.
+                let Some(slot) = self.named.get(&id).and_then(|named| named.slot.upgrade()) else {
+                    return;
+                };
+                let mut state = slot.lock();
+                let Some(held) = state.token.as_ref().map(|t| shared.fingerprint(t)) else {
+                    return;
+                };
+                if fingerprint.is_none_or(|fingerprint| fingerprint == held) {
+                    state.token = None;
+                    state.force_next = true;
+                    self.name(id, &slot).rejected.store(held, Ordering::Relaxed);
+                    self.minter.metrics().cache_evicted(Eviction::Announced, 1);
+                }
+            }
+            None => tracing::debug!("ignored a malformed message on the shared store's channel"),
+        }
     }
 }
 

@@ -524,6 +524,13 @@ async fn a_lease_holder_killed_mid_mint_is_replaced_after_the_lease() {
         waited < bound,
         "callers waited {waited:?} (bound {bound:?})"
     );
+    // Renewed every third of its life, A's lease outlived A by at least two thirds of it:
+    // a replica that minted sooner took a lease that was not free.
+    let floor = MINT_LATENCY + LEASE / 3;
+    assert!(
+        waited >= floor,
+        "callers waited only {waited:?}: the live lease was not waited for"
+    );
     let mut took_the_lease = 0.0;
     for i in [1, 2] {
         took_the_lease += cluster
@@ -630,6 +637,14 @@ async fn redis_killed_mid_traffic_then_restarted_fails_no_warm_request() {
             .await
             .unwrap();
         assert_eq!(ready.status(), 200, "replica {i} is ready without Redis");
+        let alone = cluster
+            .metric(i, "refold_proxy_store_fallbacks_total{what=\"mint\"}")
+            .await
+            .unwrap_or(0.0);
+        assert!(
+            alone >= 1.0,
+            "replica {i} counted no mint made without Redis"
+        );
     }
     load.run_for(300).await;
 

@@ -53,6 +53,12 @@ impl ProxyProcess {
     /// Starts the binary on `toml` and returns once the admin listener is up (the proxy
     /// itself may still be starting: see [`ProxyProcess::serving`]).
     pub async fn spawn(toml: &str) -> Self {
+        Self::spawn_with_env(toml, &[]).await
+    }
+
+    /// [`ProxyProcess::spawn`] with more environment variables (e.g. the secrets a config
+    /// names), set after the usual ones so they can also replace them.
+    pub async fn spawn_with_env(toml: &str, env: &[(&str, String)]) -> Self {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "refold-proxy-test-{}-{}",
@@ -71,6 +77,7 @@ impl ProxyProcess {
             .env(ADMIN_TOKEN_ENV, ADMIN_TOKEN)
             .env(FINGERPRINT_KEY_ENV, FINGERPRINT_KEY)
             .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(name, value)| (name, value)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -137,6 +144,13 @@ impl ProxyProcess {
             .status()
             .unwrap();
         assert!(sent.success(), "kill -{signal} {pid}");
+    }
+
+    /// Kills the process at once (SIGKILL: no drain, no cleanup, as a crash or an OOM
+    /// kill would) and waits until it is gone.
+    pub async fn kill(&mut self) {
+        self.signal("KILL");
+        self.exit_status().await;
     }
 
     /// Every log event so far (JSON objects; other lines as strings).

@@ -291,3 +291,43 @@ async fn an_evict_on_one_proxy_drops_the_token_everywhere_with_one_new_mint() {
     assert_eq!(a.mock.mints_for("bob"), 2, "one forced mint for both");
     assert_ne!(a.mock.current_token("bob").unwrap(), first);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_acl_the_readme_gives_is_all_the_proxy_needs() {
+    let redis = RedisServer::start();
+    // As in deploy/replicas/README.md.
+    let acl = "~refold-proxy:* &refold-proxy:* +@read +@write +@scripting +@pubsub +ping +time";
+    let mut args = vec!["ACL", "SETUSER", "proxy", "on", ">acl-test-password"];
+    args.extend(acl.split(' '));
+    assert_eq!(redis.command(&args).as_deref(), Some("OK"));
+    let url = redis
+        .url()
+        .replace("redis://", "redis://proxy:acl-test-password@");
+    let build = |upstream: Option<&Harness>| {
+        let mut builder = shared(&redis, upstream, "")
+            .limits("store = \"redis\"\nper_account_rps = 100.0\nper_account_burst = 100\n");
+        builder = builder.env(support::redis::REDIS_URL_ENV, &url);
+        builder
+    };
+    let a = build(None).start().await;
+    let b = build(Some(&a)).start().await;
+    for _ in 0..3 {
+        assert_eq!(a.get_as("alice", PATH).await.status(), 200);
+        assert_eq!(b.get_as("alice", PATH).await.status(), 200);
+    }
+    a.proxy.tokens().evict("alice");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(b.get_as("alice", PATH).await.status(), 200);
+    assert_eq!(a.mock.mints_for("alice"), 2);
+    for proxy in [&a, &b] {
+        let metrics = proxy.proxy.metrics().encode();
+        assert!(
+            metrics.contains("refold_proxy_store_errors_total 0"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("refold_proxy_store_fallbacks_total{what=\"rate_limit\"} 0"),
+            "{metrics}"
+        );
+    }
+}

@@ -164,7 +164,12 @@ impl HarnessBuilder {
         let config = Config::from_toml(&toml, Path::new("."), move |name| match name {
             "TEST_REFOLD_API_KEY" => Some(api_key.clone()),
             "TEST_APP_JWT_SECRET" => Some(SECRET.into()),
-            other => env.iter().find(|(k, _)| k == other).map(|(_, v)| v.clone()),
+            // The last setting of a variable wins.
+            other => env
+                .iter()
+                .rev()
+                .find(|(k, _)| k == other)
+                .map(|(_, v)| v.clone()),
         })
         .unwrap_or_else(|e| panic!("test config rejected: {e}\n{toml}"));
         let proxy = Arc::new(Proxy::new(&config).await.unwrap());

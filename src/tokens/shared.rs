@@ -473,6 +473,165 @@ fn random_owner() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::RedisConfig;
+    use crate::metrics::Metrics;
+    use crate::secret::Secret;
+
+    /// A `redis-server` on a free loopback port, killed when dropped.
+    struct Server(std::process::Child, u16);
+
+    impl Server {
+        fn start() -> Self {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .unwrap_or_default();
+            let child = std::process::Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("redis-server: {e}"));
+            Self(child, port)
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    async fn shared_on(server: &Server) -> SharedTokens {
+        let config = RedisConfig {
+            url: Secret::new(format!("redis://127.0.0.1:{}", server.1)),
+            key_prefix: "t:".into(),
+            connect_timeout: Duration::from_secs(1),
+            command_timeout: Duration::from_secs(1),
+            lease: Duration::from_secs(3),
+            keyring: Keyring::parse("k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
+                .unwrap_or_else(|e| panic!("{e}")),
+        };
+        // Until the server listens: a store's first failure would mark it down.
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", server.1))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let store = RedisStore::new(&config, std::sync::Arc::new(Metrics::new()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        SharedTokens::new(
+            store,
+            KeyHasher::new(&Secret::new("tk_key"), "test", "http://refold"),
+            config.keyring,
+            config.lease,
+        )
+    }
+
+    async fn get(shared: &SharedTokens, key: &str) -> Option<String> {
+        shared
+            .store
+            .run(|mut c| {
+                let key = key.to_owned();
+                async move {
+                    redis::cmd("GET")
+                        .arg(key)
+                        .query_async::<Option<String>>(&mut c)
+                        .await
+                }
+            })
+            .await
+            .ok()
+            .flatten()
+    }
+
+    #[tokio::test]
+    async fn a_lease_is_renewed_and_released_only_by_its_owner() {
+        // Nango's lock was released by an instance that did not hold it.
+        let server = Server::start();
+        let shared = shared_on(&server).await;
+        let clock = Clock::default();
+        let id = shared.id("alice");
+        let Ok((Some(lease), None)) = shared.take_lease(id, &clock).await else {
+            panic!("the first taker gets the lease");
+        };
+        let Ok((None, None)) = shared.take_lease(id, &clock).await else {
+            panic!("a second taker does not");
+        };
+        assert_eq!(get(&shared, &lease.key).await, Some(lease.owner.clone()));
+        // The lease expired and another replica took it: the first holder's renewal and
+        // release must leave the new owner's lease alone.
+        let key = lease.key.clone();
+        shared
+            .store
+            .run(|mut c| async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg("another-owner")
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let renewed = shared
+            .holding(&lease, tokio::time::sleep(Duration::from_millis(1100)))
+            .await;
+        assert_eq!(renewed, ());
+        let key = lease.key.clone();
+        shared.release(lease).await;
+        assert_eq!(get(&shared, &key).await.as_deref(), Some("another-owner"));
+        // Its own lease, it releases.
+        let Ok((Some(own), None)) = shared.take_lease(shared.id("bob"), &clock).await else {
+            panic!("bob's lease is free");
+        };
+        let key = own.key.clone();
+        shared.release(own).await;
+        assert_eq!(get(&shared, &key).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_rejected_token_is_deleted_only_while_it_is_the_stored_one() {
+        let server = Server::start();
+        let shared = shared_on(&server).await;
+        let clock = Clock::default();
+        let now = clock.now();
+        let token = |value: &str| {
+            Token::new(
+                value,
+                now,
+                now + Duration::from_secs(600),
+                Duration::from_secs(60),
+            )
+            .unwrap_or_else(|| panic!("token"))
+        };
+        let id = shared.id("alice");
+        let (old, new) = (token("old-token"), token("new-token"));
+        shared
+            .write(id, &new, &clock)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // A replica late with its INVALID_TOKEN for the old token: the new one stays.
+        assert!(!shared.discard(id, Some(&old)).await.unwrap_or(true));
+        let found = shared
+            .read(id, &clock)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            found.map(|f| f.token.secret().to_vec()),
+            Some(b"new-token".to_vec())
+        );
+        assert!(shared.discard(id, Some(&new)).await.unwrap_or(false));
+        assert!(shared
+            .read(id, &clock)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_none());
+    }
 
     #[test]
     fn events_parse_strictly() {

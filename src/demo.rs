@@ -9,23 +9,26 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::config::Config;
-use crate::identity::sign_hs256;
-use crate::mock::{MockConfig, MockUpstream};
-use crate::proxy::Proxy;
-use crate::secret::Secret;
-use crate::server::{serve, ServeOptions};
-use crate::BoxError;
+use refold_mock::{MockConfig, MockUpstream};
+use refold_proxy::config::Config;
+use refold_proxy::identity::sign_hs256;
+use refold_proxy::proxy::Proxy;
+use refold_proxy::secret::Secret;
+use refold_proxy::server::{serve, ServeOptions};
+use refold_proxy::BoxError;
 
 /// The stand-in's API key in the demo (a test-environment key: it starts with `tk`).
-pub const DEMO_API_KEY: &str = "tk_demo_api_key";
+pub(crate) const DEMO_API_KEY: &str = "tk_demo_api_key";
 /// The linked account the demo's app JWT names.
-pub const DEMO_ACCOUNT: &str = "demo-user";
+pub(crate) const DEMO_ACCOUNT: &str = "demo-user";
 /// The demo's app-JWT signing secret. Demo only: a deployment names its own.
 const DEMO_SIGNING_SECRET: &str = "demo-signing-secret-for-refold-proxy-only";
 
 /// Runs the demo until `shutdown` resolves.
-pub async fn run(listen: SocketAddr, shutdown: impl Future<Output = ()>) -> Result<(), BoxError> {
+pub(crate) async fn run(
+    listen: SocketAddr,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), BoxError> {
     let mock_config = MockConfig {
         api_key: DEMO_API_KEY.into(),
         accounts: vec![DEMO_ACCOUNT.into()],
@@ -85,7 +88,7 @@ pub async fn run(listen: SocketAddr, shutdown: impl Future<Output = ()>) -> Resu
 }
 
 /// Runs only the stand-in upstream on `listen` until `shutdown` resolves.
-pub async fn run_mock_upstream(
+pub(crate) async fn run_mock_upstream(
     listen: SocketAddr,
     api_key: String,
     accounts: Vec<String>,

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use refold_proxy::config::{parse_duration, Config};
-use refold_proxy::{demo, identity, server, tls};
+use refold_proxy::{identity, server, tls};
+
+mod demo;
 use tracing_subscriber::EnvFilter;
 
 /// The process's allocator. With glibc's malloc about half of the resident memory a

@@ -5,7 +5,7 @@
 
 mod support;
 
-use refold_proxy::mock::MintFault;
+use refold_mock::MintFault;
 use support::{app_jwt, CapturedLogs, Harness, API_KEY};
 
 #[tokio::test]

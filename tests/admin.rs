@@ -262,14 +262,13 @@ async fn gated_jwks(body: String) -> (String, oneshot::Receiver<()>, oneshot::Se
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_is_503_while_the_jwt_keys_load_then_200_and_evict_is_logged_by_hash() {
     const ACCOUNT: &str = "account-with-a-telltale-id-51f0";
-    let (mock_addr, mock) =
-        refold_proxy::mock::MockUpstream::spawn(refold_proxy::mock::MockConfig {
-            api_key: support::API_KEY.into(),
-            accounts: vec![ACCOUNT.into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let (mock_addr, mock) = refold_mock::MockUpstream::spawn(refold_mock::MockConfig {
+        api_key: support::API_KEY.into(),
+        accounts: vec![ACCOUNT.into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let key = TestKey::new("k1", Algorithm::RS256, "rs256.key.pem");
     let jwks = serde_json::json!({ "keys": [key.jwk()] }).to_string();
     let (jwks_url, fetched, open) = gated_jwks(jwks).await;

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
+use refold_mock::{MockConfig, MockUpstream};
 use refold_proxy::config::Config;
-use refold_proxy::mock::{MockConfig, MockUpstream};
 use refold_proxy::proxy::Proxy;
 use refold_proxy::server::{serve, ServeOptions};
 use support::{app_jwt, assert_error, Harness, API_KEY, SECRET};

@@ -9,9 +9,9 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use support::{app_jwt, assert_error, Harness};
 
 fn recorded<'a>(
-    requests: &'a [refold_proxy::mock::RecordedRequest],
+    requests: &'a [refold_mock::RecordedRequest],
     path: &str,
-) -> Vec<&'a refold_proxy::mock::RecordedRequest> {
+) -> Vec<&'a refold_mock::RecordedRequest> {
     requests.iter().filter(|r| r.path == path).collect()
 }
 

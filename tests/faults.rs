@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use refold_proxy::mock::{ApiFault, MintFault, MissingAccount, RateLimit};
+use refold_mock::{ApiFault, MintFault, MissingAccount, RateLimit};
 use support::{assert_error, Harness, HarnessBuilder, API_KEY};
 
 const PATH: &str = "/api/v2/public/workflow";

@@ -8,12 +8,12 @@ mod support;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use refold_proxy::mock::{ApiFault, MintFault};
+use refold_mock::{ApiFault, MintFault};
 use support::{app_jwt, assert_error, Harness};
 
 const PATH: &str = "/api/v2/public/workflow";
 
-fn forwarded(h: &Harness) -> Vec<refold_proxy::mock::RecordedRequest> {
+fn forwarded(h: &Harness) -> Vec<refold_mock::RecordedRequest> {
     h.mock
         .requests()
         .into_iter()

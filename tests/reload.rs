@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
-use refold_proxy::mock::{MockConfig, MockUpstream};
+use refold_mock::{MockConfig, MockUpstream};
 use support::process::{base_config, ProxyProcess};
 use support::{app_jwt, assert_error, now, sign_with, API_KEY, SECRET};
 

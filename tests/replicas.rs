@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use futures_util::stream::{self, StreamExt};
-use refold_proxy::mock::{MockConfig, MockUpstream};
+use refold_mock::{MockConfig, MockUpstream};
 use support::process::{base_config, ProxyProcess};
 use support::redis::RedisServer;
 use support::{app_jwt, Harness, API_KEY};

@@ -34,7 +34,7 @@ fn status_of(answer: &str) -> u16 {
         .unwrap_or_else(|| panic!("no status line in {answer:?}"))
 }
 
-fn api_requests(h: &Harness) -> Vec<refold_proxy::mock::RecordedRequest> {
+fn api_requests(h: &Harness) -> Vec<refold_mock::RecordedRequest> {
     h.mock
         .requests()
         .into_iter()

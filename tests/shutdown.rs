@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use refold_proxy::mock::{MockConfig, MockUpstream};
+use refold_mock::{MockConfig, MockUpstream};
 use support::process::{base_config, ProxyProcess};
 use support::{app_jwt, assert_error, eventually, API_KEY};
 use tokio::sync::mpsc;

@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use refold_proxy::mock::{ErrorField, MintReply, MissingAccount};
+use refold_mock::{ErrorField, MintReply, MissingAccount};
 use serde_json::json;
 use support::{app_jwt, assert_error, Harness};
 
@@ -319,7 +319,7 @@ async fn assert_error_401(response: reqwest::Response) -> serde_json::Value {
     response.json().await.unwrap()
 }
 
-fn mints(h: &Harness) -> Vec<refold_proxy::mock::RecordedRequest> {
+fn mints(h: &Harness) -> Vec<refold_mock::RecordedRequest> {
     h.mock
         .requests()
         .into_iter()

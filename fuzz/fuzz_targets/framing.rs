@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 
 use libfuzzer_sys::fuzz_target;
 use refold_proxy::framing::FramingGuard;
-use refold_proxy_fuzz::{hyper_reading, WireReading};
+use refold_oracles::{hyper_reading, WireReading};
 use tokio::io::{AsyncRead, ReadBuf};
 
 /// The client side: the wire handed out in scripted read sizes (0 means "not ready yet").

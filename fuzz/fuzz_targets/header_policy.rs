@@ -19,7 +19,7 @@ use refold_proxy::headers::{
     check_account_binding, check_framing, strip_credential_params, Downstream, HeaderPolicy,
 };
 use refold_proxy::tokens::Token;
-use refold_proxy_fuzz::{account_param, fold_name};
+use refold_oracles::{account_param, fold_name};
 
 const TOKEN: &str = "session-abc.def";
 const APP_HEADER: &str = "x-app-token";

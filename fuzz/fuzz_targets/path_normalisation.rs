@@ -10,7 +10,7 @@ use http::Uri;
 use libfuzzer_sys::fuzz_target;
 use refold_proxy::routes::{normalize, RoutePolicy};
 use refold_proxy::upstream::join_uri;
-use refold_proxy_fuzz::{denied_prefix, lenient_reading, methods, permissive_policy, segment_flaw};
+use refold_oracles::{denied_prefix, lenient_reading, methods, permissive_policy, segment_flaw};
 
 const MAX_PATH: usize = 2048;
 

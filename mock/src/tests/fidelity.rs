@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use super::Harness;
-use crate::mock::{ErrorField, MintReply, MockConfig, RateLimit};
+use crate::{ErrorField, MintReply, MockConfig, RateLimit};
 
 fn config(accounts: &[&str]) -> MockConfig {
     MockConfig {

@@ -1,4 +1,4 @@
-//! Oracles shared by the fuzz targets: independent readings of paths, header names, query
+//! Oracles shared by the fuzz targets and the property tests: independent readings of paths, header names, query
 //! keys and HTTP/1 request framing, written without reusing the proxy's own helpers.
 
 use http::Method;

@@ -172,12 +172,16 @@ mod tests {
     use super::*;
 
     fn load(text: &str) -> Config {
-        Config::from_toml(text, Path::new("."), |name| match name {
-            "REFOLD_API_KEY" => Some("tk_test_key".into()),
-            "OTHER_KEY" => Some("pk_other_key".into()),
-            "APP_JWT_SECRET" => Some("0123456789abcdef0123456789abcdef".into()),
-            _ => None,
-        })
+        Config::from_toml(
+            text,
+            Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")),
+            |name| match name {
+                "REFOLD_API_KEY" => Some("tk_test_key".into()),
+                "OTHER_KEY" => Some("pk_other_key".into()),
+                "APP_JWT_SECRET" => Some("0123456789abcdef0123456789abcdef".into()),
+                _ => None,
+            },
+        )
         .unwrap()
     }
 
@@ -208,7 +212,7 @@ mod tests {
         assert_eq!(loaded.upstream.timeout.as_millis(), 5);
         assert_eq!(loaded.cors.allowed_origins.len(), 1);
         // Turning TLS on (or off) needs a restart; a CA for Refold does too.
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
         let with_tls = |extra: &str| {
             Config::from_toml(
                 &format!("[server.tls]\ncert_file = \"certs/localhost.pem\"\nkey_file = \"certs/localhost.key.pem\"\n{extra}"),
@@ -250,7 +254,7 @@ mod tests {
         let load_redis = |limits_store: &str| {
             Config::from_toml(
                 &format!("[tokens]\nstore = \"redis\"\n[limits]\nstore = \"{limits_store}\"\n"),
-                Path::new("."),
+                Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")),
                 |name| match name {
                     "REFOLD_API_KEY" => Some("tk_test_key".into()),
                     "APP_JWT_SECRET" => Some("0123456789abcdef0123456789abcdef".into()),

@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use super::Harness;
-use crate::mock::{ApiFault, MintFault};
+use crate::{ApiFault, MintFault};
 
 /// Long enough to measure a delay.
 const LATENCY: Duration = Duration::from_millis(300);

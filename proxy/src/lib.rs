@@ -33,14 +33,12 @@
 //! - [`routes`], [`identity`], [`tokens`], [`headers`], [`upstream`]: one step each.
 //! - [`guard`]: the response guard; [`encoding`]: the content codings it reads and writes.
 //! - [`secret`]: values that never print themselves.
-//! - [`mock`]: the stand-in Refold API (demo, tests, benches).
 
 pub mod access;
 pub mod admin;
 pub mod body_timeout;
 pub mod config;
 pub mod cors;
-pub mod demo;
 pub mod encoding;
 pub mod error;
 pub mod framing;
@@ -49,7 +47,6 @@ pub mod headers;
 pub mod identity;
 mod keyed_hash;
 pub mod metrics;
-pub mod mock;
 pub mod proxy;
 pub mod ratelimit;
 pub mod reload;

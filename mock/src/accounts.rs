@@ -17,7 +17,7 @@ use super::state::{iso8601, Account, State};
 use super::tokens::TokenForm;
 use super::wire::{json, ok, paginate, query_param, ApiError, Call, Dropped, Outcome};
 use super::MintReply;
-use crate::secret::FingerprintKey;
+use refold_proxy::secret::FingerprintKey;
 
 /// The stand-in's own key for account fingerprints in its log: one per process.
 static MOCK_FINGERPRINTS: std::sync::LazyLock<FingerprintKey> =

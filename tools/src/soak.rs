@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo build --release
-//! cargo bench --bench soak -- [--minutes 10] [--accounts 500] [--fill 100000]
+//! cargo run --release -p refold-tools --bin soak -- [--minutes 10] [--accounts 500] [--fill 100000]
 //! ```
 //!
 //! 1. The stand-in runs in this process (so the run can flip its faults); the proxy runs
@@ -27,8 +27,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
+use refold_mock::{ApiFault, MintFault, MockConfig, MockUpstream};
 use refold_proxy::identity::sign_hs256;
-use refold_proxy::mock::{ApiFault, MintFault, MockConfig, MockUpstream};
 use refold_proxy::secret::Secret;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::Semaphore;
@@ -93,9 +93,16 @@ struct Args {
     /// The proxy binary (default: the release build of this package).
     #[arg(long)]
     proxy_bin: Option<PathBuf>,
-    /// Passed by `cargo bench`; ignored.
-    #[arg(long, hide = true)]
-    bench: bool,
+}
+
+/// The workspace's release build of the proxy (`cargo build --release`), in
+/// `CARGO_TARGET_DIR` when that is set.
+fn release_binary() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        PathBuf::from,
+    );
+    target.join("release/refold-proxy")
 }
 
 /// The proxy child's pid while it runs, for the panic hook.
@@ -103,10 +110,7 @@ static CHILD_PID: AtomicU32 = AtomicU32::new(0);
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let bin = args
-        .proxy_bin
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_refold-proxy")));
+    let bin = args.proxy_bin.clone().unwrap_or_else(release_binary);
     if !bin.is_file() {
         eprintln!(
             "soak: the proxy binary {} is missing.\n\

@@ -1213,7 +1213,11 @@ mod tests {
     }
 
     fn load(text: &str) -> Result<Config, ConfigError> {
-        Config::from_toml(text, Path::new("."), env)
+        Config::from_toml(
+            text,
+            Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")),
+            env,
+        )
     }
 
     #[test]
@@ -1282,7 +1286,7 @@ mod tests {
         let redis = "[tokens]\nstore = \"redis\"\n";
         let ok = Config::from_toml(
             &format!("{redis}[limits]\nstore = \"redis\"\n"),
-            Path::new("."),
+            Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")),
             with("rediss://user:pw@cache.internal:6380/2", KEYS),
         )
         .unwrap();
@@ -1320,9 +1324,13 @@ mod tests {
             ("[tokens]\nstore = \"disk\"", Box::new(env), "store"),
         ];
         for (text, env, needle) in cases {
-            let err = Config::from_toml(text, Path::new("."), env)
-                .unwrap_err()
-                .to_string();
+            let err = Config::from_toml(
+                text,
+                Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")),
+                env,
+            )
+            .unwrap_err()
+            .to_string();
             assert!(err.contains(needle), "{text:?} gave {err:?}");
             assert!(!err.contains("ICEiIy") && !err.contains("short"), "{err}");
         }
@@ -1475,7 +1483,7 @@ mod tests {
         let with = |value: &'static str| {
             Config::from_toml(
                 "[server]\nfingerprint_key_env = \"LOG_KEY\"",
-                Path::new("."),
+                Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")),
                 move |name| match name {
                     "LOG_KEY" => Some(value.into()),
                     other => env(other),
@@ -1503,7 +1511,7 @@ mod tests {
         assert!(config.admin.token.is_none());
         let with_token = Config::from_toml(
             "[admin]\nadmin_token_env = \"ADMIN\"",
-            Path::new("."),
+            Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")),
             |name| match name {
                 "ADMIN" => Some("an-admin-secret-of-thirty-two-bytes!".into()),
                 other => env(other),
@@ -1542,7 +1550,7 @@ mod tests {
         }
         let short = Config::from_toml(
             "[admin]\nadmin_token_env = \"ADMIN\"",
-            Path::new("."),
+            Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")),
             |name| match name {
                 "ADMIN" => Some("tiny-admin".into()),
                 other => env(other),
@@ -1557,7 +1565,11 @@ mod tests {
     }
 
     fn load_in_repo(text: &str) -> Result<Config, ConfigError> {
-        Config::from_toml(text, Path::new(env!("CARGO_MANIFEST_DIR")), env)
+        Config::from_toml(
+            text,
+            Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")),
+            env,
+        )
     }
 
     const DEV_TLS: &str =
@@ -1666,10 +1678,14 @@ mod tests {
 
     #[test]
     fn short_hmac_secret_is_refused() {
-        let err = Config::from_toml("", Path::new("."), |name| match name {
-            "APP_JWT_SECRET" => Some("short".into()),
-            other => env(other),
-        })
+        let err = Config::from_toml(
+            "",
+            Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")),
+            |name| match name {
+                "APP_JWT_SECRET" => Some("short".into()),
+                other => env(other),
+            },
+        )
         .unwrap_err();
         assert!(err.to_string().contains("shorter than 32"), "{err}");
     }

@@ -455,11 +455,15 @@ mod tests {
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
     fn authenticator(extra: &str) -> Authenticator {
-        let config = Config::from_toml(extra, Path::new("."), |name| match name {
-            "REFOLD_API_KEY" => Some("tk_key".into()),
-            "APP_JWT_SECRET" => Some(SECRET.into()),
-            _ => None,
-        })
+        let config = Config::from_toml(
+            extra,
+            Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")),
+            |name| match name {
+                "REFOLD_API_KEY" => Some("tk_key".into()),
+                "APP_JWT_SECRET" => Some(SECRET.into()),
+                _ => None,
+            },
+        )
         .unwrap();
         Authenticator::new(&config.identity, FingerprintKey::random())
     }

@@ -109,8 +109,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
-pub use crate::tokens::Clock;
 pub use faults::{ApiFault, Faults, MintFault};
+pub use refold_proxy::tokens::Clock;
 
 use state::State;
 

@@ -11,10 +11,10 @@ use tokio::net::TcpListener;
 
 use refold_mock::{MockConfig, MockUpstream};
 use refold_proxy::config::Config;
-use refold_proxy::identity::sign_hs256;
+use refold_proxy::process::server::{serve, ServeOptions};
 use refold_proxy::proxy::Proxy;
 use refold_proxy::secret::Secret;
-use refold_proxy::server::{serve, ServeOptions};
+use refold_proxy::steps::identity::sign_hs256;
 use refold_proxy::BoxError;
 
 /// The stand-in's API key in the demo (a test-environment key: it starts with `tk`).

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use refold_proxy::config::{parse_duration, Config};
-use refold_proxy::{identity, server, tls};
+use refold_proxy::process::{server, tls};
+use refold_proxy::steps::identity;
 
 mod demo;
 use tracing_subscriber::EnvFilter;

@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use jsonwebtoken::Algorithm;
-use refold_proxy::admin::{self, Admin, Phase, Readiness};
 use refold_proxy::config::AdminConfig;
+use refold_proxy::process::admin::{self, Admin, Phase, Readiness};
 use refold_proxy::proxy::ProxyHandle;
 use refold_proxy::secret::Secret;
 use support::process::{
@@ -31,7 +31,7 @@ async fn admin_for(proxy: Option<&Harness>, token: Option<&str>) -> (SocketAddr,
         token: token.map(Secret::new),
     };
     let metrics = proxy.map_or_else(
-        || Arc::new(refold_proxy::metrics::Metrics::new()),
+        || Arc::new(refold_proxy::telemetry::metrics::Metrics::new()),
         |h| Arc::clone(h.proxy.metrics()),
     );
     let admin = Arc::new(Admin::new(&config, Arc::clone(&readiness), metrics));

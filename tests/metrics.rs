@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use refold_mock::{ApiFault, MintFault};
-use refold_proxy::admin::{self, Admin, Readiness};
 use refold_proxy::config::AdminConfig;
+use refold_proxy::process::admin::{self, Admin, Readiness};
 use refold_proxy::proxy::ProxyHandle;
 use support::{app_jwt, assert_error, Harness, API_KEY};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -25,8 +25,8 @@ use proptest::prelude::*;
 use proptest::test_runner::{FileFailurePersistence, TestRunner};
 use refold_proxy::config::RoutesConfig;
 use refold_proxy::error::ProxyError;
-use refold_proxy::routes::{normalize, RoutePolicy, RouteTemplate};
-use refold_proxy::upstream::join_uri;
+use refold_proxy::steps::routes::{normalize, RoutePolicy, RouteTemplate};
+use refold_proxy::steps::upstream::join_uri;
 
 const MAX_PATH: usize = 2048;
 

@@ -9,9 +9,9 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use refold_proxy::metrics::Metrics;
-use refold_proxy::ratelimit::{Rates, SharedBuckets};
-use refold_proxy::store::{KeyHasher, RedisStore};
+use refold_proxy::outbound::store::{KeyHasher, RedisStore};
+use refold_proxy::steps::ratelimit::{Rates, SharedBuckets};
+use refold_proxy::telemetry::metrics::Metrics;
 use support::redis::RedisServer;
 use support::{assert_error, eventually, Harness};
 

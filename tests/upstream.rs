@@ -16,8 +16,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use refold_proxy::config::Config;
-use refold_proxy::metrics::Metrics;
-use refold_proxy::upstream::{build_clients, Upstream};
+use refold_proxy::steps::upstream::{build_clients, Upstream};
+use refold_proxy::telemetry::metrics::Metrics;
 use refold_proxy::{error::ProxyError, full_body};
 
 fn config(base_url: &str) -> Config {

@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use libfuzzer_sys::fuzz_target;
-use refold_proxy::framing::FramingGuard;
+use refold_proxy::steps::framing::FramingGuard;
 use refold_oracles::{hyper_reading, WireReading};
 use tokio::io::{AsyncRead, ReadBuf};
 

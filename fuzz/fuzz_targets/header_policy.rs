@@ -15,10 +15,10 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use refold_proxy::config::Cidr;
-use refold_proxy::headers::{
+use refold_proxy::steps::headers::{
     check_account_binding, check_framing, strip_credential_params, Downstream, HeaderPolicy,
 };
-use refold_proxy::tokens::Token;
+use refold_proxy::steps::tokens::Token;
 use refold_oracles::{account_param, fold_name};
 
 const TOKEN: &str = "session-abc.def";

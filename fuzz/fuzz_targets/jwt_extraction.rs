@@ -15,7 +15,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use refold_proxy::config::IdentityConfig;
-use refold_proxy::identity::{Authenticator, KeySet};
+use refold_proxy::steps::identity::{Authenticator, KeySet};
 use refold_proxy::secret::{FingerprintKey, Secret};
 use serde_json::{json, Value};
 

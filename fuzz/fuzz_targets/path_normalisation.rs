@@ -8,8 +8,8 @@ use std::sync::OnceLock;
 use http::uri::PathAndQuery;
 use http::Uri;
 use libfuzzer_sys::fuzz_target;
-use refold_proxy::routes::{normalize, RoutePolicy};
-use refold_proxy::upstream::join_uri;
+use refold_proxy::steps::routes::{normalize, RoutePolicy};
+use refold_proxy::steps::upstream::join_uri;
 use refold_oracles::{denied_prefix, lenient_reading, methods, permissive_policy, segment_flaw};
 
 const MAX_PATH: usize = 2048;
@@ -30,7 +30,7 @@ fn policies() -> &'static Policies {
 }
 
 fn decision(
-    result: Result<&refold_proxy::routes::RouteTemplate, refold_proxy::error::ProxyError>,
+    result: Result<&refold_proxy::steps::routes::RouteTemplate, refold_proxy::error::ProxyError>,
 ) -> Result<String, &'static str> {
     result.map(ToString::to_string).map_err(|e| e.code())
 }

@@ -110,7 +110,7 @@ use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
 pub use faults::{ApiFault, Faults, MintFault};
-pub use refold_proxy::tokens::Clock;
+pub use refold_proxy::steps::tokens::Clock;
 
 use state::State;
 

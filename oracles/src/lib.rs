@@ -3,7 +3,7 @@
 
 use http::Method;
 use refold_proxy::config::RoutesConfig;
-use refold_proxy::routes::{RoutePolicy, RouteTemplate};
+use refold_proxy::steps::routes::{RoutePolicy, RouteTemplate};
 
 /// Canonical (decoded, case-folded) prefixes that must never pass, whatever the config.
 pub const DENIED_PREFIXES: &[&str] = &[

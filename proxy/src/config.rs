@@ -17,9 +17,9 @@ use rustls::pki_types::CertificateDer;
 use rustls::sign::CertifiedKey;
 use serde::Deserialize;
 
-use crate::identity::KeySet;
+use crate::outbound::store::Keyring;
 use crate::secret::Secret;
-use crate::store::Keyring;
+use crate::steps::identity::KeySet;
 
 mod policy;
 
@@ -589,10 +589,10 @@ fn validate_tls(file: FileTls, base_dir: &Path) -> Result<TlsConfig, ConfigError
             "must be between 1 and 300000",
         ));
     }
-    let certified_key = crate::tls::load_pair(&cert_file, &key_file).map_err(|e| {
+    let certified_key = crate::process::tls::load_pair(&cert_file, &key_file).map_err(|e| {
         let key = match e.file() {
-            crate::tls::PairFile::Cert => CERT,
-            crate::tls::PairFile::Key => KEY,
+            crate::process::tls::PairFile::Cert => CERT,
+            crate::process::tls::PairFile::Key => KEY,
         };
         invalid(key, e.to_string())
     })?;
@@ -739,7 +739,7 @@ fn validate_upstream(
         }
         Some(path) => {
             let path = base_dir.join(path);
-            let certs = crate::tls::read_trust_anchors(&path)
+            let certs = crate::process::tls::read_trust_anchors(&path)
                 .map_err(|e| invalid("upstream.ca_file", e))?;
             Some(CaRoots { path, certs })
         }

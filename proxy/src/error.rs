@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use http::{Response, StatusCode};
 
-use crate::tokens::MintError;
+use crate::steps::tokens::MintError;
 use crate::{full_body, ProxyBody};
 
 /// Why the proxy refused or failed a request, grouped by who is at fault.
@@ -100,7 +100,7 @@ pub enum ProxyError {
     /// Refold's response could not be decoded for the response guard (an unknown content
     /// coding, a corrupt body, or one that decodes past `guard.max_decoded_bytes`).
     #[error("response blocked: it could not be scanned")]
-    UpstreamUnscannable(#[source] crate::encoding::DecodeError),
+    UpstreamUnscannable(#[source] crate::steps::encoding::DecodeError),
 
     // ---- the proxy itself ----
     /// A bug or an impossible state; details in the log.

@@ -34,30 +34,15 @@
 //! - [`guard`]: the response guard; [`encoding`]: the content codings it reads and writes.
 //! - [`secret`]: values that never print themselves.
 
-pub mod access;
-pub mod admin;
-pub mod body_timeout;
 pub mod config;
-pub mod cors;
-pub mod encoding;
 pub mod error;
-pub mod framing;
-pub mod guard;
-pub mod headers;
-pub mod identity;
 mod keyed_hash;
-pub mod metrics;
+pub mod outbound;
+pub mod process;
 pub mod proxy;
-pub mod ratelimit;
-pub mod reload;
-pub mod routes;
 pub mod secret;
-pub mod server;
-pub mod store;
-pub mod tls;
-pub mod tokens;
-pub mod upstream;
-mod watchdog;
+pub mod steps;
+pub mod telemetry;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;

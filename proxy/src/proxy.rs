@@ -16,24 +16,26 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body::Body;
 use http_body_util::{BodyExt, Limited};
 
-use crate::access::{request_id, RequestLog, REQUEST_ID};
-use crate::body_timeout::{BodyReadTimeout, IdleTimeout};
 use crate::config::{Config, LimitsConfig, Store};
-use crate::cors::Cors;
 use crate::error::ProxyError;
-use crate::framing::FramingConflict;
-use crate::guard::{Prefixed, ResponseGuard};
-use crate::headers::{
+use crate::outbound::store::{KeyHasher, RedisStore};
+use crate::steps::body_timeout::{BodyReadTimeout, IdleTimeout};
+use crate::steps::cors::Cors;
+use crate::steps::framing::FramingConflict;
+use crate::steps::guard::{Prefixed, ResponseGuard};
+use crate::steps::headers::{
     check_account_binding, check_body_account_binding, check_framing, head_size,
     strip_credential_params, Downstream, HeaderPolicy,
 };
-use crate::identity::{Authenticator, Caller};
-use crate::metrics::{Metrics, RateLimitReason, RouteLabel, StoreFallback, UpstreamErrorKind};
-use crate::ratelimit::{AccountKey, RateLimiter, Rates, SharedBuckets};
-use crate::routes::{normalize, RoutePolicy};
-use crate::store::{KeyHasher, RedisStore};
-use crate::tokens::{Earned, Environment, MintError, Minter, TokenCache, TokenSettings};
-use crate::upstream::{build_clients, Clients, Upstream};
+use crate::steps::identity::{Authenticator, Caller};
+use crate::steps::ratelimit::{AccountKey, RateLimiter, Rates, SharedBuckets};
+use crate::steps::routes::{normalize, RoutePolicy};
+use crate::steps::tokens::{Earned, Environment, MintError, Minter, TokenCache, TokenSettings};
+use crate::steps::upstream::{build_clients, Clients, Upstream};
+use crate::telemetry::access::{request_id, RequestLog, REQUEST_ID};
+use crate::telemetry::metrics::{
+    Metrics, RateLimitReason, RouteLabel, StoreFallback, UpstreamErrorKind,
+};
 use crate::{full_body, BoxError, ProxyBody};
 
 /// The route of `POST /api/v2/public/workflow/{id}/execute`, as its template's label.
@@ -196,7 +198,7 @@ impl Proxy {
     /// the requests in flight, held to the new limits), so a reload costs no mint and no
     /// reconnect, gives nobody a fresh burst, and the counters carry on. The `[tokens]`
     /// settings, `upstream.base_url`, the API key and the pool settings of `config` are
-    /// not used: they live as long as the cache (see [`crate::reload`]). Nor are
+    /// not used: they live as long as the cache (see [`crate::process::reload`]). Nor are
     /// `[redis]` and `limits.store`: a reload keeps the shared store and cannot switch
     /// the buckets between memory and Redis (the new rates apply to the same buckets).
     pub async fn reconfigured(&self, config: &Config) -> Result<Self, BoxError> {
@@ -416,7 +418,7 @@ impl Proxy {
         // The upstream client picks HTTP/1.1 or HTTP/2 per connection, whatever the caller spoke.
         parts.version = Version::HTTP_11;
         // What the client accepts, before the header policy asks Refold for identity.
-        let accept = crate::encoding::AcceptEncoding::of(&parts.headers);
+        let accept = crate::steps::encoding::AcceptEncoding::of(&parts.headers);
         self.headers
             .apply_to_request(&mut parts.headers, &token, &conn.downstream);
         let limit = usize::try_from(self.limits.max_body_bytes).unwrap_or(usize::MAX);
@@ -487,9 +489,9 @@ impl Proxy {
         (method, uri, mut headers, bytes): (Method, Uri, HeaderMap, Bytes),
         caller: &Caller,
         sync_execution: bool,
-        accept: &crate::encoding::AcceptEncoding,
+        accept: &crate::steps::encoding::AcceptEncoding,
         log: &mut RequestLog,
-    ) -> Result<crate::guard::Inspected, ProxyError> {
+    ) -> Result<crate::steps::guard::Inspected, ProxyError> {
         let token = self.tokens.get(caller).await?;
         headers.insert(http::header::AUTHORIZATION, token.authorization().clone());
         let mut request = Request::new(full_body(bytes));
@@ -512,10 +514,10 @@ impl Proxy {
     /// broke while the guard read it (an upstream error).
     async fn inspect(
         &self,
-        response: Response<crate::upstream::UpstreamBody>,
-        token: &crate::tokens::Token,
-        accept: &crate::encoding::AcceptEncoding,
-    ) -> Result<crate::guard::Inspected, ProxyError> {
+        response: Response<crate::steps::upstream::UpstreamBody>,
+        token: &crate::steps::tokens::Token,
+        accept: &crate::steps::encoding::AcceptEncoding,
+    ) -> Result<crate::steps::guard::Inspected, ProxyError> {
         let inspected = self.guard.inspect(response, token, accept).await;
         match &inspected {
             Err(ProxyError::TokenLeakBlocked) => self.metrics.guard_block(),

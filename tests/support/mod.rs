@@ -16,8 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use refold_mock::{MockConfig, MockUpstream};
 use refold_proxy::config::Config;
+use refold_proxy::process::server::{serve, ServeOptions};
 use refold_proxy::proxy::Proxy;
-use refold_proxy::server::{serve, ServeOptions};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 

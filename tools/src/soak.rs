@@ -28,8 +28,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use refold_mock::{ApiFault, MintFault, MockConfig, MockUpstream};
-use refold_proxy::identity::sign_hs256;
 use refold_proxy::secret::Secret;
+use refold_proxy::steps::identity::sign_hs256;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;

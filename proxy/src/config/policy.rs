@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{invalid, ConfigError, Store};
-use crate::cors::OriginPattern;
-use crate::routes::RouteTemplate;
+use crate::steps::cors::OriginPattern;
+use crate::steps::routes::RouteTemplate;
 
 /// `[routes]`: changes to the SDK allowlist.
 #[derive(Debug, Clone, Default)]
@@ -226,7 +226,7 @@ pub(super) fn validate_routes(
     let allow = parse("routes.allow", &file.allow)?;
     let deny = parse("routes.deny", &file.deny)?;
     for template in &allow {
-        if let Some(why) = crate::routes::hard_denied(template) {
+        if let Some(why) = crate::steps::routes::hard_denied(template) {
             warnings.push(format!(
                 "routes.allow: \"{template}\" is never forwarded ({why}); the entry has no effect"
             ));

@@ -31,8 +31,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::RedisError;
 
 use crate::config::RedisConfig;
-use crate::metrics::Metrics;
 use crate::secret::Secret;
+use crate::telemetry::metrics::Metrics;
 use crate::BoxError;
 
 /// How often a down store is probed, and how soon a lost subscription is retried.

@@ -6,7 +6,7 @@
 //! forwarded requests once Refold has chosen HTTP/2, through hyper-util's pooled
 //! client. Bodies stream both ways; nothing is buffered here.
 
-mod pool;
+use crate::outbound::pool;
 
 use std::error::Error;
 use std::pin::Pin;
@@ -25,10 +25,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::CertificateDer;
 
-use crate::body_timeout::BodyReadTimeout;
 use crate::config::UpstreamConfig;
 use crate::error::ProxyError;
-use crate::metrics::{Metrics, UpstreamErrorKind};
+use crate::steps::body_timeout::BodyReadTimeout;
+use crate::telemetry::metrics::{Metrics, UpstreamErrorKind};
 use crate::{BoxError, ProxyBody};
 
 pub use pool::PooledBody;
@@ -74,8 +74,8 @@ pub fn https_connector_trusting(
     for root in extra_roots {
         roots.add(root.clone())?;
     }
-    let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-        .with_protocol_versions(crate::tls::PROTOCOL_VERSIONS)?
+    let tls = rustls::ClientConfig::builder_with_provider(crate::process::tls::provider())
+        .with_protocol_versions(crate::process::tls::PROTOCOL_VERSIONS)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(hyper_rustls::HttpsConnectorBuilder::new()

@@ -18,7 +18,7 @@ use std::time::Duration;
 use redis::Script;
 
 use super::Rates;
-use crate::store::{KeyHasher, RedisStore, StoreError};
+use crate::outbound::store::{KeyHasher, RedisStore, StoreError};
 
 /// The GCRA step. `KEYS[1]`: the bucket. `ARGV[1]`: microseconds between two requests at
 /// the sustained rate; `ARGV[2]`: the burst. Answers 0 when the request may pass (and

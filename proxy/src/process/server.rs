@@ -18,13 +18,13 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::admin::{self, Admin, Phase, Readiness};
 use crate::config::{Config, LimitsConfig};
-use crate::framing::{FramingConflict, FramingGuard};
-use crate::metrics::{ConnectionTimeout as Reason, Metrics, OpenConnection};
+use crate::process::admin::{self, Admin, Phase, Readiness};
+use crate::process::tls::{ServerStream, TlsAcceptor};
+use crate::process::watchdog::{Activity, InFlightBody, Verdict, Watchdog};
 use crate::proxy::{ConnInfo, Proxy, ProxyHandle};
-use crate::tls::{ServerStream, TlsAcceptor};
-use crate::watchdog::{Activity, InFlightBody, Verdict, Watchdog};
+use crate::steps::framing::{FramingConflict, FramingGuard};
+use crate::telemetry::metrics::{ConnectionTimeout as Reason, Metrics, OpenConnection};
 
 /// Settings of the public listener that hold for the life of the process. The other
 /// connection settings (`limits.header_read_timeout`, `limits.idle_timeout`,
@@ -73,7 +73,7 @@ impl ServeOptions {
 /// Every connection must complete its first request head within
 /// `limits.header_read_timeout` of its accept (TLS handshake and HTTP/1-vs-HTTP/2
 /// detection included) and is closed once no request has been in flight on it for
-/// `limits.idle_timeout` ([`crate::watchdog`]).
+/// `limits.idle_timeout` ([`crate::process::watchdog`]).
 pub async fn serve(
     listener: TcpListener,
     proxy: impl Into<ProxyHandle>,
@@ -395,7 +395,7 @@ pub async fn shutdown_signal() {
 /// keys load), 200 once it serves, and 503 again from the moment `shutdown` resolves.
 /// Then the public listener closes, in-flight requests get `server.shutdown_grace` to
 /// finish, and the admin listener stops last. With `config_path`, SIGHUP reloads the
-/// config from that file ([`crate::reload`]).
+/// config from that file ([`crate::process::reload`]).
 pub async fn run(
     config: &Config,
     config_path: Option<&Path>,
@@ -424,7 +424,7 @@ async fn run_until_stopped(
     // fatal (the default action of SIGHUP is to terminate).
     #[cfg(unix)]
     let hangups = match config_path {
-        Some(path) => Some((path.to_owned(), crate::reload::hangups()?)),
+        Some(path) => Some((path.to_owned(), crate::process::reload::hangups()?)),
         None => None,
     };
     #[cfg(not(unix))]
@@ -467,7 +467,7 @@ async fn run_until_stopped(
         );
         #[cfg(unix)]
         let reloads = hangups.map(|(path, hangups)| {
-            tokio::spawn(crate::reload::on_hangup(
+            tokio::spawn(crate::process::reload::on_hangup(
                 hangups,
                 path,
                 config.clone(),

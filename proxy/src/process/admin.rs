@@ -5,7 +5,7 @@
 //! | --- | --- |
 //! | `GET /healthz` | 200 `{"status":"ok"}` while the process is up |
 //! | `GET /readyz` | 200 `{"status":"ready"}` while serving (with a shared store, `"store":"up"` or why not: still ready); 503 while starting and while draining |
-//! | `GET /metrics` | 200, Prometheus metrics in the OpenMetrics text format ([`crate::metrics`]) |
+//! | `GET /metrics` | 200, Prometheus metrics in the OpenMetrics text format ([`crate::telemetry::metrics`]) |
 //! | `POST /tokens/{linked_account_id}/evict` | 200 `{"evicted":true\|false}`; needs `Authorization: Bearer <admin secret>` |
 //!
 //! The evict endpoint exists only when `admin.admin_token_env` names a secret (404
@@ -30,10 +30,10 @@ use tokio::net::TcpListener;
 
 use crate::config::AdminConfig;
 use crate::error::envelope;
-use crate::metrics::{self, Metrics};
+use crate::outbound::store::RedisStore;
 use crate::proxy::ProxyHandle;
 use crate::secret::Secret;
-use crate::store::RedisStore;
+use crate::telemetry::metrics::{self, Metrics};
 use crate::{full_body, ProxyBody};
 
 /// Admin connections served at once: probes and operators, not traffic.
@@ -308,7 +308,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: impl Futu
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
-    crate::server::accept_until(
+    crate::process::server::accept_until(
         "admin",
         listener,
         MAX_CONNECTIONS,

@@ -15,9 +15,9 @@ use super::breaker::Breaker;
 use super::pacer::Pacer;
 use super::{Clock, Token};
 use crate::config::Config;
-use crate::metrics::{BreakerState, Metrics, MintOutcome};
 use crate::secret::FingerprintKey;
-use crate::upstream::{join_uri, HttpClient};
+use crate::steps::upstream::{join_uri, HttpClient};
+use crate::telemetry::metrics::{BreakerState, Metrics, MintOutcome};
 use crate::{full_body, BoxError};
 
 /// The largest mint response read; Refold's is a few hundred bytes.
@@ -361,7 +361,7 @@ impl Minter {
             .request(request)
             .await
             .map_err(|e| MintError::Unavailable {
-                reason: crate::upstream::describe_client_error(&e),
+                reason: crate::steps::upstream::describe_client_error(&e),
                 retry_after: None,
             })
     }

@@ -26,12 +26,12 @@ use http_body_util::BodyExt;
 use memchr::memmem::Finder;
 
 use crate::config::GuardConfig;
-use crate::encoding::{content_codings, AcceptEncoding, Coding, Decoder, Encoder};
 use crate::error::ProxyError;
-use crate::metrics::Metrics;
 use crate::secret::Secret;
-use crate::tokens::Token;
-use crate::upstream::UpstreamBody;
+use crate::steps::encoding::{content_codings, AcceptEncoding, Coding, Decoder, Encoder};
+use crate::steps::tokens::Token;
+use crate::steps::upstream::UpstreamBody;
+use crate::telemetry::metrics::Metrics;
 use crate::{full_body, BoxError, ProxyBody};
 
 /// Refold's word for a session token it no longer accepts.

@@ -17,7 +17,7 @@ use std::time::Duration;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
-use crate::metrics::{ConnectionTimeout as Reason, Metrics};
+use crate::telemetry::metrics::{ConnectionTimeout as Reason, Metrics};
 
 /// What a connection's requests report to its watchdog. Shared by the connection's
 /// service (which may run its requests on any worker) and the watchdog.

@@ -51,7 +51,7 @@ type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
 
 /// Why a request through the pool failed.
 #[derive(Debug)]
-pub(super) enum PoolError {
+pub(crate) enum PoolError {
     /// No connection could be opened (refused, timed out, TLS refused).
     Connect(BoxError),
     /// The connection failed while the request was written or the response read.
@@ -106,7 +106,7 @@ struct State {
 }
 
 /// HTTP/1.1 connections to one upstream authority.
-pub(super) struct Pool {
+pub(crate) struct Pool {
     connector: HttpsConnector<HttpConnector>,
     /// What the connector dials: the upstream's scheme and authority.
     target: Uri,
@@ -135,7 +135,7 @@ impl std::fmt::Debug for Pool {
 impl Pool {
     /// A pool dialling `base`'s scheme and authority through `connector`. Inside a tokio
     /// runtime it also starts the sweep that closes connections idle too long.
-    pub(super) fn new(
+    pub(crate) fn new(
         connector: HttpsConnector<HttpConnector>,
         base: &Uri,
         max_idle: usize,
@@ -174,13 +174,13 @@ impl Pool {
     }
 
     /// Whether Refold has been seen to choose HTTP/2.
-    pub(super) fn is_http2(&self) -> bool {
+    pub(crate) fn is_http2(&self) -> bool {
         self.http2.load(Ordering::Relaxed)
     }
 
     /// Sends `request` (absolute URI) on a pooled or new connection and returns the
     /// response, its body driving the connection as it is read.
-    pub(super) async fn send(
+    pub(crate) async fn send(
         self: &Arc<Self>,
         mut request: Request<ProxyBody>,
     ) -> Result<Response<PooledBody>, PoolError> {
@@ -489,7 +489,7 @@ mod tests {
 
     #[tokio::test]
     async fn origin_and_absolute_form_round_trip() {
-        let connector = super::super::https_connector(Duration::from_secs(1)).unwrap();
+        let connector = crate::steps::upstream::https_connector(Duration::from_secs(1)).unwrap();
         let base: Uri = "https://app.refold.ai:8443/refold".parse().unwrap();
         let pool = Pool::new(
             connector,
@@ -511,7 +511,7 @@ mod tests {
 
     #[tokio::test]
     async fn host_header_omits_the_default_port() {
-        let connector = super::super::https_connector(Duration::from_secs(1)).unwrap();
+        let connector = crate::steps::upstream::https_connector(Duration::from_secs(1)).unwrap();
         let pool = Pool::new(
             connector.clone(),
             &"https://app.refold.ai:443/x".parse().unwrap(),

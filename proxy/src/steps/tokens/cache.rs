@@ -14,9 +14,11 @@ use super::mint::jitter;
 use super::shared::{Event, SharedTokens, Want, EVENTS};
 use super::{Clock, Earned, Environment, MintError, Minter, Token};
 use crate::config::RedisConfig;
-use crate::identity::Caller;
-use crate::metrics::{CacheLookup, Eviction, LeaseWait, Metrics, StoreFallback, StoreRead};
-use crate::store::{AccountId, KeyHasher, RedisStore};
+use crate::outbound::store::{AccountId, KeyHasher, RedisStore};
+use crate::steps::identity::Caller;
+use crate::telemetry::metrics::{
+    CacheLookup, Eviction, LeaseWait, Metrics, StoreFallback, StoreRead,
+};
 
 /// An account whose mint failed backs off for the first, doubling with each failure in a
 /// row up to the second; a success ends it.

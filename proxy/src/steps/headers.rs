@@ -16,7 +16,7 @@ use percent_encoding::percent_decode_str;
 
 use crate::config::Cidr;
 use crate::error::ProxyError;
-use crate::tokens::Token;
+use crate::steps::tokens::Token;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1 plus the common non-standard ones).
 static HOP_BY_HOP: [HeaderName; 9] = [
@@ -159,7 +159,7 @@ impl HeaderPolicy {
         remove_hop_by_hop(headers);
         headers.remove(header::SET_COOKIE);
         // The proxy, not Refold, decides CORS.
-        crate::cors::remove_cors_headers(headers);
+        crate::steps::cors::remove_cors_headers(headers);
     }
 }
 

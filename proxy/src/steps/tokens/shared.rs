@@ -32,8 +32,8 @@ use redis::Script;
 use tokio::sync::Notify;
 
 use super::{Clock, Token};
-use crate::metrics::StoreRead;
-use crate::store::{AccountId, KeyHasher, Keyring, RedisStore, StoreError};
+use crate::outbound::store::{AccountId, KeyHasher, Keyring, RedisStore, StoreError};
+use crate::telemetry::metrics::StoreRead;
 
 /// The channel replicas announce new and deleted tokens on (under the key prefix).
 pub(super) const EVENTS: &str = "events";
@@ -474,8 +474,8 @@ fn random_owner() -> String {
 mod tests {
     use super::*;
     use crate::config::RedisConfig;
-    use crate::metrics::Metrics;
     use crate::secret::Secret;
+    use crate::telemetry::metrics::Metrics;
 
     /// A `redis-server` on a free loopback port, killed when dropped.
     struct Server(std::process::Child, u16);

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 use crate::config::LimitsConfig;
 use crate::keyed_hash::{KeyedHash, Prehashed};
-use crate::tokens::Clock;
+use crate::steps::tokens::Clock;
 
 /// The limits a [`RateLimiter`] enforces; a reload may change every one of them.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -34,7 +34,7 @@ use tokio::time::Instant;
 
 use super::keys::{JwksParseError, KeySet};
 use crate::config::JwksConfig;
-use crate::upstream::describe_client_error;
+use crate::steps::upstream::describe_client_error;
 use crate::BoxError;
 
 /// Largest JWKS document accepted. Real sets are a few KiB.
@@ -410,7 +410,7 @@ fn is_loopback(host: &str) -> bool {
 
 /// A small client of its own: the identity provider is not Refold, and its fetches are rare.
 fn build_client(timeout: Duration) -> Result<JwksClient, rustls::Error> {
-    let https = crate::upstream::https_connector(timeout)?;
+    let https = crate::steps::upstream::https_connector(timeout)?;
     Ok(Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())

@@ -32,8 +32,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::{Config, ConfigError};
+use crate::process::tls::TlsAcceptor;
 use crate::proxy::ProxyHandle;
-use crate::tls::TlsAcceptor;
 use crate::BoxError;
 
 /// Why a reload was refused. The running config stays in force.

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::MintError;
-use crate::metrics::BreakerState;
+use crate::telemetry::metrics::BreakerState;
 
 /// Shortest and longest pause a 429's `Retry-After` can impose.
 const RETRY_AFTER_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));

@@ -1,0 +1,3 @@
+//! Connections the proxy makes: to Refold (the pooled HTTP client) and to the shared store.
+pub mod pool;
+pub mod store;

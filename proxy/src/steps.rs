@@ -1,0 +1,12 @@
+//! The request path, one module per step. `proxy.rs` calls them in order.
+pub mod body_timeout;
+pub mod cors;
+pub mod encoding;
+pub mod framing;
+pub mod guard;
+pub mod headers;
+pub mod identity;
+pub mod ratelimit;
+pub mod routes;
+pub mod tokens;
+pub mod upstream;

@@ -117,13 +117,24 @@ wait_listening() {
 
 # start_upstream: nginx, one worker, serving BODY for GET API_PATH when the request carries
 # `Authorization: Bearer STATIC_TOKEN` (401 otherwise), and the session-token endpoint
-# answering STATIC_TOKEN. Each mint is one line of mints.log, naming the API key.
+# answering STATIC_TOKEN. Each mint is one line of mints.log, naming the API key. With
+# UP_LOG_ACCOUNTS=1 each mint's body (its linked_account_id) is also one line of
+# mint-accounts.log: nginx reads a body only to pass it on, so the mint is then answered
+# through a second location of the same server.
 start_upstream() {
     UP_PORT="$(free_port)"
     STATIC_TOKEN="$(python3 "$LOAD_DIR/load.py" refold-token)"
-    local dir="$WORK/upstream"
+    local dir="$WORK/upstream" mint_answer
     mkdir -p "$dir/logs"
     : >"$dir/logs/mints.log"
+    : >"$dir/logs/mint-accounts.log"
+    mint_answer="return 200 '{\"token\":\"$STATIC_TOKEN\",\"expires_in\":2592000}';"
+    local mint_location="$mint_answer" answer_location=""
+    if [ "${UP_LOG_ACCOUNTS:-0}" = 1 ]; then
+        mint_location="access_log $dir/logs/mint-accounts.log mint_account;
+            proxy_pass http://127.0.0.1:$UP_PORT/mint-answer;"
+        answer_location="location = /mint-answer { $mint_answer }"
+    fi
     cat >"$dir/nginx.conf" <<EOF
 worker_processes 1;
 pid $dir/nginx.pid;
@@ -140,6 +151,7 @@ http {
     keepalive_timeout 600s;
     default_type application/json;
     log_format mint '\$request_method \$uri \$status key=\$http_x_api_key';
+    log_format mint_account escape=json '\$request_body';
     server {
         listen 127.0.0.1:$UP_PORT backlog=4096;
         location = $API_PATH {
@@ -153,8 +165,9 @@ http {
             if (\$http_x_api_key = "") {
                 return 401 '{"status_code":401,"http_error_type":"UNAUTHORIZED","error":"UNAUTHORIZED","message":"Invalid Credentials"}';
             }
-            return 200 '{"token":"$STATIC_TOKEN","expires_in":2592000}';
+            $mint_location
         }
+        $answer_location
         location / {
             return 404 '{"status_code":404,"http_error_type":"NOT_FOUND","error":"NOT_FOUND","message":"Not found"}';
         }
@@ -232,13 +245,16 @@ start_nginx_proxy() {
 HS_SECRET="load-bench-hs256-secret-0123456789abcdef"
 
 # write_refold_conf NAME ALG: config for one refold-proxy (ALG HS256 or ES256), one
-# runtime worker, rate limits out of the way. Sets REFOLD_PORT, REFOLD_CONF, REFOLD_KEY
-# (the API key it mints with, so mints are counted per instance) and APP_JWT.
+# runtime worker, rate limits out of the way. Sets REFOLD_PORT, REFOLD_ADMIN_PORT,
+# REFOLD_CONF, REFOLD_KEY (the API key it mints with, so mints are counted per instance,
+# unless REFOLD_SHARED_KEY names one for several) and APP_JWT. REFOLD_EXTRA_TOML (optional)
+# is appended to the config.
 write_refold_conf() {
     local name="$1" alg="$2" dir="$WORK/$1"
     mkdir -p "$dir"
     REFOLD_PORT="$(free_port)"
-    REFOLD_KEY="tk_load_$name"
+    REFOLD_ADMIN_PORT="$(free_port)"
+    REFOLD_KEY="${REFOLD_SHARED_KEY:-tk_load_$name}"
     local identity
     case "$alg" in
         HS256) identity="algorithms = [\"HS256\"]
@@ -255,7 +271,7 @@ shutdown_grace_s = 2
 worker_threads = 1
 
 [admin]
-listen = "127.0.0.1:0"
+listen = "127.0.0.1:$REFOLD_ADMIN_PORT"
 
 [upstream]
 base_url = "http://127.0.0.1:$UP_PORT"
@@ -270,20 +286,25 @@ per_account_rps = 1000000.0
 per_account_burst = 1000000
 max_in_flight = 100000
 per_account_in_flight = 100000
+${REFOLD_EXTRA_TOML:-}
 EOF
     REFOLD_CONF="$dir/proxy.toml"
     case "$alg" in
-        HS256) APP_JWT="$(APP_JWT_SECRET="$HS_SECRET" REFOLD_API_KEY="$REFOLD_KEY" \
-            "$BIN" --config "$REFOLD_CONF" sign-jwt --sub "$ACCOUNT" --ttl 1d)" ;;
+        # shellcheck disable=SC2046
+        HS256) APP_JWT="$(env $(refold_env) "$BIN" --config "$REFOLD_CONF" sign-jwt --sub "$ACCOUNT" --ttl 1d)" ;;
         ES256) APP_JWT="$(python3 "$LOAD_DIR/load.py" es256-jwt "$ROOT/tests/keys/es256.key.pem" "$ACCOUNT" 86400)" ;;
     esac
-    APP_JWT_SECRET="$HS_SECRET" REFOLD_API_KEY="$REFOLD_KEY" "$BIN" --check-config "$REFOLD_CONF" >/dev/null \
+    # shellcheck disable=SC2046
+    env $(refold_env) "$BIN" --check-config "$REFOLD_CONF" >/dev/null \
         || die "refold-proxy refuses $REFOLD_CONF"
 }
 
 # refold_env: the environment refold-proxy runs with (secrets through the named variables;
-# logs at warn, so the per-request access line at info is off).
-refold_env() { echo "APP_JWT_SECRET=$HS_SECRET REFOLD_API_KEY=$REFOLD_KEY RUST_LOG=${REFOLD_LOG:-warn}"; }
+# logs at warn, so the per-request access line at info is off), plus REFOLD_EXTRA_ENV
+# (optional, VAR=value words without spaces: the [redis] table's variables).
+refold_env() {
+    echo "APP_JWT_SECRET=$HS_SECRET REFOLD_API_KEY=$REFOLD_KEY RUST_LOG=${REFOLD_LOG:-warn} ${REFOLD_EXTRA_ENV:-}"
+}
 
 # start_refold NAME ALG: starts one refold-proxy; sets REFOLD_PID and the variables of
 # write_refold_conf.

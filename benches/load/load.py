@@ -8,20 +8,33 @@
   load.py rps WRK_JSON                 print the requests/s of one wrk run
   load.py report RAW_DIR OUT_DIR       summarise a run.sh run: load.json, load.md, chart data
   load.py instructions RAW_DIR OUT_DIR summarise an instructions.sh run
+  load.py hs256-jwts SECRET PREFIX N TTL_S        print N HS256 app JWTs, sub PREFIX0 .. PREFIX<N-1>
+  load.py metric PORT NAME [LABEL=VALUE]          print the sum of a counter on an admin /metrics
+  load.py mint-accounts LOG PREFIX                print mints per account of PREFIX (JSON)
+  load.py sequential PORT PATH JWT_FILE OUT_JSON  one GET per JWT, in order, on one keep-alive
+                                                  connection; per-request latency (µs)
+  load.py miss-hit PORT ADMIN_PORT PATH JWT_FILE CHUNK OUT_JSON
+                                                  the same, L1 misses then L1 hits by chunk
+  load.py replicas RAW_DIR OUT_DIR                summarise a replicas.sh run
+  load.py publish-section FILE HEADING SECTION_MD BEFORE_HEADING
+                                                  put SECTION_MD under HEADING in FILE
 """
 
 import base64
 import hashlib
 import hmac
+import http.client
 import json
 import os
 import platform
+import re
 import secrets
 import socket
 import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 
 
 def b64url(data: bytes) -> str:
@@ -51,6 +64,18 @@ def cmd_refold_token():
     signing_input = jwt_segment({"alg": "HS256", "typ": "JWT"}) + "." + jwt_segment(claims)
     sig = hmac.new(secrets.token_bytes(32), signing_input.encode(), hashlib.sha256).digest()
     print(signing_input + "." + b64url(sig))
+
+
+def cmd_hs256_jwts(secret, prefix, n, ttl_s):
+    # As `refold-proxy sign-jwt` signs them (no issuer or audience: the bench configs set none).
+    now = int(time.time())
+    header = jwt_segment({"alg": "HS256", "typ": "JWT"})
+    out = []
+    for i in range(int(n)):
+        signing_input = header + "." + jwt_segment({"sub": f"{prefix}{i}", "iat": now, "exp": now + int(ttl_s)})
+        sig = hmac.new(secret.encode(), signing_input.encode(), hashlib.sha256).digest()
+        out.append(signing_input + "." + b64url(sig))
+    print("\n".join(out))
 
 
 def der_to_raw(der: bytes, size: int = 32) -> bytes:
@@ -464,6 +489,356 @@ def cmd_instructions(raw, out):
     return problems
 
 
+# ---------------------------------------------------------------- replicas
+
+
+def metric_sum(port, name, label=None):
+    """The sum of the samples of counter NAME (its `_total` line) on an admin /metrics whose
+    labels include LABEL (`key=value`), or of all of them."""
+    conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=10)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    want = None
+    if label:
+        key, value = label.split("=", 1)
+        want = f'{key}="{value}"'
+    total = 0.0
+    for line in text.splitlines():
+        m = re.match(rf"^{re.escape(name)}_total(?:\{{([^}}]*)\}})? (\S+)", line)
+        if m and (want is None or want in (m.group(1) or "").split(",")):
+            total += float(m.group(2))
+    return total
+
+
+def mint_accounts(log, prefix):
+    """Mints per linked account of PREFIX, from the upstream's mint-accounts.log: one line per
+    mint holding the request body, JSON-escaped by nginx."""
+    counts = Counter()
+    with open(log) as f:
+        for line in f:
+            m = re.search(r'linked_account_id\\?"\s*:\s*\\?"([^"\\]+)', line)
+            if m and m.group(1).startswith(prefix):
+                counts[m.group(1)] += 1
+    per = sorted(counts.values())
+    return {
+        "accounts_minted": len(counts),
+        "mints": sum(per),
+        "min": per[0] if per else 0,
+        "max": per[-1] if per else 0,
+        "histogram": {str(k): v for k, v in sorted(Counter(per).items())},
+    }
+
+
+def cmd_sequential(port, path, jwt_file, out):
+    """One GET per app JWT, in order, each sent after the previous answer, over one
+    keep-alive connection: the latency of each as the client sees it, in µs."""
+    with open(jwt_file) as f:
+        jwts = [line.strip() for line in f if line.strip()]
+    conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=30)
+    latencies, statuses = [], Counter()
+    for jwt in jwts:
+        headers = {"Authorization": f"Bearer {jwt}"}
+        t0 = time.perf_counter_ns()
+        conn.request("GET", path, headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+        latencies.append((time.perf_counter_ns() - t0) / 1000)
+        statuses[resp.status] += 1
+    conn.close()
+    with open(out, "w") as f:
+        json.dump({"latency_us": latencies, "statuses": {str(k): v for k, v in statuses.items()}}, f)
+        f.write("\n")
+
+
+def cmd_miss_hit(port, admin_port, path, jwt_file, chunk, out):
+    """Through one replica whose L1 lacks these accounts: per chunk of CHUNK accounts, one
+    GET per account in turn (L1 misses), then the same chunk again (L1 hits). Alternating by
+    chunk, drift in the machine's speed hits both passes alike. Counts the replica's store
+    hits during each kind of pass and its mints, between the chunks."""
+    with open(jwt_file) as f:
+        jwts = [line.strip() for line in f if line.strip()]
+    conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=30)
+    passes = {kind: {"latency_us": [], "statuses": Counter(), "store_hits": 0} for kind in ("miss", "hit")}
+    mints0 = metric_sum(admin_port, "refold_proxy_token_mints")
+    size = int(chunk)
+    for start in range(0, len(jwts), size):
+        for kind in ("miss", "hit"):
+            hits0 = metric_sum(admin_port, "refold_proxy_token_store_reads", "result=hit")
+            one = passes[kind]
+            for jwt in jwts[start : start + size]:
+                t0 = time.perf_counter_ns()
+                conn.request("GET", path, headers={"Authorization": f"Bearer {jwt}"})
+                resp = conn.getresponse()
+                resp.read()
+                one["latency_us"].append((time.perf_counter_ns() - t0) / 1000)
+                one["statuses"][str(resp.status)] += 1
+            one["store_hits"] += int(metric_sum(admin_port, "refold_proxy_token_store_reads", "result=hit") - hits0)
+    conn.close()
+    result = {
+        "miss": passes["miss"],
+        "hit": passes["hit"],
+        "mints": int(metric_sum(admin_port, "refold_proxy_token_mints") - mints0),
+    }
+    with open(out, "w") as f:
+        json.dump(result, f)
+        f.write("\n")
+    print(
+        f"B read {passes['miss']['store_hits']} of {len(jwts)} first requests' tokens from Redis, "
+        f"{passes['hit']['store_hits']} on L1 hits, minted {result['mints']}"
+    )
+
+
+def percentile(values, p):
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, int(-(-p * len(ordered) // 100)) - 1))
+    return ordered[k]
+
+
+def cmd_replicas(raw, out):
+    meta = load_json(os.path.join(raw, "meta.json"))
+    settings = meta["settings"]
+    problems = []
+
+    # 1. Mints per account, each store.
+    mints = {}
+    for store in ("redis", "memory"):
+        doc = load_json(os.path.join(raw, f"mints-{store}.json"))
+        accounts = settings["accounts"]
+        per = doc["per_account"]
+        requests = sum(w["requests"] for w in doc["wrk"])
+        errors = sum(sum(w["errors"].values()) for w in doc["wrk"])
+        mints[store] = {
+            "accounts": accounts,
+            "requests": requests,
+            "errors": errors,
+            "upstream_mints": doc["upstream_mints"],
+            "replica_mints_ok": doc["replica_mints_ok"],
+            "per_account": per,
+            "mints_per_account": doc["upstream_mints"] / accounts,
+        }
+        if errors:
+            problems.append(f"mints ({store}): {errors} wrk errors or non-2xx")
+        if per["accounts_minted"] != accounts:
+            problems.append(f"mints ({store}): {per['accounts_minted']} of {accounts} accounts minted")
+        if sum(doc["replica_mints_ok"]) != doc["upstream_mints"]:
+            problems.append(
+                f"mints ({store}): replicas count {sum(doc['replica_mints_ok'])} mints, the upstream {doc['upstream_mints']}"
+            )
+    if mints["redis"]["upstream_mints"] != settings["accounts"] or mints["redis"]["per_account"]["max"] != 1:
+        problems.append("mints (redis): not exactly one mint per account")
+
+    # 2. L1 miss served from Redis vs L1 hit, per round.
+    latency_rounds = []
+    pooled = {"miss": [], "hit": []}
+    for r in range(1, settings["runs"] + 1):
+        warm = load_json(os.path.join(raw, f"latency-r{r}-warm.json"))
+        bad = sum(v for k, v in warm["statuses"].items() if not k.startswith("2"))
+        if bad:
+            problems.append(f"latency round {r} (warm-up through A): {bad} non-2xx")
+        doc = load_json(os.path.join(raw, f"latency-r{r}.json"))
+        row = {
+            "store_hits": doc["miss"]["store_hits"],
+            "store_hits_hit_pass": doc["hit"]["store_hits"],
+            "mints_on_b": doc["mints"],
+        }
+        for kind in ("miss", "hit"):
+            lat = doc[kind]
+            us = lat["latency_us"]
+            pooled[kind] += us
+            row[kind] = {"p50_us": percentile(us, 50), "p99_us": percentile(us, 99), "n": len(us)}
+            bad = sum(v for k, v in lat["statuses"].items() if not k.startswith("2"))
+            if bad:
+                problems.append(f"latency round {r} ({kind}): {bad} non-2xx")
+        row["added_p50_us"] = row["miss"]["p50_us"] - row["hit"]["p50_us"]
+        row["added_p99_us"] = row["miss"]["p99_us"] - row["hit"]["p99_us"]
+        if row["store_hits"] != settings["latency_accounts"]:
+            problems.append(
+                f"latency round {r}: replica B read {row['store_hits']} tokens from Redis, not {settings['latency_accounts']}"
+            )
+        if row["store_hits_hit_pass"]:
+            problems.append(f"latency round {r}: replica B read Redis {row['store_hits_hit_pass']} times on L1 hits")
+        if row["mints_on_b"]:
+            problems.append(f"latency round {r}: replica B minted {row['mints_on_b']} times")
+        latency_rounds.append(row)
+    latency = {
+        "rounds": latency_rounds,
+        "miss_p50_us": med([x["miss"]["p50_us"] for x in latency_rounds]),
+        "miss_p99_us": med([x["miss"]["p99_us"] for x in latency_rounds]),
+        "hit_p50_us": med([x["hit"]["p50_us"] for x in latency_rounds]),
+        "hit_p99_us": med([x["hit"]["p99_us"] for x in latency_rounds]),
+        "added_p50_us": med([x["added_p50_us"] for x in latency_rounds]),
+        "added_p99_us": med([x["added_p99_us"] for x in latency_rounds]),
+        "pooled": {
+            kind: {"n": len(v), "p50_us": percentile(v, 50), "p99_us": percentile(v, 99)} for kind, v in pooled.items()
+        },
+    }
+
+    # 3. Throughput, one replica each, interleaved rounds.
+    hz = meta["clk_tck"]
+    tp_rounds = []
+    for r in range(1, settings["runs"] + 1):
+        row = {}
+        for store in ("redis", "memory"):
+            wrk = load_json(os.path.join(raw, f"tp-r{r}-{store}-wrk.json"))
+            cpu = load_json(os.path.join(raw, f"tp-r{r}-{store}-cpu.json"))
+            errors = sum(wrk["errors"].values())
+            if errors:
+                problems.append(f"throughput round {r} ({store}): {errors} wrk errors or non-2xx")
+            row[store] = {
+                "rps": wrk["requests"] / (wrk["duration_us"] / 1e6),
+                "requests": wrk["requests"],
+                "cpu_us_per_req": cpu["ticks"] / hz * 1e6 / wrk["requests"] if wrk["requests"] else None,
+                "wrk_p50_us": wrk["latency_us"]["p50"],
+                "wrk_p99_us": wrk["latency_us"]["p99"],
+                "store_reads": cpu.get("store_reads"),
+            }
+        row["ratio_rps"] = row["redis"]["rps"] / row["memory"]["rps"]
+        row["ratio_cpu"] = (
+            row["redis"]["cpu_us_per_req"] / row["memory"]["cpu_us_per_req"] if row["memory"]["cpu_us_per_req"] else None
+        )
+        tp_rounds.append(row)
+    throughput = {
+        "rounds": tp_rounds,
+        "redis_rps": med([x["redis"]["rps"] for x in tp_rounds]),
+        "memory_rps": med([x["memory"]["rps"] for x in tp_rounds]),
+        "redis_cpu_us_per_req": med([x["redis"]["cpu_us_per_req"] for x in tp_rounds]),
+        "memory_cpu_us_per_req": med([x["memory"]["cpu_us_per_req"] for x in tp_rounds]),
+        "ratio_rps": med([x["ratio_rps"] for x in tp_rounds]),
+        "ratio_cpu": med([x["ratio_cpu"] for x in tp_rounds]),
+        "redis_store_reads_during": sum(x["redis"]["store_reads"] or 0 for x in tp_rounds),
+    }
+    if throughput["redis_store_reads_during"]:
+        problems.append(
+            f"throughput: the redis replica read the store {throughput['redis_store_reads_during']} times (L1 hits expected)"
+        )
+
+    result = {
+        "machine": machine(),
+        "date": meta["date"],
+        "command": meta["command"],
+        "settings": settings,
+        "versions": meta["versions"],
+        "mints": mints,
+        "latency": latency,
+        "throughput": throughput,
+        "problems": problems,
+    }
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "replicas.json"), "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+    with open(os.path.join(out, "replicas.md"), "w") as f:
+        f.write(replicas_markdown(result))
+    return problems
+
+
+def replicas_markdown(res):
+    s, m, lat, tp = res["settings"], res["mints"], res["latency"], res["throughput"]
+    lines = [
+        f"Three refold-proxy replicas sharing one `redis-server` (`tokens.store = \"redis\"`) against three "
+        f"with `tokens.store = \"memory\"`, all before one nginx upstream, {res['date']}, {res['machine']}. "
+        f"Each replica `server.worker_threads = 1`, `RUST_LOG=warn`, mint pacing out of the way; versions: "
+        f"{res['versions']}.",
+        "",
+        f"Command: `{res['command']}`.",
+        "",
+    ]
+    if s["runs"] < 5:
+        lines += [f"**{s['runs']} round(s) only: a check that the script works, not figures to quote "
+                  "(quote medians of at least 5).**", ""]
+    lines += [
+        "### Mints per account per token lifetime",
+        "",
+        f"{s['accounts']} accounts (one app JWT each), requested for {s['mint_duration']} s through all three "
+        f"replicas at once (one `wrk -t1 -c{s['mint_connections']}` per replica, each cycling through every "
+        "account in the same order, so each account's first requests reach the three replicas together). "
+        "The upstream's tokens live 30 days, so the run is within one lifetime. "
+        "Mints counted from the upstream's log of mint bodies, and by the replicas' "
+        "`refold_proxy_token_mints_total{outcome=\"ok\"}`.",
+        "",
+        "| store | requests | accounts minted | mints (upstream) | per replica | mints per account | per-account min–max |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for store in ("redis", "memory"):
+        x = m[store]
+        lines.append(
+            f"| {store} | {x['requests']:,} | {x['per_account']['accounts_minted']} of {x['accounts']} "
+            f"| {x['upstream_mints']:,} | {' + '.join(str(int(v)) for v in x['replica_mints_ok'])} "
+            f"| **{x['mints_per_account']:.2f}** | {x['per_account']['min']}–{x['per_account']['max']} |"
+        )
+    lines += [
+        "",
+        "### Latency of an L1 miss served from Redis",
+        "",
+        f"Per round: {s['latency_accounts']} new accounts warmed through replica A (minted, stored in Redis), "
+        f"then through replica B, {s['latency_chunk']} accounts at a time: one request per account in turn "
+        f"(B's L1 misses, Redis hits), then the same {s['latency_chunk']} again (L1 hits), so drift in the "
+        "machine's speed hits both alike. One client (Python `http.client`, one keep-alive connection, one "
+        "request at a time), the same for both, so its own cost cancels out of the difference. Added = miss − hit "
+        "in the same round. B's `refold_proxy_token_store_reads_total{result=\"hit\"}` grew by "
+        f"{', '.join(str(int(r['store_hits'])) for r in lat['rounds'])} in the miss passes of the rounds, "
+        f"by {', '.join(str(int(r['store_hits_hit_pass'])) for r in lat['rounds'])} in the hit passes, and B "
+        f"minted {', '.join(str(int(r['mints_on_b'])) for r in lat['rounds'])} times.",
+        "",
+        "| request through B | p50 µs | p99 µs |",
+        "| --- | --- | --- |",
+        f"| L1 miss, Redis hit | {fmt_range(lat['miss_p50_us'])} | {fmt_range(lat['miss_p99_us'])} |",
+        f"| L1 hit | {fmt_range(lat['hit_p50_us'])} | {fmt_range(lat['hit_p99_us'])} |",
+        f"| **added by the Redis read** | **{fmt_range(lat['added_p50_us'])}** | **{fmt_range(lat['added_p99_us'])}** |",
+        "",
+        f"Medians of {s['runs']} rounds (min–max). All {lat['pooled']['miss']['n']:,} requests of each kind pooled: "
+        f"miss p50 {fmt(lat['pooled']['miss']['p50_us'])} µs, p99 {fmt(lat['pooled']['miss']['p99_us'])} µs; "
+        f"hit p50 {fmt(lat['pooled']['hit']['p50_us'])} µs, p99 {fmt(lat['pooled']['hit']['p99_us'])} µs.",
+        "",
+        "### Throughput, L1 hits",
+        "",
+        f"One replica of each store, warm (one account, its token in L1), `wrk -t1 -c{s['connections']} "
+        f"-d{s['duration']}s`, {s['runs']} interleaved rounds (redis then memory, memory then redis, …) after "
+        f"{s['warmup']} s of "
+        "warm-up each. CPU: the replica's utime+stime over the run ÷ requests. Ratio: redis ÷ memory per round, "
+        "then the median.",
+        "",
+        "| store | req/s | CPU µs/req |",
+        "| --- | --- | --- |",
+        f"| redis | {fmt_range(tp['redis_rps'])} | {fmt_range(tp['redis_cpu_us_per_req'], 1)} |",
+        f"| memory | {fmt_range(tp['memory_rps'])} | {fmt_range(tp['memory_cpu_us_per_req'], 1)} |",
+        f"| **redis ÷ memory** | **{fmt_range(tp['ratio_rps'], 3)}** | {fmt_range(tp['ratio_cpu'], 3)} |",
+        "",
+        f"Reads of the token store by the redis replica during these rounds: {tp['redis_store_reads_during']} "
+        "(L1 hits send Redis nothing).",
+        "",
+        "Checks: " + ("all requests 2xx, one mint per account with the shared store, every L1 miss served "
+                      "from Redis." if not res["problems"] else "**FAILED**: " + "; ".join(res["problems"])),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def cmd_publish_section(path, heading, section_md, before):
+    """Put the text of SECTION_MD under HEADING in FILE: in place of the section there (up to
+    the next `## ` heading), else before the BEFORE heading, else at the end."""
+    with open(path) as f:
+        doc = f.read().split("\n")
+    with open(section_md) as f:
+        body = f.read().rstrip("\n").split("\n")
+    block = [heading, ""] + body + [""]
+    if heading in doc:
+        start = doc.index(heading)
+        end = next((i for i in range(start + 1, len(doc)) if doc[i].startswith("## ")), len(doc))
+        doc[start:end] = block
+    elif before in doc:
+        i = doc.index(before)
+        doc[i:i] = block
+    else:
+        while doc and doc[-1] == "":
+            doc.pop()
+        doc += [""] + block
+    with open(path, "w") as f:
+        f.write("\n".join(doc).rstrip("\n") + "\n")
+
+
 def main(argv):
     if len(argv) < 2:
         raise SystemExit(__doc__)
@@ -482,6 +857,23 @@ def main(argv):
         print(f"{doc['requests'] / doc['duration_us'] * 1e6:,.0f} req/s, {errors} errors")
     elif cmd == "report":
         problems = cmd_report(*args)
+        for p in problems:
+            print(f"PROBLEM: {p}", file=sys.stderr)
+        return 1 if problems else 0
+    elif cmd == "hs256-jwts":
+        cmd_hs256_jwts(*args)
+    elif cmd == "metric":
+        print(int(metric_sum(*args)))
+    elif cmd == "mint-accounts":
+        print(json.dumps(mint_accounts(*args)))
+    elif cmd == "sequential":
+        cmd_sequential(*args)
+    elif cmd == "miss-hit":
+        cmd_miss_hit(*args)
+    elif cmd == "publish-section":
+        cmd_publish_section(*args)
+    elif cmd == "replicas":
+        problems = cmd_replicas(*args)
         for p in problems:
             print(f"PROBLEM: {p}", file=sys.stderr)
         return 1 if problems else 0

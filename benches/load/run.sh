@@ -154,6 +154,13 @@ if [ "$PUBLISH" = 1 ]; then
             echo
             cat "$OUT/instructions.md"
         fi
+        # Written by replicas.sh, kept when this script publishes again.
+        if [ -f "$OUT/replicas.md" ]; then
+            echo
+            echo "## Many replicas: the shared token store"
+            echo
+            cat "$OUT/replicas.md"
+        fi
         # The reading of the figures against the targets, written by hand after a run.
         if [ -f "$ROOT/benches/load/targets.md" ]; then
             echo

@@ -10,8 +10,7 @@ use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use http::{Response, StatusCode};
 
-use crate::steps::tokens::MintError;
-use crate::{full_body, ProxyBody};
+use crate::{full_body, BoxError, ProxyBody};
 
 /// Why the proxy refused or failed a request, grouped by who is at fault.
 #[derive(Debug, thiserror::Error)]
@@ -77,15 +76,26 @@ pub enum ProxyError {
     #[error("token service unavailable")]
     TokenServiceUnavailable {
         retry_after: Duration,
+        /// Why the mint failed, for the log (the token step's error).
         #[source]
-        source: MintError,
+        source: BoxError,
     },
     /// Refold rejected the proxy's API key.
     #[error("token service rejected the api key")]
-    ApiKeyRejected(#[source] MintError),
+    ApiKeyRejected {
+        /// While the account backs off after this failure: when it may mint again.
+        retry_after: Option<Duration>,
+        #[source]
+        source: BoxError,
+    },
     /// Refold's token endpoint answered something the proxy cannot use.
     #[error("token service answered with an unusable response")]
-    TokenServiceBadResponse(#[source] MintError),
+    TokenServiceBadResponse {
+        /// While the account backs off after this failure: when it may mint again.
+        retry_after: Option<Duration>,
+        #[source]
+        source: BoxError,
+    },
 
     // ---- the upstream ----
     /// Refold could not be reached, or the connection failed mid-request.
@@ -128,7 +138,9 @@ impl ProxyError {
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::TokenServiceUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Self::ApiKeyRejected(_) | Self::TokenServiceBadResponse(_) => StatusCode::BAD_GATEWAY,
+            Self::ApiKeyRejected { .. } | Self::TokenServiceBadResponse { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
             Self::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::TokenLeakBlocked | Self::UpstreamUnscannable(_) => StatusCode::BAD_GATEWAY,
@@ -156,8 +168,8 @@ impl ProxyError {
             Self::RouteNotAllowed => "ROUTE_NOT_ALLOWED",
             Self::LinkedAccountNotFound => "LINKED_ACCOUNT_NOT_FOUND",
             Self::TokenServiceUnavailable { .. } => "TOKEN_SERVICE_UNAVAILABLE",
-            Self::ApiKeyRejected(_) => "UPSTREAM_AUTH_FAILED",
-            Self::TokenServiceBadResponse(_) => "TOKEN_SERVICE_BAD_RESPONSE",
+            Self::ApiKeyRejected { .. } => "UPSTREAM_AUTH_FAILED",
+            Self::TokenServiceBadResponse { .. } => "TOKEN_SERVICE_BAD_RESPONSE",
             Self::UpstreamUnavailable(_) => "UPSTREAM_UNAVAILABLE",
             Self::UpstreamTimeout => "UPSTREAM_TIMEOUT",
             Self::TokenLeakBlocked => "TOKEN_LEAK_BLOCKED",
@@ -188,8 +200,8 @@ impl ProxyError {
             Self::TokenServiceUnavailable { .. } => {
                 "Refold session service unavailable, retry later"
             }
-            Self::ApiKeyRejected(_) => "The proxy could not authenticate to Refold",
-            Self::TokenServiceBadResponse(_) => {
+            Self::ApiKeyRejected { .. } => "The proxy could not authenticate to Refold",
+            Self::TokenServiceBadResponse { .. } => {
                 "Refold session service returned an invalid response"
             }
             Self::UpstreamUnavailable(_) => "Refold is unavailable",
@@ -206,9 +218,8 @@ impl ProxyError {
             Self::TokenServiceUnavailable { retry_after, .. }
             | Self::RateLimited { retry_after } => Some(*retry_after),
             // A 502 repeated while the account backs off says when it may mint again.
-            Self::TokenServiceBadResponse(source) | Self::ApiKeyRejected(source) => {
-                source.backoff()
-            }
+            Self::TokenServiceBadResponse { retry_after, .. }
+            | Self::ApiKeyRejected { retry_after, .. } => *retry_after,
             _ => None,
         }
     }
@@ -217,8 +228,8 @@ impl ProxyError {
     pub fn is_operator_fault(&self) -> bool {
         matches!(
             self,
-            Self::ApiKeyRejected(_)
-                | Self::TokenServiceBadResponse(_)
+            Self::ApiKeyRejected { .. }
+                | Self::TokenServiceBadResponse { .. }
                 | Self::TokenLeakBlocked
                 | Self::Internal(_)
         )
@@ -282,7 +293,7 @@ mod tests {
     fn retry_after_is_whole_seconds_and_never_zero() {
         let err = ProxyError::TokenServiceUnavailable {
             retry_after: Duration::from_millis(200),
-            source: MintError::Timeout,
+            source: "token endpoint timed out".into(),
         };
         let response = err.to_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);

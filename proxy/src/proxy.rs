@@ -12,23 +12,23 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
+use http::{HeaderValue, Method, Request, Response, Version};
 use http_body::Body;
-use http_body_util::{BodyExt, Limited};
 
 use crate::config::{Config, LimitsConfig, Store};
 use crate::error::ProxyError;
 use crate::outbound::store::{KeyHasher, RedisStore};
-use crate::steps::body_timeout::{BodyReadTimeout, IdleTimeout};
+use crate::steps::body::{self, RequestBody};
 use crate::steps::cors::Cors;
 use crate::steps::framing::FramingConflict;
-use crate::steps::guard::{Prefixed, ResponseGuard};
+use crate::steps::guard::ResponseGuard;
 use crate::steps::headers::{
     check_account_binding, check_body_account_binding, check_framing, head_size,
     strip_credential_params, Downstream, HeaderPolicy,
 };
 use crate::steps::identity::{Authenticator, Caller};
 use crate::steps::ratelimit::{AccountKey, RateLimiter, Rates, SharedBuckets};
+use crate::steps::retry::{self, RetrySnapshot};
 use crate::steps::routes::{normalize, RoutePolicy};
 use crate::steps::tokens::{Earned, Environment, MintError, Minter, TokenCache, TokenSettings};
 use crate::steps::upstream::{build_clients, Clients, Upstream};
@@ -36,25 +36,10 @@ use crate::telemetry::access::{request_id, RequestLog, REQUEST_ID};
 use crate::telemetry::metrics::{
     Metrics, RateLimitReason, RouteLabel, StoreFallback, UpstreamErrorKind,
 };
-use crate::{full_body, BoxError, ProxyBody};
+use crate::{BoxError, ProxyBody};
 
 /// The route of `POST /api/v2/public/workflow/{id}/execute`, as its template's label.
 const EXECUTE_ROUTE: &str = "/api/v2/public/workflow/{}/execute";
-
-/// A request body after read-ahead: small ones whole, large ones streaming.
-enum RequestBody {
-    Kept(Bytes),
-    Streaming(ProxyBody),
-}
-
-impl RequestBody {
-    fn into_body(self) -> ProxyBody {
-        match self {
-            Self::Kept(bytes) => full_body(bytes),
-            Self::Streaming(body) => body,
-        }
-    }
-}
 
 /// Facts about the downstream connection a request arrived on.
 #[derive(Debug, Clone)]
@@ -103,23 +88,34 @@ fn within_reason(retry_after: Duration) -> Duration {
 
 impl From<MintError> for ProxyError {
     fn from(err: MintError) -> Self {
+        // A 502 repeated while the account backs off says when it may mint again.
+        let retry_after = err.backoff();
         match err {
             MintError::AccountMissing => ProxyError::LinkedAccountNotFound,
-            MintError::KeyRejected(_) => ProxyError::ApiKeyRejected(err),
-            MintError::BadResponse(_) => ProxyError::TokenServiceBadResponse(err),
+            MintError::KeyRejected(_) => ProxyError::ApiKeyRejected {
+                retry_after,
+                source: err.into(),
+            },
+            MintError::BadResponse(_) => ProxyError::TokenServiceBadResponse {
+                retry_after,
+                source: err.into(),
+            },
             MintError::Unavailable { retry_after, .. } => ProxyError::TokenServiceUnavailable {
                 // Honour Refold's Retry-After, within reason.
                 retry_after: within_reason(retry_after.unwrap_or(Duration::from_secs(2))),
-                source: err,
+                source: err.into(),
             },
             MintError::Timeout => ProxyError::TokenServiceUnavailable {
                 retry_after: Duration::from_secs(2),
-                source: err,
+                source: err.into(),
             },
-            MintError::Refused(_) => ProxyError::TokenServiceBadResponse(err),
+            MintError::Refused(_) => ProxyError::TokenServiceBadResponse {
+                retry_after,
+                source: err.into(),
+            },
             MintError::BreakerOpen { retry_after } => ProxyError::TokenServiceUnavailable {
                 retry_after: within_reason(retry_after),
-                source: err,
+                source: err.into(),
             },
             // The error the account's last mint earned, again, until its backoff ends.
             MintError::BackingOff {
@@ -128,10 +124,16 @@ impl From<MintError> for ProxyError {
             } => match earned {
                 Earned::Unavailable => ProxyError::TokenServiceUnavailable {
                     retry_after: within_reason(retry_after),
-                    source: err,
+                    source: err.into(),
                 },
-                Earned::BadResponse => ProxyError::TokenServiceBadResponse(err),
-                Earned::KeyRejected => ProxyError::ApiKeyRejected(err),
+                Earned::BadResponse => ProxyError::TokenServiceBadResponse {
+                    retry_after: Some(retry_after),
+                    source: err.into(),
+                },
+                Earned::KeyRejected => ProxyError::ApiKeyRejected {
+                    retry_after: Some(retry_after),
+                    source: err.into(),
+                },
             },
         }
     }
@@ -421,27 +423,15 @@ impl Proxy {
         let accept = crate::steps::encoding::AcceptEncoding::of(&parts.headers);
         self.headers
             .apply_to_request(&mut parts.headers, &token, &conn.downstream);
-        let limit = usize::try_from(self.limits.max_body_bytes).unwrap_or(usize::MAX);
-        // Trailers could smuggle a credential past the header policy: they never pass.
-        let body = Limited::new(body, limit)
-            .map_frame(|frame| match frame.into_data() {
-                Ok(data) => http_body::Frame::data(data),
-                Err(_) => http_body::Frame::data(Bytes::new()),
-            })
-            .boxed_unsync();
-        let body = self.read_ahead(body).await?;
-        if let RequestBody::Kept(bytes) = &body {
-            check_body_account_binding(&parts.headers, bytes, caller.account())?;
-        }
-
+        let body = body::limited(body, self.limits.max_body_bytes);
+        let body =
+            body::read_ahead(body, self.retry_body_limit, self.limits.body_read_timeout).await?;
         let retry = match &body {
-            // Kept whole: a copy of the request can go again with a fresh token.
-            RequestBody::Kept(bytes) => Some((
-                parts.method.clone(),
-                parts.uri.clone(),
-                parts.headers.clone(),
-                bytes.clone(),
-            )),
+            RequestBody::Kept(bytes) => {
+                check_body_account_binding(&parts.headers, bytes, caller.account())?;
+                // Kept whole: a copy of the request can go again with a fresh token.
+                Some(RetrySnapshot::of(&parts, bytes))
+            }
             RequestBody::Streaming(_) => None,
         };
         // Refold sees the same request id as the caller and the log.
@@ -452,19 +442,18 @@ impl Proxy {
             .forward(Request::from_parts(parts, body.into_body()), sync_execution)
             .await?;
         log.upstream = Some(sent.elapsed());
-        let mut inspected = self.inspect(response, &token, &accept).await?;
-        if inspected.token_rejected {
+        let (mut response, rejected) = self.inspect(response, &token, &accept).await?;
+        if rejected {
             // Refold no longer accepts the token (revoked, or expired early): drop it,
             // mint with force_refresh (one mint for everyone waiting), and go again once.
             // Within 30 s of the account's last forced mint, Refold's 401 goes back as is.
             let remint = self.tokens.invalidate(&caller, &token);
             if let Some(retry) = retry.filter(|_| remint) {
                 // Boxed: rare, and its state would otherwise grow every request's future.
-                inspected =
+                response =
                     Box::pin(self.retry(retry, &caller, sync_execution, &accept, log)).await?;
             }
         }
-        let mut response = inspected.response;
         self.headers.apply_to_response(response.headers_mut());
         Ok(response)
     }
@@ -486,39 +475,44 @@ impl Proxy {
     /// The request again, with a token minted after Refold rejected the last one.
     async fn retry(
         &self,
-        (method, uri, mut headers, bytes): (Method, Uri, HeaderMap, Bytes),
+        snapshot: RetrySnapshot,
         caller: &Caller,
         sync_execution: bool,
         accept: &crate::steps::encoding::AcceptEncoding,
         log: &mut RequestLog,
-    ) -> Result<crate::steps::guard::Inspected, ProxyError> {
+    ) -> Result<Response<ProxyBody>, ProxyError> {
         let token = self.tokens.get(caller).await?;
-        headers.insert(http::header::AUTHORIZATION, token.authorization().clone());
-        let mut request = Request::new(full_body(bytes));
-        *request.method_mut() = method;
-        *request.uri_mut() = uri;
-        *request.headers_mut() = headers;
+        let request = snapshot.with_token(&token);
         log.retried = true;
         self.metrics.invalid_token_retry();
         let sent = Instant::now();
         let response = self.upstream.forward(request, sync_execution).await?;
         log.upstream = Some(sent.elapsed());
-        let inspected = self.inspect(response, &token, accept).await?;
-        if inspected.token_rejected {
+        let (response, rejected) = self.inspect(response, &token, accept).await?;
+        if rejected {
             self.tokens.invalidate(caller, &token);
         }
-        Ok(inspected)
+        Ok(response)
     }
 
-    /// The response guard's verdict, counted: a blocked response, or a response body that
-    /// broke while the guard read it (an upstream error).
+    /// The response guard's verdict, counted (a blocked response, or a response body that
+    /// broke while the guard read it: an upstream error), and whether Refold said the
+    /// token is dead.
     async fn inspect(
         &self,
         response: Response<crate::steps::upstream::UpstreamBody>,
         token: &crate::steps::tokens::Token,
         accept: &crate::steps::encoding::AcceptEncoding,
-    ) -> Result<crate::steps::guard::Inspected, ProxyError> {
-        let inspected = self.guard.inspect(response, token, accept).await;
+    ) -> Result<(Response<ProxyBody>, bool), ProxyError> {
+        let status = response.status();
+        let mut rejected = false;
+        let inspected = self
+            .guard
+            .inspect(response, token, accept, |body| {
+                rejected = retry::token_rejected(status, body);
+            })
+            .await
+            .map(|response| (response, rejected));
         match &inspected {
             Err(ProxyError::TokenLeakBlocked) => self.metrics.guard_block(),
             Err(ProxyError::UpstreamUnavailable(_)) => {
@@ -527,51 +521,6 @@ impl Proxy {
             _ => {}
         }
         inspected
-    }
-
-    /// Reads the body before anything goes upstream, up to `retry_body_limit`: a broken
-    /// chunk or an oversized body is refused here, not halfway through the forward, and
-    /// a small body is kept whole so the request can be retried. A caller that stops
-    /// sending for `body_read_timeout` gets 408, here or while the rest streams to Refold.
-    async fn read_ahead(&self, body: ProxyBody) -> Result<RequestBody, ProxyError> {
-        let mut body = IdleTimeout::new(body, self.limits.body_read_timeout);
-        let mut chunks = std::collections::VecDeque::new();
-        let mut kept = 0usize;
-        loop {
-            if body.is_end_stream() {
-                break;
-            }
-            match body.frame().await {
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        kept += data.len();
-                        chunks.push_back(data);
-                    }
-                    if kept > self.retry_body_limit {
-                        return Ok(RequestBody::Streaming(
-                            Prefixed {
-                                prefix: chunks,
-                                rest: Some(body.boxed_unsync()),
-                            }
-                            .boxed_unsync(),
-                        ));
-                    }
-                }
-                Some(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-                    return Err(ProxyError::BodyTooLarge)
-                }
-                Some(Err(e)) if e.is::<BodyReadTimeout>() => {
-                    return Err(ProxyError::RequestTimeout)
-                }
-                Some(Err(_)) => return Err(ProxyError::MalformedRequest("unreadable body")),
-                None => break,
-            }
-        }
-        let mut whole = bytes::BytesMut::with_capacity(kept);
-        for chunk in chunks {
-            whole.extend_from_slice(&chunk);
-        }
-        Ok(RequestBody::Kept(whole.freeze()))
     }
 
     /// The path below `mount_path`.

@@ -1,5 +1,5 @@
 //! The request path, one module per step. `proxy.rs` calls them in order.
-pub mod body_timeout;
+pub mod body;
 pub mod cors;
 pub mod encoding;
 pub mod framing;
@@ -7,6 +7,7 @@ pub mod guard;
 pub mod headers;
 pub mod identity;
 pub mod ratelimit;
+pub mod retry;
 pub mod routes;
 pub mod tokens;
 pub mod upstream;

@@ -21,7 +21,7 @@ use http::header::{
     CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, VARY,
 };
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
-use http_body::{Body, Frame, SizeHint};
+use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use memchr::memmem::Finder;
 
@@ -33,10 +33,6 @@ use crate::steps::tokens::Token;
 use crate::steps::upstream::UpstreamBody;
 use crate::telemetry::metrics::Metrics;
 use crate::{full_body, BoxError, ProxyBody};
-
-/// Refold's word for a session token it no longer accepts.
-static INVALID_TOKEN: std::sync::LazyLock<Finder<'static>> =
-    std::sync::LazyLock::new(|| Finder::new(b"INVALID_TOKEN"));
 
 /// Finds one secret in bytes. The searcher is built on the secret's last 16 bytes (for a
 /// JWT: the end of its signature, which nobody but its holder knows, so candidates are
@@ -72,14 +68,6 @@ impl<'a> SecretSearch<'a> {
             end >= self.secret.len() && &bytes[end - self.secret.len()..end] == self.secret
         })
     }
-}
-
-/// A response that passed the guard.
-#[derive(Debug)]
-pub struct Inspected {
-    pub response: Response<ProxyBody>,
-    /// Refold answered 401 `INVALID_TOKEN`: the injected session token is dead.
-    pub token_rejected: bool,
 }
 
 /// Scans responses for secrets.
@@ -124,29 +112,9 @@ impl ResponseGuard {
     }
 
     /// Passes the response on, or refuses it if it carries a secret; compresses it for a
-    /// client that accepts `accept` (br or gzip).
+    /// client that accepts `accept` (br or gzip). A body held whole for the scan is shown
+    /// to `on_body` (the retry reads Refold's verdict on the token there).
     pub async fn inspect(
-        &self,
-        response: Response<UpstreamBody>,
-        token: &Token,
-        accept: &AcceptEncoding,
-    ) -> Result<Inspected, ProxyError> {
-        let unauthorized = response.status() == StatusCode::UNAUTHORIZED;
-        let mut token_rejected = false;
-        let response = self
-            .scan(response, token, accept, |body| {
-                // Only Refold's own envelope saying INVALID_TOKEN means the token is bad:
-                // a workflow may answer 401 of its own, with any words in it.
-                token_rejected = unauthorized && says_invalid_token(body);
-            })
-            .await?;
-        Ok(Inspected {
-            response,
-            token_rejected,
-        })
-    }
-
-    async fn scan(
         &self,
         response: Response<UpstreamBody>,
         token: &Token,
@@ -292,21 +260,6 @@ fn compressing(parts: &mut http::response::Parts, accept: Option<Coding>) -> Opt
         }
     }
     Some(coding)
-}
-
-/// Whether a body is Refold's error envelope saying `INVALID_TOKEN`, in its `error` field
-/// or, as a few of its services spell it, `error_code`.
-fn says_invalid_token(body: &[u8]) -> bool {
-    // Most 401 bodies are not about the session token: skip the parse.
-    if INVALID_TOKEN.find(body).is_none() {
-        return false;
-    }
-    let Ok(serde_json::Value::Object(envelope)) = serde_json::from_slice(body) else {
-        return false;
-    };
-    ["error", "error_code"]
-        .iter()
-        .any(|field| envelope.get(*field).and_then(|v| v.as_str()) == Some("INVALID_TOKEN"))
 }
 
 /// `body` with its trailers dropped.
@@ -520,54 +473,6 @@ fn is_textual(headers: &HeaderMap) -> bool {
         || has(b"xml")
 }
 
-/// Chunks already read, then (optionally) the rest of the body.
-pub(crate) struct Prefixed<B> {
-    pub(crate) prefix: VecDeque<Bytes>,
-    pub(crate) rest: Option<B>,
-}
-
-impl<B> Body for Prefixed<B>
-where
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: Into<BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(chunk) = self.prefix.pop_front() {
-            return Poll::Ready(Some(Ok(Frame::data(chunk))));
-        }
-        match self.rest.as_mut() {
-            Some(rest) => Pin::new(rest).poll_frame(cx).map_err(Into::into),
-            None => Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.prefix.is_empty() && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        let buffered: u64 = self.prefix.iter().map(|c| c.len() as u64).sum();
-        match &self.rest {
-            None => SizeHint::with_exact(buffered),
-            Some(rest) => {
-                let inner = rest.size_hint();
-                let mut hint = SizeHint::new();
-                hint.set_lower(inner.lower() + buffered);
-                if let Some(upper) = inner.upper() {
-                    hint.set_upper(upper + buffered);
-                }
-                hint
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -710,28 +615,6 @@ mod tests {
         ] {
             assert_eq!(compressing(&mut untouched, Some(Coding::Gzip)), None);
             assert!(untouched.headers.get("content-encoding").is_none());
-        }
-    }
-
-    #[test]
-    fn invalid_token_is_read_from_the_envelope_only() {
-        assert!(says_invalid_token(
-            br#"{"error":"INVALID_TOKEN","message":"Invalid token"}"#
-        ));
-        assert!(says_invalid_token(br#"{"error_code":"INVALID_TOKEN"}"#));
-        for other in [
-            br#"{"message":"INVALID_TOKEN seen"}"#.as_slice(),
-            br#"{"error":"NOT_INVALID_TOKEN"}"#,
-            br#"{"output":{"error":"INVALID_TOKEN"}}"#,
-            br#"{"error":["INVALID_TOKEN"]}"#,
-            b"INVALID_TOKEN",
-            br#"["INVALID_TOKEN"]"#,
-        ] {
-            assert!(
-                !says_invalid_token(other),
-                "{}",
-                String::from_utf8_lossy(other)
-            );
         }
     }
 

@@ -137,7 +137,7 @@ impl HeaderPolicy {
             header::ACCEPT_ENCODING,
             HeaderValue::from_static("identity"),
         );
-        headers.insert(header::AUTHORIZATION, token.authorization().clone());
+        set_session_token(headers, token);
         match headers.get(&X_FORWARDED_FOR).map(|v| v.to_str()) {
             Some(Ok(chain)) if trusted => {
                 let chain = format!("{chain}, {}", from.ip);
@@ -170,6 +170,11 @@ fn is_forwarding(name: &str) -> bool {
         || name.starts_with("x_forwarded_")
         || name.starts_with("x-forwarded_")
         || name.starts_with("x_forwarded-")
+}
+
+/// Sets the session token on a request bound for Refold: the one place that does.
+pub fn set_session_token(headers: &mut HeaderMap, token: &Token) {
+    headers.insert(header::AUTHORIZATION, token.authorization().clone());
 }
 
 /// Refuses requests that name a linked account other than the caller's, in the query or

@@ -27,7 +27,7 @@ use rustls::pki_types::CertificateDer;
 
 use crate::config::UpstreamConfig;
 use crate::error::ProxyError;
-use crate::steps::body_timeout::BodyReadTimeout;
+use crate::steps::body::BodyReadTimeout;
 use crate::telemetry::metrics::{Metrics, UpstreamErrorKind};
 use crate::{BoxError, ProxyBody};
 

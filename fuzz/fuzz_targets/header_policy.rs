@@ -15,9 +15,9 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use refold_proxy::config::Cidr;
-use refold_proxy::steps::headers::{
-    check_account_binding, check_framing, strip_credential_params, Downstream, HeaderPolicy,
-};
+use refold_proxy::steps::binding::check_account_binding;
+use refold_proxy::steps::framing::check_framing;
+use refold_proxy::steps::headers::{strip_credential_params, Downstream, HeaderPolicy};
 use refold_proxy::steps::tokens::Token;
 use refold_oracles::{account_param, fold_name};
 

@@ -18,14 +18,12 @@ use http_body::Body;
 use crate::config::{Config, LimitsConfig, Store};
 use crate::error::ProxyError;
 use crate::outbound::store::{KeyHasher, RedisStore};
+use crate::steps::binding::{check_account_binding, check_body_account_binding};
 use crate::steps::body::{self, RequestBody};
 use crate::steps::cors::Cors;
-use crate::steps::framing::FramingConflict;
+use crate::steps::framing::{check_framing, head_size, FramingConflict};
 use crate::steps::guard::ResponseGuard;
-use crate::steps::headers::{
-    check_account_binding, check_body_account_binding, check_framing, head_size,
-    strip_credential_params, Downstream, HeaderPolicy,
-};
+use crate::steps::headers::{strip_credential_params, Downstream, HeaderPolicy};
 use crate::steps::identity::{Authenticator, Caller};
 use crate::steps::ratelimit::{AccountKey, RateLimiter, Rates, SharedBuckets};
 use crate::steps::retry::{self, RetrySnapshot};

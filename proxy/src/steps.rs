@@ -1,4 +1,5 @@
 //! The request path, one module per step. `proxy.rs` calls them in order.
+pub mod binding;
 pub mod body;
 pub mod cors;
 pub mod encoding;

@@ -21,7 +21,10 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
+use http::header::{self, HeaderMap};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::error::ProxyError;
 
 /// Marks a request whose head carried both `Content-Length` and `Transfer-Encoding`
 /// (a request extension, set by the server from [`FramingFlags`]).
@@ -400,9 +403,45 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FramingGuard<S> {
     }
 }
 
+/// Refuses request framings that a proxy and a server may read differently (request
+/// smuggling): `Content-Length` together with `Transfer-Encoding`, several differing
+/// `Content-Length`s, or a `Transfer-Encoding` other than plain `chunked`.
+pub fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
+    let lengths = headers.get_all(header::CONTENT_LENGTH);
+    let encodings = headers.get_all(header::TRANSFER_ENCODING);
+    let mut lengths = lengths.iter();
+    let mut encodings = encodings.iter().peekable();
+    let first_length = lengths.next();
+    if first_length.is_some() && encodings.peek().is_some() {
+        return Err(ProxyError::MalformedRequest(
+            "content-length with transfer-encoding",
+        ));
+    }
+    if first_length.is_some_and(|first| lengths.any(|other| other != first)) {
+        return Err(ProxyError::MalformedRequest("conflicting content-length"));
+    }
+    if encodings.next().is_some_and(|first| {
+        encodings.next().is_some() || !first.as_bytes().eq_ignore_ascii_case(b"chunked")
+    }) {
+        return Err(ProxyError::MalformedRequest(
+            "unsupported transfer-encoding",
+        ));
+    }
+    Ok(())
+}
+
+/// The size of a request head's header fields, as counted against `max_header_bytes`.
+pub fn head_size(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     /// A stream that hands out `step` bytes per read.
     struct Trickle<'a> {
@@ -664,5 +703,44 @@ mod tests {
         assert_eq!(frame(preface, 1), (preface.to_vec(), vec![]));
         let junk = b"\x16\x03\x01 not http at all\r\n\r\ncontent-length: 1\r\ntransfer-encoding: chunked\r\n\r\n";
         assert_eq!(frame(junk, 4), (junk.to_vec(), vec![]));
+    }
+
+    #[test]
+    fn smuggling_shapes_are_refused() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        assert!(check_framing(&h).is_ok());
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        assert!(check_framing(&h).is_err());
+        let mut h = HeaderMap::new();
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("6"));
+        assert!(check_framing(&h).is_err());
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("gzip, chunked"),
+        );
+        assert!(check_framing(&h).is_err());
+        // Equal repeated lengths pass; a plain `chunked` passes, twice it does not.
+        let mut h = HeaderMap::new();
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        assert!(check_framing(&h).is_ok());
+        let mut h = HeaderMap::new();
+        h.append(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("Chunked"),
+        );
+        assert!(check_framing(&h).is_ok());
+        h.append(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        assert!(check_framing(&h).is_err());
+        assert!(check_framing(&HeaderMap::new()).is_ok());
     }
 }

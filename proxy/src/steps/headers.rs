@@ -6,7 +6,8 @@
 //! case-insensitively with `_` and `-` treated alike, and the method-override and URL
 //! rewrite headers (`X-HTTP-Method-Override`, `X-Original-URL`, ...) the same way, then
 //! `Authorization` is set to the session token. Everything else passes as sent, underscores and empty values included.
-//! On the way down: hop-by-hop headers and `Set-Cookie` go.
+//! On the way down: hop-by-hop headers and `Set-Cookie` go. (Whether a request may name
+//! an account at all is the binding step's: `steps/binding.rs`.)
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -15,7 +16,6 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use percent_encoding::percent_decode_str;
 
 use crate::config::Cidr;
-use crate::error::ProxyError;
 use crate::steps::tokens::Token;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1 plus the common non-standard ones).
@@ -177,208 +177,6 @@ pub fn set_session_token(headers: &mut HeaderMap, token: &Token) {
     headers.insert(header::AUTHORIZATION, token.authorization().clone());
 }
 
-/// Refuses requests that name a linked account other than the caller's, in the query or
-/// a header (any spelling). Equal values pass (and are stripped later).
-pub fn check_account_binding(
-    headers: &HeaderMap,
-    query: Option<&str>,
-    account: &str,
-) -> Result<(), ProxyError> {
-    for (name, value) in headers {
-        if same_name(name.as_str(), "linked-account-id") && value.as_bytes() != account.as_bytes() {
-            return Err(ProxyError::AccountMismatch);
-        }
-    }
-    let Some(query) = query else {
-        return Ok(());
-    };
-    for pair in query.split('&') {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if is_account_param(key) {
-            let value = value.replace('+', " ");
-            let value = percent_decode_str(&value).decode_utf8_lossy();
-            if value != account {
-                return Err(ProxyError::AccountMismatch);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Refuses a request body that names a linked account other than the caller's in a
-/// top-level `linked_account_id` field (any case, `_` or `-`, every occurrence of a
-/// repeated key, a value that is not that exact string included). Only bodies typed as
-/// JSON or not typed at all are read; a body that is not a JSON object passes, as does
-/// one naming the caller's own account (unchanged: nothing is rewritten).
-///
-/// Strings are read as raw bytes and skipped values are not validated, so a lone UTF-16
-/// surrogate or deep nesting, which a JavaScript parser accepts, cannot make this parse
-/// fail where Refold's succeeds and hide a field behind it.
-pub fn check_body_account_binding(
-    headers: &HeaderMap,
-    body: &[u8],
-    account: &str,
-) -> Result<(), ProxyError> {
-    let json_or_untyped = {
-        let mut types = headers.get_all(header::CONTENT_TYPE).iter().peekable();
-        types.peek().is_none() || types.any(|v| is_json_type(v.as_bytes()))
-    };
-    let body = body.strip_prefix(b"\xef\xbb\xbf").unwrap_or(body);
-    if !json_or_untyped || body.trim_ascii_start().first() != Some(&b'{') {
-        return Ok(());
-    }
-    let mut seen = false;
-    let fields = BodyFields {
-        account: account.as_bytes(),
-        seen: &mut seen,
-    };
-    match serde::Deserializer::deserialize_map(
-        &mut serde_json::Deserializer::from_slice(body),
-        fields,
-    ) {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(ProxyError::AccountMismatch),
-        // Broken inside an account field (a number, an object...): not the caller.
-        Err(_) if seen => Err(ProxyError::AccountMismatch),
-        // Not JSON: Refold cannot read an account from it either.
-        Err(_) => Ok(()),
-    }
-}
-
-/// Whether a `Content-Type` value is JSON (`application/json`, `text/json`, `*/*+json`,
-/// with or without parameters).
-fn is_json_type(value: &[u8]) -> bool {
-    let essence = value
-        .split(|b| *b == b';')
-        .next()
-        .unwrap_or(value)
-        .trim_ascii();
-    let ends_with = |suffix: &[u8]| {
-        essence.len() >= suffix.len()
-            && essence[essence.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
-    };
-    ends_with(b"/json") || ends_with(b"+json")
-}
-
-/// Visits a JSON object's top-level fields: `true` when every account field is the caller.
-struct BodyFields<'a> {
-    account: &'a [u8],
-    /// Set once an account field's value is being read.
-    seen: &'a mut bool,
-}
-
-impl<'de> serde::de::Visitor<'de> for BodyFields<'_> {
-    type Value = bool;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
-        let mut bound = true;
-        while let Some(is_account) = map.next_key_seed(AccountKey)? {
-            if is_account {
-                *self.seen = true;
-                bound &= map.next_value_seed(AccountValue(self.account))?;
-            } else {
-                map.next_value::<serde::de::IgnoredAny>()?;
-            }
-        }
-        Ok(bound)
-    }
-}
-
-/// A field name, read as bytes: whether it is `linked_account_id` in any spelling.
-struct AccountKey;
-
-impl<'de> serde::de::DeserializeSeed<'de> for AccountKey {
-    type Value = bool;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
-        deserializer.deserialize_bytes(self)
-    }
-}
-
-impl serde::de::Visitor<'_> for AccountKey {
-    type Value = bool;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a field name")
-    }
-
-    fn visit_bytes<E>(self, name: &[u8]) -> Result<bool, E> {
-        Ok(std::str::from_utf8(name).is_ok_and(|name| same_name(name, "linked-account-id")))
-    }
-
-    fn visit_str<E>(self, name: &str) -> Result<bool, E> {
-        Ok(same_name(name, "linked-account-id"))
-    }
-}
-
-/// An account field's value: whether it is exactly the caller's account as a string.
-/// Anything else (a number, `null`, an array) fails to deserialize, which the caller
-/// takes for a mismatch.
-struct AccountValue<'a>(&'a [u8]);
-
-impl<'de> serde::de::DeserializeSeed<'de> for AccountValue<'_> {
-    type Value = bool;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
-        deserializer.deserialize_bytes(self)
-    }
-}
-
-impl serde::de::Visitor<'_> for AccountValue<'_> {
-    type Value = bool;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the caller's linked account id")
-    }
-
-    fn visit_bytes<E>(self, value: &[u8]) -> Result<bool, E> {
-        Ok(value == self.0)
-    }
-
-    fn visit_str<E>(self, value: &str) -> Result<bool, E> {
-        Ok(value.as_bytes() == self.0)
-    }
-}
-
-/// Refuses request framings that a proxy and a server may read differently (request
-/// smuggling): `Content-Length` together with `Transfer-Encoding`, several differing
-/// `Content-Length`s, or a `Transfer-Encoding` other than plain `chunked`.
-pub fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
-    let lengths = headers.get_all(header::CONTENT_LENGTH);
-    let encodings = headers.get_all(header::TRANSFER_ENCODING);
-    let mut lengths = lengths.iter();
-    let mut encodings = encodings.iter().peekable();
-    let first_length = lengths.next();
-    if first_length.is_some() && encodings.peek().is_some() {
-        return Err(ProxyError::MalformedRequest(
-            "content-length with transfer-encoding",
-        ));
-    }
-    if first_length.is_some_and(|first| lengths.any(|other| other != first)) {
-        return Err(ProxyError::MalformedRequest("conflicting content-length"));
-    }
-    if encodings.next().is_some_and(|first| {
-        encodings.next().is_some() || !first.as_bytes().eq_ignore_ascii_case(b"chunked")
-    }) {
-        return Err(ProxyError::MalformedRequest(
-            "unsupported transfer-encoding",
-        ));
-    }
-    Ok(())
-}
-
-/// The size of a request head's header fields, as counted against `max_header_bytes`.
-pub fn head_size(headers: &HeaderMap) -> usize {
-    headers
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum()
-}
-
 /// Removes the static hop-by-hop headers and those the `Connection` header names.
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // Split the raw bytes: one non-ASCII item must not hide the names beside it.
@@ -429,7 +227,7 @@ fn hop_by_hop_index(name: &str) -> Option<usize> {
 }
 
 /// Header-name equality ignoring case and treating `_` and `-` as the same.
-fn same_name(name: &str, canonical: &str) -> bool {
+pub(crate) fn same_name(name: &str, canonical: &str) -> bool {
     name.len() == canonical.len()
         && name.bytes().zip(canonical.bytes()).all(|(a, b)| {
             let a = if a == b'_' {
@@ -446,7 +244,7 @@ fn same_name(name: &str, canonical: &str) -> bool {
 /// fold into it (`linked_account_id[]`, `linked_account_id[0]`, `linked_account_id.x`,
 /// and `[linked_account_id]`: `qs` reads a key that opens with a bracket group as that
 /// group's name).
-fn is_account_param(raw_key: &str) -> bool {
+pub(crate) fn is_account_param(raw_key: &str) -> bool {
     let key = raw_key.replace('+', " ");
     let key = percent_decode_str(&key).decode_utf8_lossy();
     let key = key.trim();
@@ -662,148 +460,20 @@ mod tests {
     }
 
     #[test]
-    fn account_binding() {
-        let mut h = HeaderMap::new();
-        assert!(check_account_binding(&h, Some("a=1&linked_account_id=alice"), "alice").is_ok());
-        assert!(check_account_binding(&h, Some("LINKED-ACCOUNT-ID=bob"), "alice").is_err());
-        assert!(check_account_binding(&h, Some("linked%5Faccount%5Fid=bob"), "alice").is_err());
-        assert!(check_account_binding(&h, Some("linked_account_id=a%20b"), "a b").is_ok());
-        assert!(check_account_binding(&h, Some("linked_account_id[]=bob"), "alice").is_err());
-        assert!(check_account_binding(&h, Some("linked_account_id.x=bob"), "alice").is_err());
-        h.insert("Linked_Account_Id", HeaderValue::from_static("bob"));
-        assert!(check_account_binding(&h, None, "alice").is_err());
-        assert!(check_account_binding(&h, None, "bob").is_ok());
-    }
-
-    #[test]
-    fn body_account_binding() {
-        let json = |content_type: &'static str| {
-            let mut h = HeaderMap::new();
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-            h
-        };
-        let check =
-            |h: &HeaderMap, body: &str| check_body_account_binding(h, body.as_bytes(), "alice");
-        let typed = json("application/json");
-        let deep = format!(
-            r#"{{"a":{}1{},"linked_account_id":"mallory"}}"#,
-            "[".repeat(500),
-            "]".repeat(500)
-        );
-        for body in [
-            r#"{"linked_account_id":"mallory"}"#,
-            r#" {"a":1,"LINKED_ACCOUNT-ID":"mallory"}"#,
-            "\u{feff}{\"linked_account_id\":\"mallory\"}",
-            r#"{"linked_account_id":"alice","linked_account_id":"mallory"}"#,
-            r#"{"linked_account_id":42}"#,
-            r#"{"linked_account_id":null}"#,
-            r#"{"linked_account_id":{"id":"alice"}}"#,
-            r#"{"linked_account_id":"alice "}"#,
-            // A lone surrogate is JSON to JavaScript: it must not end the parse early.
-            r#"{"\ud800":"\udc00x","linked_account_id":"mallory"}"#,
-            r#"{"linked\u005faccount\u005fid":"mallory"}"#,
-            deep.as_str(),
-        ] {
-            assert!(check(&typed, body).is_err(), "{body}");
-        }
-        for body in [
-            "",
-            r#"{"linked_account_id":"alice"}"#,
-            r#"{"linked_account_id":"al\u0069ce","b":[1,{"linked_account_id":"mallory"}]}"#,
-            r#"{"other":"mallory"}"#,
-            r#"[{"linked_account_id":"mallory"}]"#,
-            "linked_account_id=mallory",
-            r#"{"a": ,"linked_account_id":"mallory"}"#,
-        ] {
-            assert!(check(&typed, body).is_ok(), "{body}");
-        }
-        let mallory = r#"{"linked_account_id":"mallory"}"#;
-        for content_type in [
-            "application/json; charset=utf-8",
-            "Application/JSON",
-            "application/merge-patch+json",
-            "text/json",
-        ] {
-            assert!(
-                check(&json(content_type), mallory).is_err(),
-                "{content_type}"
-            );
-        }
-        assert!(check(&HeaderMap::new(), mallory).is_err());
-        for content_type in [
-            "text/plain",
-            "application/octet-stream",
-            "multipart/form-data",
-        ] {
-            assert!(
-                check(&json(content_type), mallory).is_ok(),
-                "{content_type}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_leading_bracket_key_is_linked_account_id_too() {
-        // Found by the header_policy fuzz target: `qs` parses `[k]=v` as `k=v`, and so
-        // `[k][x]=v` as `k[x]=v`, so these name the account as surely as `k=v`.
-        let h = HeaderMap::new();
+    fn a_leading_bracket_key_is_stripped_as_linked_account_id() {
+        // `qs` parses `[k]=v` as `k=v`, and `[k][x]=v` as `k[x]=v` (see the binding check).
         for query in [
             "[linked_account_id]=mallory",
             "%5Blinked_account_id%5D=mallory",
             "a=1&[Linked-Account-Id][x]=mallory",
-            // The minimised input: an empty value for an account named `alice`.
             "%5BlinKed-account_id%5D",
         ] {
-            assert!(
-                check_account_binding(&h, Some(query), "alice").is_err(),
-                "{query}"
-            );
             assert_eq!(strip_credential_params(query).trim_start_matches("a=1"), "");
         }
-        assert!(check_account_binding(&h, Some("[linked_account_id]=alice"), "alice").is_ok());
         assert_eq!(
             strip_credential_params("[other]=1&a[linked_account_id]=1"),
             "[other]=1&a[linked_account_id]=1"
         );
-    }
-
-    #[test]
-    fn smuggling_shapes_are_refused() {
-        let mut h = HeaderMap::new();
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
-        assert!(check_framing(&h).is_ok());
-        h.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
-        assert!(check_framing(&h).is_err());
-        let mut h = HeaderMap::new();
-        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
-        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("6"));
-        assert!(check_framing(&h).is_err());
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("gzip, chunked"),
-        );
-        assert!(check_framing(&h).is_err());
-        // Equal repeated lengths pass; a plain `chunked` passes, twice it does not.
-        let mut h = HeaderMap::new();
-        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
-        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
-        assert!(check_framing(&h).is_ok());
-        let mut h = HeaderMap::new();
-        h.append(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("Chunked"),
-        );
-        assert!(check_framing(&h).is_ok());
-        h.append(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
-        assert!(check_framing(&h).is_err());
-        assert!(check_framing(&HeaderMap::new()).is_ok());
     }
 
     #[test]

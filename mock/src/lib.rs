@@ -110,7 +110,7 @@ use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
 pub use faults::{ApiFault, Faults, MintFault};
-pub use refold_proxy::steps::tokens::Clock;
+pub use refold_proxy::clock::Clock;
 
 use state::State;
 

@@ -34,6 +34,7 @@
 //! - [`guard`]: the response guard; [`encoding`]: the content codings it reads and writes.
 //! - [`secret`]: values that never print themselves.
 
+pub mod clock;
 pub mod config;
 pub mod error;
 mod keyed_hash;

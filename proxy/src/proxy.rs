@@ -15,6 +15,7 @@ use http::header::CONTENT_LENGTH;
 use http::{HeaderValue, Method, Request, Response, Version};
 use http_body::Body;
 
+use crate::clock::Clock;
 use crate::config::{Config, LimitsConfig, Store};
 use crate::error::ProxyError;
 use crate::outbound::store::{KeyHasher, RedisStore};
@@ -147,7 +148,14 @@ impl Proxy {
     /// [`Proxy::new`] reporting to the process's `metrics`.
     pub async fn with_metrics(config: &Config, metrics: Arc<Metrics>) -> Result<Self, BoxError> {
         let clients = build_clients(&config.upstream)?;
-        let minter = Minter::new(config, clients.http().clone(), Arc::clone(&metrics))?;
+        // One clock for every step that tells time (tests move it to skip ahead).
+        let clock = Clock::default();
+        let minter = Minter::new(
+            config,
+            clients.http().clone(),
+            clock.clone(),
+            Arc::clone(&metrics),
+        )?;
         let upstream = config.upstream.base_url.to_string();
         let environment = Environment::of_api_key(config.upstream.api_key.expose());
         let settings = TokenSettings {
@@ -172,7 +180,7 @@ impl Proxy {
         let limiter = RateLimiter::new(
             Rates::from(&config.limits),
             config.tokens.max_accounts,
-            tokens.clock().clone(),
+            clock,
         );
         let shared_limits = match (&store, config.limits.store) {
             (Some(store), Store::Redis) => Some(SharedBuckets::new(

@@ -27,9 +27,9 @@ use std::time::Duration;
 use dashmap::DashMap;
 use tokio::time::Instant;
 
+use crate::clock::Clock;
 use crate::config::LimitsConfig;
 use crate::keyed_hash::{KeyedHash, Prehashed};
-use crate::steps::tokens::Clock;
 
 /// The limits a [`RateLimiter`] enforces; a reload may change every one of them.
 #[derive(Debug, Clone, Copy, PartialEq)]

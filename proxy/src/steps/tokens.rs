@@ -22,38 +22,10 @@ pub use mint::{Earned, Environment, MintError, Minter};
 pub use pacer::Pacer;
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
 use tokio::time::Instant;
-
-/// The token lifecycle's clock: tokio's monotonic clock plus a skew that only tests move,
-/// so expiry and refresh are tested without sleeping.
-#[derive(Debug, Clone, Default)]
-pub struct Clock {
-    skew_ms: Arc<AtomicU64>,
-}
-
-impl Clock {
-    /// The current instant, as the token cache sees it.
-    pub fn now(&self) -> Instant {
-        Instant::now() + Duration::from_millis(self.skew_ms.load(Ordering::Relaxed))
-    }
-
-    /// The wall-clock time, moved by the same skew: what the shared store dates tokens
-    /// by, since other processes cannot read this one's monotonic clock.
-    pub fn wall(&self) -> std::time::SystemTime {
-        std::time::SystemTime::now() + Duration::from_millis(self.skew_ms.load(Ordering::Relaxed))
-    }
-
-    /// Moves this clock (and every clone of it) forward.
-    pub fn advance(&self, by: Duration) {
-        self.skew_ms
-            .fetch_add(by.as_millis() as u64, Ordering::Relaxed);
-    }
-}
 
 /// A Refold session token with its lifetime, ready to inject.
 ///

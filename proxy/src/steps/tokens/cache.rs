@@ -12,7 +12,8 @@ use tokio::time::Instant;
 
 use super::mint::jitter;
 use super::shared::{Event, SharedTokens, Want, EVENTS};
-use super::{Clock, Earned, Environment, MintError, Minter, Token};
+use super::{Earned, Environment, MintError, Minter, Token};
+use crate::clock::Clock;
 use crate::config::RedisConfig;
 use crate::outbound::store::{AccountId, KeyHasher, RedisStore};
 use crate::steps::identity::Caller;
@@ -120,9 +121,9 @@ impl SlotState {
 }
 
 /// Ends a slot's flight when the mint task finishes, however it finishes.
-struct FlightGuard(Arc<Slot>);
+struct FlightCleanup(Arc<Slot>);
 
-impl Drop for FlightGuard {
+impl Drop for FlightCleanup {
     fn drop(&mut self) {
         self.0.lock().flight = None;
     }
@@ -558,7 +559,7 @@ impl TokenCache {
             let slot = task_slot;
             // Clears the flight even if the mint panics, so the account is not stuck
             // behind a flight that will never land.
-            let guard = FlightGuard(Arc::clone(&slot));
+            let guard = FlightCleanup(Arc::clone(&slot));
             let account = &slot.account;
             let result = match plan {
                 Plan::Alone(start) => inner.minter.mint(account, force, start).await,

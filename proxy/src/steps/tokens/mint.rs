@@ -13,7 +13,8 @@ use tokio::time::Instant;
 
 use super::breaker::Breaker;
 use super::pacer::Pacer;
-use super::{Clock, Token};
+use super::Token;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::secret::FingerprintKey;
 use crate::steps::upstream::{join_uri, HttpClient};
@@ -190,11 +191,12 @@ struct ExpClaim {
 }
 
 impl Minter {
-    /// A minter for the configured upstream, sharing its connection pool, reporting to
-    /// `metrics`.
+    /// A minter for the configured upstream, sharing its connection pool, dating tokens
+    /// by the proxy's `clock`, reporting to `metrics`.
     pub fn new(
         config: &Config,
         client: HttpClient,
+        clock: Clock,
         metrics: Arc<Metrics>,
     ) -> Result<Self, BoxError> {
         let base = &config.upstream.base_url;
@@ -208,7 +210,7 @@ impl Minter {
             timeout: config.tokens.mint_timeout,
             fallback_ttl: config.tokens.fallback_ttl,
             refresh_before: config.tokens.refresh_before_expiry,
-            clock: Clock::default(),
+            clock,
             provision_uri: config
                 .tokens
                 .auto_provision

@@ -31,7 +31,8 @@ use dashmap::DashMap;
 use redis::Script;
 use tokio::sync::Notify;
 
-use super::{Clock, Token};
+use super::Token;
+use crate::clock::Clock;
 use crate::outbound::store::{AccountId, KeyHasher, Keyring, RedisStore, StoreError};
 use crate::telemetry::metrics::StoreRead;
 

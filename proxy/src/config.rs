@@ -266,6 +266,8 @@ mod tests {
         assert_eq!(r.encryption_keys_env, "REFOLD_PROXY_STORE_KEYS");
         assert_eq!(ok.limits.store, Store::Redis);
         assert!(!format!("{r:?}").contains("pw@"));
+        // The sealing keys stay raw here, and as secret as the URL.
+        assert!(!format!("{r:?}").contains("ICEiIy"), "{r:?}");
 
         type Env = Box<dyn Fn(&str) -> Option<String>>;
         let cases: [(&str, Env, &str); 6] = [

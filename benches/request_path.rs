@@ -113,7 +113,8 @@ fn identity(c: &mut Criterion) {
         let headers = browser_headers(&app_jwt(alg, "bench-account"));
         for cached in [false, true] {
             let config = config_with(&identity_table(alg, cached));
-            let authenticator = Authenticator::new(&config.identity, FingerprintKey::random());
+            let authenticator =
+                Authenticator::new(&config.identity, FingerprintKey::random()).expect("identity");
             let name = format!(
                 "identity/{}_{}",
                 format!("{alg:?}").to_lowercase(),
@@ -126,7 +127,8 @@ fn identity(c: &mut Criterion) {
     }
     // The first request of every caller: 10,000 callers, each token seen once per pass.
     let config = config_with(&identity_table(Algorithm::HS256, true));
-    let authenticator = Authenticator::new(&config.identity, FingerprintKey::random());
+    let authenticator =
+        Authenticator::new(&config.identity, FingerprintKey::random()).expect("identity");
     let many: Vec<HeaderMap> = (0..10_000)
         .map(|i| browser_headers(&app_jwt(Algorithm::HS256, &format!("acct-{i}"))))
         .collect();

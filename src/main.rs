@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use refold_proxy::config::{parse_duration, Config};
-use refold_proxy::process::{server, tls};
+use refold_proxy::process::{reload, server, tls};
 use refold_proxy::steps::identity;
 
 mod demo;
@@ -90,9 +90,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     if let Some(path) = &cli.check_config {
-        return match Config::load(path) {
-            Ok(config) => {
-                for warning in &config.warnings {
+        // The file, then what the steps would refuse to build from it (no network).
+        let checked = Config::load(path).and_then(|config| {
+            let warnings = reload::check(&config)?;
+            Ok((config, warnings))
+        });
+        return match checked {
+            Ok((config, step_warnings)) => {
+                for warning in config.warnings.iter().chain(&step_warnings) {
                     eprintln!("warning: {warning}");
                 }
                 println!(

@@ -85,6 +85,48 @@ fn bad_configs_fail_naming_the_key() {
 }
 
 #[test]
+fn check_config_refuses_what_the_steps_cannot_parse() {
+    let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs");
+    let cases = [
+        (
+            "bad-origin.toml",
+            "[cors]\nallowed_origins = [\"not an origin\"]\n".to_owned(),
+            "cors.allowed_origins",
+        ),
+        (
+            "bad-route.toml",
+            "[routes]\nallow = [\"FETCH /x\"]\n".to_owned(),
+            "routes.allow",
+        ),
+        (
+            "bad-ca.toml",
+            format!(
+                "[upstream]\nca_file = \"{}\"\n",
+                certs.join("dev-ca.key.pem").display()
+            ),
+            "upstream.ca_file",
+        ),
+        (
+            "bad-pair.toml",
+            format!(
+                "[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+                certs.join("localhost.pem").display(),
+                certs.join("dev-ca.key.pem").display()
+            ),
+            "server.tls.key_file",
+        ),
+    ];
+    for (name, text, needle) in cases {
+        let path = write_config(name, &text);
+        let out = command().arg("--check-config").arg(&path).output().unwrap();
+        assert!(!out.status.success(), "{name} passed");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(needle), "{name}: {stderr}");
+        assert!(!stderr.contains("PRIVATE"), "{name}: {stderr}");
+    }
+}
+
+#[test]
 fn check_config_warns_about_routes_that_can_never_pass() {
     let path = write_config(
         "warn.toml",

@@ -202,13 +202,14 @@ fn build_permissive() -> RoutePolicy {
         let mut path = String::new();
         for i in 0..12 {
             path.push_str(&format!("/{{p{i}}}"));
-            allow.push(RouteTemplate::parse(&format!("{method} {path}")).unwrap());
+            allow.push(format!("{method} {path}"));
         }
     }
     RoutePolicy::new(&RoutesConfig {
         allow,
         ..RoutesConfig::default()
     })
+    .expect("templates")
 }
 
 // ---- the grammar ----------------------------------------------------------------------

@@ -14,8 +14,8 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-use refold_proxy::config::IdentityConfig;
-use refold_proxy::steps::identity::{Authenticator, KeySet};
+use refold_proxy::config::{IdentityConfig, PemFile};
+use refold_proxy::steps::identity::Authenticator;
 use refold_proxy::secret::{FingerprintKey, Secret};
 use serde_json::{json, Value};
 
@@ -143,14 +143,17 @@ fn fixture() -> &'static Fixture {
         let keys = {
             let mut pem = RS_PUB.to_vec();
             pem.extend_from_slice(ES_PUB);
-            KeySet::from_pem(&pem).expect("public keys")
+            PemFile {
+                path: "tests/keys/rs256+es256.pub.pem".into(),
+                pem,
+            }
         };
         let base = IdentityConfig {
             header: http::header::AUTHORIZATION,
             cookie: None,
             algorithms: vec![Algorithm::HS256],
             hs_secret: Some(Secret::new(SECRET)),
-            public_keys: KeySet::default(),
+            public_key_file: None,
             issuer: None,
             audience: None,
             account_claim: "sub".into(),
@@ -168,7 +171,7 @@ fn fixture() -> &'static Fixture {
                 IdentityConfig {
                     cookie: Some("app_session".into()),
                     algorithms: vec![Algorithm::HS256, Algorithm::RS256],
-                    public_keys: keys.clone(),
+                    public_key_file: Some(keys.clone()),
                     ..base.clone()
                 },
                 vec![HS, HS_ISS, OTHER_ISSUER, RS],
@@ -179,7 +182,7 @@ fn fixture() -> &'static Fixture {
                     cookie: Some("app_session".into()),
                     algorithms: vec![Algorithm::RS256, Algorithm::ES256],
                     hs_secret: None,
-                    public_keys: keys,
+                    public_key_file: Some(keys),
                     ..base.clone()
                 },
                 vec![RS, ES],
@@ -196,7 +199,9 @@ fn fixture() -> &'static Fixture {
         .into_iter()
         .map(|(config, valid)| {
             let header = config.header.clone();
-            (Authenticator::new(&config, FingerprintKey::random()), valid, header)
+            let authenticator =
+                Authenticator::new(&config, FingerprintKey::random()).expect("the keys parse");
+            (authenticator, valid, header)
         })
         .collect();
         Fixture { tokens, configs }

@@ -16,21 +16,21 @@ use http::{HeaderValue, Method, Request, Response, Version};
 use http_body::Body;
 
 use crate::clock::Clock;
-use crate::config::{Config, LimitsConfig, Store};
+use crate::config::{Config, ConfigError, LimitsConfig, Store};
 use crate::error::ProxyError;
-use crate::outbound::store::{KeyHasher, RedisStore};
+use crate::outbound::store::{KeyHasher, Keyring, RedisStore};
 use crate::steps::binding::{check_account_binding, check_body_account_binding};
 use crate::steps::body::{self, RequestBody};
 use crate::steps::cors::Cors;
 use crate::steps::framing::{check_framing, head_size, FramingConflict};
 use crate::steps::guard::ResponseGuard;
 use crate::steps::headers::{strip_credential_params, Downstream, HeaderPolicy};
-use crate::steps::identity::{Authenticator, Caller};
+use crate::steps::identity::{self, Authenticator, Caller};
 use crate::steps::ratelimit::{AccountKey, RateLimiter, Rates, SharedBuckets};
 use crate::steps::retry::{self, RetrySnapshot};
-use crate::steps::routes::{normalize, RoutePolicy};
+use crate::steps::routes::{self, normalize, RoutePolicy};
 use crate::steps::tokens::{Earned, Environment, MintError, Minter, TokenCache, TokenSettings};
-use crate::steps::upstream::{build_clients, Clients, Upstream};
+use crate::steps::upstream::{build_clients, extra_roots, Clients, Upstream};
 use crate::telemetry::access::{request_id, RequestLog, REQUEST_ID};
 use crate::telemetry::metrics::{
     Metrics, RateLimitReason, RouteLabel, StoreFallback, UpstreamErrorKind,
@@ -139,6 +139,22 @@ impl From<MintError> for ProxyError {
 }
 
 impl Proxy {
+    /// Runs the parsing each step does when built from `config` (public keys, route
+    /// templates, origins, the store's keyring, `upstream.ca_file`), without building
+    /// anything else and without the network: no JWKS fetch, no Redis. Returns the
+    /// warnings of the steps; errors name the config key. `--check-config` and reload use
+    /// it to refuse what the proxy would refuse.
+    pub fn check(config: &Config) -> Result<Vec<String>, ConfigError> {
+        if let Some(redis) = &config.redis {
+            Keyring::from_config(redis)?;
+        }
+        extra_roots(&config.upstream)?;
+        identity::public_keys(&config.identity)?;
+        RoutePolicy::new(&config.routes)?;
+        Cors::from_config(&config.cors)?;
+        Ok(routes::warnings(&config.routes))
+    }
+
     /// Builds every step from validated config, with metrics of its own. Async: some
     /// steps load what they need (keys, for instance) before the proxy may serve.
     pub async fn new(config: &Config) -> Result<Self, BoxError> {
@@ -173,7 +189,7 @@ impl Proxy {
         let hasher = KeyHasher::new(&config.upstream.api_key, environment.as_str(), &upstream);
         let tokens = match (&store, &config.redis, config.tokens.store) {
             (Some(store), Some(redis), Store::Redis) => {
-                TokenCache::with_store(minter, settings, store.clone(), hasher.clone(), redis)
+                TokenCache::with_store(minter, settings, store.clone(), hasher.clone(), redis)?
             }
             _ => TokenCache::new(minter, settings),
         };
@@ -233,17 +249,17 @@ impl Proxy {
         store: Option<RedisStore>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, BoxError> {
-        for warning in &config.warnings {
+        for warning in config
+            .warnings
+            .iter()
+            .chain(&routes::warnings(&config.routes))
+        {
             tracing::warn!("config: {warning}");
         }
         Ok(Self {
             mount_path: config.server.mount_path.clone(),
-            cors: Cors::new(
-                config.cors.allowed_origins.clone(),
-                config.cors.max_age,
-                config.cors.allow_credentials,
-            ),
-            routes: RoutePolicy::new(&config.routes),
+            cors: Cors::from_config(&config.cors)?,
+            routes: RoutePolicy::new(&config.routes)?,
             authenticator: Authenticator::load(&config.identity, tokens.fingerprints().clone())
                 .await?,
             headers: HeaderPolicy::new(&config.identity.header, &config.limits.trusted_proxies),

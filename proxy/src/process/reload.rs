@@ -32,8 +32,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::{Config, ConfigError};
-use crate::process::tls::TlsAcceptor;
-use crate::proxy::ProxyHandle;
+use crate::process::tls::{self, TlsAcceptor};
+use crate::proxy::{Proxy, ProxyHandle};
 use crate::BoxError;
 
 /// Why a reload was refused. The running config stays in force.
@@ -47,6 +47,17 @@ pub enum ReloadError {
     Build(#[source] BoxError),
 }
 
+/// Refuses what the proxy would refuse to run with, beyond the file's own validation:
+/// the `[server.tls]` pair that cannot be read or does not match, and whatever the steps
+/// cannot parse ([`Proxy::check`]). No network. Returns the steps' warnings. Start-up,
+/// `--check-config` and every reload run it.
+pub fn check(config: &Config) -> Result<Vec<String>, ConfigError> {
+    if let Some(config) = &config.server.tls {
+        tls::certified_key(config)?;
+    }
+    Proxy::check(config)
+}
+
 /// Reloads from `path`. On success the new proxy serves new requests, `tls` (the public
 /// listener's, when it serves HTTPS) the reloaded certificate, `running` becomes the
 /// config now in force, and the restart-only keys that changed (kept at their running
@@ -58,6 +69,14 @@ pub async fn reload(
     tls: Option<&TlsAcceptor>,
 ) -> Result<Vec<&'static str>, ReloadError> {
     let mut loaded = Config::load(path)?;
+    // Read before anything changes: a pair that does not load refuses the whole reload.
+    let pair = loaded
+        .server
+        .tls
+        .as_ref()
+        .map(tls::certified_key)
+        .transpose()?;
+    Proxy::check(&loaded)?;
     let ignored = keep_restart_only(running, &mut loaded);
     let proxy = handle
         .current()
@@ -65,8 +84,9 @@ pub async fn reload(
         .await
         .map_err(ReloadError::Build)?;
     handle.replace(Arc::new(proxy));
-    if let (Some(acceptor), Some(config)) = (tls, &loaded.server.tls) {
-        if acceptor.reload(config) {
+    // Turning TLS on or off is kept for a restart: then one of the three is missing.
+    if let (Some(acceptor), Some(config), Some(pair)) = (tls, &loaded.server.tls, pair) {
+        if acceptor.reload(config, pair) {
             tracing::info!(cert_file = %config.cert_file.display(), "TLS certificate reloaded");
         }
     }
@@ -183,6 +203,44 @@ mod tests {
             },
         )
         .unwrap()
+    }
+
+    #[test]
+    fn check_refuses_what_the_steps_cannot_build_naming_the_key() {
+        assert!(check(&load("")).unwrap().is_empty());
+        let warned = check(&load(
+            "[routes]\nallow = [\"POST /api/v2/public/session-token\"]\n",
+        ))
+        .unwrap();
+        assert!(
+            warned.len() == 1 && warned[0].contains("never forwarded"),
+            "{warned:?}"
+        );
+        let tls = "[server.tls]\ncert_file = \"certs/localhost.pem\"\n";
+        for (text, key) in [
+            ("[cors]\nallowed_origins = [\"not an origin\"]\n", "cors.allowed_origins"),
+            ("[routes]\nallow = [\"FETCH /x\"]\n", "routes.allow"),
+            ("[routes]\ndeny = [\"GET x\"]\n", "routes.deny"),
+            (
+                "[upstream]\nca_file = \"certs/dev-ca.key.pem\"\n",
+                "upstream.ca_file",
+            ),
+            (
+                &format!("{tls}key_file = \"certs/dev-ca.key.pem\"\n"),
+                "server.tls.key_file",
+            ),
+            (
+                "[identity]\nalgorithms = [\"ES256\"]\npublic_key_file = \"tests/keys/rs256.pub.pem\"\n\
+                 allow_missing_issuer_audience = true\n",
+                "identity.public_key_file",
+            ),
+        ] {
+            let err = check(&load(text)).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::Invalid { key: k, .. } if k == key),
+                "{text:?} gave {err}"
+            );
+        }
     }
 
     #[test]

@@ -52,7 +52,7 @@ impl Default for ServeOptions {
 
 impl ServeOptions {
     /// The options a config asks for.
-    pub fn from_config(config: &Config) -> Result<Self, rustls::Error> {
+    pub fn from_config(config: &Config) -> Result<Self, crate::BoxError> {
         Ok(Self {
             shutdown_grace: config.server.shutdown_grace,
             max_connections: config.limits.max_connections,
@@ -429,6 +429,8 @@ async fn run_until_stopped(
     };
     #[cfg(not(unix))]
     let _ = config_path;
+    // What the steps would refuse, refused before a listener binds.
+    crate::process::reload::check(config)?;
     let options = ServeOptions::from_config(config)?;
     let admin_listener = bind(config.admin.listen, "admin.listen").await?;
     let listener = bind(config.server.listen, "server.listen").await?;

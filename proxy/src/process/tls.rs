@@ -28,7 +28,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
-use crate::config::TlsConfig;
+use crate::config::{ConfigError, PemFile, TlsConfig};
 
 /// The protocol versions both sides of the proxy speak: TLS 1.2 and 1.3, nothing older.
 pub static PROTOCOL_VERSIONS: &[&rustls::SupportedProtocolVersion] =
@@ -91,12 +91,6 @@ impl PairError {
     }
 }
 
-/// Reads every PEM certificate in `path` (at least one).
-pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    parse_certificates(&pem).map_err(|message| format!("{}: {message}", path.display()))
-}
-
 fn parse_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
@@ -147,6 +141,18 @@ pub fn load_pair(cert_file: &Path, key_file: &Path) -> Result<Arc<CertifiedKey>,
             source,
         })?;
     Ok(Arc::new(certified))
+}
+
+/// The pair `[server.tls]` names, read and checked; the error names the key of the file
+/// at fault. Run by `--check-config`, at start-up and on every reload.
+pub fn certified_key(config: &TlsConfig) -> Result<Arc<CertifiedKey>, ConfigError> {
+    load_pair(&config.cert_file, &config.key_file).map_err(|e| {
+        let key = match e.file() {
+            PairFile::Cert => "server.tls.cert_file",
+            PairFile::Key => "server.tls.key_file",
+        };
+        ConfigError::invalid(key, e.to_string())
+    })
 }
 
 /// The certificate new handshakes get; swapped whole on reload.
@@ -206,10 +212,10 @@ impl std::fmt::Debug for TlsAcceptor {
 }
 
 impl TlsAcceptor {
-    /// An acceptor serving `config`'s certificate: TLS 1.2 and 1.3, ALPN `h2` and
-    /// `http/1.1`, no client certificates.
-    pub fn new(config: &TlsConfig) -> Result<Self, rustls::Error> {
-        let certs = Arc::new(CertResolver::new(Arc::clone(&config.certified_key)));
+    /// An acceptor serving `config`'s certificate (read from its files): TLS 1.2 and 1.3,
+    /// ALPN `h2` and `http/1.1`, no client certificates.
+    pub fn new(config: &TlsConfig) -> Result<Self, crate::BoxError> {
+        let certs = Arc::new(CertResolver::new(certified_key(config)?));
         let mut server = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(PROTOCOL_VERSIONS)?
             .with_no_client_auth()
@@ -243,12 +249,13 @@ impl TlsAcceptor {
         }
     }
 
-    /// Applies a reloaded `[server.tls]`: its certificate to new handshakes, its timeout
-    /// to new connections. Returns whether the certificate changed.
-    pub fn reload(&self, config: &TlsConfig) -> bool {
+    /// Applies a reloaded `[server.tls]`: `key` (its pair, as [`certified_key`] read it)
+    /// to new handshakes, its timeout to new connections. Returns whether the
+    /// certificate changed.
+    pub fn reload(&self, config: &TlsConfig, key: Arc<CertifiedKey>) -> bool {
         self.handshake_timeout_ms
             .store(millis(config.handshake_timeout), Ordering::Relaxed);
-        self.certs.replace(Arc::clone(&config.certified_key))
+        self.certs.replace(key)
     }
 
     /// The certificate served now.
@@ -402,17 +409,22 @@ fn random_serial() -> Result<[u8; 16], rcgen::Error> {
     Ok(serial)
 }
 
-/// Reads a PEM file of CA certificates (one or more), each checked to be usable as a
-/// trust anchor.
-pub fn read_trust_anchors(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = read_certificates(path)?;
+/// The CA certificates of `upstream.ca_file` (one or more), each checked to be usable
+/// as a trust anchor; the error names the key and the file.
+pub fn trust_anchors(ca: &PemFile) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    const KEY: &str = "upstream.ca_file";
+    let path = ca.path.display();
+    let certs = parse_certificates(&ca.pem)
+        .map_err(|e| ConfigError::invalid(KEY, format!("{path}: {e}")))?;
     let mut store = rustls::RootCertStore::empty();
     for (i, cert) in certs.iter().enumerate() {
         store.add(cert.clone()).map_err(|e| {
-            format!(
-                "{}: certificate {} is not a usable CA certificate: {e}",
-                path.display(),
-                i + 1
+            ConfigError::invalid(
+                KEY,
+                format!(
+                    "{path}: certificate {} is not a usable CA certificate: {e}",
+                    i + 1
+                ),
             )
         })?;
     }
@@ -490,4 +502,88 @@ fn replace_file(path: &Path, contents: &[u8], private: bool) -> Result<(), crate
         let _ = std::fs::remove_file(&staging);
         format!("cannot write {}: {e}", path.display()).into()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo(path: &str) -> PathBuf {
+        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join(path)
+    }
+
+    fn pair(cert: &str, key: &str) -> TlsConfig {
+        TlsConfig {
+            cert_file: repo(cert),
+            key_file: repo(key),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn the_dev_pair_loads() {
+        let key = certified_key(&pair("certs/localhost.pem", "certs/localhost.key.pem")).unwrap();
+        assert_eq!(key.cert.len(), 1);
+    }
+
+    #[test]
+    fn bad_tls_settings_name_the_key_and_the_file() {
+        let cases = [
+            (
+                pair("certs/missing.pem", "certs/localhost.key.pem"),
+                "server.tls.cert_file",
+                "missing.pem",
+            ),
+            (
+                pair("certs/localhost.pem", "certs/missing.key.pem"),
+                "server.tls.key_file",
+                "missing.key.pem",
+            ),
+            // A key where the certificate should be, and the other way round.
+            (
+                pair("certs/localhost.key.pem", "certs/localhost.key.pem"),
+                "server.tls.cert_file",
+                "no PEM certificate",
+            ),
+            (
+                pair("certs/localhost.pem", "certs/localhost.pem"),
+                "server.tls.key_file",
+                "localhost.pem",
+            ),
+            // The CA's key is not the localhost certificate's.
+            (
+                pair("certs/localhost.pem", "certs/dev-ca.key.pem"),
+                "server.tls.key_file",
+                "is not the private key of the certificate in",
+            ),
+        ];
+        for (config, key, detail) in cases {
+            let err = certified_key(&config).unwrap_err().to_string();
+            assert!(
+                err.contains(key) && err.contains(detail),
+                "{config:?} gave {err:?}"
+            );
+            assert!(!err.contains("PRIVATE"), "{err}");
+        }
+    }
+
+    #[test]
+    fn upstream_ca_file_adds_trust_anchors() {
+        let read = |path: &str| PemFile {
+            path: repo(path),
+            pem: std::fs::read(repo(path)).unwrap(),
+        };
+        assert_eq!(trust_anchors(&read("certs/dev-ca.pem")).unwrap().len(), 1);
+        let err = trust_anchors(&read("certs/dev-ca.key.pem"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("upstream.ca_file") && err.contains("no PEM certificate"),
+            "{err}"
+        );
+        assert!(
+            err.contains("dev-ca.key.pem") && !err.contains("PRIVATE"),
+            "{err}"
+        );
+    }
 }

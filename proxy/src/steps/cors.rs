@@ -12,6 +12,7 @@ use std::time::Duration;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
 
+use crate::config::{ConfigError, CorsConfig};
 use crate::{full_body, ProxyBody};
 
 /// Request headers the Refold SDKs send, allowed in preflights.
@@ -100,6 +101,19 @@ impl Cors {
             max_age: HeaderValue::from(max_age.as_secs()),
             allow_credentials,
         }
+    }
+
+    /// The policy `[cors]` asks for; an origin that does not parse is refused naming
+    /// `cors.allowed_origins`.
+    pub fn from_config(config: &CorsConfig) -> Result<Self, ConfigError> {
+        let allowed = config
+            .allowed_origins
+            .iter()
+            .map(|o| {
+                OriginPattern::parse(o).map_err(|e| ConfigError::invalid("cors.allowed_origins", e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::new(allowed, config.max_age, config.allow_credentials))
     }
 
     /// The request's origin if it is allowed; `None` for requests without `Origin`
@@ -206,6 +220,27 @@ mod tests {
             Duration::from_secs(600),
             false,
         )
+    }
+
+    #[test]
+    fn the_config_builds_the_policy_and_bad_origins_name_the_key() {
+        let config = CorsConfig {
+            allowed_origins: vec!["https://app.example".into()],
+            max_age: Duration::from_secs(120),
+            allow_credentials: false,
+        };
+        let policy = Cors::from_config(&config).unwrap();
+        assert!(matches!(
+            policy.check(&with_origin("https://app.example")),
+            Ok(Some(_))
+        ));
+        assert!(policy.check(&with_origin("https://evil.example")).is_err());
+        let bad = CorsConfig {
+            allowed_origins: vec!["https://app.example".into(), "not an origin".into()],
+            ..config
+        };
+        let err = Cors::from_config(&bad).unwrap_err().to_string();
+        assert!(err.contains("cors.allowed_origins"), "{err}");
     }
 
     fn with_origin(origin: &str) -> HeaderMap {

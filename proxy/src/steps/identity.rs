@@ -29,7 +29,7 @@ use serde_json::{Map, Value};
 
 use self::jwks::Jwks;
 use self::verified::VerifiedCache;
-use crate::config::IdentityConfig;
+use crate::config::{is_hmac, ConfigError, IdentityConfig};
 use crate::error::ProxyError;
 use crate::secret::{Fingerprint, FingerprintKey, Secret};
 
@@ -72,6 +72,39 @@ impl fmt::Debug for Caller {
             .field("account", &self.tag())
             .finish()
     }
+}
+
+/// Why the authenticator could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// `identity.public_key_file` holds no usable key, or none for an allowed algorithm.
+    #[error(transparent)]
+    Keys(#[from] ConfigError),
+    /// The JWKS could not be loaded.
+    #[error(transparent)]
+    Jwks(#[from] JwksError),
+}
+
+/// The keys of `identity.public_key_file`, parsed and checked to hold one for every
+/// allowed RS, PS, ES or EdDSA algorithm (unless a JWKS may bring it: that is only known
+/// once fetched, which [`Authenticator::load`] checks).
+pub fn public_keys(config: &IdentityConfig) -> Result<KeySet, ConfigError> {
+    const KEY: &str = "identity.public_key_file";
+    let keys = match &config.public_key_file {
+        Some(file) => KeySet::from_pem(&file.pem).map_err(|e| ConfigError::invalid(KEY, e))?,
+        None => KeySet::default(),
+    };
+    if config.jwks.is_none() {
+        for alg in config.algorithms.iter().filter(|a| !is_hmac(**a)) {
+            if keys.key_for(*alg).is_none() {
+                return Err(ConfigError::invalid(
+                    KEY,
+                    format!("no public key for algorithm {alg:?} (set identity.public_key_file or identity.jwks_url)"),
+                ));
+            }
+        }
+    }
+    Ok(keys)
 }
 
 /// Verifies app JWTs against the configured keys and claims.
@@ -120,19 +153,21 @@ impl Authenticator {
     pub async fn load(
         config: &IdentityConfig,
         fingerprints: FingerprintKey,
-    ) -> Result<Self, JwksError> {
-        let mut authenticator = Self::new(config, fingerprints);
+    ) -> Result<Self, LoadError> {
+        let mut authenticator = Self::new(config, fingerprints)?;
         if let Some(jwks) = &config.jwks {
             authenticator.jwks =
-                Some(Jwks::load(jwks, &config.public_keys, &config.algorithms).await?);
+                Some(Jwks::load(jwks, &authenticator.public_keys, &config.algorithms).await?);
         }
         Ok(authenticator)
     }
 
     /// Builds the verifier from validated config, without the JWKS: asymmetric tokens
     /// verify with the `public_key_file` keys only. [`Authenticator::load`] adds the JWKS.
-    /// Callers' account ids are fingerprinted under `fingerprints`.
-    pub fn new(config: &IdentityConfig, fingerprints: FingerprintKey) -> Self {
+    /// Callers' account ids are fingerprinted under `fingerprints`. Fails when
+    /// `public_key_file` does not parse or lacks a key ([`public_keys`]).
+    pub fn new(config: &IdentityConfig, fingerprints: FingerprintKey) -> Result<Self, ConfigError> {
+        let public_keys = public_keys(config)?;
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = config.leeway.as_secs();
         validation.validate_exp = true;
@@ -164,7 +199,7 @@ impl Authenticator {
                 (*alg, v)
             })
             .collect();
-        Self {
+        Ok(Self {
             bearer: config.header == AUTHORIZATION,
             header: config.header.clone(),
             cookie: config.cookie.clone(),
@@ -172,14 +207,14 @@ impl Authenticator {
                 .hs_secret
                 .as_ref()
                 .map(|s| DecodingKey::from_secret(s.expose().as_bytes())),
-            public_keys: config.public_keys.clone(),
+            public_keys,
             jwks: None,
             validations,
             account_claim: config.account_claim.clone(),
             leeway: config.leeway.as_secs(),
             verified: VerifiedCache::new(config.verified_cache_entries),
             fingerprints,
-        }
+        })
     }
 
     /// Verifies the request's credential with the keys at hand and returns the caller it
@@ -465,7 +500,57 @@ mod tests {
             },
         )
         .unwrap();
-        Authenticator::new(&config.identity, FingerprintKey::random())
+        Authenticator::new(&config.identity, FingerprintKey::random()).unwrap()
+    }
+
+    #[test]
+    fn public_key_files_parse_here_and_must_cover_every_algorithm() {
+        const RS: &str = "issuer = \"https://auth.example\"\naudience = \"refold\"\n\
+                          public_key_file = \"tests/keys/rs256.pub.pem\"\n";
+        let config = |algorithms: &str, extra: &str| {
+            Config::from_toml(
+                &format!("[identity]\nalgorithms = {algorithms}\n{RS}{extra}"),
+                Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")),
+                |name| match name {
+                    "REFOLD_API_KEY" => Some("tk_key".into()),
+                    "APP_JWT_SECRET" => Some(SECRET.into()),
+                    _ => None,
+                },
+            )
+            .unwrap()
+            .identity
+        };
+        let rs = config("[\"RS256\"]", "");
+        assert!(public_keys(&rs)
+            .unwrap()
+            .key_for(Algorithm::RS256)
+            .is_some());
+        assert!(Authenticator::new(&rs, FingerprintKey::random()).is_ok());
+        // The file has no ES key: refused unless a JWKS may bring one.
+        let es = config("[\"RS256\", \"ES256\"]", "");
+        for err in [
+            public_keys(&es).unwrap_err().to_string(),
+            Authenticator::new(&es, FingerprintKey::random())
+                .unwrap_err()
+                .to_string(),
+        ] {
+            assert!(
+                err.contains("identity.public_key_file") && err.contains("ES256"),
+                "{err}"
+            );
+        }
+        let with_jwks = config(
+            "[\"RS256\", \"ES256\"]",
+            "jwks_url = \"https://auth.example/jwks\"\n",
+        );
+        assert!(public_keys(&with_jwks).is_ok());
+        // A file that holds no public key at all.
+        let mut not_a_key = rs;
+        if let Some(file) = &mut not_a_key.public_key_file {
+            file.pem = b"not PEM at all".to_vec();
+        }
+        let err = public_keys(&not_a_key).unwrap_err().to_string();
+        assert!(err.contains("identity.public_key_file"), "{err}");
     }
 
     fn headers(auth: &str) -> HeaderMap {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use http::Method;
 use percent_encoding::percent_decode_str;
 
-use crate::config::RoutesConfig;
+use crate::config::{ConfigError, RoutesConfig};
 use crate::error::ProxyError;
 
 /// The SDK's endpoints (REFOLD_API.md), allowed by default.
@@ -234,22 +234,61 @@ pub struct RoutePolicy {
 
 impl Default for RoutePolicy {
     fn default() -> Self {
-        Self::new(&RoutesConfig::default())
+        Self::with_templates(Vec::new(), &[], false)
     }
 }
 
+/// The templates of `routes.allow` or `routes.deny` (`key`), parsed.
+fn templates(key: &'static str, list: &[String]) -> Result<Vec<RouteTemplate>, ConfigError> {
+    list.iter()
+        .map(|t| RouteTemplate::parse(t).map_err(|e| ConfigError::invalid(key, e)))
+        .collect()
+}
+
+/// What `[routes]` allows to no effect: templates the hard deny list refuses anyway.
+/// Templates that do not parse are [`RoutePolicy::new`]'s to refuse, not reported here.
+pub fn warnings(config: &RoutesConfig) -> Vec<String> {
+    config
+        .allow
+        .iter()
+        .filter_map(|t| RouteTemplate::parse(t).ok())
+        .filter_map(|template| {
+            hard_denied(&template).map(|why| {
+                format!(
+                    "routes.allow: \"{template}\" is never forwarded ({why}); the entry has no effect"
+                )
+            })
+        })
+        .collect()
+}
+
 impl RoutePolicy {
-    /// The SDK allowlist, changed by `[routes]`.
-    pub fn new(config: &RoutesConfig) -> Self {
+    /// The SDK allowlist, changed by `[routes]`; a template that does not parse is
+    /// refused naming its key.
+    pub fn new(config: &RoutesConfig) -> Result<Self, ConfigError> {
+        let allow = templates("routes.allow", &config.allow)?;
+        let deny = templates("routes.deny", &config.deny)?;
+        Ok(Self::with_templates(
+            allow,
+            &deny,
+            config.allow_update_account,
+        ))
+    }
+
+    fn with_templates(
+        allow: Vec<RouteTemplate>,
+        deny: &[RouteTemplate],
+        allow_update_account: bool,
+    ) -> Self {
         let mut allowed: Vec<RouteTemplate> = SDK_ROUTES
             .iter()
             .filter_map(|t| RouteTemplate::parse(t).ok())
             .collect();
-        if config.allow_update_account {
+        if allow_update_account {
             allowed.extend(RouteTemplate::parse(UPDATE_ACCOUNT).ok());
         }
-        allowed.extend(config.allow.iter().cloned());
-        allowed.retain(|t| !config.deny.contains(t));
+        allowed.extend(allow);
+        allowed.retain(|t| !deny.contains(t));
         let mut by_length: Vec<Vec<usize>> = vec![Vec::new(); MAX_SEGMENTS + 1];
         for (i, template) in allowed.iter().enumerate() {
             if let Some(same_length) = by_length.get_mut(template.segments.len()) {
@@ -259,7 +298,7 @@ impl RoutePolicy {
         Self {
             allowed,
             by_length,
-            allow_update_account: config.allow_update_account,
+            allow_update_account,
         }
     }
 
@@ -536,11 +575,12 @@ mod tests {
     fn token_leaking_and_org_routes_are_refused_in_every_spelling() {
         let policy = RoutePolicy::new(&RoutesConfig {
             allow: vec![
-                RouteTemplate::parse("POST /api/v2/public/session-token").unwrap(),
-                RouteTemplate::parse("GET /api/v2/public/linked-account").unwrap(),
+                "POST /api/v2/public/session-token".into(),
+                "GET /api/v2/public/linked-account".into(),
             ],
             ..RoutesConfig::default()
-        });
+        })
+        .unwrap();
         for (method, path) in [
             (Method::POST, "/api/v2/public/session-token"),
             (Method::POST, "/api/v2/public/session-token/"),
@@ -616,7 +656,8 @@ mod tests {
         let p = RoutePolicy::new(&RoutesConfig {
             allow_update_account: true,
             ..RoutesConfig::default()
-        });
+        })
+        .unwrap();
         assert_eq!(
             code(p.check(&Method::PUT, "/api/v2/public/linked-account")),
             "OK"
@@ -634,12 +675,11 @@ mod tests {
     #[test]
     fn config_can_add_and_remove_routes() {
         let p = RoutePolicy::new(&RoutesConfig {
-            allow: vec![RouteTemplate::parse("POST /api/v2/custom/{id}/run").unwrap()],
-            deny: vec![
-                RouteTemplate::parse("DELETE /api/v2/public/workflow/{workflow_id}").unwrap(),
-            ],
+            allow: vec!["POST /api/v2/custom/{id}/run".into()],
+            deny: vec!["DELETE /api/v2/public/workflow/{workflow_id}".into()],
             allow_update_account: false,
-        });
+        })
+        .unwrap();
         assert_eq!(code(p.check(&Method::POST, "/api/v2/custom/7/run")), "OK");
         assert_eq!(
             code(p.check(&Method::DELETE, "/api/v2/public/workflow/wf")),
@@ -668,6 +708,43 @@ mod tests {
         assert!(
             hard_denied(&RouteTemplate::parse("GET /api/v2/public/workflow").unwrap()).is_none()
         );
+    }
+
+    #[test]
+    fn bad_templates_name_their_key_and_dead_allows_warn() {
+        for (config, key) in [
+            (
+                RoutesConfig {
+                    allow: vec!["FETCH /x".into()],
+                    ..RoutesConfig::default()
+                },
+                "routes.allow",
+            ),
+            (
+                RoutesConfig {
+                    deny: vec!["GET /a//b".into()],
+                    ..RoutesConfig::default()
+                },
+                "routes.deny",
+            ),
+        ] {
+            let err = RoutePolicy::new(&config).unwrap_err().to_string();
+            assert!(err.contains(key), "{config:?} gave {err}");
+        }
+        let dead = RoutesConfig {
+            allow: vec![
+                "POST /api/v2/public/session-token/{x}".into(),
+                "GET /api/v2/public/workflow".into(),
+            ],
+            ..RoutesConfig::default()
+        };
+        let found = warnings(&dead);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("routes.allow: \"POST /api/v2/public/session-token/{}\""),
+            "{found:?}"
+        );
+        assert!(warnings(&RoutesConfig::default()).is_empty());
     }
 
     #[test]

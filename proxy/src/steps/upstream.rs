@@ -25,7 +25,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::CertificateDer;
 
-use crate::config::UpstreamConfig;
+use crate::config::{ConfigError, UpstreamConfig};
 use crate::error::ProxyError;
 use crate::steps::body::BodyReadTimeout;
 use crate::telemetry::metrics::{Metrics, UpstreamErrorKind};
@@ -86,11 +86,20 @@ pub fn https_connector_trusting(
         .wrap_connector(http))
 }
 
+/// The CA certificates of `upstream.ca_file`, parsed and checked (none without one).
+pub fn extra_roots(config: &UpstreamConfig) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    config
+        .ca
+        .as_ref()
+        .map(crate::process::tls::trust_anchors)
+        .transpose()
+        .map(Option::unwrap_or_default)
+}
+
 /// Builds the connections for `config` (trusting `upstream.ca_file` besides the webpki
 /// roots). Inside a tokio runtime this also starts the forwarding pool's idle sweep.
 pub fn build_clients(config: &UpstreamConfig) -> Result<Clients, BoxError> {
-    let extra_roots = config.ca.as_ref().map_or(&[][..], |ca| &ca.certs[..]);
-    let https = https_connector_trusting(config.connect_timeout, extra_roots)?;
+    let https = https_connector_trusting(config.connect_timeout, &extra_roots(config)?)?;
     let http = Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())

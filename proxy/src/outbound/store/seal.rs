@@ -12,6 +12,8 @@ use std::sync::Arc;
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use base64::Engine;
 
+use crate::config::{ConfigError, RedisConfig};
+
 /// The format version byte every sealed value starts with.
 const VERSION: u8 = 1;
 
@@ -51,6 +53,20 @@ pub enum OpenError {
 }
 
 impl Keyring {
+    /// The keyring of `[redis]`: its `redis.encryption_keys_env` parsed; the error names
+    /// the key and the variable, never a key.
+    pub fn from_config(config: &RedisConfig) -> Result<Self, ConfigError> {
+        Self::parse(config.encryption_keys.expose()).map_err(|message| {
+            ConfigError::invalid(
+                "redis.encryption_keys_env",
+                format!(
+                    "environment variable {}: {message}",
+                    config.encryption_keys_env
+                ),
+            )
+        })
+    }
+
     /// Parses `id:key` pairs separated by commas or whitespace, each key 32 bytes in
     /// standard base64 (`openssl rand -base64 32`). The first pair seals new values.
     pub fn parse(text: &str) -> Result<Self, String> {
@@ -215,5 +231,28 @@ mod tests {
         }
         let ring = Keyring::parse(&format!("k1:{K1}")).unwrap();
         assert!(!format!("{ring:?}").contains(K1));
+    }
+
+    #[test]
+    fn the_redis_table_gives_the_keyring_and_errors_name_the_key() {
+        let config = |keys: &str| RedisConfig {
+            url: crate::secret::Secret::new("redis://cache:6379"),
+            key_prefix: "refold-proxy:".into(),
+            connect_timeout: std::time::Duration::from_secs(1),
+            command_timeout: std::time::Duration::from_millis(250),
+            lease: std::time::Duration::from_secs(3),
+            encryption_keys: crate::secret::Secret::new(keys),
+            encryption_keys_env: "REFOLD_PROXY_STORE_KEYS".into(),
+        };
+        let ring = Keyring::from_config(&config(&format!("k2:{K2} k1:{K1}"))).unwrap();
+        assert_eq!(ring.ids().collect::<Vec<_>>(), ["k2", "k1"]);
+        let err = Keyring::from_config(&config("k1:short"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("redis.encryption_keys_env") && err.contains("REFOLD_PROXY_STORE_KEYS"),
+            "{err}"
+        );
+        assert!(!err.contains("short"), "{err}");
     }
 }

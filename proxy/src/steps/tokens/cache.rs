@@ -14,8 +14,8 @@ use super::mint::jitter;
 use super::shared::{Event, SharedTokens, Want, EVENTS};
 use super::{Earned, Environment, MintError, Minter, Token};
 use crate::clock::Clock;
-use crate::config::RedisConfig;
-use crate::outbound::store::{AccountId, KeyHasher, RedisStore};
+use crate::config::{ConfigError, RedisConfig};
+use crate::outbound::store::{AccountId, KeyHasher, Keyring, RedisStore};
 use crate::steps::identity::Caller;
 use crate::telemetry::metrics::{
     CacheLookup, Eviction, LeaseWait, Metrics, StoreFallback, StoreRead,
@@ -227,8 +227,9 @@ impl TokenCache {
         store: RedisStore,
         hasher: KeyHasher,
         redis: &RedisConfig,
-    ) -> Self {
-        let shared = SharedTokens::new(store, hasher, redis.keyring.clone(), redis.lease);
+    ) -> Result<Self, ConfigError> {
+        let keyring = Keyring::from_config(redis)?;
+        let shared = SharedTokens::new(store, hasher, keyring, redis.lease);
         let cache = Self::build(minter, settings, Some(shared));
         let weak = Arc::downgrade(&cache.inner);
         if let Some(shared) = &cache.inner.shared {
@@ -238,7 +239,7 @@ impl TokenCache {
                 }
             });
         }
-        cache
+        Ok(cache)
     }
 
     fn build(minter: Minter, settings: TokenSettings, shared: Option<SharedTokens>) -> Self {

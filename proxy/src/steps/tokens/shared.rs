@@ -511,8 +511,8 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             command_timeout: Duration::from_secs(1),
             lease: Duration::from_secs(3),
-            keyring: Keyring::parse("k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
-                .unwrap_or_else(|e| panic!("{e}")),
+            encryption_keys: Secret::new("k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
+            encryption_keys_env: "REFOLD_PROXY_STORE_KEYS".into(),
         };
         // Until the server listens: a store's first failure would mark it down.
         for _ in 0..200 {
@@ -529,7 +529,7 @@ mod tests {
         SharedTokens::new(
             store,
             KeyHasher::new(&Secret::new("tk_key"), "test", "http://refold"),
-            config.keyring,
+            Keyring::from_config(&config).unwrap_or_else(|e| panic!("{e}")),
             config.lease,
         )
     }

@@ -1,32 +1,12 @@
-//! The policy tables of the config: `[routes]`, `[cors]`, `[limits]` and `[guard]`.
+//! `[limits]`: bounds on what a client may send, rate limits, and the trusted proxies.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{invalid, ConfigError, Store};
-use crate::steps::cors::OriginPattern;
-use crate::steps::routes::RouteTemplate;
-
-/// `[routes]`: changes to the SDK allowlist.
-#[derive(Debug, Clone, Default)]
-pub struct RoutesConfig {
-    /// Extra `METHOD /path/{param}` templates to let through.
-    pub allow: Vec<RouteTemplate>,
-    /// Templates of the allowlist to refuse.
-    pub deny: Vec<RouteTemplate>,
-    /// Let the SDK's private `updateAccount` (`PUT /api/v2/public/linked-account`) through.
-    pub allow_update_account: bool,
-}
-
-/// `[cors]`: which browser origins may call the proxy.
-#[derive(Debug, Clone)]
-pub struct CorsConfig {
-    pub allowed_origins: Vec<OriginPattern>,
-    pub max_age: Duration,
-    pub allow_credentials: bool,
-}
+use super::check::{self, invalid};
+use super::{ConfigError, Store};
 
 /// `[limits]`: bounds on what a client may send.
 #[derive(Debug, Clone)]
@@ -55,20 +35,6 @@ pub struct LimitsConfig {
     pub per_account_in_flight: u32,
     /// A request whose body sends no new bytes for this long ends with 408.
     pub body_read_timeout: Duration,
-}
-
-/// `[guard]`: the response guard that keeps secrets from going back to the caller.
-#[derive(Debug, Clone)]
-pub struct GuardConfig {
-    /// Textual bodies up to this size are held and scanned whole before a byte is sent;
-    /// larger ones are scanned as they stream.
-    pub max_scan_bytes: usize,
-    /// Textual bodies of at least this size are compressed toward a client that accepts
-    /// br or gzip.
-    pub compress_min_bytes: usize,
-    /// The most a reply Refold compressed anyway may decode to (a decompression bomb
-    /// beyond it is refused).
-    pub max_decoded_bytes: u64,
 }
 
 /// An IP network in CIDR notation.
@@ -126,32 +92,6 @@ impl Cidr {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub(super) struct FileRoutes {
-    allow: Vec<String>,
-    deny: Vec<String>,
-    allow_update_account: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub(super) struct FileCors {
-    allowed_origins: Vec<String>,
-    max_age_s: u64,
-    allow_credentials: bool,
-}
-
-impl Default for FileCors {
-    fn default() -> Self {
-        Self {
-            allowed_origins: Vec::new(),
-            max_age_s: 600,
-            allow_credentials: false,
-        }
-    }
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct FileLimits {
@@ -195,94 +135,18 @@ impl Default for FileLimits {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub(super) struct FileGuard {
-    max_scan_bytes: usize,
-    compress_min_bytes: usize,
-    max_decoded_bytes: u64,
-}
-
-impl Default for FileGuard {
-    fn default() -> Self {
-        Self {
-            max_scan_bytes: 1024 * 1024,
-            // Below about a kilobyte, compression saves less than it costs.
-            compress_min_bytes: 1024,
-            max_decoded_bytes: 16 * 1024 * 1024,
-        }
-    }
-}
-
-pub(super) fn validate_routes(
-    file: FileRoutes,
-    warnings: &mut Vec<String>,
-) -> Result<RoutesConfig, ConfigError> {
-    let parse = |key: &'static str, list: &[String]| {
-        list.iter()
-            .map(|t| RouteTemplate::parse(t).map_err(|e| invalid(key, e)))
-            .collect::<Result<Vec<_>, _>>()
-    };
-    let allow = parse("routes.allow", &file.allow)?;
-    let deny = parse("routes.deny", &file.deny)?;
-    for template in &allow {
-        if let Some(why) = crate::steps::routes::hard_denied(template) {
-            warnings.push(format!(
-                "routes.allow: \"{template}\" is never forwarded ({why}); the entry has no effect"
-            ));
-        }
-    }
-    Ok(RoutesConfig {
-        allow,
-        deny,
-        allow_update_account: file.allow_update_account,
-    })
-}
-
-pub(super) fn validate_cors(file: FileCors) -> Result<CorsConfig, ConfigError> {
-    let allowed_origins = file
-        .allowed_origins
-        .iter()
-        .map(|o| OriginPattern::parse(o).map_err(|e| invalid("cors.allowed_origins", e)))
-        .collect::<Result<Vec<_>, _>>()?;
-    if file.max_age_s > 86_400 {
-        return Err(invalid("cors.max_age_s", "must be at most 86400"));
-    }
-    Ok(CorsConfig {
-        allowed_origins,
-        max_age: Duration::from_secs(file.max_age_s),
-        allow_credentials: file.allow_credentials,
-    })
-}
-
 pub(super) fn validate_limits(file: FileLimits) -> Result<LimitsConfig, ConfigError> {
-    if !(1024..=1024 * 1024).contains(&file.max_header_bytes) {
-        return Err(invalid(
-            "limits.max_header_bytes",
-            "must be between 1024 and 1048576",
-        ));
-    }
-    if file.max_body_bytes == 0 {
-        return Err(invalid("limits.max_body_bytes", "must be above 0"));
-    }
-    if !(64..=65_536).contains(&file.max_path_bytes) {
-        return Err(invalid(
-            "limits.max_path_bytes",
-            "must be between 64 and 65536",
-        ));
-    }
-    if file.header_read_timeout_ms == 0 {
-        return Err(invalid("limits.header_read_timeout_ms", "must be above 0"));
-    }
-    if !(1..=86_400).contains(&file.idle_timeout_s) {
-        return Err(invalid(
-            "limits.idle_timeout_s",
-            "must be between 1 and 86400",
-        ));
-    }
-    if file.max_connections == 0 {
-        return Err(invalid("limits.max_connections", "must be above 0"));
-    }
+    check::between(
+        "limits.max_header_bytes",
+        file.max_header_bytes,
+        1024,
+        1024 * 1024,
+    )?;
+    check::above_zero("limits.max_body_bytes", file.max_body_bytes)?;
+    check::between("limits.max_path_bytes", file.max_path_bytes, 64, 65_536)?;
+    check::above_zero("limits.header_read_timeout_ms", file.header_read_timeout_ms)?;
+    check::between("limits.idle_timeout_s", file.idle_timeout_s, 1, 86_400)?;
+    check::above_zero("limits.max_connections", file.max_connections)?;
     let trusted_proxies = file
         .trusted_proxies
         .iter()
@@ -297,21 +161,15 @@ pub(super) fn validate_limits(file: FileLimits) -> Result<LimitsConfig, ConfigEr
             "must be a number above 0",
         ));
     }
-    if file.per_account_burst == 0 {
-        return Err(invalid("limits.per_account_burst", "must be above 0"));
-    }
-    if file.max_in_flight == 0 {
-        return Err(invalid("limits.max_in_flight", "must be above 0"));
-    }
-    if file.per_account_in_flight == 0 {
-        return Err(invalid("limits.per_account_in_flight", "must be above 0"));
-    }
-    if !(1..=3_600_000).contains(&file.body_read_timeout_ms) {
-        return Err(invalid(
-            "limits.body_read_timeout_ms",
-            "must be between 1 and 3600000",
-        ));
-    }
+    check::above_zero("limits.per_account_burst", file.per_account_burst)?;
+    check::above_zero("limits.max_in_flight", file.max_in_flight)?;
+    check::above_zero("limits.per_account_in_flight", file.per_account_in_flight)?;
+    check::between(
+        "limits.body_read_timeout_ms",
+        file.body_read_timeout_ms,
+        1,
+        3_600_000,
+    )?;
     Ok(LimitsConfig {
         max_header_bytes: file.max_header_bytes,
         max_body_bytes: file.max_body_bytes,
@@ -326,20 +184,6 @@ pub(super) fn validate_limits(file: FileLimits) -> Result<LimitsConfig, ConfigEr
         max_in_flight: file.max_in_flight,
         per_account_in_flight: file.per_account_in_flight,
         body_read_timeout: Duration::from_millis(file.body_read_timeout_ms),
-    })
-}
-
-pub(super) fn validate_guard(file: FileGuard) -> Result<GuardConfig, ConfigError> {
-    if file.max_scan_bytes > 64 * 1024 * 1024 {
-        return Err(invalid("guard.max_scan_bytes", "must be at most 67108864"));
-    }
-    if file.max_decoded_bytes == 0 {
-        return Err(invalid("guard.max_decoded_bytes", "must be at least 1"));
-    }
-    Ok(GuardConfig {
-        max_scan_bytes: file.max_scan_bytes,
-        compress_min_bytes: file.compress_min_bytes,
-        max_decoded_bytes: file.max_decoded_bytes,
     })
 }
 
@@ -360,19 +204,6 @@ mod tests {
             .to_string();
             assert!(err.contains("limits.idle_timeout_s"), "{bad}: {err}");
         }
-    }
-
-    #[test]
-    fn guard_keys_default_and_refuse_a_zero_decode_limit() {
-        let guard = validate_guard(FileGuard::default()).unwrap();
-        assert_eq!(guard.compress_min_bytes, 1024);
-        assert_eq!(guard.max_decoded_bytes, 16 * 1024 * 1024);
-        let zero = FileGuard {
-            max_decoded_bytes: 0,
-            ..FileGuard::default()
-        };
-        let err = validate_guard(zero).unwrap_err().to_string();
-        assert!(err.contains("guard.max_decoded_bytes"), "{err}");
     }
 
     #[test]

@@ -104,6 +104,14 @@ async fn every_identity_failure_is_401_and_nothing_reaches_refold() {
             "APP_TOKEN_INVALID",
         ),
         (
+            "alg NONE".into(),
+            Some(format!(
+                "Bearer {}",
+                unsigned(json!({"alg": "NONE", "typ": "JWT"}), good_claims.clone())
+            )),
+            "APP_TOKEN_INVALID",
+        ),
+        (
             "alg not allowed (HS384)".into(),
             Some(format!(
                 "Bearer {}",

@@ -11,8 +11,9 @@
 //! - (c) no encoding or case trick lets a token-leaking or org-level route through, even
 //!   with an allowlist that would pass every path.
 //!
-//! The oracles below decode and compare independently of `src/routes.rs`. Inputs the
-//! properties once found are pinned by the `found_*` tests at the end.
+//! The oracles (`refold_oracles`, shared with the fuzz targets) decode and compare
+//! independently of `steps::routes`. Inputs the properties once found are pinned by the
+//! `found_*` tests at the end.
 
 use std::cell::Cell;
 use std::sync::OnceLock;
@@ -21,7 +22,7 @@ use http::uri::PathAndQuery;
 use http::{Method, Uri};
 use proptest::prelude::*;
 use proptest::test_runner::{FileFailurePersistence, TestRunner};
-use refold_proxy::config::RoutesConfig;
+use refold_oracles::{decodings, denied_prefix, lenient_reading, segment_flaw, DENIED_PREFIXES};
 use refold_proxy::error::ProxyError;
 use refold_proxy::steps::routes::{normalize, RoutePolicy, RouteTemplate};
 use refold_proxy::steps::upstream::join_uri;
@@ -39,34 +40,10 @@ const MIN_TARGET_PERCENT: u32 = 15;
 /// The same for accepted paths under a denied prefix (about 6 %).
 const MIN_DENIED_PERCENT: u32 = 3;
 
-/// Canonical (decoded, case-folded) prefixes that must never pass, whatever the config.
-const DENIED_PREFIXES: &[&str] = &[
-    "/api/v2/public/session-token",
-    "/api/v2/public/connect-url",
-    "/api/v2/public/connect-code",
-    "/api/v2/public/hosted-properties",
-    "/api/v2/public/session",
-    "/api/v2/public/webhook",
-    "/api/v2/public/webhooks",
-    "/api/v2/public/org",
-    "/api/v2/org",
-    "/api/v2/public/linked-account",
-];
-
+/// The methods the properties send, built once.
 fn methods() -> &'static [Method] {
     static METHODS: OnceLock<Vec<Method>> = OnceLock::new();
-    METHODS.get_or_init(|| {
-        vec![
-            Method::GET,
-            Method::POST,
-            Method::PUT,
-            Method::PATCH,
-            Method::DELETE,
-            Method::HEAD,
-            Method::OPTIONS,
-            Method::from_bytes(b"PROPFIND").unwrap(),
-        ]
-    })
+    METHODS.get_or_init(refold_oracles::methods)
 }
 
 fn config() -> ProptestConfig {
@@ -79,103 +56,7 @@ fn config() -> ProptestConfig {
     }
 }
 
-// ---- oracles -------------------------------------------------------------------------
-
-fn hex(n: u8) -> Option<u8> {
-    match n {
-        b'0'..=b'9' => Some(n - b'0'),
-        b'a'..=b'f' => Some(n - b'a' + 10),
-        b'A'..=b'F' => Some(n - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// One round of percent-decoding, on bytes (`%` not followed by two hex digits stays).
-fn decode_once(input: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while i < input.len() {
-        if input[i] == b'%' && i + 2 < input.len() {
-            if let (Some(h), Some(l)) = (hex(input[i + 1]), hex(input[i + 2])) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(input[i]);
-        i += 1;
-    }
-    out
-}
-
-/// The text and every decoding of it, until decoding changes nothing more.
-fn decodings(text: &str) -> Vec<Vec<u8>> {
-    let mut forms = vec![text.as_bytes().to_vec()];
-    loop {
-        let next = decode_once(forms.last().unwrap());
-        if &next == forms.last().unwrap() {
-            return forms;
-        }
-        forms.push(next);
-    }
-}
-
-/// Why a segment could mean something else to another parser, if it could.
-fn segment_flaw(segment: &str) -> Option<String> {
-    for (round, form) in decodings(segment).iter().enumerate() {
-        let shown = String::from_utf8_lossy(form);
-        let Ok(text) = std::str::from_utf8(form) else {
-            return Some(format!("round {round}: not UTF-8: {shown:?}"));
-        };
-        if text == "." || text == ".." {
-            return Some(format!("round {round}: dot segment {text:?}"));
-        }
-        // The deny rules treat `;...` as path parameters an upstream may drop: a
-        // `..;x` segment is then a `..` segment.
-        let before_params = text.split(';').next().unwrap_or("");
-        if before_params == "." || before_params == ".." {
-            return Some(format!(
-                "round {round}: dot segment with parameters {text:?}"
-            ));
-        }
-        if text.contains(['/', '\\']) {
-            return Some(format!("round {round}: separator inside {text:?}"));
-        }
-        if text.chars().any(char::is_control) {
-            return Some(format!("round {round}: control character in {text:?}"));
-        }
-    }
-    None
-}
-
-/// The path as the most lenient upstream router could read it: fully decoded, case
-/// folded (Unicode: upper then lower case, so `K` (Kelvin), `ſ` and `ß` count as `k`,
-/// `s` and `ss`), path parameters dropped, empty segments folded.
-fn lenient_reading(path: &str) -> String {
-    let decoded = decodings(path).pop().unwrap();
-    let text = String::from_utf8_lossy(&decoded)
-        .to_uppercase()
-        .to_lowercase();
-    let mut out = String::new();
-    for segment in text.split('/') {
-        let segment = segment.split(';').next().unwrap_or("");
-        if !segment.is_empty() {
-            out.push('/');
-            out.push_str(segment);
-        }
-    }
-    out
-}
-
-/// The denied prefix the path falls under (at a segment boundary), if any.
-fn denied_prefix(path: &str) -> Option<&'static str> {
-    let reading = lenient_reading(path);
-    DENIED_PREFIXES.iter().copied().find(|prefix| {
-        reading
-            .strip_prefix(prefix)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-    })
-}
+// ---- decisions and policies ----------------------------------------------------------
 
 fn decision(result: Result<&RouteTemplate, ProxyError>) -> Result<String, &'static str> {
     result.map(ToString::to_string).map_err(|e| e.code())
@@ -191,22 +72,7 @@ fn sdk_policy() -> &'static RoutePolicy {
 /// only the hard deny rules stand between a path and the upstream.
 fn permissive() -> &'static RoutePolicy {
     static POLICY: OnceLock<RoutePolicy> = OnceLock::new();
-    POLICY.get_or_init(build_permissive)
-}
-
-fn build_permissive() -> RoutePolicy {
-    let mut allow = Vec::new();
-    for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
-        let mut path = String::new();
-        for i in 0..12 {
-            path.push_str(&format!("/{{p{i}}}"));
-            allow.push(RouteTemplate::parse(&format!("{method} {path}")).unwrap());
-        }
-    }
-    RoutePolicy::new(&RoutesConfig {
-        allow,
-        ..RoutesConfig::default()
-    })
+    POLICY.get_or_init(refold_oracles::permissive_policy)
 }
 
 // ---- the grammar ----------------------------------------------------------------------
@@ -621,7 +487,7 @@ fn no_encoding_trick_reaches_a_denied_route() {
 
 #[test]
 fn oracles_see_what_they_should() {
-    assert_eq!(decodings("%25252e").len(), 4);
+    assert_eq!(decodings(b"%25252e").len(), 4);
     assert_eq!(
         segment_flaw("%252e%252E").unwrap(),
         "round 2: dot segment \"..\""
@@ -640,13 +506,15 @@ fn oracles_see_what_they_should() {
     assert_eq!(denied_prefix("/api/v2/public/session-tokens"), None);
     assert_eq!(encode(b".", 2, true, 0), "%252E");
     assert_eq!(
-        decodings(&encode(b".", 3, false, 0b01_01_01))
+        decodings(encode(b".", 3, false, 0b01_01_01).as_bytes())
             .pop()
             .unwrap(),
         b"."
     );
     assert_eq!(
-        decodings(&encode(b"/", 3, true, 0b10_10_10)).pop().unwrap(),
+        decodings(encode(b"/", 3, true, 0b10_10_10).as_bytes())
+            .pop()
+            .unwrap(),
         b"/"
     );
 }

@@ -6,13 +6,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::wire::read_response;
 use crate::support::{app_jwt, assert_error, Harness, API_KEY, SECRET};
 use futures_util::future::join_all;
 use refold_mock::{MockConfig, MockUpstream};
 use refold_proxy::config::Config;
 use refold_proxy::process::server::{serve, ServeOptions};
 use refold_proxy::proxy::Proxy;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 const WORKFLOWS: &str = "/api/v2/public/workflow";
@@ -35,36 +36,6 @@ async fn stalled_post(h: &Harness, path: &str, declared: usize, sent: usize) -> 
     stream
 }
 
-/// Reads one response (head and `content-length` body) off `stream`, failing the test
-/// if it does not come within [`CLIENT_BOUND`]: the status and the body as JSON.
-async fn read_response(stream: &mut TcpStream) -> (u16, serde_json::Value) {
-    let read = async {
-        let mut bytes = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = stream.read(&mut buf).await.unwrap();
-            assert!(n > 0, "closed without a whole response: {bytes:?}");
-            bytes.extend_from_slice(&buf[..n]);
-            let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
-                continue;
-            };
-            let head = String::from_utf8_lossy(&bytes[..end]).to_ascii_lowercase();
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .map_or(0, |v| v.trim().parse().unwrap());
-            if bytes.len() >= end + 4 + length {
-                let status = head[9..12].parse().unwrap();
-                let body = serde_json::from_slice(&bytes[end + 4..end + 4 + length]).unwrap();
-                return (status, body);
-            }
-        }
-    };
-    tokio::time::timeout(CLIENT_BOUND, read)
-        .await
-        .unwrap_or_else(|_| panic!("no response within {CLIENT_BOUND:?}: the proxy still waits"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_stops_during_read_ahead_gets_408_and_frees_its_slot() {
     let h = Harness::builder()
@@ -76,7 +47,7 @@ async fn a_body_that_stops_during_read_ahead_gets_408_and_frees_its_slot() {
     h.mock.clear_requests();
 
     let mut stream = stalled_post(&h, WORKFLOWS, 100, 10).await;
-    let (status, body) = read_response(&mut stream).await;
+    let (status, body) = read_response(&mut stream, CLIENT_BOUND).await;
     assert_eq!(status, 408, "{body}");
     assert_eq!(body["status_code"], 408, "{body}");
     assert_eq!(body["http_error_type"], "REQUEST_TIMEOUT", "{body}");
@@ -103,7 +74,7 @@ async fn a_body_that_stops_while_streaming_to_refold_gets_408() {
 
     // Past the read-ahead: the request is already on its way to Refold when it stalls.
     let mut stream = stalled_post(&h, WORKFLOWS, 100_000, 8192).await;
-    let (status, body) = read_response(&mut stream).await;
+    let (status, body) = read_response(&mut stream, CLIENT_BOUND).await;
     assert_eq!(status, 408, "{body}");
     assert_eq!(body["error"], "REQUEST_TIMEOUT", "{body}");
     assert!(

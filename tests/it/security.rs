@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::support::wire::read_response;
 use crate::support::{app_jwt, assert_error, Harness, API_KEY};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -432,7 +433,7 @@ async fn oversized_heads_and_bodies_are_refused() {
         sent.extend_from_slice(b"\r\n");
     }
     stream.write_all(&sent).await.unwrap();
-    let (status, body) = read_response(&mut stream).await;
+    let (status, body) = read_response(&mut stream, Duration::from_secs(10)).await;
     assert_eq!(status, 413, "{body}");
     assert_eq!(body["status_code"], 413, "{body}");
     assert_eq!(body["error"], "BODY_TOO_LARGE", "{body}");
@@ -440,39 +441,6 @@ async fn oversized_heads_and_bodies_are_refused() {
     // Neither body was forwarded, in part or whole.
     let forwarded: Vec<String> = api_requests(&h).iter().map(|r| r.path.clone()).collect();
     assert!(forwarded.is_empty(), "Refold saw {forwarded:?}");
-}
-
-/// Reads one response (head and `content-length` body) off `stream` within 10 s: the
-/// status and the body as JSON.
-async fn read_response(stream: &mut tokio::net::TcpStream) -> (u16, serde_json::Value) {
-    let read = async {
-        let mut bytes = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = stream.read(&mut buf).await.unwrap();
-            assert!(
-                n > 0,
-                "closed without a whole response: {:?}",
-                String::from_utf8_lossy(&bytes)
-            );
-            bytes.extend_from_slice(&buf[..n]);
-            let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
-                continue;
-            };
-            let head = String::from_utf8_lossy(&bytes[..end]).to_ascii_lowercase();
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .map_or(0, |v| v.trim().parse().unwrap());
-            if bytes.len() >= end + 4 + length {
-                let body = serde_json::from_slice(&bytes[end + 4..end + 4 + length]).unwrap();
-                return (status_of(&head), body);
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), read)
-        .await
-        .expect("no whole response within 10 s")
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! What the integration tests share, one module per concern: the in-process proxy and
 //! stand-in (`harness`), app JWTs and signing keys (`jwt`), a JWKS server (`jwks`), the
 //! built binary as a child process (`process`), a Redis server of a test's own (`redis`),
-//! captured logs (`logs`), the Node.js packages (`node`) and polling (`wait`).
+//! captured logs (`logs`), the Node.js packages (`node`), polling (`wait`) and raw HTTP/1
+//! over a bare socket (`wire`).
 
 pub(crate) mod harness;
 pub(crate) mod jwks;
@@ -11,6 +12,7 @@ pub(crate) mod node;
 pub(crate) mod process;
 pub(crate) mod redis;
 pub(crate) mod wait;
+pub(crate) mod wire;
 
 pub(crate) use harness::{assert_error, Harness, HarnessBuilder, API_KEY};
 pub(crate) use jwks::JwksServer;

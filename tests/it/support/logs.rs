@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex, Once};
 
-use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::filter::dynamic_filter_fn;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::Layer;
 
@@ -44,12 +44,14 @@ pub(crate) fn capture() -> Capture {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
         // Process-wide, not `set_default`: a thread-local subscriber misses events whose
-        // callsites other test threads registered first. The filter is evaluated per
-        // event, so threads that capture nothing format nothing.
+        // callsites other test threads registered first. The filter is dynamic (asked
+        // per event, never cached per callsite: a plain `filter_fn` caches the answer of
+        // whichever thread hits a callsite first), so threads that capture nothing format
+        // nothing and a capturing thread sees every callsite.
         let layer = tracing_subscriber::fmt::layer()
             .json()
             .with_writer(|| ThreadWriter)
-            .with_filter(filter_fn(|metadata| {
+            .with_filter(dynamic_filter_fn(|metadata, _| {
                 *metadata.level() <= tracing::Level::DEBUG
                     && CURRENT.with(|current| current.borrow().is_some())
             }));

@@ -1,5 +1,5 @@
 //! Arbitrary bytes as a request path: `normalize` and `RoutePolicy::check` never panic,
-//! and every accepted path keeps the invariants of `tests/path_properties.rs`.
+//! and every accepted path keeps the invariants of `tests/it/path_properties.rs`.
 
 #![no_main]
 

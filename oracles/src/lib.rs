@@ -95,7 +95,8 @@ pub fn decodings(text: &[u8]) -> Vec<Vec<u8>> {
 pub fn segment_flaw(segment: &str) -> Option<String> {
     for (round, form) in decodings(segment.as_bytes()).iter().enumerate() {
         let Ok(text) = std::str::from_utf8(form) else {
-            return Some(format!("round {round}: not UTF-8"));
+            let shown = String::from_utf8_lossy(form);
+            return Some(format!("round {round}: not UTF-8: {shown:?}"));
         };
         if text == "." || text == ".." {
             return Some(format!("round {round}: dot segment {text:?}"));

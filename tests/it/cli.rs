@@ -1,0 +1,442 @@
+//! The command line: `--check-config`, `sign-jwt`, `gen-cert` and `demo`, run as the real
+//! binary.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use tokio::io::AsyncBufReadExt;
+
+const BIN: &str = env!("CARGO_BIN_EXE_refold-proxy");
+const SECRET: &str = "cli-test-signing-secret-0123456789abcdef";
+
+fn command() -> Command {
+    let mut c = Command::new(BIN);
+    c.env("REFOLD_API_KEY", "pk_cli_test_key")
+        .env("APP_JWT_SECRET", SECRET)
+        .env("RUST_LOG", "warn");
+    c
+}
+
+fn write_config(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("refold-proxy-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn the_shipped_config_validates() {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("proxy.toml");
+    let out = command()
+        .arg("--check-config")
+        .arg(&shipped)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("https://app.refold.ai"), "{stdout}");
+}
+
+#[test]
+fn bad_configs_fail_naming_the_key() {
+    let cases = [
+        (
+            "unknown-key.toml",
+            "[server]\nlisten = \"0.0.0.0:8080\"\nlisen = 1\n",
+            "lisen",
+        ),
+        (
+            "bad-address.toml",
+            "[server]\nlisten = \"localhost-8080\"\n",
+            "server.listen",
+        ),
+        (
+            "missing-secret.toml",
+            "[upstream]\napi_key_env = \"REFOLD_KEY_NOT_SET\"\n",
+            "REFOLD_KEY_NOT_SET",
+        ),
+        (
+            "bad-url.toml",
+            "[upstream]\nbase_url = \"app.refold.ai\"\n",
+            "upstream.base_url",
+        ),
+        (
+            "bad-alg.toml",
+            "[identity]\nalgorithms = [\"none\"]\n",
+            "identity.algorithms",
+        ),
+    ];
+    for (name, text, needle) in cases {
+        let path = write_config(name, text);
+        let out = command().arg("--check-config").arg(&path).output().unwrap();
+        assert!(!out.status.success(), "{name} passed");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(needle), "{name}: {stderr}");
+        assert!(!stderr.contains("pk_cli_test_key") && !stderr.contains(SECRET));
+    }
+}
+
+#[test]
+fn check_config_refuses_what_the_steps_cannot_parse() {
+    let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs");
+    let cases = [
+        (
+            "bad-origin.toml",
+            "[cors]\nallowed_origins = [\"not an origin\"]\n".to_owned(),
+            "cors.allowed_origins",
+        ),
+        (
+            "bad-route.toml",
+            "[routes]\nallow = [\"FETCH /x\"]\n".to_owned(),
+            "routes.allow",
+        ),
+        (
+            "bad-ca.toml",
+            format!(
+                "[upstream]\nca_file = \"{}\"\n",
+                certs.join("dev-ca.key.pem").display()
+            ),
+            "upstream.ca_file",
+        ),
+        (
+            "bad-pair.toml",
+            format!(
+                "[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+                certs.join("localhost.pem").display(),
+                certs.join("dev-ca.key.pem").display()
+            ),
+            "server.tls.key_file",
+        ),
+    ];
+    for (name, text, needle) in cases {
+        let path = write_config(name, &text);
+        let out = command().arg("--check-config").arg(&path).output().unwrap();
+        assert!(!out.status.success(), "{name} passed");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(needle), "{name}: {stderr}");
+        assert!(!stderr.contains("PRIVATE"), "{name}: {stderr}");
+    }
+}
+
+#[test]
+fn check_config_warns_about_routes_that_can_never_pass() {
+    let path = write_config(
+        "warn.toml",
+        "[routes]\nallow = [\"POST /api/v2/public/session-token\"]\n",
+    );
+    let out = command().arg("--check-config").arg(&path).output().unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning") && stderr.contains("session-token"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn sign_jwt_signs_with_the_configured_secret() {
+    let path = write_config(
+        "sign.toml",
+        "[identity]\nissuer = \"https://auth.example\"\n",
+    );
+    let out = command()
+        .args(["--config"])
+        .arg(&path)
+        .args(["sign-jwt", "--sub", "user-42", "--ttl", "30m"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.set_issuer(&["https://auth.example"]);
+    let data = jsonwebtoken::decode::<serde_json::Value>(
+        token.trim(),
+        &jsonwebtoken::DecodingKey::from_secret(SECRET.as_bytes()),
+        &validation,
+    )
+    .unwrap();
+    assert_eq!(data.claims["sub"], "user-42");
+    let ttl = data.claims["exp"].as_u64().unwrap() - data.claims["iat"].as_u64().unwrap();
+    assert_eq!(ttl, 1800);
+}
+
+fn gen_cert(out: &Path, extra: &[&str]) -> std::process::Output {
+    command()
+        .args([
+            "gen-cert",
+            "--host",
+            "localhost",
+            "--host",
+            "127.0.0.1",
+            "--host",
+            "::1",
+        ])
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// Verifies `cert` as a server certificate for `name`, trusting `cert` itself.
+fn verify_for(
+    cert: &rustls::pki_types::CertificateDer<'static>,
+    name: &str,
+) -> Result<(), rustls::Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(roots.into(), provider)
+            .build()
+            .unwrap();
+    rustls::client::danger::ServerCertVerifier::verify_server_cert(
+        verifier.as_ref(),
+        cert,
+        &[],
+        &rustls::pki_types::ServerName::try_from(name.to_owned()).unwrap(),
+        &[],
+        rustls::pki_types::UnixTime::now(),
+    )
+    .map(|_| ())
+}
+
+#[test]
+fn gen_cert_writes_a_self_signed_pair_and_the_config_to_paste() {
+    use rustls::pki_types::pem::PemObject;
+    let dir = std::env::temp_dir().join(format!("refold-proxy-gen-cert-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = gen_cert(&dir.join("first"), &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let (cert_file, key_file) = (dir.join("first/cert.pem"), dir.join("first/key.pem"));
+
+    // A certificate for every --host: DNS names and IP addresses; not for others.
+    let cert = rustls::pki_types::CertificateDer::from_pem_file(&cert_file).unwrap();
+    for name in ["localhost", "127.0.0.1", "::1"] {
+        verify_for(&cert, name).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    assert!(verify_for(&cert, "example.com").is_err());
+    assert!(verify_for(&cert, "10.0.0.1").is_err());
+    // The key is readable by its owner only.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    }
+
+    // The printed snippet is a config that passes --check-config with this pair.
+    let snippet = &stdout[stdout.find("[server.tls]").expect(&stdout)..];
+    assert!(
+        snippet.contains(&key_file.display().to_string()),
+        "{stdout}"
+    );
+    let config = write_config("gen-cert.toml", snippet);
+    let check = command()
+        .arg("--check-config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(String::from_utf8_lossy(&check.stdout).contains("with TLS"));
+
+    // Existing files are kept unless --force; each run makes a new key and serial.
+    let again = gen_cert(&dir.join("first"), &[]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    assert_eq!(
+        rustls::pki_types::CertificateDer::from_pem_file(&cert_file).unwrap(),
+        cert
+    );
+    let forced = gen_cert(&dir.join("first"), &["--force"]);
+    assert!(
+        forced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
+    let new = rustls::pki_types::CertificateDer::from_pem_file(&cert_file).unwrap();
+    assert_ne!(new, cert);
+    let check = command()
+        .arg("--check-config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    // A host that is no name is refused before anything is written.
+    let bad = command()
+        .args(["gen-cert", "--host", "not a name!", "--out"])
+        .arg(dir.join("bad"))
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("not a name!"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    assert!(!dir.join("bad/cert.pem").exists());
+    // No --host: refused by the argument parser.
+    let none = command()
+        .args(["gen-cert", "--out"])
+        .arg(dir.join("none"))
+        .output()
+        .unwrap();
+    assert!(!none.status.success());
+    assert!(!dir.join("none/cert.pem").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn check_config_names_a_mismatched_tls_pair() {
+    let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs");
+    let path = write_config(
+        "mismatch.toml",
+        &format!(
+            "[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            certs.join("localhost.pem").display(),
+            certs.join("dev-ca.key.pem").display()
+        ),
+    );
+    let out = command().arg("--check-config").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("server.tls.key_file") && stderr.contains("dev-ca.key.pem"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn demo_prints_a_curl_that_works() {
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let curl_line = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.trim_start().starts_with("curl ") {
+                return line;
+            }
+        }
+        panic!("demo exited without printing a curl line");
+    })
+    .await
+    .expect("demo printed no curl line in time");
+    // curl -s URL -H 'authorization: Bearer JWT'
+    let url = curl_line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap();
+    let jwt = curl_line
+        .split("Bearer ")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches('\'')
+        .to_owned();
+    let response = reqwest::Client::new()
+        .get(url)
+        .header("authorization", format!("Bearer {jwt}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    // The stand-in's catalogue, reached through the proxy: both applications.
+    let slugs: Vec<&str> = body
+        .as_array()
+        .unwrap_or_else(|| panic!("the catalogue is an array: {body}"))
+        .iter()
+        .map(|app| app["slug"].as_str().unwrap())
+        .collect();
+    assert_eq!(slugs, ["freshdesk", "hubspot"], "{body}");
+    child.kill().await.unwrap();
+}
+
+#[test]
+fn check_config_refuses_unverified_identity_and_plain_http_to_other_hosts() {
+    const RS: &str = "[identity]\nalgorithms = [\"RS256\"]\n";
+    const BOTH: &str = "issuer = \"https://auth.example\"\naudience = \"refold\"\n";
+    let refused = [
+        (
+            "jwks-no-audience.toml",
+            format!(
+                "{RS}jwks_url = \"https://auth.example/jwks\"\nissuer = \"https://auth.example\"\n"
+            ),
+            "identity.audience",
+        ),
+        (
+            "jwks-plain-http.toml",
+            format!("{RS}{BOTH}jwks_url = \"http://auth.example/jwks\"\n"),
+            "identity.jwks_url",
+        ),
+        (
+            "upstream-plain-http.toml",
+            "[upstream]\nbase_url = \"http://refold.internal:8080\"\n".to_owned(),
+            "upstream.base_url",
+        ),
+    ];
+    for (name, text, key) in &refused {
+        let path = write_config(name, text);
+        let out = command().arg("--check-config").arg(&path).output().unwrap();
+        assert!(!out.status.success(), "{name} passed");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(key), "{name}: {stderr}");
+    }
+    // Each passes with its explicit opt-in, and --check-config says what was opted into.
+    let opted = [
+        (
+            "jwks-no-audience-opted.toml",
+            format!("{}allow_missing_issuer_audience = true\n", refused[0].1),
+            "identity.allow_missing_issuer_audience",
+        ),
+        (
+            "jwks-plain-http-opted.toml",
+            format!("{}allow_insecure_jwks_url = true\n", refused[1].1),
+            "identity.allow_insecure_jwks_url",
+        ),
+        (
+            "upstream-plain-http-opted.toml",
+            format!("{}allow_insecure_http = true\n", refused[2].1),
+            "upstream.allow_insecure_http",
+        ),
+    ];
+    for (name, text, key) in opted {
+        let path = write_config(name, &text);
+        let out = command().arg("--check-config").arg(&path).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{name}: {stderr}");
+        assert!(
+            stderr.contains("warning") && stderr.contains(key),
+            "{name}: {stderr}"
+        );
+    }
+}

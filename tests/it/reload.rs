@@ -1,0 +1,322 @@
+//! Hot reload of the real binary on SIGHUP: the new routes, CORS origins and identity
+//! rules apply to the next request, the token cache survives, requests in flight finish
+//! as they started, and an invalid file changes nothing.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::support::process::{base_config, ProxyProcess};
+use crate::support::{app_jwt, assert_error, now, sign_with, API_KEY, SECRET};
+use jsonwebtoken::Algorithm;
+use refold_mock::{MockConfig, MockUpstream};
+
+const ONE: &str = "https://one.example";
+const TWO: &str = "https://two.example";
+/// A route of the SDK's allowlist the first config denies.
+const EXECUTIONS: &str = "/api/v2/public/execution";
+const WORKFLOWS: &str = "/api/v2/public/workflow";
+
+/// The first config: executions denied, only origin ONE allowed.
+fn first_config(mock: SocketAddr) -> String {
+    format!(
+        "{}[routes]\ndeny = [\"GET {EXECUTIONS}\"]\n[cors]\nallowed_origins = [\"{ONE}\"]\n",
+        base_config(&format!("http://{mock}"))
+    )
+}
+
+async fn stand_in() -> (SocketAddr, MockUpstream) {
+    MockUpstream::spawn(MockConfig {
+        api_key: API_KEY.into(),
+        accounts: vec!["alice".into()],
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// GET `path` as `jwt`, from a page of `origin`.
+async fn get(addr: SocketAddr, path: &str, jwt: &str, origin: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(format!("http://{addr}{path}"))
+        .bearer_auth(jwt)
+        .header("origin", origin)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Checks the first config is the one in force.
+async fn assert_first_config(addr: SocketAddr, jwt: &str) {
+    let allowed = get(addr, WORKFLOWS, jwt, ONE).await;
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(allowed.headers()["access-control-allow-origin"], ONE);
+    assert_error(
+        get(addr, WORKFLOWS, jwt, TWO).await,
+        403,
+        "CORS_ORIGIN_NOT_ALLOWED",
+    )
+    .await;
+    assert_error(
+        get(addr, EXECUTIONS, jwt, ONE).await,
+        404,
+        "ROUTE_NOT_ALLOWED",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_routes_cors_and_identity_live_and_keeps_the_token_cache() {
+    let (mock_addr, mock) = stand_in().await;
+    let (mut proxy, addr) = ProxyProcess::start(&first_config(mock_addr)).await;
+    let jwt = app_jwt("alice");
+    assert_first_config(addr, &jwt).await;
+    assert_eq!(mock.mint_count(), 1);
+
+    // A slow request is in flight across the reload.
+    mock.clear_requests();
+    mock.faults().set_api_latency(Duration::from_millis(1500));
+    let in_flight = tokio::spawn({
+        let jwt = jwt.clone();
+        async move { get(addr, WORKFLOWS, &jwt, ONE).await }
+    });
+    crate::support::eventually("the slow request to reach the stand-in", || {
+        !mock.requests().is_empty()
+    })
+    .await;
+
+    // The new file: executions allowed, origin TWO instead of ONE, an audience required,
+    // and an upstream change that needs a restart (a dead port: were it applied, every
+    // request below would fail).
+    std::fs::write(
+        &proxy.config,
+        format!(
+            "{}[identity]\naudience = \"reloaded\"\n[cors]\nallowed_origins = [\"{TWO}\"]\n",
+            base_config("http://127.0.0.1:9")
+        ),
+    )
+    .unwrap();
+    proxy.signal("HUP");
+    let reloaded = proxy.wait_for_message("config reloaded", 1).await;
+    assert_eq!(
+        reloaded["fields"]["restart_needed"],
+        "[\"upstream.base_url\"]"
+    );
+    let warning = proxy
+        .wait_for_log("the restart-needed warning", |e| {
+            e["fields"]["key"] == "upstream.base_url" && e["level"] == "WARN"
+        })
+        .await;
+    assert!(warning["fields"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("needs a restart"));
+    mock.faults().set_api_latency(Duration::ZERO);
+
+    // The request that started before the reload finished on the old config: origin ONE.
+    let finished = in_flight.await.unwrap();
+    assert_eq!(finished.status(), 200);
+    assert_eq!(finished.headers()["access-control-allow-origin"], ONE);
+
+    // Identity reloaded: the audience is now required.
+    assert_error(
+        get(addr, WORKFLOWS, &jwt, TWO).await,
+        401,
+        "APP_TOKEN_INVALID",
+    )
+    .await;
+    let jwt = sign_with(
+        Algorithm::HS256,
+        SECRET,
+        serde_json::json!({ "sub": "alice", "aud": "reloaded", "exp": now() + 600 }),
+    );
+    // CORS reloaded.
+    let two = get(addr, WORKFLOWS, &jwt, TWO).await;
+    assert_eq!(two.status(), 200);
+    assert_eq!(two.headers()["access-control-allow-origin"], TWO);
+    assert_error(
+        get(addr, WORKFLOWS, &jwt, ONE).await,
+        403,
+        "CORS_ORIGIN_NOT_ALLOWED",
+    )
+    .await;
+    // Routes reloaded, and the request still went to the running upstream.
+    assert_eq!(get(addr, EXECUTIONS, &jwt, TWO).await.status(), 200);
+
+    // The token cache survived: no mint since the first request.
+    assert_eq!(mock.mint_count(), 1);
+    proxy.signal("TERM");
+    assert!(proxy.exit_status().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_file_on_sighup_keeps_the_running_config() {
+    let (mock_addr, mock) = stand_in().await;
+    let (mut proxy, addr) = ProxyProcess::start(&first_config(mock_addr)).await;
+    let jwt = app_jwt("alice");
+    assert_first_config(addr, &jwt).await;
+
+    // A value that does not validate.
+    std::fs::write(
+        &proxy.config,
+        format!(
+            "{}[cors]\nallowed_origins = [\"{TWO}\", \"not an origin\"]\n",
+            base_config(&format!("http://{mock_addr}"))
+        ),
+    )
+    .unwrap();
+    proxy.signal("HUP");
+    let refused = proxy
+        .wait_for_message("config reload refused: keeping the running config", 1)
+        .await;
+    assert_eq!(refused["level"], "ERROR");
+    assert_eq!(refused["fields"]["key"], "cors.allowed_origins");
+    assert_first_config(addr, &jwt).await;
+
+    // A file that is not TOML at all, then one with an unknown key.
+    std::fs::write(&proxy.config, "[cors\nallowed_origins = [").unwrap();
+    proxy.signal("HUP");
+    proxy
+        .wait_for_message("config reload refused: keeping the running config", 2)
+        .await;
+    std::fs::write(
+        &proxy.config,
+        format!(
+            "{}[cors]\nallowed_origin = [\"{TWO}\"]\n",
+            base_config(&format!("http://{mock_addr}"))
+        ),
+    )
+    .unwrap();
+    proxy.signal("HUP");
+    let unknown = proxy
+        .wait_for_message("config reload refused: keeping the running config", 3)
+        .await;
+    assert!(
+        unknown["fields"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("allowed_origin"),
+        "{unknown}"
+    );
+    assert_first_config(addr, &jwt).await;
+    assert_eq!(proxy.count_logs("config reloaded"), 0);
+
+    // A good file after the bad ones still reloads.
+    std::fs::write(
+        &proxy.config,
+        format!(
+            "{}[cors]\nallowed_origins = [\"{TWO}\"]\n",
+            base_config(&format!("http://{mock_addr}"))
+        ),
+    )
+    .unwrap();
+    proxy.signal("HUP");
+    proxy.wait_for_message("config reloaded", 1).await;
+    assert_eq!(get(addr, EXECUTIONS, &jwt, TWO).await.status(), 200);
+    assert_eq!(mock.mint_count(), 1);
+
+    proxy.signal("TERM");
+    assert!(proxy.exit_status().await.success());
+}
+
+/// The stand-in with `accounts`.
+async fn stand_in_with(accounts: &[&str]) -> (SocketAddr, MockUpstream) {
+    MockUpstream::spawn(MockConfig {
+        api_key: API_KEY.into(),
+        accounts: accounts.iter().map(|a| (*a).into()).collect(),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// A config with `limits` as its `[limits]` table, pages of origin ONE allowed.
+fn limits_config(mock: SocketAddr, limits: &str) -> String {
+    format!(
+        "{}[limits]\n{limits}\n[cors]\nallowed_origins = [\"{ONE}\"]\n",
+        base_config(&format!("http://{mock}"))
+    )
+}
+
+/// Rewrites the config with `limits` as its `[limits]` table and reloads; returns once
+/// the proxy says it reloaded for the `n`th time.
+async fn reload_with_limits(proxy: &ProxyProcess, mock: SocketAddr, limits: &str, n: usize) {
+    std::fs::write(&proxy.config, limits_config(mock, limits)).unwrap();
+    proxy.signal("HUP");
+    proxy.wait_for_message("config reloaded", n).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_keeps_the_rate_limit_buckets_and_applies_the_new_burst_to_them() {
+    let (mock_addr, _mock) = stand_in_with(&["alice"]).await;
+    let limits = "per_account_rps = 0.01\nper_account_burst = 3";
+    let (proxy, addr) = ProxyProcess::start(&limits_config(mock_addr, limits)).await;
+    let jwt = app_jwt("alice");
+    for _ in 0..3 {
+        assert_eq!(get(addr, WORKFLOWS, &jwt, ONE).await.status(), 200);
+    }
+    assert_error(get(addr, WORKFLOWS, &jwt, ONE).await, 429, "RATE_LIMITED").await;
+
+    // The same limits: the spent burst stays spent.
+    reload_with_limits(&proxy, mock_addr, limits, 1).await;
+    assert_error(get(addr, WORKFLOWS, &jwt, ONE).await, 429, "RATE_LIMITED").await;
+
+    // A burst of 5 applies to the kept bucket: two more, not five.
+    reload_with_limits(
+        &proxy,
+        mock_addr,
+        "per_account_rps = 0.01\nper_account_burst = 5",
+        2,
+    )
+    .await;
+    for _ in 0..2 {
+        assert_eq!(get(addr, WORKFLOWS, &jwt, ONE).await.status(), 200);
+    }
+    assert_error(get(addr, WORKFLOWS, &jwt, ONE).await, 429, "RATE_LIMITED").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_keeps_the_requests_in_flight_counted_globally_and_per_account() {
+    let (mock_addr, mock) = stand_in_with(&["alice", "bob", "carol"]).await;
+    let limits = "max_in_flight = 2\nper_account_in_flight = 1";
+    let (proxy, addr) = ProxyProcess::start(&limits_config(mock_addr, limits)).await;
+    let jwt = |account: &str| app_jwt(account);
+    for account in ["alice", "bob", "carol"] {
+        assert_eq!(get(addr, WORKFLOWS, &jwt(account), ONE).await.status(), 200);
+    }
+    mock.clear_requests();
+    mock.faults().set_api_latency(Duration::from_secs(4));
+    let slow = |account: &'static str| {
+        tokio::spawn(async move { get(addr, WORKFLOWS, &app_jwt(account), ONE).await.status() })
+    };
+    let alice = slow("alice");
+    crate::support::eventually("alice's request to reach the stand-in", || {
+        mock.requests().len() == 1
+    })
+    .await;
+
+    reload_with_limits(&proxy, mock_addr, limits, 1).await;
+    // Alice still has one request in flight: a second is refused (the proxy has room).
+    assert_error(
+        get(addr, WORKFLOWS, &jwt("alice"), ONE).await,
+        429,
+        "RATE_LIMITED",
+    )
+    .await;
+    // Bob's takes the proxy's second slot; with alice's still counted, carol finds none.
+    let bob = slow("bob");
+    crate::support::eventually("bob's request to reach the stand-in", || {
+        mock.requests().len() == 2
+    })
+    .await;
+    assert_error(
+        get(addr, WORKFLOWS, &jwt("carol"), ONE).await,
+        429,
+        "RATE_LIMITED",
+    )
+    .await;
+    assert_eq!(alice.await.unwrap(), 200);
+    assert_eq!(bob.await.unwrap(), 200);
+    mock.faults().set_api_latency(Duration::ZERO);
+    // Both counts fall back when the requests end.
+    assert_eq!(get(addr, WORKFLOWS, &jwt("alice"), ONE).await.status(), 200);
+}

@@ -1,5 +1,6 @@
-//! The listeners: accept loop, TLS handshake, HTTP/1.1 and HTTP/2, graceful drain,
-//! signals, and `run`, which starts, serves and stops the whole process.
+//! The public listener (TLS handshake, HTTP/1.1 and HTTP/2, per-connection watchdog, on
+//! the accept loop of [`crate::process::listener`]), signals, and `run`, which starts,
+//! serves and stops the whole process.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,14 +15,14 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinSet;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::{Config, LimitsConfig};
 use crate::process::admin::{self, Admin, Phase, Readiness};
+use crate::process::listener::{self, stopped, ListenerOptions};
 use crate::process::tls::{ServerStream, TlsAcceptor};
-use crate::process::watchdog::{Activity, InFlightBody, Verdict, Watchdog};
+use crate::process::watchdog::{Activity, InFlightBody, Watchdog};
 use crate::proxy::{ConnInfo, Proxy, ProxyHandle};
 use crate::steps::framing::{FramingConflict, FramingGuard};
 use crate::telemetry::metrics::{ConnectionTimeout as Reason, Metrics, OpenConnection};
@@ -81,54 +82,84 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let handle = proxy.into();
-    // One registry for the process: reloads hand the same metrics to the next proxy.
+    // One registry for the process: reloads hand the same metrics to the next proxy, so
+    // the listener takes it once.
     let metrics = Arc::clone(handle.current().metrics());
+    let accepting = ListenerOptions::new("public")
+        .max_connections(options.max_connections)
+        .grace(options.shutdown_grace);
     let tls = options.tls;
-    accept_until_with_setup(
-        "public",
-        listener,
-        options.max_connections,
-        options.shutdown_grace,
-        shutdown,
-        move |stream, peer| {
-            let accepted = Instant::now();
-            let handle = handle.clone();
-            let tls = tls.clone();
-            // Counted from the accept, handshake included: the gauge goes down however
-            // the connection ends, since its service (or this task) owns the guard.
-            let open = metrics.connection_opened();
-            async move {
-                // Limits as at the accept: a reload applies to connections opened after it.
-                let proxy = handle.current();
-                let limits = proxy.limits();
-                let watchdog = Watchdog::new(
-                    Activity::new(accepted),
-                    limits.header_read_timeout,
-                    limits.idle_timeout,
-                    Arc::clone(proxy.metrics()),
-                );
-                let stream = match tls {
-                    Some(tls) => {
-                        let handshake = tls.accept(stream, peer);
-                        match tokio::time::timeout_at(watchdog.first_deadline(), handshake).await
-                        {
-                            Ok(stream) => ServerStream::Tls(Box::new(stream?)),
-                            Err(_) => {
-                                proxy.metrics().connection_timeout(Reason::FirstRequest);
-                                tracing::debug!(%peer, reason = Reason::FirstRequest.as_str(), "connection timed out in the TLS handshake");
-                                return None;
-                            }
-                        }
-                    }
-                    None => ServerStream::Plain(stream),
-                };
-                let connection =
-                    serve_connection(stream, peer, handle, limits, open, watchdog.activity());
-                Some((connection, Some(watchdog)))
-            }
-        },
-    )
+    listener::serve_with_setup(listener, &accepting, shutdown, move |stream, peer| {
+        let accepted = Instant::now();
+        // Counted from the accept, handshake included: the gauge goes down however the
+        // connection ends, since its service (or this task) owns the guard.
+        let open = metrics.connection_opened();
+        let accepted = Accepted {
+            stream,
+            peer,
+            at: accepted,
+            open,
+        };
+        set_up(accepted, handle.clone(), tls.clone(), Arc::clone(&metrics))
+    })
     .await;
+}
+
+/// A public connection just accepted.
+struct Accepted {
+    stream: TcpStream,
+    peer: SocketAddr,
+    at: Instant,
+    open: OpenConnection,
+}
+
+/// Sets up one public connection in its own task: its watchdog, under the limits of the
+/// proxy serving at the accept (a reload applies to connections opened after it), and,
+/// with TLS, the handshake, which must end before the first-request deadline. `None`:
+/// the handshake failed or timed out, and the connection is closed.
+async fn set_up(
+    accepted: Accepted,
+    handle: ProxyHandle,
+    tls: Option<TlsAcceptor>,
+    metrics: Arc<Metrics>,
+) -> Option<(
+    impl GracefulConnection<Error = impl std::fmt::Display>,
+    Option<Watchdog>,
+)> {
+    let Accepted {
+        stream,
+        peer,
+        at,
+        open,
+    } = accepted;
+    let proxy = handle.current();
+    let limits = proxy.limits();
+    let watchdog = Watchdog::new(
+        Activity::new(at),
+        limits.header_read_timeout,
+        limits.idle_timeout,
+        Arc::clone(&metrics),
+    );
+    let stream = match tls {
+        Some(tls) => {
+            let handshake = tls.accept(stream, peer);
+            match tokio::time::timeout_at(watchdog.first_deadline(), handshake).await {
+                Ok(stream) => ServerStream::Tls(Box::new(stream?)),
+                Err(_) => {
+                    metrics.connection_timeout(Reason::FirstRequest);
+                    tracing::debug!(
+                        %peer,
+                        reason = Reason::FirstRequest.as_str(),
+                        "connection timed out in the TLS handshake"
+                    );
+                    return None;
+                }
+            }
+        }
+        None => ServerStream::Plain(stream),
+    };
+    let connection = serve_connection(stream, peer, handle, limits, open, watchdog.activity());
+    Some((connection, Some(watchdog)))
 }
 
 /// Serves HTTP on one accepted (and, with TLS, handshaken) public connection. Each
@@ -193,177 +224,6 @@ fn connection_builder(limits: &LimitsConfig) -> auto::Builder<TokioExecutor> {
         .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT)
         .max_header_list_size(u32::try_from(limits.max_header_bytes * 4).unwrap_or(u32::MAX));
     builder
-}
-
-/// The accept loop of both listeners (hyper-util's `server_graceful` example): wait for
-/// a connection slot, accept, serve the connection `connect` builds in its own task.
-/// Once `shutdown` resolves: close the listener (new connections are refused), let open
-/// connections finish their requests for up to `grace`, then cut the rest.
-pub(crate) async fn accept_until<C>(
-    name: &'static str,
-    listener: TcpListener,
-    max_connections: usize,
-    grace: Duration,
-    shutdown: impl Future<Output = ()>,
-    mut connect: impl FnMut(TcpStream, SocketAddr) -> C,
-) where
-    C: GracefulConnection + Send + 'static,
-    C::Error: std::fmt::Display,
-{
-    accept_until_with_setup(
-        name,
-        listener,
-        max_connections,
-        grace,
-        shutdown,
-        move |stream, peer| std::future::ready(Some((connect(stream, peer), None))),
-    )
-    .await;
-}
-
-/// [`accept_until`] whose `setup` runs in the connection's task (a TLS handshake, say)
-/// before it yields the connection to serve and its watchdog, if any, or `None` to
-/// close it. A connection in setup holds its slot and delays the drain like a served
-/// one.
-pub(crate) async fn accept_until_with_setup<F, C>(
-    name: &'static str,
-    listener: TcpListener,
-    max_connections: usize,
-    grace: Duration,
-    shutdown: impl Future<Output = ()>,
-    mut setup: impl FnMut(TcpStream, SocketAddr) -> F,
-) where
-    F: Future<Output = Option<(C, Option<Watchdog>)>> + Send + 'static,
-    C: GracefulConnection + Send + 'static,
-    C::Error: std::fmt::Display,
-{
-    // Turns true when shutdown begins: every connection is asked to close gracefully.
-    let (drain, draining) = watch::channel(false);
-    let slots = Arc::new(Semaphore::new(max_connections));
-    let mut connections = JoinSet::new();
-    tokio::pin!(shutdown);
-
-    loop {
-        // Wait for a free slot before accepting: excess clients queue in the backlog.
-        let permit = tokio::select! {
-            permit = Arc::clone(&slots).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-            () = &mut shutdown => break,
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) if is_connection_error(&e) => continue,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off rather than spin.
-                    tracing::error!(listener = name, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        // Watching from before setup: a shutdown during it closes the connection once set up.
-        let draining = draining.clone();
-        let connection = setup(stream, peer);
-        // Reap finished connections so the set stays the size of the open ones.
-        while connections.try_join_next().is_some() {}
-        connections.spawn(async move {
-            if let Some((connection, watchdog)) = connection.await {
-                if let Err(e) = drive(connection, watchdog, draining, peer).await {
-                    tracing::debug!(listener = name, error = %e, "connection ended with an error");
-                }
-            }
-            drop(permit);
-        });
-    }
-
-    drop(listener);
-    tracing::info!(
-        listener = name,
-        open = connections.len(),
-        grace_s = grace.as_secs(),
-        "shutting down: draining in-flight requests"
-    );
-    drain.send_replace(true);
-    let drained = tokio::time::timeout(grace, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
-    match drained {
-        Ok(()) => tracing::info!(listener = name, "drained"),
-        Err(_) => {
-            tracing::warn!(
-                listener = name,
-                open = connections.len(),
-                "shutdown grace period over: closing remaining connections"
-            );
-        }
-    }
-    connections.shutdown().await;
-}
-
-/// Serves `connection` until it ends. Asks it to close gracefully when shutdown begins
-/// (`draining`) or when its watchdog says so, and drops it when the watchdog says to cut.
-async fn drive<C>(
-    connection: C,
-    mut watchdog: Option<Watchdog>,
-    draining: watch::Receiver<bool>,
-    peer: SocketAddr,
-) -> Result<(), C::Error>
-where
-    C: GracefulConnection,
-{
-    tokio::pin!(connection);
-    let mut drain_asked = false;
-    // The watchdog's first look, at once, sets its first deadline.
-    let mut wake = watchdog.is_some().then(Instant::now);
-    loop {
-        tokio::select! {
-            result = connection.as_mut() => return result,
-            () = stopped(draining.clone()), if !drain_asked => {
-                drain_asked = true;
-                connection.as_mut().graceful_shutdown();
-            }
-            () = sleep_until(wake) => {
-                let Some(watchdog) = watchdog.as_mut() else {
-                    continue;
-                };
-                match watchdog.check(Instant::now()) {
-                    Verdict::WaitUntil(at) => wake = Some(at),
-                    Verdict::Close(reason) => {
-                        tracing::debug!(%peer, reason = reason.as_str(), "closing a connection that timed out");
-                        connection.as_mut().graceful_shutdown();
-                        // Looked at again right away: when the close becomes a cut.
-                        wake = Some(Instant::now());
-                    }
-                    Verdict::Cut(reason) => {
-                        tracing::debug!(%peer, reason = reason.as_str(), "dropping a connection that timed out");
-                        return Ok(());
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Resolves at `at`, or never.
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-fn is_connection_error(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::*;
-    matches!(
-        e.kind(),
-        ConnectionRefused | ConnectionAborted | ConnectionReset
-    )
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).
@@ -494,9 +354,4 @@ async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener, crate::BoxErro
     TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr} ({key}): {e}").into())
-}
-
-/// Resolves once `stop` turns true (or its sender is gone).
-async fn stopped(mut stop: watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await;
 }

@@ -18,6 +18,7 @@ use http_body_util::{BodyExt, Limited};
 
 use crate::config::{Config, LimitsConfig, Store};
 use crate::error::ProxyError;
+use crate::outbound::client::{build_clients, Clients, UpstreamBody};
 use crate::outbound::store::{KeyHasher, RedisStore};
 use crate::steps::body_timeout::{BodyReadTimeout, IdleTimeout};
 use crate::steps::cors::Cors;
@@ -31,7 +32,7 @@ use crate::steps::identity::{Authenticator, Caller};
 use crate::steps::ratelimit::{AccountKey, RateLimiter, Rates, SharedBuckets};
 use crate::steps::routes::{normalize, RoutePolicy};
 use crate::steps::tokens::{Earned, Environment, MintError, Minter, TokenCache, TokenSettings};
-use crate::steps::upstream::{build_clients, Clients, Upstream};
+use crate::steps::upstream::Upstream;
 use crate::telemetry::access::{request_id, RequestLog, REQUEST_ID};
 use crate::telemetry::metrics::{
     Metrics, RateLimitReason, RouteLabel, StoreFallback, UpstreamErrorKind,
@@ -514,7 +515,7 @@ impl Proxy {
     /// broke while the guard read it (an upstream error).
     async fn inspect(
         &self,
-        response: Response<crate::steps::upstream::UpstreamBody>,
+        response: Response<UpstreamBody>,
         token: &crate::steps::tokens::Token,
         accept: &crate::steps::encoding::AcceptEncoding,
     ) -> Result<crate::steps::guard::Inspected, ProxyError> {

@@ -19,7 +19,6 @@ use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -29,15 +28,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 use crate::config::TlsConfig;
-
-/// The protocol versions both sides of the proxy speak: TLS 1.2 and 1.3, nothing older.
-pub static PROTOCOL_VERSIONS: &[&rustls::SupportedProtocolVersion] =
-    &[&rustls::version::TLS13, &rustls::version::TLS12];
-
-/// The crypto provider of every TLS connection the proxy makes or accepts.
-pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
+use crate::outbound::client::{provider, PROTOCOL_VERSIONS};
 
 /// Which file of a certificate/key pair a [`PairError`] is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

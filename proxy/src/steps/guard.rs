@@ -27,10 +27,10 @@ use memchr::memmem::Finder;
 
 use crate::config::GuardConfig;
 use crate::error::ProxyError;
+use crate::outbound::client::UpstreamBody;
 use crate::secret::Secret;
 use crate::steps::encoding::{content_codings, AcceptEncoding, Coding, Decoder, Encoder};
 use crate::steps::tokens::Token;
-use crate::steps::upstream::UpstreamBody;
 use crate::telemetry::metrics::Metrics;
 use crate::{full_body, BoxError, ProxyBody};
 

@@ -15,8 +15,9 @@ use super::breaker::Breaker;
 use super::pacer::Pacer;
 use super::{Clock, Token};
 use crate::config::Config;
+use crate::outbound::client::{describe_client_error, HttpClient};
 use crate::secret::FingerprintKey;
-use crate::steps::upstream::{join_uri, HttpClient};
+use crate::steps::upstream::join_uri;
 use crate::telemetry::metrics::{BreakerState, Metrics, MintOutcome};
 use crate::{full_body, BoxError};
 
@@ -361,7 +362,7 @@ impl Minter {
             .request(request)
             .await
             .map_err(|e| MintError::Unavailable {
-                reason: crate::steps::upstream::describe_client_error(&e),
+                reason: describe_client_error(&e),
                 retry_after: None,
             })
     }

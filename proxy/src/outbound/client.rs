@@ -1,0 +1,305 @@
+//! The client side of every HTTP call the proxy makes (forwarding, minting, JWKS): the
+//! rustls client configuration (crypto provider, protocol versions, roots), the
+//! connector, and the connections to Refold with the protocol Refold chose.
+//!
+//! Every client connects with rustls (the webpki roots plus, for Refold,
+//! `upstream.ca_file`; HTTP/2 when the server offers it over ALPN, HTTP/1.1 otherwise).
+//! Forwarded requests go through [`pool`], HTTP/1.1 connections driven in the request's
+//! own task, until Refold is seen to choose HTTP/2 ([`Protocol`]); from then on, like
+//! mints, through hyper-util's multiplexing client. Bodies stream both ways; nothing is
+//! buffered here.
+
+use std::error::Error;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::CertificateDer;
+
+use crate::config::UpstreamConfig;
+use crate::outbound::pool::{self, PooledBody};
+use crate::{BoxError, ProxyBody};
+
+/// The protocol versions both sides of the proxy speak: TLS 1.2 and 1.3, nothing older.
+pub static PROTOCOL_VERSIONS: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+/// The crypto provider of every TLS connection the proxy makes or accepts.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// The rustls client configuration: [`provider`], [`PROTOCOL_VERSIONS`], the webpki
+/// roots plus `extra_roots`, no client certificate.
+pub fn client_tls(
+    extra_roots: &[CertificateDer<'static>],
+) -> Result<rustls::ClientConfig, rustls::Error> {
+    let mut roots =
+        rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for root in extra_roots {
+        roots.add(root.clone())?;
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(PROTOCOL_VERSIONS)?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// A connector for `http://` and `https://` ([`client_tls`] with the webpki roots;
+/// HTTP/2 when the server offers it over ALPN).
+pub fn https_connector(
+    connect_timeout: Duration,
+) -> Result<HttpsConnector<HttpConnector>, rustls::Error> {
+    https_connector_trusting(connect_timeout, &[])
+}
+
+/// [`https_connector`] that also trusts the CA certificates `extra_roots`.
+pub fn https_connector_trusting(
+    connect_timeout: Duration,
+    extra_roots: &[CertificateDer<'static>],
+) -> Result<HttpsConnector<HttpConnector>, rustls::Error> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(client_tls(extra_roots)?)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http))
+}
+
+/// hyper-util's pooled (and, over HTTP/2, multiplexing) client on `connector`, keeping
+/// up to `max_idle` idle connections a host for `idle_timeout`.
+pub fn pooled_client<B>(
+    connector: HttpsConnector<HttpConnector>,
+    idle_timeout: Duration,
+    max_idle: usize,
+) -> Client<HttpsConnector<HttpConnector>, B>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+{
+    Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(idle_timeout)
+        .pool_max_idle_per_host(max_idle)
+        .build(connector)
+}
+
+/// The multiplexing client to Refold: mints, and forwarding over HTTP/2.
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
+
+/// The HTTP version forwarding speaks to Refold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1 over the forwarding pool: until a connection negotiates anything else.
+    Http1,
+    /// HTTP/2 over the multiplexing client, once Refold chose it over ALPN: for good.
+    Http2,
+}
+
+/// The protocol Refold chose, learnt by the forwarding pool as it connects. It only
+/// moves from HTTP/1.1 to HTTP/2.
+#[derive(Debug, Default)]
+pub(crate) struct ProtocolChoice {
+    http2: AtomicBool,
+}
+
+impl ProtocolChoice {
+    /// The protocol forwarding uses now.
+    pub(crate) fn current(&self) -> Protocol {
+        if self.http2.load(Ordering::Relaxed) {
+            Protocol::Http2
+        } else {
+            Protocol::Http1
+        }
+    }
+
+    /// Records that Refold chose HTTP/2; true the first time only.
+    pub(crate) fn choose_http2(&self) -> bool {
+        !self.http2.swap(true, Ordering::Relaxed)
+    }
+}
+
+/// The connections to Refold, kept across configuration reloads: the forwarding pool
+/// and the multiplexing client the minter shares.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    http: HttpClient,
+    pool: Arc<pool::Pool>,
+}
+
+/// Builds the connections for `config` (trusting `upstream.ca_file` besides the webpki
+/// roots). Inside a tokio runtime this also starts the forwarding pool's idle sweep.
+pub fn build_clients(config: &UpstreamConfig) -> Result<Clients, BoxError> {
+    let extra_roots = config.ca.as_ref().map_or(&[][..], |ca| &ca.certs[..]);
+    let https = https_connector_trusting(config.connect_timeout, extra_roots)?;
+    let http = pooled_client(
+        https.clone(),
+        config.pool_idle_timeout,
+        config.pool_max_idle_per_host,
+    );
+    let pool = pool::Pool::new(
+        https,
+        &config.base_url,
+        config.pool_max_idle_per_host,
+        config.pool_idle_timeout,
+        config.timeout,
+    )?;
+    Ok(Clients { http, pool })
+}
+
+impl Clients {
+    /// The multiplexing client (mints use it).
+    pub fn http(&self) -> &HttpClient {
+        &self.http
+    }
+
+    /// The protocol forwarding speaks to Refold now.
+    pub fn protocol(&self) -> Protocol {
+        self.pool.protocol()
+    }
+
+    /// One forwarded call (absolute URI): the HTTP/1.1 pool, or the multiplexing client
+    /// once Refold has chosen HTTP/2. Returns the response head with its body streaming.
+    pub async fn send(
+        &self,
+        request: Request<ProxyBody>,
+    ) -> Result<Response<UpstreamBody>, CallError> {
+        let request = match self.protocol() {
+            Protocol::Http2 => request,
+            Protocol::Http1 => match self.pool.send(request).await {
+                Ok(response) => return Ok(response.map(UpstreamBody::Pooled)),
+                Err(pool::PoolError::Connect(e)) => return Err(CallError::Connect(e)),
+                Err(pool::PoolError::Request(e)) => return Err(CallError::Request(Box::new(e))),
+                // The connection just opened negotiated HTTP/2: the request, unsent.
+                Err(pool::PoolError::Http2(request)) => *request,
+            },
+        };
+        let response = self.http.request(request).await?;
+        Ok(response.map(UpstreamBody::Shared))
+    }
+}
+
+/// How a failed call went: a connect, or a request on an open connection.
+#[derive(Debug)]
+pub enum CallError {
+    /// No connection could be opened (refused, timed out, TLS refused).
+    Connect(BoxError),
+    /// The connection failed while the request was written or the response read.
+    Request(BoxError),
+}
+
+impl From<hyper_util::client::legacy::Error> for CallError {
+    fn from(e: hyper_util::client::legacy::Error) -> Self {
+        if e.is_connect() {
+            Self::Connect(Box::new(e))
+        } else {
+            Self::Request(Box::new(e))
+        }
+    }
+}
+
+/// A response body from Refold: from the forwarding pool, or from the multiplexing
+/// client.
+#[derive(Debug)]
+pub enum UpstreamBody {
+    Pooled(PooledBody),
+    Shared(Incoming),
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Self::Pooled(body) => Pin::new(body).poll_frame(cx),
+            Self::Shared(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Pooled(body) => body.is_end_stream(),
+            Self::Shared(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Pooled(body) => body.size_hint(),
+            Self::Shared(body) => body.size_hint(),
+        }
+    }
+}
+
+/// A short description of a client error and its causes, for logs (never carries
+/// request data).
+pub fn describe_client_error(err: &(dyn Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_protocol_moves_to_http2_once_and_stays() {
+        let choice = ProtocolChoice::default();
+        assert_eq!(choice.current(), Protocol::Http1);
+        assert!(choice.choose_http2());
+        assert_eq!(choice.current(), Protocol::Http2);
+        assert!(!choice.choose_http2());
+        assert_eq!(choice.current(), Protocol::Http2);
+    }
+
+    #[test]
+    fn describes_the_whole_chain() {
+        let inner = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert_eq!(
+            describe_client_error(&OuterError(inner)),
+            "connect: refused"
+        );
+    }
+
+    #[derive(Debug)]
+    struct OuterError(std::io::Error);
+
+    impl std::fmt::Display for OuterError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("connect")
+        }
+    }
+
+    impl Error for OuterError {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+}

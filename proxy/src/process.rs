@@ -1,5 +1,6 @@
 //! The process: listeners and their accept loop, TLS, the admin listener, reloads.
 pub mod admin;
+pub mod connection;
 #[cfg(test)]
 mod layering;
 pub mod listener;

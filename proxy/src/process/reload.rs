@@ -32,6 +32,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::{Config, ConfigError};
+use crate::process::connection::{ConnectionLimits, ConnectionSettings};
 use crate::process::tls::TlsAcceptor;
 use crate::proxy::ProxyHandle;
 use crate::BoxError;
@@ -48,7 +49,8 @@ pub enum ReloadError {
 }
 
 /// Reloads from `path`. On success the new proxy serves new requests, `tls` (the public
-/// listener's, when it serves HTTPS) the reloaded certificate, `running` becomes the
+/// listener's, when it serves HTTPS) the reloaded certificate, `connections` the
+/// reloaded connection settings to connections accepted from now on, `running` becomes the
 /// config now in force, and the restart-only keys that changed (kept at their running
 /// values) are returned.
 pub async fn reload(
@@ -56,6 +58,7 @@ pub async fn reload(
     running: &mut Config,
     handle: &ProxyHandle,
     tls: Option<&TlsAcceptor>,
+    connections: &ConnectionSettings,
 ) -> Result<Vec<&'static str>, ReloadError> {
     let mut loaded = Config::load(path)?;
     let ignored = keep_restart_only(running, &mut loaded);
@@ -65,6 +68,7 @@ pub async fn reload(
         .await
         .map_err(ReloadError::Build)?;
     handle.replace(Arc::new(proxy));
+    connections.replace(ConnectionLimits::from(&loaded.limits));
     if let (Some(acceptor), Some(config)) = (tls, &loaded.server.tls) {
         if acceptor.reload(config) {
             tracing::info!(cert_file = %config.cert_file.display(), "TLS certificate reloaded");
@@ -142,11 +146,12 @@ pub(crate) async fn on_hangup(
     mut running: Config,
     handle: ProxyHandle,
     tls: Option<TlsAcceptor>,
+    connections: ConnectionSettings,
 ) {
     while hangups.recv().await.is_some() {
         let file = path.display().to_string();
         tracing::info!(path = %file, "SIGHUP: reloading the config");
-        match reload(&path, &mut running, &handle, tls.as_ref()).await {
+        match reload(&path, &mut running, &handle, tls.as_ref(), &connections).await {
             Ok(ignored) => {
                 for key in &ignored {
                     tracing::warn!(

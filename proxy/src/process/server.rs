@@ -18,8 +18,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::config::{Config, LimitsConfig};
+use crate::config::Config;
 use crate::process::admin::{self, Admin, Phase, Readiness};
+use crate::process::connection::{ConnectionLimits, ConnectionSettings};
 use crate::process::listener::{self, stopped, ListenerOptions};
 use crate::process::tls::{ServerStream, TlsAcceptor};
 use crate::process::watchdog::{Activity, InFlightBody, Watchdog};
@@ -27,10 +28,9 @@ use crate::proxy::{ConnInfo, Proxy, ProxyHandle};
 use crate::steps::framing::{FramingConflict, FramingGuard};
 use crate::telemetry::metrics::{ConnectionTimeout as Reason, Metrics, OpenConnection};
 
-/// Settings of the public listener that hold for the life of the process. The other
-/// connection settings (`limits.header_read_timeout`, `limits.idle_timeout`,
-/// `limits.max_header_bytes`) come from the proxy serving when a connection opens, so a
-/// reload applies them to new connections.
+/// Settings of the public listener: the drain, the connection cap and TLS hold for the
+/// life of the process; `connections` are read at each accept, so a reload applies them
+/// to connections opened after it.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     /// How long in-flight requests may take to finish after shutdown begins.
@@ -39,6 +39,9 @@ pub struct ServeOptions {
     pub max_connections: usize,
     /// HTTPS: the handshake runs in each connection's task. `None`: cleartext.
     pub tls: Option<TlsAcceptor>,
+    /// What each new connection is held to (`limits.header_read_timeout_ms`,
+    /// `limits.idle_timeout_s`, `limits.max_header_bytes`).
+    pub connections: ConnectionSettings,
 }
 
 impl Default for ServeOptions {
@@ -47,6 +50,7 @@ impl Default for ServeOptions {
             shutdown_grace: Duration::from_secs(30),
             max_connections: 10_000,
             tls: None,
+            connections: ConnectionSettings::default(),
         }
     }
 }
@@ -63,6 +67,7 @@ impl ServeOptions {
                 .as_ref()
                 .map(TlsAcceptor::new)
                 .transpose()?,
+            connections: ConnectionSettings::new(ConnectionLimits::from(&config.limits)),
         })
     }
 }
@@ -71,10 +76,10 @@ impl ServeOptions {
 /// accepting and lets in-flight requests finish for up to `shutdown_grace`. Each request
 /// goes to the handle's current proxy.
 ///
-/// Every connection must complete its first request head within
-/// `limits.header_read_timeout` of its accept (TLS handshake and HTTP/1-vs-HTTP/2
-/// detection included) and is closed once no request has been in flight on it for
-/// `limits.idle_timeout` ([`crate::process::watchdog`]).
+/// Every connection must complete its first request head within the header read
+/// timeout of its accept (TLS handshake and HTTP/1-vs-HTTP/2 detection included) and is
+/// closed once no request has been in flight on it for the idle timeout, both as
+/// `options.connections` held at its accept ([`crate::process::watchdog`]).
 pub async fn serve(
     listener: TcpListener,
     proxy: impl Into<ProxyHandle>,
@@ -88,7 +93,7 @@ pub async fn serve(
     let accepting = ListenerOptions::new("public")
         .max_connections(options.max_connections)
         .grace(options.shutdown_grace);
-    let tls = options.tls;
+    let (tls, connections) = (options.tls, options.connections);
     listener::serve_with_setup(listener, &accepting, shutdown, move |stream, peer| {
         let accepted = Instant::now();
         // Counted from the accept, handshake included: the gauge goes down however the
@@ -99,6 +104,7 @@ pub async fn serve(
             peer,
             at: accepted,
             open,
+            limits: connections.current(),
         };
         set_up(accepted, handle.clone(), tls.clone(), Arc::clone(&metrics))
     })
@@ -111,11 +117,11 @@ struct Accepted {
     peer: SocketAddr,
     at: Instant,
     open: OpenConnection,
+    /// The settings at the accept: a reload applies to connections opened after it.
+    limits: ConnectionLimits,
 }
 
-/// Sets up one public connection in its own task: its watchdog, under the limits of the
-/// proxy serving at the accept (a reload applies to connections opened after it), and,
-/// with TLS, the handshake, which must end before the first-request deadline. `None`:
+/// Sets up one public connection in its own task: its watchdog and, with TLS, the handshake, which must end before the first-request deadline. `None`:
 /// the handshake failed or timed out, and the connection is closed.
 async fn set_up(
     accepted: Accepted,
@@ -131,9 +137,8 @@ async fn set_up(
         peer,
         at,
         open,
+        limits,
     } = accepted;
-    let proxy = handle.current();
-    let limits = proxy.limits();
     let watchdog = Watchdog::new(
         Activity::new(at),
         limits.header_read_timeout,
@@ -158,7 +163,7 @@ async fn set_up(
         }
         None => ServerStream::Plain(stream),
     };
-    let connection = serve_connection(stream, peer, handle, limits, open, watchdog.activity());
+    let connection = serve_connection(stream, peer, handle, &limits, open, watchdog.activity());
     Some((connection, Some(watchdog)))
 }
 
@@ -168,7 +173,7 @@ fn serve_connection(
     stream: ServerStream,
     peer: SocketAddr,
     handle: ProxyHandle,
-    limits: &LimitsConfig,
+    limits: &ConnectionLimits,
     open: OpenConnection,
     activity: Arc<Activity>,
 ) -> impl GracefulConnection<Error = impl std::fmt::Display> + Send + 'static {
@@ -207,7 +212,7 @@ const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// HTTP/1.1 and HTTP/2 settings for one new public connection.
-fn connection_builder(limits: &LimitsConfig) -> auto::Builder<TokioExecutor> {
+fn connection_builder(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -333,6 +338,7 @@ async fn run_until_stopped(
                 config.clone(),
                 handle.clone(),
                 options.tls.clone(),
+                options.connections.clone(),
             ))
         });
         serve(listener, handle, options, stopped(stop)).await;

@@ -1,9 +1,6 @@
-//! The client side of every HTTP call the proxy makes (forwarding, minting, JWKS): the
-//! rustls client configuration (crypto provider, protocol versions, roots), the
-//! connector, and the connections to Refold with the protocol Refold chose.
+//! The HTTP clients of every call the proxy makes (forwarding, minting, JWKS), on the
+//! connector of [`crate::outbound::connector`], and the connections to Refold.
 //!
-//! Every client connects with rustls (the webpki roots plus, for Refold,
-//! `upstream.ca_file`; HTTP/2 when the server offers it over ALPN, HTTP/1.1 otherwise).
 //! Forwarded requests go through [`pool`], HTTP/1.1 connections driven in the request's
 //! own task, until Refold is seen to choose HTTP/2 ([`Protocol`]); from then on, like
 //! mints, through hyper-util's multiplexing client. Bodies stream both ways; nothing is
@@ -11,7 +8,6 @@
 
 use std::error::Error;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -24,63 +20,12 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::CertificateDer;
 
 use crate::config::UpstreamConfig;
+use crate::outbound::connector::https_connector_trusting;
 use crate::outbound::pool::{self, PooledBody};
+use crate::outbound::protocol::Protocol;
 use crate::{BoxError, ProxyBody};
-
-/// The protocol versions both sides of the proxy speak: TLS 1.2 and 1.3, nothing older.
-pub static PROTOCOL_VERSIONS: &[&rustls::SupportedProtocolVersion] =
-    &[&rustls::version::TLS13, &rustls::version::TLS12];
-
-/// The crypto provider of every TLS connection the proxy makes or accepts.
-pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
-
-/// The rustls client configuration: [`provider`], [`PROTOCOL_VERSIONS`], the webpki
-/// roots plus `extra_roots`, no client certificate.
-pub fn client_tls(
-    extra_roots: &[CertificateDer<'static>],
-) -> Result<rustls::ClientConfig, rustls::Error> {
-    let mut roots =
-        rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    for root in extra_roots {
-        roots.add(root.clone())?;
-    }
-    Ok(rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(PROTOCOL_VERSIONS)?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
-}
-
-/// A connector for `http://` and `https://` ([`client_tls`] with the webpki roots;
-/// HTTP/2 when the server offers it over ALPN).
-pub fn https_connector(
-    connect_timeout: Duration,
-) -> Result<HttpsConnector<HttpConnector>, rustls::Error> {
-    https_connector_trusting(connect_timeout, &[])
-}
-
-/// [`https_connector`] that also trusts the CA certificates `extra_roots`.
-pub fn https_connector_trusting(
-    connect_timeout: Duration,
-    extra_roots: &[CertificateDer<'static>],
-) -> Result<HttpsConnector<HttpConnector>, rustls::Error> {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(connect_timeout));
-    http.set_keepalive(Some(Duration::from_secs(60)));
-    Ok(hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(client_tls(extra_roots)?)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http))
-}
 
 /// hyper-util's pooled (and, over HTTP/2, multiplexing) client on `connector`, keeping
 /// up to `max_idle` idle connections a host for `idle_timeout`.
@@ -103,38 +48,6 @@ where
 
 /// The multiplexing client to Refold: mints, and forwarding over HTTP/2.
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
-
-/// The HTTP version forwarding speaks to Refold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    /// HTTP/1.1 over the forwarding pool: until a connection negotiates anything else.
-    Http1,
-    /// HTTP/2 over the multiplexing client, once Refold chose it over ALPN: for good.
-    Http2,
-}
-
-/// The protocol Refold chose, learnt by the forwarding pool as it connects. It only
-/// moves from HTTP/1.1 to HTTP/2.
-#[derive(Debug, Default)]
-pub(crate) struct ProtocolChoice {
-    http2: AtomicBool,
-}
-
-impl ProtocolChoice {
-    /// The protocol forwarding uses now.
-    pub(crate) fn current(&self) -> Protocol {
-        if self.http2.load(Ordering::Relaxed) {
-            Protocol::Http2
-        } else {
-            Protocol::Http1
-        }
-    }
-
-    /// Records that Refold chose HTTP/2; true the first time only.
-    pub(crate) fn choose_http2(&self) -> bool {
-        !self.http2.swap(true, Ordering::Relaxed)
-    }
-}
 
 /// The connections to Refold, kept across configuration reloads: the forwarding pool
 /// and the multiplexing client the minter shares.
@@ -268,16 +181,6 @@ pub fn describe_client_error(err: &(dyn Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_protocol_moves_to_http2_once_and_stays() {
-        let choice = ProtocolChoice::default();
-        assert_eq!(choice.current(), Protocol::Http1);
-        assert!(choice.choose_http2());
-        assert_eq!(choice.current(), Protocol::Http2);
-        assert!(!choice.choose_http2());
-        assert_eq!(choice.current(), Protocol::Http2);
-    }
 
     #[test]
     fn describes_the_whole_chain() {

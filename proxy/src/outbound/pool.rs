@@ -45,7 +45,7 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tower_service::Service;
 
-use crate::outbound::client::{Protocol, ProtocolChoice};
+use crate::outbound::protocol::{Protocol, ProtocolChoice};
 use crate::{BoxError, ProxyBody};
 
 type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
@@ -491,7 +491,8 @@ mod tests {
 
     #[tokio::test]
     async fn origin_and_absolute_form_round_trip() {
-        let connector = crate::outbound::client::https_connector(Duration::from_secs(1)).unwrap();
+        let connector =
+            crate::outbound::connector::https_connector(Duration::from_secs(1)).unwrap();
         let base: Uri = "https://app.refold.ai:8443/refold".parse().unwrap();
         let pool = Pool::new(
             connector,
@@ -513,7 +514,8 @@ mod tests {
 
     #[tokio::test]
     async fn host_header_omits_the_default_port() {
-        let connector = crate::outbound::client::https_connector(Duration::from_secs(1)).unwrap();
+        let connector =
+            crate::outbound::connector::https_connector(Duration::from_secs(1)).unwrap();
         let pool = Pool::new(
             connector.clone(),
             &"https://app.refold.ai:443/x".parse().unwrap(),

@@ -59,21 +59,58 @@ fn steps_import_no_process() {
     assert!(found.is_empty(), "steps reach up:\n{}", found.join("\n"));
 }
 
-#[test]
-fn admin_and_listener_do_not_import_the_server() {
-    let mut found = offenders("process/admin.rs", &["process::server", "super::server"]);
-    found.extend(offenders(
-        "process/listener.rs",
-        &[
-            "process::server",
-            "process::admin",
-            "super::server",
-            "super::admin",
-        ],
-    ));
+/// `forbidden` module names, as `crate::<folder>::<name>` or `super::<name>` paths.
+fn paths(folder: &str, forbidden: &[&str]) -> Vec<String> {
+    forbidden
+        .iter()
+        .flat_map(|name| [format!("{folder}::{name}"), format!("super::{name}")])
+        .collect()
+}
+
+/// Checks each file of `folder` against the modules it must not import.
+fn check_folder(folder: &str, rules: &[(&str, &[&str])]) {
+    let mut found = Vec::new();
+    for (file, forbidden) in rules {
+        let forbidden = paths(folder, forbidden);
+        let forbidden: Vec<&str> = forbidden.iter().map(String::as_str).collect();
+        found.extend(offenders(&format!("{folder}/{file}"), &forbidden));
+    }
     assert!(
         found.is_empty(),
-        "import cycle in process:\n{}",
+        "import cycle in {folder}:\n{}",
         found.join("\n")
+    );
+}
+
+#[test]
+fn process_files_import_only_those_below_them() {
+    // watchdog, tls, connection ← listener ← admin, reload ← server.
+    const ABOVE_LISTENER: &[&str] = &["listener", "admin", "reload", "server"];
+    check_folder(
+        "process",
+        &[
+            ("watchdog.rs", ABOVE_LISTENER),
+            ("tls.rs", ABOVE_LISTENER),
+            ("connection.rs", ABOVE_LISTENER),
+            ("listener.rs", &["admin", "reload", "server"]),
+            ("admin.rs", &["reload", "server"]),
+            ("reload.rs", &["admin", "server"]),
+        ],
+    );
+}
+
+#[test]
+fn outbound_files_import_only_those_below_them() {
+    // connector, protocol ← pool ← client; the store stands alone.
+    const ALL: &[&str] = &["connector", "protocol", "pool", "client", "store"];
+    check_folder(
+        "outbound",
+        &[
+            ("connector.rs", ALL),
+            ("protocol.rs", ALL),
+            ("pool.rs", &["pool", "client", "store"]),
+            ("client.rs", &["client", "store"]),
+            ("store.rs", &["connector", "protocol", "pool", "client"]),
+        ],
     );
 }

@@ -28,7 +28,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 use crate::config::TlsConfig;
-use crate::outbound::client::{provider, PROTOCOL_VERSIONS};
+use crate::outbound::connector::{provider, PROTOCOL_VERSIONS};
 
 /// Which file of a certificate/key pair a [`PairError`] is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

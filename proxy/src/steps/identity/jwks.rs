@@ -33,7 +33,8 @@ use tokio::time::Instant;
 
 use super::keys::{JwksParseError, KeySet};
 use crate::config::JwksConfig;
-use crate::outbound::client::{describe_client_error, https_connector, pooled_client};
+use crate::outbound::client::{describe_client_error, pooled_client};
+use crate::outbound::connector::https_connector;
 use crate::BoxError;
 
 /// Largest JWKS document accepted. Real sets are a few KiB.

@@ -21,9 +21,9 @@
 //! closed under it) goes again on another connection; one that was written is never
 //! sent twice. Connections idle longer than `pool_idle_timeout` are closed by a sweep.
 //!
-//! When Refold negotiates HTTP/2 over ALPN, the pool records it in its
-//! [`ProtocolChoice`] and the forwarding path uses the multiplexing client instead (see
-//! [`super::client::Clients::send`]).
+//! When Refold negotiates HTTP/2 over ALPN, the pool records the choice
+//! ([`super::protocol`]) and the forwarding path uses the multiplexing client instead
+//! (see [`super::client::Clients::send`]).
 
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};

@@ -95,15 +95,13 @@ pub async fn serve(
         .grace(options.shutdown_grace);
     let (tls, connections) = (options.tls, options.connections);
     listener::serve_with_setup(listener, &accepting, shutdown, move |stream, peer| {
-        let accepted = Instant::now();
-        // Counted from the accept, handshake included: the gauge goes down however the
-        // connection ends, since its service (or this task) owns the guard.
-        let open = metrics.connection_opened();
         let accepted = Accepted {
             stream,
             peer,
-            at: accepted,
-            open,
+            at: Instant::now(),
+            // Counted from the accept, handshake included: the gauge goes down however
+            // the connection ends, since its service (or this task) owns the guard.
+            open: metrics.connection_opened(),
             limits: connections.current(),
         };
         set_up(accepted, handle.clone(), tls.clone(), Arc::clone(&metrics))
@@ -121,8 +119,9 @@ struct Accepted {
     limits: ConnectionLimits,
 }
 
-/// Sets up one public connection in its own task: its watchdog and, with TLS, the handshake, which must end before the first-request deadline. `None`:
-/// the handshake failed or timed out, and the connection is closed.
+/// Sets up one public connection in its own task: its watchdog and, with TLS, the
+/// handshake, which must end before the first-request deadline. `None`: the handshake
+/// failed or timed out, and the connection is closed.
 async fn set_up(
     accepted: Accepted,
     handle: ProxyHandle,

@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use libfuzzer_sys::fuzz_target;
-use refold_proxy::steps::framing::FramingGuard;
+use refold_proxy::steps::framing::FramingReader;
 use refold_oracles::{hyper_reading, WireReading};
 use tokio::io::{AsyncRead, ReadBuf};
 
@@ -79,7 +79,7 @@ fn check(wire: &[u8], reading: &WireReading, sizes: &[u8], room: usize, held: us
         turn: 0,
         seen: &seen,
     };
-    let (mut guard, flags) = FramingGuard::new(stream);
+    let (mut guard, flags) = FramingReader::new(stream);
     let mut cx = Context::from_waker(std::task::Waker::noop());
     let mut delivered = 0;
     let mut dispatched = 0;

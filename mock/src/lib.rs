@@ -97,7 +97,6 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -105,19 +104,21 @@ use bytes::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tracing::{debug, warn};
 
 pub use faults::{ApiFault, Faults, MintFault};
 pub use refold_proxy::clock::Clock;
+use refold_proxy::process::listener::{self, Backoff, ListenerOptions};
 
 use state::State;
 
 /// How long `serve` waits for open connections to finish after `shutdown` resolves.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// First and last pause after an accept error that is not about one connection.
-const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(5), Duration::from_secs(1));
+const ACCEPT_BACKOFF: Backoff = Backoff {
+    first: Duration::from_millis(5),
+    max: Duration::from_secs(1),
+};
 
 /// How the mint answers for a linked account that does not exist (Refold has done both).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -280,7 +281,8 @@ impl MockUpstream {
     }
 
     /// Serve on an already-bound listener until `shutdown` resolves, then drain open
-    /// connections for up to five seconds.
+    /// connections for up to five seconds and close what is left (the proxy's own accept
+    /// loop, [`refold_proxy::process::listener`]).
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -290,46 +292,18 @@ impl MockUpstream {
             self.state.set_local_addr(addr);
         }
         let builder = auto::Builder::new(TokioExecutor::new());
-        let graceful = GracefulShutdown::new();
-        let mut shutdown = pin!(shutdown);
-        let mut backoff = ACCEPT_BACKOFF.0;
-        loop {
-            let stream = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _peer)) => stream,
-                    Err(error) if is_connection_error(&error) => continue,
-                    Err(error) => {
-                        warn!(%error, "mock upstream: accept failed, backing off");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
-                        continue;
-                    }
-                },
-                () = &mut shutdown => break,
-            };
-            backoff = ACCEPT_BACKOFF.0;
-            if let Err(error) = stream.set_nodelay(true) {
-                debug!(%error, "mock upstream: cannot set TCP_NODELAY");
-            }
-            let state = Arc::clone(&self.state);
+        let accepting = ListenerOptions::new("mock upstream")
+            .grace(DRAIN_TIMEOUT)
+            .backoff(ACCEPT_BACKOFF);
+        let state = &self.state;
+        listener::serve(listener, &accepting, shutdown, |stream, _peer| {
+            let state = Arc::clone(state);
             let service = service_fn(move |request| service::respond(Arc::clone(&state), request));
-            let connection = builder
+            builder
                 .serve_connection(TokioIo::new(stream), service)
-                .into_owned();
-            let connection = graceful.watch(connection);
-            tokio::spawn(async move {
-                if let Err(error) = connection.await {
-                    debug!(%error, "mock upstream: connection ended with an error");
-                }
-            });
-        }
-        drop(listener);
-        tokio::select! {
-            () = graceful.shutdown() => {}
-            () = tokio::time::sleep(DRAIN_TIMEOUT) => {
-                debug!("mock upstream: drain timed out, leaving connections behind");
-            }
-        }
+                .into_owned()
+        })
+        .await;
         Ok(())
     }
 
@@ -423,14 +397,4 @@ impl fmt::Debug for MockUpstream {
             .field("environment", &self.state.environment)
             .finish_non_exhaustive()
     }
-}
-
-/// Accept errors about one connection that the next `accept` does not share.
-fn is_connection_error(error: &io::Error) -> bool {
-    matches!(
-        error.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-    )
 }

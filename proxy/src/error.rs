@@ -110,7 +110,7 @@ pub enum ProxyError {
     /// Refold's response could not be decoded for the response guard (an unknown content
     /// coding, a corrupt body, or one that decodes past `guard.max_decoded_bytes`).
     #[error("response blocked: it could not be scanned")]
-    UpstreamUnscannable(#[source] crate::steps::encoding::DecodeError),
+    UpstreamUnscannable(#[source] BoxError),
 
     // ---- the proxy itself ----
     /// A bug or an impossible state; details in the log.

@@ -1,3 +1,7 @@
-//! Connections the proxy makes: to Refold (the pooled HTTP client) and to the shared store.
+//! Connections the proxy makes: HTTP clients (to Refold: the forwarding pool and the
+//! multiplexing client; to identity providers for JWKS) and the shared store.
+pub mod client;
+pub mod connector;
 pub mod pool;
+pub mod protocol;
 pub mod store;

@@ -1,5 +1,7 @@
 //! The process: listeners and their accept loop, TLS, the admin listener, reloads.
 pub mod admin;
+pub mod connection;
+pub mod listener;
 pub mod reload;
 pub mod server;
 pub mod tls;

@@ -18,6 +18,7 @@ use http_body::Body;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, LimitsConfig, Store};
 use crate::error::ProxyError;
+use crate::outbound::client::{build_clients, extra_roots, Clients, UpstreamBody};
 use crate::outbound::store::{KeyHasher, Keyring, RedisStore};
 use crate::steps::binding::{check_account_binding, check_body_account_binding};
 use crate::steps::body::{self, RequestBody};
@@ -30,7 +31,7 @@ use crate::steps::ratelimit::{AccountKey, RateLimiter, Rates, SharedBuckets};
 use crate::steps::retry::{self, RetrySnapshot};
 use crate::steps::routes::{self, normalize, RoutePolicy};
 use crate::steps::tokens::{Earned, Environment, MintError, Minter, TokenCache, TokenSettings};
-use crate::steps::upstream::{build_clients, extra_roots, Clients, Upstream};
+use crate::steps::upstream::Upstream;
 use crate::telemetry::access::{request_id, RequestLog, REQUEST_ID};
 use crate::telemetry::metrics::{
     Metrics, RateLimitReason, RouteLabel, StoreFallback, UpstreamErrorKind,
@@ -522,7 +523,7 @@ impl Proxy {
     /// token is dead.
     async fn inspect(
         &self,
-        response: Response<crate::steps::upstream::UpstreamBody>,
+        response: Response<UpstreamBody>,
         token: &crate::steps::tokens::Token,
         accept: &crate::steps::encoding::AcceptEncoding,
     ) -> Result<(Response<ProxyBody>, bool), ProxyError> {

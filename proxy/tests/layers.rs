@@ -206,7 +206,10 @@ fn the_checks_see_a_circle_and_an_upward_import() {
     add("steps::upstream", "steps::tokens");
     assert_eq!(
         circles(&graph),
-        [vec!["process::admin".to_owned(), "process::server".to_owned()]]
+        [vec![
+            "process::admin".to_owned(),
+            "process::server".to_owned()
+        ]]
     );
     assert!(layer("steps::upstream") > layer("outbound::pool"));
     assert!(layer("process::tls") > layer("steps::upstream"));

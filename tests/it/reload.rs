@@ -320,3 +320,33 @@ async fn sighup_keeps_the_requests_in_flight_counted_globally_and_per_account() 
     // Both counts fall back when the requests end.
     assert_eq!(get(addr, WORKFLOWS, &jwt("alice"), ONE).await.status(), 200);
 }
+
+/// Whether the proxy has closed `stream` (EOF or reset) within `wait`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, wait: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(wait, stream.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_the_header_read_timeout_to_connections_opened_after_it() {
+    let (mock_addr, _mock) = stand_in_with(&["alice"]).await;
+    let (proxy, addr) =
+        ProxyProcess::start(&limits_config(mock_addr, "header_read_timeout_ms = 60000")).await;
+    let mut before = tokio::net::TcpStream::connect(addr).await.unwrap();
+    reload_with_limits(&proxy, mock_addr, "header_read_timeout_ms = 200", 1).await;
+    let mut after = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // Silent from the accept: the new deadline closes it, far inside the margin.
+    assert!(
+        closed_within(&mut after, Duration::from_secs(15)).await,
+        "a connection opened after the reload outlived the new header read timeout"
+    );
+    // Opened before the reload: still held to the minute it was accepted under.
+    assert!(
+        !closed_within(&mut before, Duration::from_millis(500)).await,
+        "a connection opened before the reload was held to the new timeout"
+    );
+}

@@ -14,7 +14,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use refold_proxy::config::Config;
-use refold_proxy::steps::upstream::{build_clients, Upstream};
+use refold_proxy::outbound::client::build_clients;
+use refold_proxy::steps::upstream::Upstream;
 use refold_proxy::telemetry::metrics::Metrics;
 use refold_proxy::{error::ProxyError, full_body};
 

@@ -21,13 +21,13 @@
 //! closed under it) goes again on another connection; one that was written is never
 //! sent twice. Connections idle longer than `pool_idle_timeout` are closed by a sweep.
 //!
-//! When Refold negotiates HTTP/2 over ALPN, the pool says so once and the forwarding
-//! path uses the multiplexing client instead (see [`super::Upstream::forward`]).
+//! When Refold negotiates HTTP/2 over ALPN, the pool records the choice
+//! ([`super::protocol`]) and the forwarding path uses the multiplexing client instead
+//! (see [`super::client::Clients::send`]).
 
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -45,6 +45,7 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tower_service::Service;
 
+use crate::outbound::protocol::{Protocol, ProtocolChoice};
 use crate::{BoxError, ProxyBody};
 
 type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
@@ -117,7 +118,8 @@ pub(crate) struct Pool {
     idle_timeout: Duration,
     /// How long a connect that lost the race to a released connection may still take.
     detached_connect_limit: Duration,
-    http2: AtomicBool,
+    /// The protocol Refold chose, as connects find it.
+    protocol: ProtocolChoice,
 }
 
 impl std::fmt::Debug for Pool {
@@ -127,7 +129,7 @@ impl std::fmt::Debug for Pool {
             .field("idle", &self.lock().idle.len())
             .field("max_idle", &self.max_idle)
             .field("idle_timeout", &self.idle_timeout)
-            .field("http2", &self.http2)
+            .field("protocol", &self.protocol.current())
             .finish()
     }
 }
@@ -165,7 +167,7 @@ impl Pool {
             max_idle,
             idle_timeout,
             detached_connect_limit,
-            http2: AtomicBool::new(false),
+            protocol: ProtocolChoice::default(),
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(sweep(Arc::downgrade(&pool)));
@@ -173,9 +175,9 @@ impl Pool {
         Ok(pool)
     }
 
-    /// Whether Refold has been seen to choose HTTP/2.
-    pub(crate) fn is_http2(&self) -> bool {
-        self.http2.load(Ordering::Relaxed)
+    /// The protocol forwarding speaks: HTTP/1.1 here until Refold chose HTTP/2.
+    pub(crate) fn protocol(&self) -> Protocol {
+        self.protocol.current()
     }
 
     /// Sends `request` (absolute URI) on a pooled or new connection and returns the
@@ -315,7 +317,7 @@ impl Pool {
             .await
             .map_err(PoolError::Connect)?;
         if io.connected().is_negotiated_h2() {
-            if !self.http2.swap(true, Ordering::Relaxed) {
+            if self.protocol.choose_http2() {
                 tracing::info!("upstream speaks HTTP/2: forwarding over the multiplexing client");
             }
             return Ok(None);
@@ -489,7 +491,8 @@ mod tests {
 
     #[tokio::test]
     async fn origin_and_absolute_form_round_trip() {
-        let connector = crate::steps::upstream::https_connector(Duration::from_secs(1)).unwrap();
+        let connector =
+            crate::outbound::connector::https_connector(Duration::from_secs(1)).unwrap();
         let base: Uri = "https://app.refold.ai:8443/refold".parse().unwrap();
         let pool = Pool::new(
             connector,
@@ -511,7 +514,8 @@ mod tests {
 
     #[tokio::test]
     async fn host_header_omits_the_default_port() {
-        let connector = crate::steps::upstream::https_connector(Duration::from_secs(1)).unwrap();
+        let connector =
+            crate::outbound::connector::https_connector(Duration::from_secs(1)).unwrap();
         let pool = Pool::new(
             connector.clone(),
             &"https://app.refold.ai:443/x".parse().unwrap(),

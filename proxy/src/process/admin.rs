@@ -31,6 +31,7 @@ use tokio::net::TcpListener;
 use crate::config::AdminConfig;
 use crate::error::envelope;
 use crate::outbound::store::RedisStore;
+use crate::process::listener::{self, ListenerOptions};
 use crate::proxy::ProxyHandle;
 use crate::secret::Secret;
 use crate::telemetry::metrics::{self, Metrics};
@@ -302,27 +303,23 @@ fn unauthorized(code: &str, message: &str) -> Response<ProxyBody> {
 }
 
 /// Serves the admin endpoints on an already-bound listener until `shutdown` resolves,
-/// with the public listener's accept loop (HTTP/1.1 only: probes and curl).
+/// on the accept loop every listener shares (HTTP/1.1 only: probes and curl).
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: impl Future<Output = ()>) {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
-    crate::process::server::accept_until(
-        "admin",
-        listener,
-        MAX_CONNECTIONS,
-        DRAIN_GRACE,
-        shutdown,
-        move |stream, peer| {
-            let admin = Arc::clone(&admin);
-            let service = service_fn(move |request: Request<Incoming>| {
-                let response = admin.handle(&request, peer);
-                async move { Ok::<_, Infallible>(response) }
-            });
-            builder.serve_connection(TokioIo::new(stream), service)
-        },
-    )
+    let accepting = ListenerOptions::new("admin")
+        .max_connections(MAX_CONNECTIONS)
+        .grace(DRAIN_GRACE);
+    listener::serve(listener, &accepting, shutdown, move |stream, peer| {
+        let admin = Arc::clone(&admin);
+        let service = service_fn(move |request: Request<Incoming>| {
+            let response = admin.handle(&request, peer);
+            async move { Ok::<_, Infallible>(response) }
+        });
+        builder.serve_connection(TokioIo::new(stream), service)
+    })
     .await;
 }
 

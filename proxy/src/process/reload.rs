@@ -32,6 +32,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::{Config, ConfigError};
+use crate::process::connection::{ConnectionLimits, ConnectionSettings};
 use crate::process::tls::{self, TlsAcceptor};
 use crate::proxy::{Proxy, ProxyHandle};
 use crate::BoxError;
@@ -59,7 +60,8 @@ pub fn check(config: &Config) -> Result<Vec<String>, ConfigError> {
 }
 
 /// Reloads from `path`. On success the new proxy serves new requests, `tls` (the public
-/// listener's, when it serves HTTPS) the reloaded certificate, `running` becomes the
+/// listener's, when it serves HTTPS) the reloaded certificate, `connections` the
+/// reloaded connection settings to connections accepted from now on, `running` becomes the
 /// config now in force, and the restart-only keys that changed (kept at their running
 /// values) are returned.
 pub async fn reload(
@@ -67,6 +69,7 @@ pub async fn reload(
     running: &mut Config,
     handle: &ProxyHandle,
     tls: Option<&TlsAcceptor>,
+    connections: &ConnectionSettings,
 ) -> Result<Vec<&'static str>, ReloadError> {
     let mut loaded = Config::load(path)?;
     // Read before anything changes: a pair that does not load refuses the whole reload.
@@ -84,6 +87,7 @@ pub async fn reload(
         .await
         .map_err(ReloadError::Build)?;
     handle.replace(Arc::new(proxy));
+    connections.replace(ConnectionLimits::from(&loaded.limits));
     // Turning TLS on or off is kept for a restart: then one of the three is missing.
     if let (Some(acceptor), Some(config), Some(pair)) = (tls, &loaded.server.tls, pair) {
         if acceptor.reload(config, pair) {
@@ -162,11 +166,12 @@ pub(crate) async fn on_hangup(
     mut running: Config,
     handle: ProxyHandle,
     tls: Option<TlsAcceptor>,
+    connections: ConnectionSettings,
 ) {
     while hangups.recv().await.is_some() {
         let file = path.display().to_string();
         tracing::info!(path = %file, "SIGHUP: reloading the config");
-        match reload(&path, &mut running, &handle, tls.as_ref()).await {
+        match reload(&path, &mut running, &handle, tls.as_ref(), &connections).await {
             Ok(ignored) => {
                 for key in &ignored {
                     tracing::warn!(

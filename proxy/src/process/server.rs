@@ -1,5 +1,6 @@
-//! The listeners: accept loop, TLS handshake, HTTP/1.1 and HTTP/2, graceful drain,
-//! signals, and `run`, which starts, serves and stops the whole process.
+//! The public listener (TLS handshake, HTTP/1.1 and HTTP/2, per-connection watchdog, on
+//! the accept loop of [`crate::process::listener`]), signals, and `run`, which starts,
+//! serves and stops the whole process.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,22 +15,22 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinSet;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::config::{Config, LimitsConfig};
+use crate::config::Config;
 use crate::process::admin::{self, Admin, Phase, Readiness};
+use crate::process::connection::{ConnectionLimits, ConnectionSettings};
+use crate::process::listener::{self, stopped, ListenerOptions};
 use crate::process::tls::{ServerStream, TlsAcceptor};
-use crate::process::watchdog::{Activity, InFlightBody, Verdict, Watchdog};
+use crate::process::watchdog::{Activity, InFlightBody, Watchdog};
 use crate::proxy::{ConnInfo, Proxy, ProxyHandle};
-use crate::steps::framing::{FramingConflict, FramingGuard};
+use crate::steps::framing::{FramingConflict, FramingReader};
 use crate::telemetry::metrics::{ConnectionTimeout as Reason, Metrics, OpenConnection};
 
-/// Settings of the public listener that hold for the life of the process. The other
-/// connection settings (`limits.header_read_timeout`, `limits.idle_timeout`,
-/// `limits.max_header_bytes`) come from the proxy serving when a connection opens, so a
-/// reload applies them to new connections.
+/// Settings of the public listener: the drain, the connection cap and TLS hold for the
+/// life of the process; `connections` are read at each accept, so a reload applies them
+/// to connections opened after it.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     /// How long in-flight requests may take to finish after shutdown begins.
@@ -38,6 +39,9 @@ pub struct ServeOptions {
     pub max_connections: usize,
     /// HTTPS: the handshake runs in each connection's task. `None`: cleartext.
     pub tls: Option<TlsAcceptor>,
+    /// What each new connection is held to (`limits.header_read_timeout_ms`,
+    /// `limits.idle_timeout_s`, `limits.max_header_bytes`).
+    pub connections: ConnectionSettings,
 }
 
 impl Default for ServeOptions {
@@ -46,6 +50,7 @@ impl Default for ServeOptions {
             shutdown_grace: Duration::from_secs(30),
             max_connections: 10_000,
             tls: None,
+            connections: ConnectionSettings::default(),
         }
     }
 }
@@ -62,6 +67,7 @@ impl ServeOptions {
                 .as_ref()
                 .map(TlsAcceptor::new)
                 .transpose()?,
+            connections: ConnectionSettings::new(ConnectionLimits::from(&config.limits)),
         })
     }
 }
@@ -70,10 +76,10 @@ impl ServeOptions {
 /// accepting and lets in-flight requests finish for up to `shutdown_grace`. Each request
 /// goes to the handle's current proxy.
 ///
-/// Every connection must complete its first request head within
-/// `limits.header_read_timeout` of its accept (TLS handshake and HTTP/1-vs-HTTP/2
-/// detection included) and is closed once no request has been in flight on it for
-/// `limits.idle_timeout` ([`crate::process::watchdog`]).
+/// Every connection must complete its first request head within the header read
+/// timeout of its accept (TLS handshake and HTTP/1-vs-HTTP/2 detection included) and is
+/// closed once no request has been in flight on it for the idle timeout, both as
+/// `options.connections` held at its accept ([`crate::process::watchdog`]).
 pub async fn serve(
     listener: TcpListener,
     proxy: impl Into<ProxyHandle>,
@@ -81,54 +87,83 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let handle = proxy.into();
-    // One registry for the process: reloads hand the same metrics to the next proxy.
+    // One registry for the process: reloads hand the same metrics to the next proxy, so
+    // the listener takes it once.
     let metrics = Arc::clone(handle.current().metrics());
-    let tls = options.tls;
-    accept_until_with_setup(
-        "public",
-        listener,
-        options.max_connections,
-        options.shutdown_grace,
-        shutdown,
-        move |stream, peer| {
-            let accepted = Instant::now();
-            let handle = handle.clone();
-            let tls = tls.clone();
+    let accepting = ListenerOptions::new("public")
+        .max_connections(options.max_connections)
+        .grace(options.shutdown_grace);
+    let (tls, connections) = (options.tls, options.connections);
+    listener::serve_with_setup(listener, &accepting, shutdown, move |stream, peer| {
+        let accepted = Accepted {
+            stream,
+            peer,
+            at: Instant::now(),
             // Counted from the accept, handshake included: the gauge goes down however
             // the connection ends, since its service (or this task) owns the guard.
-            let open = metrics.connection_opened();
-            async move {
-                // Limits as at the accept: a reload applies to connections opened after it.
-                let proxy = handle.current();
-                let limits = proxy.limits();
-                let watchdog = Watchdog::new(
-                    Activity::new(accepted),
-                    limits.header_read_timeout,
-                    limits.idle_timeout,
-                    Arc::clone(proxy.metrics()),
-                );
-                let stream = match tls {
-                    Some(tls) => {
-                        let handshake = tls.accept(stream, peer);
-                        match tokio::time::timeout_at(watchdog.first_deadline(), handshake).await
-                        {
-                            Ok(stream) => ServerStream::Tls(Box::new(stream?)),
-                            Err(_) => {
-                                proxy.metrics().connection_timeout(Reason::FirstRequest);
-                                tracing::debug!(%peer, reason = Reason::FirstRequest.as_str(), "connection timed out in the TLS handshake");
-                                return None;
-                            }
-                        }
-                    }
-                    None => ServerStream::Plain(stream),
-                };
-                let connection =
-                    serve_connection(stream, peer, handle, limits, open, watchdog.activity());
-                Some((connection, Some(watchdog)))
-            }
-        },
-    )
+            open: metrics.connection_opened(),
+            limits: connections.current(),
+        };
+        set_up(accepted, handle.clone(), tls.clone(), Arc::clone(&metrics))
+    })
     .await;
+}
+
+/// A public connection just accepted.
+struct Accepted {
+    stream: TcpStream,
+    peer: SocketAddr,
+    at: Instant,
+    open: OpenConnection,
+    /// The settings at the accept: a reload applies to connections opened after it.
+    limits: ConnectionLimits,
+}
+
+/// Sets up one public connection in its own task: its watchdog and, with TLS, the
+/// handshake, which must end before the first-request deadline. `None`: the handshake
+/// failed or timed out, and the connection is closed.
+async fn set_up(
+    accepted: Accepted,
+    handle: ProxyHandle,
+    tls: Option<TlsAcceptor>,
+    metrics: Arc<Metrics>,
+) -> Option<(
+    impl GracefulConnection<Error = impl std::fmt::Display>,
+    Option<Watchdog>,
+)> {
+    let Accepted {
+        stream,
+        peer,
+        at,
+        open,
+        limits,
+    } = accepted;
+    let watchdog = Watchdog::new(
+        Activity::new(at),
+        limits.header_read_timeout,
+        limits.idle_timeout,
+        Arc::clone(&metrics),
+    );
+    let stream = match tls {
+        Some(tls) => {
+            let handshake = tls.accept(stream, peer);
+            match tokio::time::timeout_at(watchdog.first_deadline(), handshake).await {
+                Ok(stream) => ServerStream::Tls(Box::new(stream?)),
+                Err(_) => {
+                    metrics.connection_timeout(Reason::FirstRequest);
+                    tracing::debug!(
+                        %peer,
+                        reason = Reason::FirstRequest.as_str(),
+                        "connection timed out in the TLS handshake"
+                    );
+                    return None;
+                }
+            }
+        }
+        None => ServerStream::Plain(stream),
+    };
+    let connection = serve_connection(stream, peer, handle, &limits, open, watchdog.activity());
+    Some((connection, Some(watchdog)))
 }
 
 /// Serves HTTP on one accepted (and, with TLS, handshaken) public connection. Each
@@ -137,7 +172,7 @@ fn serve_connection(
     stream: ServerStream,
     peer: SocketAddr,
     handle: ProxyHandle,
-    limits: &LimitsConfig,
+    limits: &ConnectionLimits,
     open: OpenConnection,
     activity: Arc<Activity>,
 ) -> impl GracefulConnection<Error = impl std::fmt::Display> + Send + 'static {
@@ -149,7 +184,7 @@ fn serve_connection(
         _ => {}
     }
     let conn_info = Arc::new(ConnInfo::new(peer, matches!(stream, ServerStream::Tls(_))));
-    let (stream, framing) = FramingGuard::new(stream);
+    let (stream, framing) = FramingReader::new(stream);
     let service = service_fn(move |mut request: hyper::Request<Incoming>| {
         let _open = &open;
         let in_flight = activity.begin();
@@ -176,7 +211,7 @@ const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// HTTP/1.1 and HTTP/2 settings for one new public connection.
-fn connection_builder(limits: &LimitsConfig) -> auto::Builder<TokioExecutor> {
+fn connection_builder(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -193,177 +228,6 @@ fn connection_builder(limits: &LimitsConfig) -> auto::Builder<TokioExecutor> {
         .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT)
         .max_header_list_size(u32::try_from(limits.max_header_bytes * 4).unwrap_or(u32::MAX));
     builder
-}
-
-/// The accept loop of both listeners (hyper-util's `server_graceful` example): wait for
-/// a connection slot, accept, serve the connection `connect` builds in its own task.
-/// Once `shutdown` resolves: close the listener (new connections are refused), let open
-/// connections finish their requests for up to `grace`, then cut the rest.
-pub(crate) async fn accept_until<C>(
-    name: &'static str,
-    listener: TcpListener,
-    max_connections: usize,
-    grace: Duration,
-    shutdown: impl Future<Output = ()>,
-    mut connect: impl FnMut(TcpStream, SocketAddr) -> C,
-) where
-    C: GracefulConnection + Send + 'static,
-    C::Error: std::fmt::Display,
-{
-    accept_until_with_setup(
-        name,
-        listener,
-        max_connections,
-        grace,
-        shutdown,
-        move |stream, peer| std::future::ready(Some((connect(stream, peer), None))),
-    )
-    .await;
-}
-
-/// [`accept_until`] whose `setup` runs in the connection's task (a TLS handshake, say)
-/// before it yields the connection to serve and its watchdog, if any, or `None` to
-/// close it. A connection in setup holds its slot and delays the drain like a served
-/// one.
-pub(crate) async fn accept_until_with_setup<F, C>(
-    name: &'static str,
-    listener: TcpListener,
-    max_connections: usize,
-    grace: Duration,
-    shutdown: impl Future<Output = ()>,
-    mut setup: impl FnMut(TcpStream, SocketAddr) -> F,
-) where
-    F: Future<Output = Option<(C, Option<Watchdog>)>> + Send + 'static,
-    C: GracefulConnection + Send + 'static,
-    C::Error: std::fmt::Display,
-{
-    // Turns true when shutdown begins: every connection is asked to close gracefully.
-    let (drain, draining) = watch::channel(false);
-    let slots = Arc::new(Semaphore::new(max_connections));
-    let mut connections = JoinSet::new();
-    tokio::pin!(shutdown);
-
-    loop {
-        // Wait for a free slot before accepting: excess clients queue in the backlog.
-        let permit = tokio::select! {
-            permit = Arc::clone(&slots).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-            () = &mut shutdown => break,
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) if is_connection_error(&e) => continue,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off rather than spin.
-                    tracing::error!(listener = name, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        // Watching from before setup: a shutdown during it closes the connection once set up.
-        let draining = draining.clone();
-        let connection = setup(stream, peer);
-        // Reap finished connections so the set stays the size of the open ones.
-        while connections.try_join_next().is_some() {}
-        connections.spawn(async move {
-            if let Some((connection, watchdog)) = connection.await {
-                if let Err(e) = drive(connection, watchdog, draining, peer).await {
-                    tracing::debug!(listener = name, error = %e, "connection ended with an error");
-                }
-            }
-            drop(permit);
-        });
-    }
-
-    drop(listener);
-    tracing::info!(
-        listener = name,
-        open = connections.len(),
-        grace_s = grace.as_secs(),
-        "shutting down: draining in-flight requests"
-    );
-    drain.send_replace(true);
-    let drained = tokio::time::timeout(grace, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
-    match drained {
-        Ok(()) => tracing::info!(listener = name, "drained"),
-        Err(_) => {
-            tracing::warn!(
-                listener = name,
-                open = connections.len(),
-                "shutdown grace period over: closing remaining connections"
-            );
-        }
-    }
-    connections.shutdown().await;
-}
-
-/// Serves `connection` until it ends. Asks it to close gracefully when shutdown begins
-/// (`draining`) or when its watchdog says so, and drops it when the watchdog says to cut.
-async fn drive<C>(
-    connection: C,
-    mut watchdog: Option<Watchdog>,
-    draining: watch::Receiver<bool>,
-    peer: SocketAddr,
-) -> Result<(), C::Error>
-where
-    C: GracefulConnection,
-{
-    tokio::pin!(connection);
-    let mut drain_asked = false;
-    // The watchdog's first look, at once, sets its first deadline.
-    let mut wake = watchdog.is_some().then(Instant::now);
-    loop {
-        tokio::select! {
-            result = connection.as_mut() => return result,
-            () = stopped(draining.clone()), if !drain_asked => {
-                drain_asked = true;
-                connection.as_mut().graceful_shutdown();
-            }
-            () = sleep_until(wake) => {
-                let Some(watchdog) = watchdog.as_mut() else {
-                    continue;
-                };
-                match watchdog.check(Instant::now()) {
-                    Verdict::WaitUntil(at) => wake = Some(at),
-                    Verdict::Close(reason) => {
-                        tracing::debug!(%peer, reason = reason.as_str(), "closing a connection that timed out");
-                        connection.as_mut().graceful_shutdown();
-                        // Looked at again right away: when the close becomes a cut.
-                        wake = Some(Instant::now());
-                    }
-                    Verdict::Cut(reason) => {
-                        tracing::debug!(%peer, reason = reason.as_str(), "dropping a connection that timed out");
-                        return Ok(());
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Resolves at `at`, or never.
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-fn is_connection_error(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::*;
-    matches!(
-        e.kind(),
-        ConnectionRefused | ConnectionAborted | ConnectionReset
-    )
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).
@@ -475,6 +339,7 @@ async fn run_until_stopped(
                 config.clone(),
                 handle.clone(),
                 options.tls.clone(),
+                options.connections.clone(),
             ))
         });
         serve(listener, handle, options, stopped(stop)).await;
@@ -496,9 +361,4 @@ async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener, crate::BoxErro
     TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr} ({key}): {e}").into())
-}
-
-/// Resolves once `stop` turns true (or its sender is gone).
-async fn stopped(mut stop: watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await;
 }

@@ -19,25 +19,16 @@ use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::PrivateKeyDer;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
-use crate::config::{ConfigError, PemFile, TlsConfig};
-
-/// The protocol versions both sides of the proxy speak: TLS 1.2 and 1.3, nothing older.
-pub static PROTOCOL_VERSIONS: &[&rustls::SupportedProtocolVersion] =
-    &[&rustls::version::TLS13, &rustls::version::TLS12];
-
-/// The crypto provider of every TLS connection the proxy makes or accepts.
-pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
+use crate::config::{ConfigError, TlsConfig};
+use crate::outbound::connector::{parse_certificates, provider, PROTOCOL_VERSIONS};
 
 /// Which file of a certificate/key pair a [`PairError`] is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,16 +80,6 @@ impl PairError {
             Self::Key { .. } | Self::Mismatch { .. } => PairFile::Key,
         }
     }
-}
-
-fn parse_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("not a PEM certificate file: {e}"))?;
-    if certs.is_empty() {
-        return Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
-    }
-    Ok(certs)
 }
 
 /// Loads a certificate chain (end-entity first) and its private key, and checks that the
@@ -409,28 +390,6 @@ fn random_serial() -> Result<[u8; 16], rcgen::Error> {
     Ok(serial)
 }
 
-/// The CA certificates of `upstream.ca_file` (one or more), each checked to be usable
-/// as a trust anchor; the error names the key and the file.
-pub fn trust_anchors(ca: &PemFile) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
-    const KEY: &str = "upstream.ca_file";
-    let path = ca.path.display();
-    let certs = parse_certificates(&ca.pem)
-        .map_err(|e| ConfigError::invalid(KEY, format!("{path}: {e}")))?;
-    let mut store = rustls::RootCertStore::empty();
-    for (i, cert) in certs.iter().enumerate() {
-        store.add(cert.clone()).map_err(|e| {
-            ConfigError::invalid(
-                KEY,
-                format!(
-                    "{path}: certificate {} is not a usable CA certificate: {e}",
-                    i + 1
-                ),
-            )
-        })?;
-    }
-    Ok(certs)
-}
-
 /// Where [`write_self_signed`] put the pair.
 #[derive(Debug, Clone)]
 pub struct WrittenPair {
@@ -565,25 +524,5 @@ mod tests {
             );
             assert!(!err.contains("PRIVATE"), "{err}");
         }
-    }
-
-    #[test]
-    fn upstream_ca_file_adds_trust_anchors() {
-        let read = |path: &str| PemFile {
-            path: repo(path),
-            pem: std::fs::read(repo(path)).unwrap(),
-        };
-        assert_eq!(trust_anchors(&read("certs/dev-ca.pem")).unwrap().len(), 1);
-        let err = trust_anchors(&read("certs/dev-ca.key.pem"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("upstream.ca_file") && err.contains("no PEM certificate"),
-            "{err}"
-        );
-        assert!(
-            err.contains("dev-ca.key.pem") && !err.contains("PRIVATE"),
-            "{err}"
-        );
     }
 }

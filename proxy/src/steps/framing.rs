@@ -69,7 +69,7 @@ enum State {
 
 /// Wraps a connection's byte stream; see the module docs.
 #[derive(Debug)]
-pub struct FramingGuard<S> {
+pub struct FramingReader<S> {
     inner: S,
     state: State,
     /// The part of a request head read so far, when a head spans reads.
@@ -79,7 +79,7 @@ pub struct FramingGuard<S> {
     flags: FramingFlags,
 }
 
-impl<S> FramingGuard<S> {
+impl<S> FramingReader<S> {
     /// Guards `inner`, which starts with a request head (or the HTTP/2 preface); the
     /// flags are the service's side.
     pub fn new(inner: S) -> (Self, FramingFlags) {
@@ -355,7 +355,7 @@ fn end_of_head(head: &[u8], from: usize) -> Option<usize> {
     })
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for FramingGuard<S> {
+impl<S: AsyncRead + Unpin> AsyncRead for FramingReader<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -373,7 +373,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for FramingGuard<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for FramingGuard<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for FramingReader<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -465,7 +465,7 @@ mod tests {
     /// Reads `wire` through the guard in pieces of `step` bytes; returns what hyper would
     /// read and the per-request records.
     fn frame(wire: &[u8], step: usize) -> (Vec<u8>, Vec<bool>) {
-        let (guard, flags) = FramingGuard::new(Trickle { wire, step });
+        let (guard, flags) = FramingReader::new(Trickle { wire, step });
         let mut seen = Vec::new();
         let mut reader = guard;
         let waker = std::task::Waker::noop();

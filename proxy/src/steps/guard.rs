@@ -27,10 +27,10 @@ use memchr::memmem::Finder;
 
 use crate::config::GuardConfig;
 use crate::error::ProxyError;
+use crate::outbound::client::UpstreamBody;
 use crate::secret::Secret;
 use crate::steps::encoding::{content_codings, AcceptEncoding, Coding, Decoder, Encoder};
 use crate::steps::tokens::Token;
-use crate::steps::upstream::UpstreamBody;
 use crate::telemetry::metrics::Metrics;
 use crate::{full_body, BoxError, ProxyBody};
 
@@ -133,7 +133,8 @@ impl ResponseGuard {
         parts
             .headers
             .append(VARY, HeaderValue::from_static("accept-encoding"));
-        let codings = content_codings(&parts.headers).map_err(ProxyError::UpstreamUnscannable)?;
+        let codings = content_codings(&parts.headers)
+            .map_err(|e| ProxyError::UpstreamUnscannable(e.into()))?;
         let mut decoder = (!codings.is_empty()).then(|| {
             parts.headers.remove(CONTENT_ENCODING);
             parts.headers.remove(CONTENT_LENGTH);
@@ -154,7 +155,7 @@ impl ResponseGuard {
             let data = match decoder.as_mut() {
                 Some(decoder) => decoder
                     .decode(&data)
-                    .map_err(ProxyError::UpstreamUnscannable)?,
+                    .map_err(|e| ProxyError::UpstreamUnscannable(e.into()))?,
                 None => data,
             };
             read += data.len();
@@ -173,7 +174,11 @@ impl ResponseGuard {
             }
         }
         if let Some(decoder) = decoder.as_mut() {
-            held.push_back(decoder.finish().map_err(ProxyError::UpstreamUnscannable)?);
+            held.push_back(
+                decoder
+                    .finish()
+                    .map_err(|e| ProxyError::UpstreamUnscannable(e.into()))?,
+            );
         }
         let whole = joined(&held);
         if self.leaks(&whole, search) {

@@ -27,14 +27,14 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::keys::{JwksParseError, KeySet};
 use crate::config::JwksConfig;
-use crate::steps::upstream::describe_client_error;
+use crate::outbound::client::{describe_client_error, pooled_client};
+use crate::outbound::connector::https_connector;
 use crate::BoxError;
 
 /// Largest JWKS document accepted. Real sets are a few KiB.
@@ -410,11 +410,9 @@ fn is_loopback(host: &str) -> bool {
 
 /// A small client of its own: the identity provider is not Refold, and its fetches are rare.
 fn build_client(timeout: Duration) -> Result<JwksClient, rustls::Error> {
-    let https = crate::steps::upstream::https_connector(timeout)?;
-    Ok(Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(1)
-        .build(https))
+    Ok(pooled_client(
+        https_connector(timeout)?,
+        Duration::from_secs(30),
+        1,
+    ))
 }

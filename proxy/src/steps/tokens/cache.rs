@@ -560,7 +560,7 @@ impl TokenCache {
             let slot = task_slot;
             // Clears the flight even if the mint panics, so the account is not stuck
             // behind a flight that will never land.
-            let guard = FlightCleanup(Arc::clone(&slot));
+            let cleanup = FlightCleanup(Arc::clone(&slot));
             let account = &slot.account;
             let result = match plan {
                 Plan::Alone(start) => inner.minter.mint(account, force, start).await,
@@ -594,7 +594,7 @@ impl TokenCache {
                     }
                 }
             }
-            drop(guard);
+            drop(cleanup);
             match &result {
                 Ok(_) => {
                     tracing::debug!(account = %inner.minter.fingerprints().of(account.as_bytes()), force, "minted session token")

@@ -16,8 +16,9 @@ use super::pacer::Pacer;
 use super::Token;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::outbound::client::{describe_client_error, HttpClient};
 use crate::secret::FingerprintKey;
-use crate::steps::upstream::{join_uri, HttpClient};
+use crate::steps::upstream::join_uri;
 use crate::telemetry::metrics::{BreakerState, Metrics, MintOutcome};
 use crate::{full_body, BoxError};
 
@@ -363,7 +364,7 @@ impl Minter {
             .request(request)
             .await
             .map_err(|e| MintError::Unavailable {
-                reason: crate::steps::upstream::describe_client_error(&e),
+                reason: describe_client_error(&e),
                 retry_after: None,
             })
     }

@@ -9,30 +9,60 @@
 //!
 //! ## The request path
 //!
+//! The one diagram of it; [`proxy`] is the only file that knows this order.
+//!
 //! ```text
-//! client ─► server (TLS, h1/h2) ─► Proxy::handle
-//!             mount ─► routes ─► identity ─► tokens ─► headers ─► upstream ─► response headers
-//!                       │          │            │          │            │
-//!                       │          │            │          │            └ pooled client, streamed bodies
-//!                       │          │            │          └ strip credentials + hop-by-hop, set Bearer
-//!                       │          │            └ cache or single-flight mint, refresh ahead
-//!                       │          └ verify the app JWT, derive the linked account
-//!                       └ token-leaking routes never pass
+//! process::listener ─► process::server (TLS, HTTP/1.1 or h2, watchdog, framing reader)
+//!   ─► Proxy::handle
+//!        cors        a page of another origin is refused; preflights answered here
+//!     ─► limits      requests in flight (429)
+//!     ─► framing     Content-Length with Transfer-Encoding, head size, declared length
+//!     ─► routes      mount path, normalised path, allowlist (token-leaking routes never pass)
+//!     ─► identity    the app JWT verified, the linked account derived (401)
+//!     ─► binding     a query or header may name only the caller's own account (403)
+//!     ─► ratelimit   the account's requests in flight and its bucket (memory or Redis)
+//!     ─► tokens      in-process cache ─► shared store ─► one mint under a lease, refresh ahead
+//!     ─► headers     credentials and hop-by-hop stripped, the session token set
+//!     ─► body        size limit, read-ahead (kept whole for the retry, or streamed), body binding
+//!     ─► upstream    forwarded over outbound::client (pooled, h1 or h2 as Refold chose)
+//!     ─► guard       the response scanned for the session token and API key, decoded/compressed
+//!     ─► retry       INVALID_TOKEN: the token dropped everywhere, re-minted, the request sent once more
+//!     ─► headers     response hop-by-hop and Set-Cookie stripped ─► cors headers added
 //! ```
 //!
-//! ## Modules
-//! - [`config`]: the file schema and its validation into [`config::Config`].
+//! ## The module map
+//!
+//! Layers, each using only those below it (`proxy/tests/layers.rs` fails otherwise, and on
+//! any circle of modules):
+//!
+//! ```text
+//! base (config, error, secret, clock, telemetry) ◄─ outbound ◄─ steps ◄─ proxy ◄─ process
+//! ```
+//!
+//! - [`config`]: the file and the values in it, one module per table (`config/`), the
+//!   range, URL and secret checks in `config/check.rs`. Values only: the steps parse.
 //! - [`error`]: [`error::ProxyError`], its status and Refold-shaped JSON body.
-//! - [`server`]: accept loop, HTTP/1.1 + h2c, graceful drain; `run` starts and stops it all.
-//! - `watchdog`: each public connection's first-request and idle deadlines.
-//! - [`tls`]: HTTPS on the public listener (certificate reload), upstream CA roots, gen-cert.
-//! - [`admin`]: `/healthz`, `/readyz`, `/metrics` and token eviction on their own listener.
-//! - [`metrics`]: the Prometheus registry and every metric the proxy reports.
-//! - [`reload`]: SIGHUP re-reads the config and swaps the proxy, keeping the token cache.
-//! - [`proxy`]: the request path, in order.
-//! - [`routes`], [`identity`], [`tokens`], [`headers`], [`upstream`]: one step each.
-//! - [`guard`]: the response guard; [`encoding`]: the content codings it reads and writes.
-//! - [`secret`]: values that never print themselves.
+//! - [`secret`]: values that never print themselves; keyed account fingerprints.
+//! - [`clock`]: the one clock every step tells time by (tests move it).
+//! - [`telemetry`]: `metrics` (the Prometheus registry) and `access` (the access log).
+//! - [`outbound`]: connections the proxy makes. `connector` (rustls client, trust roots),
+//!   `protocol` (HTTP/1.1 or h2, as Refold chose), `pool` (the forwarding pool),
+//!   `client` (the clients forwarding, minting and JWKS share), `store` (Redis/Valkey, and
+//!   the sealing of values at rest).
+//! - [`steps`]: one module per step of the request path above: `cors`, `framing`,
+//!   `routes`, `identity/` (JWT, keys, JWKS, verified cache), `binding`, `ratelimit/`
+//!   (local and shared buckets), `tokens/` (cache, shared store, mint, pacer, breaker),
+//!   `headers`, `body/` (read-ahead, idle timeout), `upstream`, `guard` and `encoding`
+//!   (the codings it reads and writes), `retry`.
+//! - [`proxy`]: the steps, in order; built once from config, swapped whole on reload.
+//! - [`process`]: `listener` (the one accept loop: the public listener, the admin listener
+//!   and the stand-in Refold API use it), `connection` and `watchdog` (per-connection
+//!   limits and deadlines), `tls` (the server side), `server` (start, serve, drain),
+//!   `admin` (`/healthz`, `/readyz`, `/metrics`, evict), `reload` (SIGHUP).
+//!
+//! Beside this crate: `mock/` (the stand-in Refold API), `oracles/` (independent readings
+//! the fuzz targets and property tests check the steps against), `tools/` (the soak), and
+//! the `refold-proxy` command at the workspace root.
 
 pub mod clock;
 pub mod config;

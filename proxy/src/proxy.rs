@@ -1,9 +1,5 @@
-//! The request path, top to bottom. This is the only file that knows the order:
-//!
-//! ```text
-//! cors ─► framing/limits ─► mount ─► normalise ─► routes ─► identity ─► account binding
-//!      ─► tokens ─► headers ─► upstream ─► response guard ─► response headers ─► cors
-//! ```
+//! The request path, top to bottom: the only file that knows the order of the steps.
+//! The diagram is the crate's (`lib.rs`, "The request path").
 
 use std::borrow::Cow;
 use std::net::SocketAddr;

@@ -169,25 +169,6 @@ mod tests {
         )
     }
 
-    /// Config holds values: the steps, the outbound side, the process and the proxy build
-    /// domain types from it, never the other way round.
-    #[test]
-    fn config_imports_none_of_the_modules_that_build_on_it() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-        let mut files = vec![dir.join("config.rs")];
-        for entry in std::fs::read_dir(dir.join("config")).unwrap() {
-            files.push(entry.unwrap().path());
-        }
-        assert!(files.len() > 10, "{files:?}");
-        for file in files {
-            let text = std::fs::read_to_string(&file).unwrap();
-            for module in ["steps", "outbound", "process", "proxy"] {
-                let import = format!("crate::{module}");
-                assert!(!text.contains(&import), "{} uses {import}", file.display());
-            }
-        }
-    }
-
     #[test]
     fn empty_file_takes_production_defaults() {
         let config = load("").unwrap();

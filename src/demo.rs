@@ -2,19 +2,22 @@
 //! front of it on loopback, with a ready-to-paste request.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 
 use refold_mock::{MockConfig, MockUpstream};
 use refold_proxy::config::Config;
+use refold_proxy::process::admin::{self, Admin, Phase, Readiness};
 use refold_proxy::process::server::{serve, ServeOptions};
-use refold_proxy::proxy::Proxy;
+use refold_proxy::proxy::{Proxy, ProxyHandle};
 use refold_proxy::secret::Secret;
 use refold_proxy::steps::identity::sign_hs256;
+use refold_proxy::telemetry::metrics::Metrics;
 use refold_proxy::BoxError;
 
 /// The stand-in's API key in the demo (a test-environment key: it starts with `tk`).
@@ -23,6 +26,19 @@ pub(crate) const DEMO_API_KEY: &str = "tk_demo_api_key";
 pub(crate) const DEMO_ACCOUNT: &str = "demo-user";
 /// The demo's app-JWT signing secret. Demo only: a deployment names its own.
 const DEMO_SIGNING_SECRET: &str = "demo-signing-secret-for-refold-proxy-only";
+
+/// An app JWT the demo accepts for linked account `sub`, valid for `ttl`: HS256 with the
+/// demo's secret, the account in `sub`, no issuer or audience (the demo checks neither).
+pub(crate) fn sign_jwt(sub: &str, ttl: Duration) -> Result<String, BoxError> {
+    Ok(sign_hs256(
+        &Secret::new(DEMO_SIGNING_SECRET),
+        "sub",
+        sub,
+        ttl,
+        None,
+        None,
+    )?)
+}
 
 /// Runs the demo until `shutdown` resolves.
 pub(crate) async fn run(
@@ -47,8 +63,13 @@ pub(crate) async fn run(
         }
     };
     let proxy_addr = listener.local_addr()?;
+    // Health, readiness and metrics, as a deployment has them; loopback only, like the
+    // default, whatever address the proxy listens on.
+    let admin_listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+    let admin_addr = admin_listener.local_addr()?;
     let toml = format!(
         "[server]\nlisten = \"{proxy_addr}\"\n\
+         [admin]\nlisten = \"{admin_addr}\"\n\
          [upstream]\nbase_url = \"http://{upstream_addr}\"\napi_key_env = \"REFOLD_API_KEY\"\n\
          [identity]\nalgorithms = [\"HS256\"]\nhs_secret_env = \"APP_JWT_SECRET\"\n"
     );
@@ -57,15 +78,21 @@ pub(crate) async fn run(
         "APP_JWT_SECRET" => Some(DEMO_SIGNING_SECRET.into()),
         _ => None,
     })?;
-    let proxy = Arc::new(Proxy::new(&config).await?);
-    let jwt = sign_hs256(
-        &Secret::new(DEMO_SIGNING_SECRET),
-        "sub",
-        DEMO_ACCOUNT,
-        Duration::from_secs(3600),
-        None,
-        None,
-    )?;
+    let readiness = Arc::new(Readiness::default());
+    let metrics = Arc::new(Metrics::new());
+    let admin = Arc::new(Admin::new(
+        &config.admin,
+        Arc::clone(&readiness),
+        Arc::clone(&metrics),
+    ));
+    let (admin_stop, admin_stopped) = oneshot::channel::<()>();
+    let admin_server = tokio::spawn(admin::serve(admin_listener, Arc::clone(&admin), async {
+        let _ = admin_stopped.await;
+    }));
+    let proxy = ProxyHandle::new(Arc::new(Proxy::with_metrics(&config, metrics).await?));
+    admin.attach(proxy.clone());
+    readiness.advance(Phase::Ready);
+    let jwt = sign_jwt(DEMO_ACCOUNT, Duration::from_secs(3600))?;
 
     println!(
         "refold-proxy demo\n\
@@ -75,15 +102,21 @@ pub(crate) async fn run(
          \nthe proxy swaps it for a Refold session token. Try:\n\
          \n  curl -s http://{proxy_addr}/api/v2/f-sdk/application -H 'authorization: Bearer {jwt}'\n\
          \nOr point the SDK at it: new Cobalt({{ baseUrl: \"http://{proxy_addr}\", token: \"<that JWT>\" }})\
+         \nMore JWTs for the demo: cargo run --release -- sign-jwt --demo --sub {DEMO_ACCOUNT}\n\
+         \nThe admin listener (health, readiness, metrics) is on http://{admin_addr}:\n\
+         \n  curl -s http://{admin_addr}/metrics\
+         \n  curl -s http://{admin_addr}/readyz\n\
          \nCtrl-C to stop."
     );
-    serve(
-        listener,
-        proxy,
-        ServeOptions::from_config(&config)?,
-        shutdown,
-    )
+    let options = ServeOptions::from_config(&config)?;
+    serve(listener, proxy, options, async {
+        shutdown.await;
+        readiness.advance(Phase::Draining);
+    })
     .await;
+    // The admin listener stops last, as in a deployment.
+    let _ = admin_stop.send(());
+    let _ = admin_server.await;
     Ok(())
 }
 

@@ -63,7 +63,8 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = demo::DEMO_ACCOUNT)]
         accounts: Vec<String>,
     },
-    /// Sign an app JWT with the configured HS secret, for trying a deployment by hand.
+    /// Sign an app JWT with the configured HS secret (or the demo's), for trying a
+    /// deployment by hand. Reads only the config's `[identity]` table and its secret.
     SignJwt {
         /// The linked account id the token names.
         #[arg(long)]
@@ -71,6 +72,9 @@ enum Command {
         /// How long the token is valid (90s, 30m, 1h, 2d).
         #[arg(long, default_value = "1h")]
         ttl: String,
+        /// Sign with the demo's secret and claims instead of the config's, for `demo`.
+        #[arg(long)]
+        demo: bool,
     },
     /// Make a self-signed certificate and key (ECDSA P-256) for trying HTTPS; development only.
     GenCert {
@@ -149,7 +153,7 @@ fn main() -> ExitCode {
                 server::shutdown_signal(),
             ))
         }),
-        Some(Command::SignJwt { sub, ttl }) => sign_jwt(&cli.config, &sub, &ttl),
+        Some(Command::SignJwt { sub, ttl, demo }) => sign_jwt(&cli.config, &sub, &ttl, demo),
         Some(Command::GenCert { hosts, out, force }) => gen_cert(&hosts, &out, force),
     };
     match result {
@@ -161,14 +165,26 @@ fn main() -> ExitCode {
     }
 }
 
-fn sign_jwt(config: &std::path::Path, sub: &str, ttl: &str) -> Result<(), refold_proxy::BoxError> {
-    let config = Config::load(config)?;
+fn sign_jwt(
+    config: &std::path::Path,
+    sub: &str,
+    ttl: &str,
+    demo: bool,
+) -> Result<(), refold_proxy::BoxError> {
     let ttl = parse_duration(ttl)?;
-    let identity = &config.identity;
-    let secret = identity
-        .hs_secret
-        .as_ref()
-        .ok_or("sign-jwt needs an HS algorithm and identity.hs_secret_env in the config")?;
+    if demo {
+        let token = demo::sign_jwt(sub, ttl)?;
+        eprintln!("signed with the demo's secret (for `refold-proxy demo` only)");
+        println!("{token}");
+        return Ok(());
+    }
+    // Only [identity] and its secret: signing needs neither Refold's API key nor Redis.
+    let identity = Config::load_identity(config)?;
+    let (Some(secret), Some(variable)) = (&identity.hs_secret, &identity.hs_secret_env) else {
+        return Err(
+            "sign-jwt needs an HS algorithm and identity.hs_secret_env in the config".into(),
+        );
+    };
     let token = identity::sign_hs256(
         secret,
         &identity.account_claim,
@@ -177,6 +193,10 @@ fn sign_jwt(config: &std::path::Path, sub: &str, ttl: &str) -> Result<(), refold
         identity.issuer.as_deref(),
         identity.audience.as_deref(),
     )?;
+    eprintln!(
+        "signed with the secret in {variable} (identity.hs_secret_env in {})",
+        config.display()
+    );
     println!("{token}");
     Ok(())
 }

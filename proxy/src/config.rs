@@ -118,6 +118,30 @@ impl Config {
         Self::from_toml(&text, base_dir, |name| std::env::var(name).ok())
     }
 
+    /// Reads and validates only the `[identity]` table of a config file, taking its secret
+    /// from the process environment: for signing app JWTs, which needs neither Refold's
+    /// API key nor Redis. The other tables are not checked.
+    pub fn load_identity(path: &Path) -> Result<IdentityConfig, ConfigError> {
+        /// The file seen through `[identity]` alone: other tables are skipped unread.
+        #[derive(Deserialize)]
+        struct IdentityOnly {
+            #[serde(default)]
+            identity: identity::FileIdentity,
+        }
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base_dir = path.parent().unwrap_or_else(|| Path::new("."));
+        let file: IdentityOnly = toml::from_str(&text)?;
+        identity::validate_identity(
+            file.identity,
+            base_dir,
+            &|name| std::env::var(name).ok(),
+            &mut Vec::new(),
+        )
+    }
+
     /// Validates a config from TOML text. Relative file paths resolve against `base_dir`;
     /// `env` looks up the environment variables that hold secrets.
     pub fn from_toml(

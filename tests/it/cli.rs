@@ -330,8 +330,8 @@ fn check_config_names_a_mismatched_tls_pair() {
     );
 }
 
-#[tokio::test]
-async fn demo_prints_a_curl_that_works() {
+/// The demo binary on free ports, and its banner (every line up to "Ctrl-C to stop.").
+async fn start_demo() -> (tokio::process::Child, Vec<String>) {
     let mut child = tokio::process::Command::new(BIN)
         .args(["demo", "--listen", "127.0.0.1:0"])
         .env("RUST_LOG", "warn")
@@ -341,30 +341,51 @@ async fn demo_prints_a_curl_that_works() {
         .spawn()
         .unwrap();
     let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let curl_line = tokio::time::timeout(Duration::from_secs(30), async {
+    let banner = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut banner = Vec::new();
         while let Some(line) = lines.next_line().await.unwrap() {
-            if line.trim_start().starts_with("curl ") {
-                return line;
+            let last = line.contains("Ctrl-C to stop");
+            banner.push(line);
+            if last {
+                return banner;
             }
         }
-        panic!("demo exited without printing a curl line");
+        panic!("demo exited before the end of its banner: {banner:?}");
     })
     .await
-    .expect("demo printed no curl line in time");
-    // curl -s URL -H 'authorization: Bearer JWT'
-    let url = curl_line
+    .expect("demo printed no whole banner in time");
+    (child, banner)
+}
+
+/// The banner's `curl` line whose URL ends with `path_end`, split into URL and JWT.
+fn banner_curl<'a>(banner: &'a [String], path_end: &str) -> (&'a str, Option<&'a str>) {
+    let line = banner
+        .iter()
+        .filter(|line| line.trim_start().starts_with("curl "))
+        .find(|line| {
+            line.split_whitespace()
+                .any(|w| w.starts_with("http://") && w.ends_with(path_end))
+        })
+        .unwrap_or_else(|| panic!("no curl line for {path_end} in {banner:#?}"));
+    let url = line
         .split_whitespace()
         .find(|w| w.starts_with("http://"))
         .unwrap();
-    let jwt = curl_line
+    let jwt = line
         .split("Bearer ")
         .nth(1)
-        .unwrap()
-        .trim_end_matches('\'')
-        .to_owned();
+        .map(|rest| rest.trim_end_matches('\''));
+    (url, jwt)
+}
+
+#[tokio::test]
+async fn demo_prints_a_curl_that_works() {
+    let (mut child, banner) = start_demo().await;
+    // curl -s URL -H 'authorization: Bearer JWT'
+    let (url, jwt) = banner_curl(&banner, "/application");
     let response = reqwest::Client::new()
         .get(url)
-        .header("authorization", format!("Bearer {jwt}"))
+        .header("authorization", format!("Bearer {}", jwt.unwrap()))
         .send()
         .await
         .unwrap();
@@ -378,6 +399,92 @@ async fn demo_prints_a_curl_that_works() {
         .map(|app| app["slug"].as_str().unwrap())
         .collect();
     assert_eq!(slugs, ["freshdesk", "hubspot"], "{body}");
+    child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn demo_banner_names_an_admin_listener_with_metrics_and_readiness() {
+    let (mut child, banner) = start_demo().await;
+    let client = reqwest::Client::new();
+    // A request through the proxy first, so the metrics have a request to count.
+    let (url, jwt) = banner_curl(&banner, "/application");
+    let response = client
+        .get(url)
+        .header("authorization", format!("Bearer {}", jwt.unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    let (metrics_url, _) = banner_curl(&banner, "/metrics");
+    let response = client.get(metrics_url).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{metrics_url}");
+    let text = response.text().await.unwrap();
+    assert!(text.contains("# TYPE"), "{text}");
+    assert!(!text.contains("tk_demo_api_key"), "{text}");
+
+    let (readyz_url, _) = banner_curl(&banner, "/readyz");
+    let response = client.get(readyz_url).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{readyz_url}");
+    child.kill().await.unwrap();
+}
+
+#[test]
+fn sign_jwt_needs_only_the_identity_secret_and_names_it() {
+    // The upstream's key variable is not set: signing does not use it.
+    let path = write_config(
+        "sign-only-identity.toml",
+        "[upstream]\napi_key_env = \"REFOLD_KEY_NOT_SET_FOR_SIGNING\"\n\
+         [identity]\nhs_secret_env = \"CLI_TEST_SIGNING_SECRET\"\n",
+    );
+    let out = command()
+        .env_remove("REFOLD_API_KEY")
+        .env_remove("APP_JWT_SECRET")
+        .env("CLI_TEST_SIGNING_SECRET", SECRET)
+        .arg("--config")
+        .arg(&path)
+        .args(["sign-jwt", "--sub", "user-7"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("CLI_TEST_SIGNING_SECRET"), "{stderr}");
+    assert!(!stderr.contains(SECRET), "{stderr}");
+    let token = String::from_utf8(out.stdout).unwrap();
+    let data = jsonwebtoken::decode::<serde_json::Value>(
+        token.trim(),
+        &jsonwebtoken::DecodingKey::from_secret(SECRET.as_bytes()),
+        &jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256),
+    )
+    .unwrap();
+    assert_eq!(data.claims["sub"], "user-7");
+}
+
+#[tokio::test]
+async fn sign_jwt_demo_gives_a_token_the_demo_accepts() {
+    // No config file and no secrets in the environment: --demo needs neither.
+    let out = Command::new(BIN)
+        .env_remove("REFOLD_API_KEY")
+        .env_remove("APP_JWT_SECRET")
+        .env("RUST_LOG", "warn")
+        .args(["--config", "no-such-file.toml"])
+        .args(["sign-jwt", "--demo", "--sub", "demo-user"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("demo"), "{stderr}");
+    let token = String::from_utf8(out.stdout).unwrap();
+
+    let (mut child, banner) = start_demo().await;
+    let (url, _) = banner_curl(&banner, "/application");
+    let response = reqwest::Client::new()
+        .get(url)
+        .header("authorization", format!("Bearer {}", token.trim()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
     child.kill().await.unwrap();
 }
 

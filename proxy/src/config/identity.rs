@@ -24,6 +24,8 @@ pub struct IdentityConfig {
     pub cookie: Option<String>,
     pub algorithms: Vec<Algorithm>,
     pub hs_secret: Option<Secret>,
+    /// The environment variable `hs_secret` was read from (a name, not a secret).
+    pub hs_secret_env: Option<String>,
     /// `identity.public_key_file` as read; the authenticator parses its keys.
     pub public_key_file: Option<PemFile>,
     pub issuer: Option<String>,
@@ -229,6 +231,7 @@ pub(super) fn validate_identity(
         header,
         cookie: file.cookie,
         algorithms,
+        hs_secret_env: hs_secret.as_ref().and(file.hs_secret_env),
         hs_secret,
         public_key_file,
         issuer: file.issuer,

@@ -153,6 +153,7 @@ fn fixture() -> &'static Fixture {
             cookie: None,
             algorithms: vec![Algorithm::HS256],
             hs_secret: Some(Secret::new(SECRET)),
+            hs_secret_env: None,
             public_key_file: None,
             issuer: None,
             audience: None,

@@ -31,8 +31,9 @@ struct Cli {
     /// Validate this config file (and the secrets it names) and exit.
     #[arg(long, value_name = "FILE")]
     check_config: Option<PathBuf>,
-    /// Log line format (logs go to stderr; filter with RUST_LOG).
-    #[arg(long, value_enum, default_value_t = LogFormat::Pretty)]
+    /// Log line format (logs go to stderr; filter with RUST_LOG). `auto`: pretty on a
+    /// terminal, JSON otherwise (a log file or a collector).
+    #[arg(long, value_enum, default_value_t = LogFormat::Auto)]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
@@ -40,6 +41,7 @@ struct Cli {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum LogFormat {
+    Auto,
     Pretty,
     Json,
 }
@@ -244,12 +246,17 @@ fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, refold_pro
 }
 
 fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour codes only for a person at a terminal, never into a file or a pipe.
+    let terminal = std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(terminal)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Pretty => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Auto if terminal => builder.init(),
+        LogFormat::Auto | LogFormat::Json => builder.json().init(),
     }
 }

@@ -547,3 +547,46 @@ fn check_config_refuses_unverified_identity_and_plain_http_to_other_hosts() {
         );
     }
 }
+
+/// The first log line the proxy writes to a stderr that is a pipe, not a terminal.
+async fn first_log_line(format: Option<&str>) -> String {
+    let config = write_config(
+        &format!("logs-{}.toml", format.unwrap_or("default")),
+        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [upstream]\nbase_url = \"http://127.0.0.1:9\"\n",
+    );
+    let mut command = tokio::process::Command::new(BIN);
+    command.arg("--config").arg(&config);
+    if let Some(format) = format {
+        command.args(["--log-format", format]);
+    }
+    let mut child = command
+        .env("REFOLD_API_KEY", "pk_cli_test_key")
+        .env("APP_JWT_SECRET", SECRET)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("a log line in time")
+        .unwrap()
+        .expect("the proxy logged before exiting")
+}
+
+#[tokio::test]
+async fn logs_to_a_pipe_are_json_by_default_and_never_carry_colour_codes() {
+    let line = first_log_line(None).await;
+    let event: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"));
+    assert!(event["level"].is_string(), "{event}");
+    let pretty = first_log_line(Some("pretty")).await;
+    assert!(
+        !pretty.contains('\u{1b}'),
+        "escape codes in a pipe: {pretty:?}"
+    );
+    assert!(pretty.contains("INFO"), "{pretty:?}");
+}

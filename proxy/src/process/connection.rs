@@ -30,20 +30,9 @@ impl From<&LimitsConfig> for ConnectionLimits {
     }
 }
 
-impl Default for ConnectionLimits {
-    /// The `[limits]` defaults: 10 seconds, a minute, 16 KiB.
-    fn default() -> Self {
-        Self {
-            header_read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            max_header_bytes: 16 * 1024,
-        }
-    }
-}
-
 /// The [`ConnectionLimits`] new public connections get; clones share them, so a reload
 /// reaches the listener.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ConnectionSettings {
     current: Arc<RwLock<ConnectionLimits>>,
 }
@@ -74,12 +63,17 @@ mod tests {
 
     #[test]
     fn clones_see_a_replacement() {
-        let settings = ConnectionSettings::default();
+        let started = ConnectionLimits {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_header_bytes: 16 * 1024,
+        };
+        let settings = ConnectionSettings::new(started);
         let listener = settings.clone();
-        assert_eq!(listener.current(), ConnectionLimits::default());
+        assert_eq!(listener.current(), started);
         let reloaded = ConnectionLimits {
             header_read_timeout: Duration::from_millis(200),
-            ..ConnectionLimits::default()
+            ..started
         };
         settings.replace(reloaded);
         assert_eq!(listener.current(), reloaded);

@@ -44,17 +44,6 @@ pub struct ServeOptions {
     pub connections: ConnectionSettings,
 }
 
-impl Default for ServeOptions {
-    fn default() -> Self {
-        Self {
-            shutdown_grace: Duration::from_secs(30),
-            max_connections: 10_000,
-            tls: None,
-            connections: ConnectionSettings::default(),
-        }
-    }
-}
-
 impl ServeOptions {
     /// The options a config asks for.
     pub fn from_config(config: &Config) -> Result<Self, crate::BoxError> {

@@ -118,15 +118,14 @@ impl Keyring {
         self.keys.iter().map(|(id, _)| id.as_str())
     }
 
-    /// `plaintext` sealed under the first key, bound to `aad`.
-    pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
+    /// `plaintext` sealed under the first key, bound to `aad` (`None` only if the system's
+    /// random generator or the cipher failed).
+    pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
         let (id, key) = &self.keys[0];
         let mut nonce = [0u8; NONCE_LEN];
         // The system generator does not fail in practice; if it did, a zero nonce would
-        // repeat, so the value is left unsealed-empty and reads as a miss instead.
-        if aws_lc_rs::rand::fill(&mut nonce).is_err() {
-            return Vec::new();
-        }
+        // repeat: nothing is sealed, and nothing stored.
+        aws_lc_rs::rand::fill(&mut nonce).ok()?;
         let mut out = Vec::with_capacity(2 + id.len() + NONCE_LEN + plaintext.len() + 16);
         out.push(VERSION);
         out.push(id.len() as u8);
@@ -134,17 +133,15 @@ impl Keyring {
         out.extend_from_slice(&nonce);
         let header = out.len();
         out.extend_from_slice(plaintext);
-        let mut body = out.split_off(header);
-        let sealed = key.seal_in_place_append_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(aad),
-            &mut body,
-        );
-        if sealed.is_err() {
-            return Vec::new();
-        }
-        out.extend_from_slice(&body);
-        out
+        let tag = key
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut out[header..],
+            )
+            .ok()?;
+        out.extend_from_slice(tag.as_ref());
+        Some(out)
     }
 
     /// Opens a value [`Keyring::seal`] made with `aad`, under whichever key sealed it.
@@ -185,9 +182,9 @@ mod tests {
         let old = Keyring::parse(&format!("old:{K1}")).unwrap();
         let rotated = Keyring::parse(&format!("new:{K2}, old:{K1}")).unwrap();
         assert_eq!(rotated.ids().collect::<Vec<_>>(), ["new", "old"]);
-        let sealed = old.seal(b"session token", b"key-a");
+        let sealed = old.seal(b"session token", b"key-a").unwrap();
         assert_eq!(rotated.open(&sealed, b"key-a").unwrap(), b"session token");
-        let resealed = rotated.seal(b"session token", b"key-a");
+        let resealed = rotated.seal(b"session token", b"key-a").unwrap();
         assert_eq!(&resealed[2..5], b"new");
         assert_eq!(old.open(&resealed, b"key-a"), Err(OpenError::UnknownKey));
     }
@@ -195,9 +192,9 @@ mod tests {
     #[test]
     fn a_value_opens_only_where_it_was_sealed_and_as_it_was_sealed() {
         let ring = Keyring::parse(&format!("k1:{K1}")).unwrap();
-        let sealed = ring.seal(b"session token", b"key-a");
+        let sealed = ring.seal(b"session token", b"key-a").unwrap();
         // Random nonces: the same plaintext never seals the same way twice.
-        assert_ne!(sealed, ring.seal(b"session token", b"key-a"));
+        assert_ne!(Some(sealed.clone()), ring.seal(b"session token", b"key-a"));
         assert!(!sealed
             .windows(b"session token".len())
             .any(|w| w == b"session token"));

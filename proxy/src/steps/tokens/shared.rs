@@ -325,10 +325,9 @@ impl SharedTokens {
             return Ok(());
         }
         let key = self.key("token", id);
-        let value = self.encode(&key, token, ttl, clock);
-        if value.is_empty() {
+        let Some(value) = self.encode(&key, token, ttl, clock) else {
             return Ok(());
-        }
+        };
         let channel = self.channel();
         let message = format!("set {}", id.as_str());
         self.store
@@ -394,7 +393,7 @@ impl SharedTokens {
     /// The stored form: the token's fingerprint in the clear (for compare-and-delete),
     /// then, sealed under the store key, its expiry (Unix milliseconds), its stale and
     /// refresh offsets before expiry, and the token.
-    fn encode(&self, key: &str, token: &Token, ttl: Duration, clock: &Clock) -> Vec<u8> {
+    fn encode(&self, key: &str, token: &Token, ttl: Duration, clock: &Clock) -> Option<Vec<u8>> {
         let expires_unix = unix_ms(clock.wall()).saturating_add(millis(ttl));
         let secret = token.secret();
         let mut plain = Vec::with_capacity(16 + secret.len());
@@ -402,14 +401,11 @@ impl SharedTokens {
         plain.extend_from_slice(&token.stale_ms_before.to_be_bytes());
         plain.extend_from_slice(&token.refresh_ms_before.to_be_bytes());
         plain.extend_from_slice(secret);
-        let sealed = self.keyring.seal(&plain, key.as_bytes());
-        if sealed.is_empty() {
-            return sealed;
-        }
+        let sealed = self.keyring.seal(&plain, key.as_bytes())?;
         let mut value = Vec::with_capacity(16 + sealed.len());
         value.extend_from_slice(&self.hasher.token(secret));
         value.extend_from_slice(&sealed);
-        value
+        Some(value)
     }
 
     fn decode(&self, key: &str, value: &[u8], clock: &Clock) -> Option<Stored> {

@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use refold_proxy::config::{parse_duration, Config};
+use refold_proxy::config::Config;
 use refold_proxy::process::{reload, server, tls};
-use refold_proxy::steps::identity;
 
 mod demo;
+mod sign;
 use tracing_subscriber::EnvFilter;
 
 /// The process's allocator. With glibc's malloc about half of the resident memory a
@@ -53,6 +53,9 @@ enum Command {
         /// Where the demo proxy listens (another free port is used if this one is taken).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Serve HTTPS with a fresh self-signed pair (as `gen-cert` makes), removed on exit.
+        #[arg(long)]
+        tls: bool,
     },
     /// Run only the stand-in Refold upstream (without Refold's rate limits).
     MockUpstream {
@@ -65,8 +68,9 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = demo::DEMO_ACCOUNT)]
         accounts: Vec<String>,
     },
-    /// Sign an app JWT with the configured HS secret (or the demo's), for trying a
-    /// deployment by hand. Reads only the config's `[identity]` table and its secret.
+    /// Sign an app JWT for trying a deployment by hand: with the configured HS secret, a
+    /// private key (`--key`), or the demo's secret. Reads only the config's `[identity]`
+    /// table (claims, and the secret unless `--key`).
     SignJwt {
         /// The linked account id the token names.
         #[arg(long)]
@@ -74,6 +78,17 @@ enum Command {
         /// How long the token is valid (90s, 30m, 1h, 2d).
         #[arg(long, default_value = "1h")]
         ttl: String,
+        /// Sign with this PEM private key (RSA, ECDSA P-256/P-384 or Ed25519) instead of
+        /// the HS secret. The key's type chooses the algorithm unless `--alg` does.
+        #[arg(long, value_name = "PEM", conflicts_with = "demo")]
+        key: Option<PathBuf>,
+        /// The algorithm for `--key` (RS256, RS384, RS512, PS256, PS384, PS512, ES256,
+        /// ES384, EdDSA).
+        #[arg(long, value_name = "ALG", requires = "key")]
+        alg: Option<String>,
+        /// The `kid` header naming the key, as the JWKS publishes it.
+        #[arg(long, value_name = "KID", requires = "key")]
+        kid: Option<String>,
         /// Sign with the demo's secret and claims instead of the config's, for `demo`.
         #[arg(long)]
         demo: bool,
@@ -140,9 +155,8 @@ fn main() -> ExitCode {
                     server::shutdown_signal(),
                 ))
             }),
-        Some(Command::Demo { listen }) => {
-            runtime(None).and_then(|rt| rt.block_on(demo::run(listen, server::shutdown_signal())))
-        }
+        Some(Command::Demo { listen, tls }) => runtime(None)
+            .and_then(|rt| rt.block_on(demo::run(listen, tls, server::shutdown_signal()))),
         Some(Command::MockUpstream {
             listen,
             api_key,
@@ -155,7 +169,21 @@ fn main() -> ExitCode {
                 server::shutdown_signal(),
             ))
         }),
-        Some(Command::SignJwt { sub, ttl, demo }) => sign_jwt(&cli.config, &sub, &ttl, demo),
+        Some(Command::SignJwt {
+            sub,
+            ttl,
+            key,
+            alg,
+            kid,
+            demo,
+        }) => {
+            let signer = match (demo, key) {
+                (true, _) => sign::Signer::Demo,
+                (false, Some(path)) => sign::Signer::Key { path, alg, kid },
+                (false, None) => sign::Signer::Secret,
+            };
+            sign::sign_jwt(&cli.config, &sub, &ttl, signer)
+        }
         Some(Command::GenCert { hosts, out, force }) => gen_cert(&hosts, &out, force),
     };
     match result {
@@ -165,42 +193,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn sign_jwt(
-    config: &std::path::Path,
-    sub: &str,
-    ttl: &str,
-    demo: bool,
-) -> Result<(), refold_proxy::BoxError> {
-    let ttl = parse_duration(ttl)?;
-    if demo {
-        let token = demo::sign_jwt(sub, ttl)?;
-        eprintln!("signed with the demo's secret (for `refold-proxy demo` only)");
-        println!("{token}");
-        return Ok(());
-    }
-    // Only [identity] and its secret: signing needs neither Refold's API key nor Redis.
-    let identity = Config::load_identity(config)?;
-    let (Some(secret), Some(variable)) = (&identity.hs_secret, &identity.hs_secret_env) else {
-        return Err(
-            "sign-jwt needs an HS algorithm and identity.hs_secret_env in the config".into(),
-        );
-    };
-    let token = identity::sign_hs256(
-        secret,
-        &identity.account_claim,
-        sub,
-        ttl,
-        identity.issuer.as_deref(),
-        identity.audience.as_deref(),
-    )?;
-    eprintln!(
-        "signed with the secret in {variable} (identity.hs_secret_env in {})",
-        config.display()
-    );
-    println!("{token}");
-    Ok(())
 }
 
 fn gen_cert(

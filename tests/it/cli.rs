@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use tokio::io::AsyncBufReadExt;
 
+use crate::support::Harness;
+
 const BIN: &str = env!("CARGO_BIN_EXE_refold-proxy");
 const SECRET: &str = "cli-test-signing-secret-0123456789abcdef";
 
@@ -332,8 +334,14 @@ fn check_config_names_a_mismatched_tls_pair() {
 
 /// The demo binary on free ports, and its banner (every line up to "Ctrl-C to stop.").
 async fn start_demo() -> (tokio::process::Child, Vec<String>) {
+    start_demo_with(&[]).await
+}
+
+/// `start_demo` with more arguments to `demo`.
+async fn start_demo_with(extra: &[&str]) -> (tokio::process::Child, Vec<String>) {
     let mut child = tokio::process::Command::new(BIN)
         .args(["demo", "--listen", "127.0.0.1:0"])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -364,18 +372,19 @@ fn banner_curl<'a>(banner: &'a [String], path_end: &str) -> (&'a str, Option<&'a
         .filter(|line| line.trim_start().starts_with("curl "))
         .find(|line| {
             line.split_whitespace()
-                .any(|w| w.starts_with("http://") && w.ends_with(path_end))
+                .any(|w| is_url(w) && w.ends_with(path_end))
         })
         .unwrap_or_else(|| panic!("no curl line for {path_end} in {banner:#?}"));
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap();
+    let url = line.split_whitespace().find(|w| is_url(w)).unwrap();
     let jwt = line
         .split("Bearer ")
         .nth(1)
         .map(|rest| rest.trim_end_matches('\''));
     (url, jwt)
+}
+
+fn is_url(word: &str) -> bool {
+    word.starts_with("http://") || word.starts_with("https://")
 }
 
 #[tokio::test]
@@ -589,4 +598,166 @@ async fn logs_to_a_pipe_are_json_by_default_and_never_carry_colour_codes() {
         "escape codes in a pipe: {pretty:?}"
     );
     assert!(pretty.contains("INFO"), "{pretty:?}");
+}
+
+/// `--key` signs with a private key of each type the proxy verifies; the proxy given the
+/// public half (and the issuer and audience the config names) accepts the token.
+#[tokio::test]
+async fn sign_jwt_signs_with_a_private_key_the_proxy_verifies() {
+    let keys = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/keys");
+    for (name, alg) in [("rs256", "RS256"), ("es256", "ES256"), ("ed25519", "EdDSA")] {
+        let identity = format!(
+            "algorithms = [\"{alg}\"]\npublic_key_file = {}\n\
+             issuer = \"https://auth.example\"\naudience = \"refold-proxy\"\n",
+            toml::Value::String(keys.join(format!("{name}.pub.pem")).display().to_string())
+        );
+        let path = write_config(
+            &format!("sign-{name}.toml"),
+            &format!("[identity]\n{identity}"),
+        );
+        let out = command()
+            .env_remove("APP_JWT_SECRET")
+            .arg("--config")
+            .arg(&path)
+            .args(["sign-jwt", "--sub", "key-user", "--key"])
+            .arg(keys.join(format!("{name}.key.pem")))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{name}: {stderr}");
+        assert!(
+            stderr.contains(alg),
+            "{name}: the algorithm is named: {stderr}"
+        );
+        assert!(!stderr.contains("warning"), "{name}: {stderr}");
+        let token = String::from_utf8(out.stdout).unwrap();
+        let header = jsonwebtoken::decode_header(token.trim()).unwrap();
+        assert_eq!(format!("{:?}", header.alg), alg);
+
+        let h = Harness::builder()
+            .accounts(["key-user"])
+            .identity(&identity)
+            .start()
+            .await;
+        let response = h
+            .client
+            .get(h.url("/api/v2/f-sdk/application"))
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{name}");
+        h.stop().await;
+    }
+}
+
+/// A key whose public half the config does not hold, or an algorithm the config does not
+/// allow, still signs (the token may be meant for another deployment) but says the proxy
+/// at this config would refuse it; a key that cannot sign the asked algorithm is an error.
+#[test]
+fn sign_jwt_with_a_key_warns_when_this_config_would_refuse_the_token() {
+    let keys = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/keys");
+    let identity = format!(
+        "[identity]\nalgorithms = [\"RS256\"]\npublic_key_file = {}\nallow_missing_issuer_audience = true\n",
+        toml::Value::String(keys.join("rs256.pub.pem").display().to_string())
+    );
+    let path = write_config("sign-warn.toml", &identity);
+    let sign = |key: &str, extra: &[&str]| {
+        command()
+            .env_remove("APP_JWT_SECRET")
+            .arg("--config")
+            .arg(&path)
+            .args(["sign-jwt", "--sub", "u", "--key"])
+            .arg(keys.join(key))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let other = sign("rs256-other.key.pem", &[]);
+    let stderr = String::from_utf8_lossy(&other.stderr);
+    assert!(other.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning") && stderr.contains("identity.public_key_file"),
+        "{stderr}"
+    );
+    let es = sign("es256.key.pem", &[]);
+    let stderr = String::from_utf8_lossy(&es.stderr);
+    assert!(es.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning") && stderr.contains("identity.algorithms"),
+        "{stderr}"
+    );
+    let mismatch = sign("es256.key.pem", &["--alg", "RS256"]);
+    let stderr = String::from_utf8_lossy(&mismatch.stderr);
+    assert!(!mismatch.status.success());
+    assert!(stderr.contains("cannot sign RS256"), "{stderr}");
+    assert!(mismatch.stdout.is_empty());
+    // The private key never reaches the output.
+    let pem = std::fs::read_to_string(keys.join("es256.key.pem")).unwrap();
+    let body = pem.lines().nth(1).unwrap();
+    assert!(!stderr.contains(body));
+}
+
+/// `demo --tls` serves HTTPS with a fresh self-signed pair whose certificate the banner
+/// names for curl's `--cacert`; the banner's request works over TLS trusting only it.
+#[tokio::test]
+async fn demo_tls_serves_https_with_a_fresh_certificate_the_banner_names() {
+    use http_body_util::BodyExt;
+    use rustls::pki_types::pem::PemObject;
+
+    let (mut child, banner) = start_demo_with(&["--tls"]).await;
+    let line = banner
+        .iter()
+        .find(|line| line.trim_start().starts_with("curl ") && line.contains("/application"))
+        .unwrap_or_else(|| panic!("no curl line in {banner:#?}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let cacert = words[words.iter().position(|w| *w == "--cacert").unwrap() + 1];
+    let (url, jwt) = banner_curl(&banner, "/application");
+    let url: http::Uri = url.parse().unwrap();
+    assert_eq!(url.scheme_str(), Some("https"), "{line}");
+
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(cacert).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let host = url.host().unwrap().to_owned();
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), url.port_u16().unwrap()))
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(rustls::pki_types::ServerName::try_from(host).unwrap(), tcp)
+        .await
+        .expect("the certificate the banner names verifies the demo's listener");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let request = http::Request::get(url.path())
+        .header("host", url.authority().unwrap().as_str())
+        .header("authorization", format!("Bearer {}", jwt.unwrap()))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = send.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("hubspot"));
+    // The pair is the demo's alone: a clean stop removes it.
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("the demo stops on SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!Path::new(cacert).exists(), "{cacert} is left behind");
 }

@@ -12,26 +12,28 @@
 
 mod jwks;
 mod keys;
+mod signing;
 mod verified;
 
 pub use jwks::{CacheError, FetchError, JwksError};
 pub use keys::{JwksParseError, KeySet};
+pub use signing::{sign_hs256, signature_verifies, AppClaims, SigningKey, SigningKeyError};
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::header::{AUTHORIZATION, COOKIE};
 use http::HeaderMap;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
 use self::jwks::Jwks;
 use self::verified::VerifiedCache;
 use crate::config::{is_hmac, ConfigError, IdentityConfig};
 use crate::error::ProxyError;
-use crate::secret::{Fingerprint, FingerprintKey, Secret};
+use crate::secret::{Fingerprint, FingerprintKey};
 
 /// The verified caller: the linked account its credential names. Cheap to clone.
 #[derive(Clone, PartialEq, Eq)]
@@ -449,43 +451,15 @@ fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>
     Ok(first.filter(|v| !v.is_empty()))
 }
 
-/// Signs an HS256 app JWT for `account` (the `sub` or configured claim), valid for `ttl`.
-/// For the demo, `sign-jwt` and tests: production apps sign their own.
-pub fn sign_hs256(
-    secret: &Secret,
-    account_claim: &str,
-    account: &str,
-    ttl: Duration,
-    issuer: Option<&str>,
-    audience: Option<&str>,
-) -> Result<String, jsonwebtoken::errors::Error> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    let mut claims = Map::new();
-    claims.insert(account_claim.to_owned(), Value::from(account));
-    claims.insert("iat".into(), Value::from(now));
-    claims.insert("exp".into(), Value::from(now + ttl.as_secs()));
-    if let Some(iss) = issuer {
-        claims.insert("iss".into(), Value::from(iss));
-    }
-    if let Some(aud) = audience {
-        claims.insert("aud".into(), Value::from(aud));
-    }
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(secret.expose().as_bytes()),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::secret::Secret;
     use http::HeaderValue;
+    use jsonwebtoken::{EncodingKey, Header};
     use std::path::Path;
+    use std::time::Duration;
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
 

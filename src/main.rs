@@ -10,6 +10,7 @@ use refold_proxy::process::{reload, server, tls};
 use refold_proxy::steps::identity;
 
 mod demo;
+mod selftest;
 use tracing_subscriber::EnvFilter;
 
 /// The process's allocator. With glibc's malloc about half of the resident memory a
@@ -90,6 +91,11 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Probe a live deployment from outside, as an attacker would, and report each check
+    /// (exit 0 all passed, 1 a check failed, 2 could not run). Sends only GETs, CORS
+    /// preflights and requests the proxy must refuse: nothing that changes state at
+    /// Refold, unless --allow-writes.
+    Selftest(selftest::SelftestArgs),
 }
 
 fn main() -> ExitCode {
@@ -157,6 +163,7 @@ fn main() -> ExitCode {
         }),
         Some(Command::SignJwt { sub, ttl, demo }) => sign_jwt(&cli.config, &sub, &ttl, demo),
         Some(Command::GenCert { hosts, out, force }) => gen_cert(&hosts, &out, force),
+        Some(Command::Selftest(args)) => return selftest::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

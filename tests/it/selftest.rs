@@ -158,6 +158,44 @@ async fn every_check_passes_against_a_well_configured_proxy() {
 }
 
 #[tokio::test]
+async fn allow_writes_adds_posts_that_a_well_configured_proxy_refuses() {
+    let h = Harness::builder()
+        .accounts(["alice"])
+        .tables(&cors(&[ORIGIN]))
+        .start()
+        .await;
+    let mut args = args(&format!("http://{}", h.proxy_addr));
+    args.push("--allow-writes".into());
+    let run = selftest(&args).await;
+    assert_eq!(run.code, 0, "{:#}\n{}", run.report, run.stderr);
+    assert!(run.with_outcome("fail").is_empty(), "{:#}", run.report);
+    let reason = |check: &str| {
+        run.report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == check)
+            .unwrap()["reason"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(
+        reason("token-routes").contains("GET and POST"),
+        "{:#}",
+        run.report
+    );
+    assert!(
+        reason("account-in-body").contains("POST"),
+        "{:#}",
+        run.report
+    );
+    // The proxy refused every POST: still nothing but reads (and its own mints) upstream.
+    assert_only_reads(&h);
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn checks_without_their_flags_are_skipped_naming_the_flag() {
     let h = Harness::with_accounts(&["alice"]).await;
     let run = selftest(&[

@@ -17,14 +17,25 @@ mod probe;
 mod scan;
 mod tls;
 
+/// Where `--jwt` is read from when the flag is not given.
+const JWT_ENV: &str = "SELFTEST_JWT";
+/// Where `--expired-jwt` is read from when the flag is not given.
+const EXPIRED_JWT_ENV: &str = "SELFTEST_EXPIRED_JWT";
+
 /// Arguments of `refold-proxy selftest`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct SelftestArgs {
     /// The proxy's base URL as the SDK is given it (its mount path included).
     #[arg(long, value_name = "URL")]
     url: String,
-    /// A valid app JWT for a test account.
-    #[arg(long, value_name = "JWT")]
+    /// A valid app JWT for a test account [default: the SELFTEST_JWT environment
+    /// variable, which keeps it out of the process list].
+    #[arg(
+        long,
+        value_name = "JWT",
+        default_value = "",
+        hide_default_value = true
+    )]
     jwt: String,
     /// An origin the proxy allows (`cors.allowed_origins`): its preflight must be answered.
     #[arg(long, value_name = "ORIGIN")]
@@ -40,7 +51,8 @@ pub(crate) struct SelftestArgs {
     /// through (POSTs naming another account, POSTs to token routes).
     #[arg(long)]
     allow_writes: bool,
-    /// An expired app JWT, for the expiry check (skipped without it).
+    /// An expired app JWT, for the expiry check (skipped without it) [default: the
+    /// SELFTEST_EXPIRED_JWT environment variable].
     #[arg(long, value_name = "JWT")]
     expired_jwt: Option<String>,
     /// A PEM file of CA certificates to trust besides the webpki roots (a private CA).
@@ -108,7 +120,19 @@ struct Report<'a> {
 }
 
 /// Runs the self-test and prints the report; the exit code says how it went.
-pub(crate) fn run(args: SelftestArgs) -> ExitCode {
+pub(crate) fn run(mut args: SelftestArgs) -> ExitCode {
+    // From the environment, a JWT stays out of `ps` and the shell history.
+    if args.jwt.is_empty() {
+        match std::env::var(JWT_ENV) {
+            Ok(jwt) if !jwt.is_empty() => args.jwt = jwt,
+            _ => return could_not_run(&format!("--jwt (or {JWT_ENV}) is required")),
+        }
+    }
+    if args.expired_jwt.is_none() {
+        args.expired_jwt = std::env::var(EXPIRED_JWT_ENV)
+            .ok()
+            .filter(|v| !v.is_empty());
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -15,6 +15,10 @@ use super::{jwt, scan, Check, Outcome, SelftestArgs};
 /// A read-only SDK route every account may GET: the account's own details.
 const READ_ROUTE: &str = "/api/v3/org/basics";
 
+/// The longest clock-skew leeway the proxy can be configured with (`identity.leeway_s`):
+/// a JWT expired more recently may rightly still pass.
+const MAX_LEEWAY_S: u64 = 300;
+
 /// A linked account id no test account has.
 const FOREIGN_ACCOUNT: &str = "refold-selftest-foreign-account";
 
@@ -213,9 +217,17 @@ async fn expired(probe: &Probe, args: &SelftestArgs) -> Check {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     match jwt::expiry(token) {
-        Some(exp) if exp < now => {
+        Some(exp) if exp.saturating_add(MAX_LEEWAY_S) < now => {
             refused_401(probe, "jwt-expired", Some(token), "an expired JWT").await
         }
+        Some(exp) if exp < now => Check::new(
+            "jwt-expired",
+            Outcome::Skip,
+            format!(
+                "the --expired-jwt token expired under {MAX_LEEWAY_S}s ago, within a leeway \
+                 the proxy may allow (identity.leeway_s): give one expired longer ago"
+            ),
+        ),
         _ => Check::new(
             "jwt-expired",
             Outcome::Skip,

@@ -72,6 +72,8 @@ async fn selftest(args: &[String]) -> Run {
         .arg("selftest")
         .args(args)
         .arg("--json")
+        .env_remove("SELFTEST_JWT")
+        .env_remove("SELFTEST_EXPIRED_JWT")
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output()
@@ -346,6 +348,66 @@ async fn a_proxy_letting_the_session_token_route_through_fails_the_token_checks(
         run.report
     );
     assert_only_reads(&h);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_jwt_expired_within_the_longest_leeway_is_not_used_for_the_expiry_check() {
+    // With the longest leeway the proxy rightly accepts a JWT that expired 100 s ago:
+    // the check must not call that a failure.
+    let h = Harness::builder()
+        .accounts(["alice"])
+        .identity("leeway_s = 300")
+        .tables(&cors(&[ORIGIN]))
+        .start()
+        .await;
+    let recently_expired = sign_with(
+        Algorithm::HS256,
+        SECRET,
+        serde_json::json!({ "sub": "alice", "exp": now() - 100, "iat": now() - 700 }),
+    );
+    let mut args = args(&format!("http://{}", h.proxy_addr));
+    let at = args.iter().position(|a| a == "--expired-jwt").unwrap();
+    args[at + 1] = recently_expired;
+    let run = selftest(&args).await;
+    assert_eq!(run.code, 0, "{:#}\n{}", run.report, run.stderr);
+    assert_eq!(run.outcome("jwt-expired"), "skip", "{:#}", run.report);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn the_jwts_can_come_from_the_environment() {
+    let h = Harness::with_accounts(&["alice"]).await;
+    let output = tokio::process::Command::new(BIN)
+        .args([
+            "selftest",
+            "--json",
+            "--url",
+            &format!("http://{}", h.proxy_addr),
+        ])
+        .env("SELFTEST_JWT", app_jwt("alice"))
+        .env("SELFTEST_EXPIRED_JWT", expired_jwt("alice"))
+        .output()
+        .await
+        .unwrap();
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(output.status.code(), Some(0), "{report:#}");
+    let expiry = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "jwt-expired")
+        .unwrap();
+    assert_eq!(expiry["outcome"], "pass", "{report:#}");
+    // Neither given: it cannot run.
+    let output = tokio::process::Command::new(BIN)
+        .args(["selftest", "--url", &format!("http://{}", h.proxy_addr)])
+        .env_remove("SELFTEST_JWT")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("SELFTEST_JWT"));
     h.stop().await;
 }
 

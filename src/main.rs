@@ -91,10 +91,11 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Probe a live deployment from outside, as an attacker would, and report each check
-    /// (exit 0 all passed, 1 a check failed, 2 could not run). Sends only GETs, CORS
-    /// preflights and requests the proxy must refuse: nothing that changes state at
-    /// Refold, unless --allow-writes.
+    /// Probe a live deployment from outside, as an attacker would, and report each check.
+    ///
+    /// Exit status: 0 all passed, 1 a check failed, 2 could not run (e.g. unreachable).
+    /// Sends only GETs, CORS preflights and requests the proxy must refuse: nothing that
+    /// changes state at Refold, unless --allow-writes.
     Selftest(selftest::SelftestArgs),
 }
 

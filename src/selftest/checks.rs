@@ -19,6 +19,9 @@ const READ_ROUTE: &str = "/api/v3/org/basics";
 /// a JWT expired more recently may rightly still pass.
 const MAX_LEEWAY_S: u64 = 300;
 
+/// The API key the credential-header probes send: not a real one.
+const FAKE_KEY: &str = "tk_selftest_not_a_real_api_key";
+
 /// A linked account id no test account has.
 const FOREIGN_ACCOUNT: &str = "refold-selftest-foreign-account";
 
@@ -82,6 +85,7 @@ pub(super) async fn run_all(args: &SelftestArgs) -> Result<Vec<Check>, String> {
     own.extend(args.expired_jwt.clone());
     own.extend(flipped.clone());
     own.extend(unsigned.clone());
+    own.push(FAKE_KEY.to_owned());
 
     let mut checks = vec![Check::verdict(
         "jwt-accepted",
@@ -312,7 +316,6 @@ async fn account_in_body(probe: &Probe, args: &SelftestArgs) -> Check {
 }
 
 async fn credential_headers(probe: &Probe, jwt: &str, baseline: &Answer, own: &[String]) -> Check {
-    const FAKE_KEY: &str = "tk_selftest_not_a_real_api_key";
     let token_route = "/api/v2/public/session-token";
     let probes: [&[(&'static str, &str)]; 7] = [
         &[("x-api-key", FAKE_KEY)],

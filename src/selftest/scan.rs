@@ -39,13 +39,15 @@ pub(crate) fn envelope_problem(answer: &Answer) -> Option<String> {
 }
 
 /// What kind of secret `text` carries, if any: a Refold API key (`tk`/`pk` prefix) or a
-/// JWT that is none of `own` (the caller's own tokens, sent by the probes themselves).
+/// JWT, other than those in `own` (what the probes sent themselves: the caller's JWTs,
+/// the fake key).
 pub(crate) fn secret_in(text: &[u8], own: &[String]) -> Option<&'static str> {
     let words = text
         .split(|b| !(b.is_ascii_alphanumeric() || b"_-.".contains(b)))
         .filter(|w| !w.is_empty());
     for word in words {
-        if api_key_shaped(word) {
+        let key = word.split(|b| *b == b'.').next().unwrap_or(word);
+        if api_key_shaped(word) && !own.iter().any(|o| o.as_bytes() == key) {
             return Some("an API key (tk/pk prefix)");
         }
         if let Some(jwt) = jwt_in(word) {
@@ -105,6 +107,11 @@ mod tests {
         assert!(secret_in(b"pk7Hq2mZ9xL4vB8nR3tY6w", &[]).is_some());
         assert_eq!(secret_in(b"{\"flow\":\"pkce\",\"tkt\":\"tk\"}", &[]), None);
         assert_eq!(secret_in(b"tk_short", &[]), None);
+        let sent = ["tk_selftest_not_a_real_api_key".to_owned()];
+        assert_eq!(
+            secret_in(b"bad key tk_selftest_not_a_real_api_key.", &sent),
+            None
+        );
     }
 
     #[test]

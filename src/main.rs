@@ -9,6 +9,7 @@ use refold_proxy::config::Config;
 use refold_proxy::process::{reload, server, tls};
 
 mod demo;
+mod selftest;
 mod sign;
 use tracing_subscriber::EnvFilter;
 
@@ -105,6 +106,12 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Probe a live deployment from outside, as an attacker would, and report each check.
+    ///
+    /// Exit status: 0 all passed, 1 a check failed, 2 could not run (e.g. unreachable).
+    /// Sends only GETs, CORS preflights and requests the proxy must refuse: nothing that
+    /// changes state at Refold, unless --allow-writes.
+    Selftest(selftest::SelftestArgs),
 }
 
 fn main() -> ExitCode {
@@ -185,6 +192,7 @@ fn main() -> ExitCode {
             sign::sign_jwt(&cli.config, &sub, &ttl, signer)
         }
         Some(Command::GenCert { hosts, out, force }) => gen_cert(&hosts, &out, force),
+        Some(Command::Selftest(args)) => return selftest::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -27,6 +27,7 @@ mod reload;
 mod replicas;
 mod sdk;
 mod security;
+mod selftest;
 mod shared_limits;
 mod shutdown;
 mod streaming;

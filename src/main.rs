@@ -10,6 +10,7 @@ use refold_proxy::process::{reload, server, tls};
 use refold_proxy::steps::identity;
 
 mod demo;
+mod healthcheck;
 use tracing_subscriber::EnvFilter;
 
 /// The process's allocator. With glibc's malloc about half of the resident memory a
@@ -77,6 +78,16 @@ enum Command {
         /// Sign with the demo's secret and claims instead of the config's, for `demo`.
         #[arg(long)]
         demo: bool,
+    },
+    /// GET the admin listener's /healthz (or --url) and exit 0 on a 2xx, 1 otherwise: the
+    /// container image's HEALTHCHECK, which has no shell or curl.
+    Healthcheck {
+        /// The URL to GET (plain http).
+        #[arg(long, default_value = healthcheck::DEFAULT_URL)]
+        url: String,
+        /// How long to wait for the answer (whole seconds: 2s, 1m).
+        #[arg(long, default_value = "2s")]
+        timeout: String,
     },
     /// Make a self-signed certificate and key (ECDSA P-256) for trying HTTPS; development only.
     GenCert {
@@ -157,6 +168,7 @@ fn main() -> ExitCode {
         }),
         Some(Command::SignJwt { sub, ttl, demo }) => sign_jwt(&cli.config, &sub, &ttl, demo),
         Some(Command::GenCert { hosts, out, force }) => gen_cert(&hosts, &out, force),
+        Some(Command::Healthcheck { url, timeout }) => healthcheck::run(&url, &timeout),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

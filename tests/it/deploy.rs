@@ -226,8 +226,14 @@ fn container_port(container: &Value, name: &str) -> u16 {
 
 /// The stand-in Refold and its URL (kept running while the value lives).
 async fn stand_in() -> (String, MockUpstream) {
+    stand_in_with(&[]).await
+}
+
+/// [`stand_in`] knowing the linked `accounts`.
+async fn stand_in_with(accounts: &[&str]) -> (String, MockUpstream) {
     let config = MockConfig {
         api_key: API_KEY.into(),
+        accounts: accounts.iter().map(|a| (*a).to_owned()).collect(),
         ..MockConfig::default()
     };
     let (addr, mock) = MockUpstream::spawn(config).await.unwrap();
@@ -724,4 +730,152 @@ async fn healthcheck_fails_on_a_closed_port_and_on_a_503() {
     assert_eq!(out.status.code(), Some(1));
     let why = String::from_utf8_lossy(&out.stderr);
     assert!(why.contains("503"), "{why}");
+}
+
+/// A `redis-server` run with the Valkey container's own command line (the binary's
+/// name, the port and the bind address aside). Killed when dropped.
+struct ValkeyCommand {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl ValkeyCommand {
+    fn start(password: &str) -> Self {
+        let valkey = object("StatefulSet", "valkey");
+        let container = &valkey["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(container["command"], serde_json::json!(["sh", "-c"]));
+        let script = container["args"][0].as_str().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let script = script
+            .replacen("exec valkey-server", "exec redis-server", 1)
+            .replacen("--port 6379", &format!("--port {port} --bind 127.0.0.1"), 1);
+        assert!(script.contains(&format!("--port {port}")), "{script}");
+        let child = Command::new("sh")
+            .args(["-c", &script])
+            .env("VALKEY_PASSWORD", password)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (.ci/run installs it)");
+        let server = Self { child, port };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        // Up once the default user is refused (it is off): the server answers.
+        while !server.cli(&[], &["PING"]).contains("NOAUTH") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        server
+    }
+
+    /// `redis-cli` on this server with `auth` options; stdout and stderr together.
+    fn cli(&self, auth: &[&str], args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "--no-auth-warning",
+            ])
+            .args(auth)
+            .args(args)
+            .output()
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+}
+
+impl Drop for ValkeyCommand {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The Valkey container's command line, run as it is written, gives the proxy (on the
+/// ConfigMap's config) a working store through the ACL user, and nobody else anything.
+#[tokio::test]
+async fn the_valkey_command_line_serves_the_proxy_through_its_acl_user() {
+    let readme = std::fs::read_to_string(repo().join("deploy/replicas/README.md")).unwrap();
+    let documented = readme
+        .split('`')
+        .find(|s| s.starts_with("~refold-proxy:*"))
+        .expect("the ACL deploy/replicas/README.md documents");
+    let valkey = object("StatefulSet", "valkey");
+    let script = valkey["spec"]["template"]["spec"]["containers"][0]["args"][0]
+        .as_str()
+        .unwrap()
+        .replace('\'', "");
+    for rule in documented.split_whitespace() {
+        assert!(script.contains(rule), "the ACL rule {rule} in: {script}");
+    }
+
+    let password = "valkey-acl-test-password-0123456789";
+    let server = ValkeyCommand::start(password);
+    let (upstream, _mock) = stand_in_with(&["alice"]).await;
+    let mut config = parse_toml(&configmap_toml());
+    for (table, key, value) in [
+        ("server", "listen", "127.0.0.1:0".to_owned()),
+        ("admin", "listen", "127.0.0.1:0".to_owned()),
+        ("upstream", "base_url", upstream),
+    ] {
+        config[table].as_table_mut().unwrap()[key] = toml::Value::String(value);
+    }
+    let (_, template) = secret_template();
+    let url_env = config["redis"]["url_env"].as_str().unwrap().to_owned();
+    // The template's URL, its password and host made this server's.
+    let url = template[&url_env]
+        .replace("CHANGE-ME", password)
+        .replace("@valkey:6379", &format!("@127.0.0.1:{}", server.port));
+    let mut env: Vec<(&str, String)> = Vec::new();
+    let names = env_keys(&config);
+    // The API key and the JWT secret stay the ones the stand-in and app_jwt use.
+    for name in names
+        .iter()
+        .filter(|n| *n != "REFOLD_API_KEY" && *n != "APP_JWT_SECRET")
+    {
+        env.push((name.as_str(), dummy_secret(name)));
+    }
+    env.push((url_env.as_str(), url));
+    let mut process = ProxyProcess::spawn_with_env(&config.to_string(), &env).await;
+    let addr = process.serving().await;
+
+    let status = reqwest::Client::new()
+        .get(format!("http://{addr}/api/v2/public/workflow"))
+        .bearer_auth(crate::support::app_jwt("alice"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    let ready: Value = reqwest::get(process.admin_url("/readyz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["store"], "up", "{ready}");
+    let auth = ["--user", "refold-proxy", "--pass", password];
+    let keys = server.cli(&auth, &["--scan"]);
+    assert!(
+        !keys.trim().is_empty() && keys.lines().all(|k| k.starts_with("refold-proxy:")),
+        "{keys}"
+    );
+    // Outside its prefix the proxy's user is refused; the default user is off.
+    assert!(server.cli(&auth, &["GET", "other"]).contains("NOPERM"));
+    assert!(server
+        .cli(&[], &["GET", "refold-proxy:x"])
+        .contains("NOAUTH"));
+    drop(process);
 }

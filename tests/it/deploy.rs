@@ -265,6 +265,7 @@ fn the_configmap_config_passes_check_config() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let _ = std::fs::remove_dir_all(&dir);
     let config = parse_toml(&configmap_toml());
     assert_eq!(config["tokens"]["store"].as_str(), Some("redis"));
     assert!(config["redis"]["url_env"].is_str());

@@ -880,3 +880,43 @@ async fn the_valkey_command_line_serves_the_proxy_through_its_acl_user() {
         .contains("NOAUTH"));
     drop(process);
 }
+
+/// `kubernetes-validate` (PyPI): on the PATH, or in the venv `.ci/run` makes.
+fn kubernetes_validate() -> PathBuf {
+    let venv = repo().join("target/ci-venv/bin/kubernetes-validate");
+    if venv.exists() {
+        return venv;
+    }
+    let on_path = Command::new("kubernetes-validate")
+        .arg("--version")
+        .output();
+    assert!(
+        on_path.is_ok_and(|out| out.status.success()),
+        "kubernetes-validate is missing: `pip install kubernetes-validate`, or run .ci/run \
+         (it installs it into target/ci-venv)"
+    );
+    PathBuf::from("kubernetes-validate")
+}
+
+/// Every manifest (the Secret template too) against the API schemas of Kubernetes 1.30,
+/// the first release with the stable `preStop.sleep` action, rejecting unknown fields.
+#[test]
+fn the_manifests_validate_against_the_kubernetes_schemas() {
+    let files: Vec<PathBuf> = manifest_files()
+        .into_keys()
+        .filter(|name| name != "kustomization.yaml")
+        .map(|name| kubernetes_dir().join(name))
+        .collect();
+    assert!(files.len() >= 6, "{files:?}");
+    let out = Command::new(kubernetes_validate())
+        .args(["--strict", "--quiet", "--kubernetes-version", "1.30.0"])
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -4,11 +4,10 @@
 
 use std::time::Duration;
 
-use refold_proxy::BoxError;
-
 use hyper::{Request, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use refold_proxy::BoxError;
 
 /// The admin listener's liveness endpoint in the shipped config (`admin.listen`).
 pub(crate) const DEFAULT_URL: &str = "http://127.0.0.1:9901/healthz";

@@ -631,6 +631,16 @@ fn the_dockerfile_builds_a_distroless_non_root_image_of_the_binary() {
         exec_form(args_of(last, "CMD")[0]),
         ["--config", default_config]
     );
+    // The subcommand's own default is that URL too.
+    let help = Command::new(BIN)
+        .args(["healthcheck", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains(&format!("http://127.0.0.1:{admin}/healthz")),
+        "{help}"
+    );
     let healthcheck = args_of(last, "HEALTHCHECK")[0];
     let command = healthcheck
         .split_once("CMD ")

@@ -9,6 +9,7 @@ use refold_proxy::config::Config;
 use refold_proxy::process::{reload, server, tls};
 
 mod demo;
+mod healthcheck;
 mod selftest;
 mod sign;
 use tracing_subscriber::EnvFilter;
@@ -93,6 +94,16 @@ enum Command {
         /// Sign with the demo's secret and claims instead of the config's, for `demo`.
         #[arg(long)]
         demo: bool,
+    },
+    /// GET the admin listener's /healthz (or --url) and exit 0 on a 2xx, 1 otherwise: the
+    /// container image's HEALTHCHECK, which has no shell or curl.
+    Healthcheck {
+        /// The URL to GET (plain http).
+        #[arg(long, default_value = healthcheck::DEFAULT_URL)]
+        url: String,
+        /// How long to wait for the answer (whole seconds: 2s, 1m).
+        #[arg(long, default_value = "2s")]
+        timeout: String,
     },
     /// Make a self-signed certificate and key (ECDSA P-256) for trying HTTPS; development only.
     GenCert {
@@ -193,6 +204,7 @@ fn main() -> ExitCode {
         }
         Some(Command::GenCert { hosts, out, force }) => gen_cert(&hosts, &out, force),
         Some(Command::Selftest(args)) => return selftest::run(args),
+        Some(Command::Healthcheck { url, timeout }) => healthcheck::run(&url, &timeout),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,6 +12,7 @@ mod admin;
 mod browser;
 mod cli;
 mod cors;
+mod deploy;
 mod edge_connections;
 mod edge_guard;
 mod edge_limits;

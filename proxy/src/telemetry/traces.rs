@@ -47,6 +47,9 @@ const ENDPOINT_VARS: [&str; 2] = [
     "OTEL_EXPORTER_OTLP_ENDPOINT",
 ];
 
+/// The layer that hands the spans of [`TARGET`] to the exporter.
+pub type ExportLayer<S> = Box<dyn Layer<S> + Send + Sync>;
+
 /// The exporter's provider: shut it down after the server drained, so the spans of the
 /// last requests are exported.
 #[derive(Debug)]
@@ -66,7 +69,7 @@ impl Traces {
 /// The exporter and its layer when an OTLP endpoint is set, `None` otherwise. Call it
 /// outside an async runtime: the exporter's blocking HTTP client runs on the batch
 /// processor's own thread.
-pub fn from_env<S>() -> Result<Option<(Box<dyn Layer<S> + Send + Sync>, Traces)>, crate::BoxError>
+pub fn from_env<S>() -> Result<Option<(ExportLayer<S>, Traces)>, crate::BoxError>
 where
     S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
 {

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use refold_proxy::config::Config;
 use refold_proxy::process::{reload, server, tls};
+use refold_proxy::telemetry::traces;
 
 mod demo;
 mod healthcheck;
@@ -127,7 +128,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    let traces = match init_tracing(cli.log_format) {
+        Ok(traces) => traces,
+        Err(e) => {
+            eprintln!("refold-proxy: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     if let Some(path) = &cli.check_config {
         // The file, then what the steps would refuse to build from it (no network).
         let checked = Config::load(path).and_then(|config| {
@@ -206,6 +213,10 @@ fn main() -> ExitCode {
         Some(Command::Selftest(args)) => return selftest::run(args),
         Some(Command::Healthcheck { url, timeout }) => healthcheck::run(&url, &timeout),
     };
+    // The server has drained: the last requests' spans go out before the process ends.
+    if let Some(traces) = traces {
+        traces.shutdown();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -257,18 +268,28 @@ fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, refold_pro
     Ok(builder.build()?)
 }
 
-fn init_tracing(format: LogFormat) {
+/// Logging, and the trace exporter's layer when an OTLP endpoint is set (see
+/// `refold_proxy::telemetry::traces`); the exporter is returned to be shut down last.
+fn init_tracing(format: LogFormat) -> Result<Option<traces::Traces>, String> {
     use std::io::IsTerminal;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{filter::FilterExt, Layer};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colour codes only for a person at a terminal, never into a file or a pipe.
     let terminal = std::io::stderr().is_terminal();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(terminal)
         .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Pretty => builder.init(),
-        LogFormat::Auto if terminal => builder.init(),
-        LogFormat::Auto | LogFormat::Json => builder.json().init(),
-    }
+    let fmt = match format {
+        LogFormat::Pretty => fmt.boxed(),
+        LogFormat::Auto if terminal => fmt.boxed(),
+        LogFormat::Auto | LogFormat::Json => fmt.json().boxed(),
+    };
+    // The trace spans are never log lines, whatever RUST_LOG says.
+    let fmt = fmt.with_filter(filter.and(traces::not_spans()));
+    let exporter = traces::from_env().map_err(|e| format!("traces: {e}"))?;
+    let (otel, traces) = exporter.unzip();
+    tracing_subscriber::registry().with(fmt).with(otel).init();
+    Ok(traces)
 }

@@ -44,7 +44,8 @@
 //! - [`error`]: [`error::ProxyError`], its status and Refold-shaped JSON body.
 //! - [`secret`]: values that never print themselves; keyed account fingerprints.
 //! - [`clock`]: the one clock every step tells time by (tests move it).
-//! - [`telemetry`]: `metrics` (the Prometheus registry) and `access` (the access log).
+//! - [`telemetry`]: `metrics` (the Prometheus registry), `access` (the access log) and
+//!   `traces` (OpenTelemetry spans over OTLP/HTTP, off without an endpoint).
 //! - [`outbound`]: connections the proxy makes. `connector` (rustls client, trust roots),
 //!   `protocol` (HTTP/1.1 or h2, as Refold chose), `pool` (the forwarding pool),
 //!   `client` (the clients forwarding, minting and JWKS share), `store` (Redis/Valkey, and

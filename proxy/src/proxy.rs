@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
 use http::{HeaderValue, Method, Request, Response, Version};
 use http_body::Body;
+use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, LimitsConfig, Store};
@@ -32,6 +33,7 @@ use crate::telemetry::access::{request_id, RequestLog, REQUEST_ID};
 use crate::telemetry::metrics::{
     Metrics, RateLimitReason, RouteLabel, StoreFallback, UpstreamErrorKind,
 };
+use crate::telemetry::traces;
 use crate::{BoxError, ProxyBody};
 
 /// The route of `POST /api/v2/public/workflow/{id}/execute`, as its template's label.
@@ -305,6 +307,7 @@ impl Proxy {
         let started = Instant::now();
         let method = request.method().clone();
         let request_id = request_id(request.headers());
+        let span = traces::request(&method, request.headers());
         let mut log = RequestLog::default();
         // A page of another site is refused before anything else happens.
         let origin = self.cors.check(request.headers());
@@ -327,6 +330,7 @@ impl Proxy {
             }
             Ok(_) => match self
                 .handle_inner(request, conn, &request_id, &mut log)
+                .instrument(span.clone())
                 .await
             {
                 Ok(response) => (response, None),
@@ -342,6 +346,13 @@ impl Proxy {
         if let Ok(Some(origin)) = &origin {
             self.cors.decorate(origin, response.headers_mut());
         }
+        traces::finish(
+            &span,
+            &method,
+            log.route.as_deref(),
+            log.account,
+            response.status().as_u16(),
+        );
         log.emit(
             &request_id,
             &method,
@@ -412,6 +423,7 @@ impl Proxy {
         let caller = self
             .authenticator
             .authenticate_or_refetch(&parts.headers)
+            .instrument(traces::identity())
             .await?;
         log.account = Some(caller.tag());
         check_account_binding(&parts.headers, parts.uri.query(), caller.account())?;
@@ -429,7 +441,7 @@ impl Proxy {
                 self.metrics.rate_limited(RateLimitReason::PerAccount);
                 ProxyError::RateLimited { retry_after }
             })?;
-        let token = self.tokens.get(&caller).await?;
+        let token = self.tokens.get(&caller).instrument(traces::token()).await?;
 
         let path_and_query = match parts.uri.query().map(strip_credential_params) {
             Some(query) if !query.is_empty() => Cow::Owned(format!("{path}?{query}")),
@@ -455,13 +467,20 @@ impl Proxy {
         };
         // Refold sees the same request id as the caller and the log.
         parts.headers.insert(REQUEST_ID, request_id.clone());
+        let span = traces::upstream();
+        traces::inject(&span, &mut parts.headers);
         let sent = Instant::now();
         let response = self
             .upstream
             .forward(Request::from_parts(parts, body.into_body()), sync_execution)
+            .instrument(span.clone())
             .await?;
         log.upstream = Some(sent.elapsed());
-        let (mut response, rejected) = self.inspect(response, &token, &accept).await?;
+        span.record("http.response.status_code", response.status().as_u16());
+        let (mut response, rejected) = self
+            .inspect(response, &token, &accept)
+            .instrument(traces::guard())
+            .await?;
         if rejected {
             // Refold no longer accepts the token (revoked, or expired early): drop it,
             // mint with force_refresh (one mint for everyone waiting), and go again once.
@@ -500,14 +519,24 @@ impl Proxy {
         accept: &crate::steps::encoding::AcceptEncoding,
         log: &mut RequestLog,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let token = self.tokens.get(caller).await?;
-        let request = snapshot.with_token(&token);
+        let token = self.tokens.get(caller).instrument(traces::token()).await?;
+        let mut request = snapshot.with_token(&token);
         log.retried = true;
         self.metrics.invalid_token_retry();
+        let span = traces::upstream();
+        traces::inject(&span, request.headers_mut());
         let sent = Instant::now();
-        let response = self.upstream.forward(request, sync_execution).await?;
+        let response = self
+            .upstream
+            .forward(request, sync_execution)
+            .instrument(span.clone())
+            .await?;
         log.upstream = Some(sent.elapsed());
-        let (response, rejected) = self.inspect(response, &token, accept).await?;
+        span.record("http.response.status_code", response.status().as_u16());
+        let (response, rejected) = self
+            .inspect(response, &token, accept)
+            .instrument(traces::guard())
+            .await?;
         if rejected {
             self.tokens.invalidate(caller, &token);
         }

@@ -1,3 +1,4 @@
-//! What the proxy reports: metrics and the access log.
+//! What the proxy reports: metrics, the access log and traces.
 pub mod access;
 pub mod metrics;
+pub mod traces;

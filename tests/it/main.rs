@@ -35,4 +35,5 @@ mod streaming;
 mod tls;
 mod token_store;
 mod tokens;
+mod tracing;
 mod upstream;

@@ -77,6 +77,9 @@ impl ProxyProcess {
             .env(ADMIN_TOKEN_ENV, ADMIN_TOKEN)
             .env(FINGERPRINT_KEY_ENV, FINGERPRINT_KEY)
             .env("RUST_LOG", "info")
+            // Tracing is off unless a test turns it on, whatever the test's environment says.
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
             .envs(env.iter().map(|(name, value)| (name, value)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -556,56 +556,63 @@ impl TokenCache {
                 Plan::Shared(id, want)
             }
         };
-        tokio::spawn(async move {
-            let slot = task_slot;
-            // Clears the flight even if the mint panics, so the account is not stuck
-            // behind a flight that will never land.
-            let cleanup = FlightCleanup(Arc::clone(&slot));
-            let account = &slot.account;
-            let result = match plan {
-                Plan::Alone(start) => inner.minter.mint(account, force, start).await,
-                Plan::Shared(id, want) => inner.obtain_shared(&slot, id, force, want, &tx).await,
-            };
-            {
-                let now = inner.minter.clock().now();
-                let mut state = slot.lock();
+        // Below the token step of the request that starts the mint, when traced.
+        let span = crate::telemetry::traces::mint(force);
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let slot = task_slot;
+                // Clears the flight even if the mint panics, so the account is not stuck
+                // behind a flight that will never land.
+                let cleanup = FlightCleanup(Arc::clone(&slot));
+                let account = &slot.account;
+                let result = match plan {
+                    Plan::Alone(start) => inner.minter.mint(account, force, start).await,
+                    Plan::Shared(id, want) => {
+                        inner.obtain_shared(&slot, id, force, want, &tx).await
+                    }
+                };
+                {
+                    let now = inner.minter.clock().now();
+                    let mut state = slot.lock();
+                    match &result {
+                        Ok(token) => {
+                            state.token = Some(token.clone());
+                            state.release();
+                            state.failures = 0;
+                        }
+                        Err(MintError::AccountMissing) => {
+                            state.hold(now + inner.settings.missing_account_ttl, true);
+                            state.failures = 0;
+                        }
+                        // Not the account's failure: no backoff, but no refresh either before
+                        // the breaker could let one through.
+                        Err(MintError::BreakerOpen { retry_after }) => {
+                            let until = now + *retry_after;
+                            let until = state.hold_until.map_or(until, |held| held.max(until));
+                            state.hold(until, false);
+                        }
+                        Err(error) => {
+                            state.failures = state.failures.saturating_add(1);
+                            state.earned = Earned::of(error);
+                            let pause = backoff(state.failures, account);
+                            state.hold(now + pause, false);
+                        }
+                    }
+                }
+                drop(cleanup);
                 match &result {
-                    Ok(token) => {
-                        state.token = Some(token.clone());
-                        state.release();
-                        state.failures = 0;
+                    Ok(_) => {
+                        tracing::debug!(account = %inner.minter.fingerprints().of(account.as_bytes()), force, "minted session token")
                     }
-                    Err(MintError::AccountMissing) => {
-                        state.hold(now + inner.settings.missing_account_ttl, true);
-                        state.failures = 0;
-                    }
-                    // Not the account's failure: no backoff, but no refresh either before
-                    // the breaker could let one through.
-                    Err(MintError::BreakerOpen { retry_after }) => {
-                        let until = now + *retry_after;
-                        let until = state.hold_until.map_or(until, |held| held.max(until));
-                        state.hold(until, false);
-                    }
-                    Err(error) => {
-                        state.failures = state.failures.saturating_add(1);
-                        state.earned = Earned::of(error);
-                        let pause = backoff(state.failures, account);
-                        state.hold(now + pause, false);
+                    Err(e) => {
+                        tracing::warn!(account = %inner.minter.fingerprints().of(account.as_bytes()), force, error = %e, "session token mint failed")
                     }
                 }
-            }
-            drop(cleanup);
-            match &result {
-                Ok(_) => {
-                    tracing::debug!(account = %inner.minter.fingerprints().of(account.as_bytes()), force, "minted session token")
-                }
-                Err(e) => {
-                    tracing::warn!(account = %inner.minter.fingerprints().of(account.as_bytes()), force, error = %e, "session token mint failed")
-                }
-            }
-            // Nobody waiting is fine: the token is cached either way.
-            let _ = tx.send(Some(result));
-        });
+                // Nobody waiting is fine: the token is cached either way.
+                let _ = tx.send(Some(result));
+            },
+            span,
+        ));
         rx
     }
 }

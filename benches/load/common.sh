@@ -176,7 +176,8 @@ EOF
 # proxies speak HTTP/1.1 to it, nginx can do nothing else) and on UP_TLS_H2_PORT (h2 too,
 # for callers straight to it), and a second server on
 # UP_PROBE_PORT answers every request with the TLS version, suite and group it negotiated,
-# honouring the client's order (which suite a client offers first).
+# honouring the client's order (which suite a client offers first). Its plaintext port
+# then also serves nginx's stub_status at /upstream-status (connections accepted so far).
 start_upstream() {
     UP_PORT="$(free_port)"
     local tls_listen="" tls_conf="" probe_server=""
@@ -184,7 +185,8 @@ start_upstream() {
         UP_TLS_PORT="$(free_port)" UP_TLS_H2_PORT="$(free_port)" UP_PROBE_PORT="$(free_port)"
         tls_listen="listen 127.0.0.1:$UP_TLS_PORT ssl backlog=4096;
         listen 127.0.0.1:$UP_TLS_H2_PORT ssl http2 backlog=4096;"
-        tls_conf="$(nginx_tls_server)"
+        tls_conf="$(nginx_tls_server)
+        location = /upstream-status { stub_status; }"
         probe_server="server {
         listen 127.0.0.1:$UP_PROBE_PORT ssl;
         ssl_certificate $TLS_CERT;
@@ -269,6 +271,9 @@ mints_for() { grep -c "^POST /api/v2/public/session-token 200 key=$1\$" "$WORK/u
 # With NGINX_TLS=1 (after make_test_certs, in front of an upstream started with UP_TLS=1)
 # it terminates TLS 1.3 (HTTP/1.1 and h2 on the listener, by ALPN) and originates TLS 1.3
 # to the upstream's TLS port, verifying it with the test CA, sessions reused.
+# NGINX_KEEPALIVE (64) is the upstream block's `keepalive`: idle connections kept. Requests
+# in flight beyond it open connections that close after their answer (with TLS, a handshake
+# each), so it must be at least the requests in flight.
 write_nginx_proxy_conf() {
     NGINX_PORT="$(free_port)"
     local dir="$WORK/nginx-proxy"
@@ -306,7 +311,7 @@ http {
     keepalive_timeout 600s;
     upstream refold {
         server 127.0.0.1:$up_port;
-        keepalive 64;
+        keepalive ${NGINX_KEEPALIVE:-64};
         keepalive_requests 100000000;
         keepalive_timeout 600s;
     }
@@ -348,6 +353,7 @@ HS_SECRET="load-bench-hs256-secret-0123456789abcdef"
 # is appended to the config. With REFOLD_TLS=1 (after make_test_certs, in front of an
 # upstream started with UP_TLS=1) it serves HTTPS with the test certificate (`[server.tls]`)
 # and reaches the upstream's TLS port, trusting the test CA (`upstream.ca_file`).
+# REFOLD_UPSTREAM_TOML (optional) is added to the [upstream] table.
 write_refold_conf() {
     local name="$1" alg="$2" dir="$WORK/$1"
     mkdir -p "$dir"
@@ -386,6 +392,7 @@ listen = "127.0.0.1:$REFOLD_ADMIN_PORT"
 base_url = "$base_url"
 api_key_env = "REFOLD_API_KEY"
 $upstream_tls
+${REFOLD_UPSTREAM_TOML:-}
 
 [identity]
 $identity

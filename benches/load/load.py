@@ -882,6 +882,18 @@ def cmd_tls(raw, out):
                 "cpu_us_per_req": None,
             }
             h2["cpu_us_per_req"] = None
+            h1["upstream_conns"] = cpu.get("h1_upstream_conns")
+            h2["upstream_conns"] = cpu.get("h2_upstream_conns")
+            # When a run's callers disconnect at its end, each proxy drops the upstream
+            # connections of the requests then in flight and opens as many in the next run
+            # (a TLS handshake each). Many more than that is churn: connections closed and
+            # reopened under the load, a cost the other proxy may not pay.
+            if t != "direct":
+                churn = 2 * meta["settings"]["in_flight"]
+                for p, fig in (("HTTP/1.1", h1), ("h2", h2)):
+                    if (fig["upstream_conns"] or 0) > churn:
+                        problems.append(f"round {r} {t}: {fig['upstream_conns']} upstream connections "
+                                        f"opened over {p} (more than twice the {churn // 2} in flight)")
             if cpu.get("h1_ticks") is not None and wrk["requests"]:
                 h1["cpu_us_per_req"] = cpu["h1_ticks"] / hz * 1e6 / wrk["requests"]
             if cpu.get("h2_ticks") is not None and h2["requests"]:
@@ -910,6 +922,9 @@ def cmd_tls(raw, out):
                 "rps": med([c["rps"] for c in col]),
                 "cpu_us_per_req": med([c["cpu_us_per_req"] for c in col]),
             }
+        summary[t]["upstream_conns"] = {
+            p: sum(row[t][p]["upstream_conns"] or 0 for row in rounds) for p in TLS_PROTOCOLS
+        }
         summary[t]["non_2xx"] = sum(row[t]["h1"]["errors"]["status"] + row[t]["h2"]["non_2xx"] for row in rounds)
         summary[t]["socket_errors"] = sum(
             sum(v for k, v in row[t]["h1"]["errors"].items() if k != "status") + row[t]["h2"]["errors"]
@@ -992,16 +1007,21 @@ def tls_markdown(res):
         f"`RUST_LOG={st.get('refold_log', 'warn')}`.",
         "",
         "Medians of the rounds, min–max in brackets. CPU: the proxy process's utime+stime over the run "
-        "÷ requests (nginx: its worker).",
+        "÷ requests (nginx: its worker). Upstream connections: opened to the upstream during the "
+        "rounds (HTTP/1.1 / h2 runs, summed; from its stub_status): up to the requests in flight per run "
+        "for a proxy (those dropped when the previous run's callers went away), the callers' own for "
+        "direct.",
         "",
-        "| target | HTTP/1.1 req/s | HTTP/1.1 CPU µs/req | h2 req/s | h2 CPU µs/req | non-2xx | socket errors |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| target | HTTP/1.1 req/s | HTTP/1.1 CPU µs/req | h2 req/s | h2 CPU µs/req | upstream connections "
+        "| non-2xx | socket errors |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for t in res["targets"]:
         x = s[t]
         lines.append(
             f"| {t} | {fmt_range(x['h1']['rps'])} | {fmt_range(x['h1']['cpu_us_per_req'], 1)} "
             f"| {fmt_range(x['h2']['rps'])} | {fmt_range(x['h2']['cpu_us_per_req'], 1)} "
+            f"| {x['upstream_conns']['h1']} / {x['upstream_conns']['h2']} "
             f"| {x['non_2xx']} | {x['socket_errors']} |"
         )
     lines += [
@@ -1024,7 +1044,8 @@ def tls_markdown(res):
         "",
         f"Mints counted by the upstream: {mints}.",
         "",
-        "Checks: " + ("all requests 2xx, no socket errors, h2 and the one suite negotiated, mints = accounts."
+        "Checks: " + ("all requests 2xx, no socket errors, h2 and the one suite negotiated, no upstream "
+                      "connection churn, mints = accounts."
                       if not res["problems"] else "**FAILED**: " + "; ".join(res["problems"])),
         "",
     ]

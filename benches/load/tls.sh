@@ -34,14 +34,22 @@ need_tools nginx:nginx wrk:wrk h2load:nghttp2-client curl:curl openssl:openssl p
     pgrep:procps awk:gawk
 build_proxy
 
+# Requests in flight at most (h2: streams on every connection). Each proxy keeps at least
+# as many idle upstream connections (nginx `keepalive` 64, refold-proxy
+# `upstream.pool_max_idle_per_host` 256, raised when needed), so neither closes and
+# reopens (a TLS handshake) upstream connections under the load.
+IN_FLIGHT=$((CONNECTIONS * STREAMS))
+KEEP_NGINX=$((IN_FLIGHT > 64 ? IN_FLIGHT : 64)) KEEP_REFOLD=$((IN_FLIGHT > 256 ? IN_FLIGHT : 256))
+
 make_test_certs
 UP_TLS=1 start_upstream
-NGINX_TLS=1 start_nginx_proxy
+NGINX_TLS=1 NGINX_KEEPALIVE="$KEEP_NGINX" start_nginx_proxy
 # Mint pacing out of the way: the warm-up mints one token per account at once.
 MINT_TOML='[tokens]
 max_mints_per_s = 100000
 max_concurrent_mints = 64'
-REFOLD_TLS=1 REFOLD_EXTRA_TOML="$MINT_TOML" start_refold refold-hs256 HS256
+REFOLD_TLS=1 REFOLD_EXTRA_TOML="$MINT_TOML" REFOLD_UPSTREAM_TOML="pool_max_idle_per_host = $KEEP_REFOLD" \
+    start_refold refold-hs256 HS256
 HS_PORT=$REFOLD_PORT HS_PID=$REFOLD_PID HS_KEY=$REFOLD_KEY
 
 RAW="$WORK/raw-tls"
@@ -63,6 +71,9 @@ URL[nginx]="https://127.0.0.1:$NGINX_PORT$API_PATH" H2_URL[nginx]="${URL[nginx]}
 JWTS[nginx]="$WORK/jwts" H2_AUTH[nginx]="Bearer $H2_JWT" CPU_PIDS[nginx]="$NGINX_WORKERS"
 URL[refold-hs256]="https://127.0.0.1:$HS_PORT$API_PATH" H2_URL[refold-hs256]="${URL[refold-hs256]}"
 JWTS[refold-hs256]="$WORK/jwts" H2_AUTH[refold-hs256]="Bearer $H2_JWT" CPU_PIDS[refold-hs256]="$HS_PID"
+
+# up_accepts: connections the upstream has accepted so far, this request's own included.
+up_accepts() { curl -s "http://127.0.0.1:$UP_PORT/upstream-status" | awk 'NR == 3 {print $1}'; }
 
 # cpu_ticks PIDS: utime + stime summed over the processes ("null" for none).
 cpu_ticks() {
@@ -125,13 +136,15 @@ done
 
 for r in $(seq "$RUNS"); do
     for t in "${TARGETS[@]}"; do
-        c0="$(cpu_ticks "${CPU_PIDS[$t]}")"
+        a0="$(up_accepts)" c0="$(cpu_ticks "${CPU_PIDS[$t]}")"
         run_h1 "$t" "$DURATION" "$RAW/r$r-$t-h1.json"
-        c1="$(cpu_ticks "${CPU_PIDS[$t]}")"
+        c1="$(cpu_ticks "${CPU_PIDS[$t]}")" a1="$(up_accepts)"
         run_h2 "$t" "$DURATION" "$RAW/r$r-$t-h2.txt"
-        c2="$(cpu_ticks "${CPU_PIDS[$t]}")"
+        c2="$(cpu_ticks "${CPU_PIDS[$t]}")" a2="$(up_accepts)"
         if [ "$c0" = null ]; then h1=null h2=null; else h1=$((c1 - c0)) h2=$((c2 - c1)); fi
-        printf '{"h1_ticks":%s,"h2_ticks":%s}\n' "$h1" "$h2" >"$RAW/r$r-$t-cpu.json"
+        # Upstream connections opened during each run (less the status request's own).
+        printf '{"h1_ticks":%s,"h2_ticks":%s,"h1_upstream_conns":%s,"h2_upstream_conns":%s}\n' \
+            "$h1" "$h2" $((a1 - a0 - 1)) $((a2 - a1 - 1)) >"$RAW/r$r-$t-cpu.json"
         log "round $r/$RUNS $t: HTTP/1.1 $(python3 "$LOAD_DIR/load.py" rps "$RAW/r$r-$t-h1.json"); h2 $(awk '/^finished in/ {print $4, $5}' "$RAW/r$r-$t-h2.txt" | tr -d ,)"
     done
 done
@@ -143,7 +156,7 @@ cat >"$RAW/meta.json" <<EOF
   "command": "$COMMAND",
   "runs": $RUNS,
   "clk_tck": $(getconf CLK_TCK),
-  "settings": {"runs": $RUNS, "duration": $DURATION, "connections": $CONNECTIONS, "streams": $STREAMS, "accounts": $ACCOUNTS, "warmup": $WARMUP, "refold_log": "${REFOLD_LOG:-warn}", "suite": "$TLS_SUITE", "group": "$TLS_GROUP"},
+  "settings": {"runs": $RUNS, "duration": $DURATION, "connections": $CONNECTIONS, "streams": $STREAMS, "nginx_keepalive": $KEEP_NGINX, "refold_pool_max_idle": $KEEP_REFOLD, "in_flight": $IN_FLIGHT, "accounts": $ACCOUNTS, "warmup": $WARMUP, "refold_log": "${REFOLD_LOG:-warn}", "suite": "$TLS_SUITE", "group": "$TLS_GROUP"},
   "versions": "$(versions), $(openssl version | awk '{print $1, $2}'), wrk $(wrk -v 2>&1 | awk 'NR==1{print $2}'), $(h2load --version | head -n 1)",
   "negotiated": {"wrk": "$PROBE_WRK", "h2load": "$PROBE_H2"},
   "mints": {"refold-hs256": $HS_MINTS},

@@ -1,4 +1,4 @@
-# Shared by run.sh and instructions.sh: tools, build, configs, starting and stopping the
+# Shared by run.sh, instructions.sh, replicas.sh and tls.sh: tools, build, configs, starting and stopping the
 # upstream, the nginx proxy and refold-proxy. Sourced, not run. Everything lives in a
 # temporary directory; every process started is recorded and stopped on exit.
 
@@ -113,6 +113,57 @@ wait_listening() {
     die "nothing listens on 127.0.0.1:$port"
 }
 
+# ---------------------------------------------------------------- TLS (tls.sh)
+
+# The one TLS 1.3 cipher suite every leg negotiates, and the one key-exchange group.
+TLS_SUITE="TLS_AES_128_GCM_SHA256"
+TLS_GROUP="X25519"
+
+# make_test_certs: a test CA and a server certificate it signs (ECDSA P-256, names
+# localhost and 127.0.0.1), made for this run in WORK/tls, as certs/README.md makes the dev
+# pair. Sets TLS_CA, TLS_CERT, TLS_KEY, and CLIENT_OPENSSL_CONF: an OpenSSL configuration
+# for the OpenSSL-based clients (wrk, curl) that offers TLS 1.3 with TLS_SUITE only.
+make_test_certs() {
+    local dir="$WORK/tls"
+    mkdir -p "$dir"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout "$dir/ca.key.pem" -out "$dir/ca.pem" -days 2 -subj "/CN=refold-proxy load test CA" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+        2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout "$dir/server.key.pem" -out "$dir/server.csr" -subj "/CN=localhost" 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' \
+        >"$dir/ext.cnf"
+    openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key.pem" \
+        -CAcreateserial -out "$dir/server.pem" -days 2 -extfile "$dir/ext.cnf" 2>/dev/null
+    TLS_CA="$dir/ca.pem" TLS_CERT="$dir/server.pem" TLS_KEY="$dir/server.key.pem"
+    CLIENT_OPENSSL_CONF="$dir/client-openssl.cnf"
+    cat >"$CLIENT_OPENSSL_CONF" <<EOF
+openssl_conf = openssl_init
+[openssl_init]
+ssl_conf = ssl_sect
+[ssl_sect]
+system_default = system_default_sect
+[system_default_sect]
+MinProtocol = TLSv1.3
+Ciphersuites = $TLS_SUITE
+Groups = $TLS_GROUP
+EOF
+    log "test CA and server certificate in $dir"
+}
+
+# nginx_tls_server: the server-side TLS directives of an nginx server block: TLS 1.3 only,
+# TLS_SUITE only, TLS_GROUP only, the test certificate.
+nginx_tls_server() {
+    cat <<EOF
+        ssl_certificate $TLS_CERT;
+        ssl_certificate_key $TLS_KEY;
+        ssl_protocols TLSv1.3;
+        ssl_conf_command Ciphersuites $TLS_SUITE;
+        ssl_ecdh_curve $TLS_GROUP;
+EOF
+}
+
 # ---------------------------------------------------------------- upstream (nginx)
 
 # start_upstream: nginx, one worker, serving BODY for GET API_PATH when the request carries
@@ -120,9 +171,32 @@ wait_listening() {
 # answering STATIC_TOKEN. Each mint is one line of mints.log, naming the API key. With
 # UP_LOG_ACCOUNTS=1 each mint's body (its linked_account_id) is also one line of
 # mint-accounts.log: nginx reads a body only to pass it on, so the mint is then answered
-# through a second location of the same server.
+# through a second location of the same server. With UP_TLS=1 (after make_test_certs) the
+# same server also listens with TLS on UP_TLS_PORT (HTTP/1.1 only: no h2 in ALPN, so both
+# proxies speak HTTP/1.1 to it, nginx can do nothing else) and on UP_TLS_H2_PORT (h2 too,
+# for callers straight to it), and a second server on
+# UP_PROBE_PORT answers every request with the TLS version, suite and group it negotiated,
+# honouring the client's order (which suite a client offers first). Its plaintext port
+# then also serves nginx's stub_status at /upstream-status (connections accepted so far).
 start_upstream() {
     UP_PORT="$(free_port)"
+    local tls_listen="" tls_conf="" probe_server=""
+    if [ "${UP_TLS:-0}" = 1 ]; then
+        UP_TLS_PORT="$(free_port)" UP_TLS_H2_PORT="$(free_port)" UP_PROBE_PORT="$(free_port)"
+        tls_listen="listen 127.0.0.1:$UP_TLS_PORT ssl backlog=4096;
+        listen 127.0.0.1:$UP_TLS_H2_PORT ssl http2 backlog=4096;"
+        tls_conf="$(nginx_tls_server)
+        location = /upstream-status { stub_status; }"
+        probe_server="server {
+        listen 127.0.0.1:$UP_PROBE_PORT ssl;
+        ssl_certificate $TLS_CERT;
+        ssl_certificate_key $TLS_KEY;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_conf_command Ciphersuites TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256;
+        ssl_prefer_server_ciphers off;
+        location / { return 200 '\$ssl_protocol \$ssl_cipher \$ssl_curve\\n'; }
+    }"
+    fi
     STATIC_TOKEN="$(python3 "$LOAD_DIR/load.py" refold-token)"
     local dir="$WORK/upstream" mint_answer
     mkdir -p "$dir/logs"
@@ -154,6 +228,8 @@ http {
     log_format mint_account escape=json '\$request_body';
     server {
         listen 127.0.0.1:$UP_PORT backlog=4096;
+        $tls_listen
+$tls_conf
         location = $API_PATH {
             if (\$http_authorization != "Bearer $STATIC_TOKEN") {
                 return 401 '{"status_code":401,"http_error_type":"UNAUTHORIZED","error":"INVALID_TOKEN","message":"Invalid token"}';
@@ -172,6 +248,7 @@ http {
             return 404 '{"status_code":404,"http_error_type":"NOT_FOUND","error":"NOT_FOUND","message":"Not found"}';
         }
     }
+    $probe_server
 }
 EOF
     mkdir -p "$dir/tmp"
@@ -180,7 +257,8 @@ EOF
     wait_listening "$UP_PORT"
     UP_MASTER="$(cat "$dir/nginx.pid")"
     UP_WORKERS="$(pgrep -P "$UP_MASTER" | tr '\n' ' ')"
-    log "upstream nginx on 127.0.0.1:$UP_PORT (master $UP_MASTER, worker $UP_WORKERS)"
+    [ "${UP_TLS:-0}" = 1 ] && wait_listening "$UP_TLS_PORT"
+    log "upstream nginx on 127.0.0.1:$UP_PORT${UP_TLS_PORT:+ and with TLS on $UP_TLS_PORT} (master $UP_MASTER, worker $UP_WORKERS)"
 }
 
 # mints_for KEY: mint requests the upstream answered for that API key.
@@ -190,10 +268,32 @@ mints_for() { grep -c "^POST /api/v2/public/session-token 200 key=$1\$" "$WORK/u
 
 # write_nginx_proxy_conf: the proxy a team would build instead, in front of the upstream.
 # EXTRA (optional) is added at the top level (instructions.sh: "daemon off; master_process off;").
+# With NGINX_TLS=1 (after make_test_certs, in front of an upstream started with UP_TLS=1)
+# it terminates TLS 1.3 (HTTP/1.1 and h2 on the listener, by ALPN) and originates TLS 1.3
+# to the upstream's TLS port, verifying it with the test CA, sessions reused.
+# NGINX_KEEPALIVE (64) is the upstream block's `keepalive`: idle connections kept. Requests
+# in flight beyond it open connections that close after their answer (with TLS, a handshake
+# each), so it must be at least the requests in flight.
 write_nginx_proxy_conf() {
     NGINX_PORT="$(free_port)"
     local dir="$WORK/nginx-proxy"
     mkdir -p "$dir/logs" "$dir/tmp"
+    local listen="listen 127.0.0.1:$NGINX_PORT backlog=4096;" up_port="$UP_PORT" scheme=http
+    local server_tls="" proxy_tls=""
+    if [ "${NGINX_TLS:-0}" = 1 ]; then
+        listen="listen 127.0.0.1:$NGINX_PORT ssl http2 backlog=4096;"
+        up_port="$UP_TLS_PORT" scheme=https
+        server_tls="$(nginx_tls_server)"
+        # proxy_ssl_name: nginx checks the certificate's DNS names, not its IP addresses.
+        proxy_tls="proxy_ssl_protocols TLSv1.3;
+            proxy_ssl_conf_command Ciphersuites $TLS_SUITE;
+            proxy_ssl_conf_command Groups $TLS_GROUP;
+            proxy_ssl_verify on;
+            proxy_ssl_trusted_certificate $TLS_CA;
+            proxy_ssl_name localhost;
+            proxy_ssl_server_name on;
+            proxy_ssl_session_reuse on;"
+    fi
     cat >"$dir/nginx.conf" <<EOF
 worker_processes 1;
 pid $dir/nginx.pid;
@@ -210,18 +310,20 @@ http {
     keepalive_requests 100000000;
     keepalive_timeout 600s;
     upstream refold {
-        server 127.0.0.1:$UP_PORT;
-        keepalive 64;
+        server 127.0.0.1:$up_port;
+        keepalive ${NGINX_KEEPALIVE:-64};
         keepalive_requests 100000000;
         keepalive_timeout 600s;
     }
     server {
-        listen 127.0.0.1:$NGINX_PORT backlog=4096;
+        $listen
+$server_tls
         location / {
-            proxy_pass http://refold;
+            proxy_pass $scheme://refold;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header Authorization "Bearer $STATIC_TOKEN";
+            $proxy_tls
         }
     }
 }
@@ -248,10 +350,22 @@ HS_SECRET="load-bench-hs256-secret-0123456789abcdef"
 # runtime worker, rate limits out of the way. Sets REFOLD_PORT, REFOLD_ADMIN_PORT,
 # REFOLD_CONF, REFOLD_KEY (the API key it mints with, so mints are counted per instance,
 # unless REFOLD_SHARED_KEY names one for several) and APP_JWT. REFOLD_EXTRA_TOML (optional)
-# is appended to the config.
+# is appended to the config. With REFOLD_TLS=1 (after make_test_certs, in front of an
+# upstream started with UP_TLS=1) it serves HTTPS with the test certificate (`[server.tls]`)
+# and reaches the upstream's TLS port, trusting the test CA (`upstream.ca_file`).
+# REFOLD_UPSTREAM_TOML (optional) is added to the [upstream] table.
 write_refold_conf() {
     local name="$1" alg="$2" dir="$WORK/$1"
     mkdir -p "$dir"
+    local base_url="http://127.0.0.1:$UP_PORT" upstream_tls="" server_tls=""
+    if [ "${REFOLD_TLS:-0}" = 1 ]; then
+        base_url="https://127.0.0.1:$UP_TLS_PORT"
+        upstream_tls="ca_file = \"$TLS_CA\""
+        server_tls="
+[server.tls]
+cert_file = \"$TLS_CERT\"
+key_file = \"$TLS_KEY\""
+    fi
     REFOLD_PORT="$(free_port)"
     REFOLD_ADMIN_PORT="$(free_port)"
     REFOLD_KEY="${REFOLD_SHARED_KEY:-tk_load_$name}"
@@ -269,13 +383,16 @@ allow_missing_issuer_audience = true" ;;
 listen = "127.0.0.1:$REFOLD_PORT"
 shutdown_grace_s = 2
 worker_threads = 1
+$server_tls
 
 [admin]
 listen = "127.0.0.1:$REFOLD_ADMIN_PORT"
 
 [upstream]
-base_url = "http://127.0.0.1:$UP_PORT"
+base_url = "$base_url"
 api_key_env = "REFOLD_API_KEY"
+$upstream_tls
+${REFOLD_UPSTREAM_TOML:-}
 
 [identity]
 $identity
@@ -316,8 +433,10 @@ start_refold() {
     PIDS+=("$REFOLD_PID")
     wait_listening "$REFOLD_PORT"
     # Serving (not only bound): a request without an app JWT gets 401 and mints nothing.
+    local scheme=http
+    [ "${REFOLD_TLS:-0}" = 1 ] && scheme=https
     for _ in $(seq 100); do
-        [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$REFOLD_PORT$API_PATH")" = 401 ] && break
+        [ "$(curl -s -o /dev/null -w '%{http_code}' ${TLS_CA:+--cacert "$TLS_CA"} "$scheme://127.0.0.1:$REFOLD_PORT$API_PATH")" = 401 ] && break
         sleep 0.1
     done
     log "refold-proxy $1 ($2) on 127.0.0.1:$REFOLD_PORT (pid $REFOLD_PID)"

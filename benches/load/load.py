@@ -16,6 +16,7 @@
   load.py miss-hit PORT ADMIN_PORT PATH JWT_FILE CHUNK OUT_JSON
                                                   the same, L1 misses then L1 hits by chunk
   load.py replicas RAW_DIR OUT_DIR                summarise a replicas.sh run
+  load.py tls RAW_DIR OUT_DIR                     summarise a tls.sh run: tls.json, tls.md
   load.py publish-section FILE HEADING SECTION_MD BEFORE_HEADING
                                                   put SECTION_MD under HEADING in FILE
 """
@@ -816,6 +817,241 @@ def replicas_markdown(res):
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------- tls.sh
+
+TLS_TARGETS = ["direct", "nginx", "refold-hs256"]
+TLS_PROTOCOLS = ["h1", "h2"]
+
+
+def h2load_figures(path):
+    """Figures of one h2load run (its text output): requests done and succeeded, req/s,
+    non-2xx, failures, the TLS parameters and the application protocol it negotiated."""
+    with open(path) as f:
+        text = f.read()
+
+    def grab(pattern, cast=str, default=None):
+        m = re.search(pattern, text, re.MULTILINE)
+        return cast(m.group(1)) if m else default
+
+    done = grab(r"^requests: .*?(\d+) done", int, 0)
+    succeeded = grab(r"^requests: .*?(\d+) succeeded", int, 0)
+    failed = grab(r"^requests: .*?(\d+) failed", int, 0)
+    errored = grab(r"^requests: .*?(\d+) errored", int, 0)
+    timeout = grab(r"^requests: .*?(\d+) timeout", int, 0)
+    codes = re.search(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text, re.MULTILINE)
+    non_2xx = sum(int(x) for x in codes.groups()[1:]) if codes else 0
+    return {
+        "requests": done,
+        "succeeded": succeeded,
+        "rps": grab(r"^finished in [\d.]+m?s, ([\d.]+) req/s", float),
+        "non_2xx": non_2xx,
+        # h2load's "failed" counts 4xx/5xx answers too; those are non_2xx.
+        "errors": errored + timeout,
+        "failed": failed,
+        "protocol": grab(r"^TLS Protocol: (\S+)"),
+        "cipher": grab(r"^Cipher: (\S+)"),
+        "group": grab(r"^Server Temp Key: (\S+)"),
+        "alpn": grab(r"^Application protocol: (\S+)"),
+        "mean_request_us": h2load_time_us(grab(r"^time for request:\s+\S+\s+\S+\s+(\S+)")),
+    }
+
+
+def h2load_time_us(v):
+    if v is None:
+        return None
+    for unit, scale in (("us", 1), ("ms", 1e3), ("s", 1e6)):
+        if v.endswith(unit):
+            return float(v[: -len(unit)]) * scale
+    return None
+
+
+def cmd_tls(raw, out):
+    meta = load_json(os.path.join(raw, "meta.json"))
+    hz = meta["clk_tck"]
+    rounds, problems = [], []
+    for r in range(1, meta["runs"] + 1):
+        row = {}
+        for t in TLS_TARGETS:
+            wrk = load_json(os.path.join(raw, f"r{r}-{t}-h1.json"))
+            h2 = h2load_figures(os.path.join(raw, f"r{r}-{t}-h2.txt"))
+            cpu = load_json(os.path.join(raw, f"r{r}-{t}-cpu.json"))
+            h1 = {
+                "rps": wrk["requests"] / (wrk["duration_us"] / 1e6),
+                "requests": wrk["requests"],
+                "errors": wrk["errors"],
+                "cpu_us_per_req": None,
+            }
+            h2["cpu_us_per_req"] = None
+            h1["upstream_conns"] = cpu.get("h1_upstream_conns")
+            h2["upstream_conns"] = cpu.get("h2_upstream_conns")
+            # When a run's callers disconnect at its end, each proxy drops the upstream
+            # connections of the requests then in flight and opens as many in the next run
+            # (a TLS handshake each). Many more than that is churn: connections closed and
+            # reopened under the load, a cost the other proxy may not pay.
+            if t != "direct":
+                churn = 2 * meta["settings"]["in_flight"]
+                for p, fig in (("HTTP/1.1", h1), ("h2", h2)):
+                    if (fig["upstream_conns"] or 0) > churn:
+                        problems.append(f"round {r} {t}: {fig['upstream_conns']} upstream connections "
+                                        f"opened over {p} (more than twice the {churn // 2} in flight)")
+            if cpu.get("h1_ticks") is not None and wrk["requests"]:
+                h1["cpu_us_per_req"] = cpu["h1_ticks"] / hz * 1e6 / wrk["requests"]
+            if cpu.get("h2_ticks") is not None and h2["requests"]:
+                h2["cpu_us_per_req"] = cpu["h2_ticks"] / hz * 1e6 / h2["requests"]
+            for kind, n in wrk["errors"].items():
+                if n:
+                    problems.append(f"round {r} {t}: wrk (HTTP/1.1) {kind} errors: {n}")
+            if h2["non_2xx"]:
+                problems.append(f"round {r} {t}: h2load non-2xx: {h2['non_2xx']}")
+            if h2["errors"]:
+                problems.append(f"round {r} {t}: h2load failed requests: {h2['errors']}")
+            if h2["alpn"] != "h2":
+                problems.append(f"round {r} {t}: h2load negotiated {h2['alpn']}, not h2")
+            settings = meta["settings"]
+            if (h2["protocol"], h2["cipher"], h2["group"]) != ("TLSv1.3", settings["suite"], settings["group"]):
+                problems.append(f"round {r} {t}: h2load negotiated {h2['protocol']} {h2['cipher']} {h2['group']}")
+            row[t] = {"h1": h1, "h2": h2}
+        rounds.append(row)
+
+    summary = {}
+    for t in TLS_TARGETS:
+        summary[t] = {}
+        for p in TLS_PROTOCOLS:
+            col = [row[t][p] for row in rounds]
+            summary[t][p] = {
+                "rps": med([c["rps"] for c in col]),
+                "cpu_us_per_req": med([c["cpu_us_per_req"] for c in col]),
+            }
+        summary[t]["upstream_conns"] = {
+            p: sum(row[t][p]["upstream_conns"] or 0 for row in rounds) for p in TLS_PROTOCOLS
+        }
+        summary[t]["non_2xx"] = sum(row[t]["h1"]["errors"]["status"] + row[t]["h2"]["non_2xx"] for row in rounds)
+        summary[t]["socket_errors"] = sum(
+            sum(v for k, v in row[t]["h1"]["errors"].items() if k != "status") + row[t]["h2"]["errors"]
+            for row in rounds
+        )
+
+    def ratio(t, base, p, key):
+        vals = []
+        for row in rounds:
+            a, b = row[t][p][key], row[base][p][key]
+            if a is not None and b not in (None, 0):
+                vals.append(a / b)
+        return med(vals)
+
+    ratios = {}
+    for p in TLS_PROTOCOLS:
+        ratios[p] = {
+            "refold-hs256 / nginx": {
+                "throughput": ratio("refold-hs256", "nginx", p, "rps"),
+                "cpu_per_req": ratio("refold-hs256", "nginx", p, "cpu_us_per_req"),
+            },
+            "refold-hs256 / direct": {"throughput": ratio("refold-hs256", "direct", p, "rps")},
+            "nginx / direct": {"throughput": ratio("nginx", "direct", p, "rps")},
+        }
+
+    negotiated = meta["negotiated"]
+    want = f"TLSv1.3 {meta['settings']['suite']} {meta['settings']['group']}"
+    if negotiated["wrk"] != want:
+        problems.append(f"wrk offers first {negotiated['wrk']!r}, not {want!r}")
+    for t, n in meta["mints"].items():
+        if n != meta["accounts"][t]:
+            problems.append(f"{t}: {n} mints for {meta['accounts'][t]} accounts")
+
+    result = {
+        "machine": machine(),
+        "date": meta["date"],
+        "command": meta["command"],
+        "settings": meta["settings"],
+        "versions": meta["versions"],
+        "negotiated": negotiated,
+        "targets": TLS_TARGETS,
+        "summary": summary,
+        "ratios": ratios,
+        "mints": meta["mints"],
+        "accounts": meta["accounts"],
+        "rounds": rounds,
+        "problems": problems,
+    }
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "tls.json"), "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+    with open(os.path.join(out, "tls.md"), "w") as f:
+        f.write(tls_markdown(result))
+    return problems
+
+
+def tls_markdown(res):
+    s, st = res["summary"], res["settings"]
+    lines = [
+        f"TLS 1.3 on both legs, {res['date']}, {res['machine']}. Versions: {res['versions']}.",
+        "",
+        f"Command: `{res['command']}`.",
+        "",
+    ]
+    if st["runs"] < 5:
+        lines += [f"**{st['runs']} round(s) only: a check that the script works, not figures to quote "
+                  "(quote medians of at least 5).**", ""]
+    lines += [
+        f"{st['runs']} interleaved round(s) (direct, nginx, refold-hs256 in turn; each HTTP/1.1 then h2), "
+        f"unpinned, after {st['warmup']} s of warm-up each. Callers over HTTPS: HTTP/1.1 with "
+        f"`wrk -t1 -c{st['connections']} -d{st['duration']}s`, each request carrying the next of "
+        f"{st['accounts']:,} app JWTs; h2 with `h2load -t1 -c{st['connections']} -m{st['streams']} "
+        f"-D{st['duration']}` ({st['streams']} stream(s) per connection), every request carrying one app JWT "
+        "(h2load sends one header set). The upstream (nginx) over HTTPS, HTTP/1.1; both proxies verify it "
+        "with the test CA and keep connections alive. Every leg TLS 1.3, "
+        f"`{st['suite']}`, {st['group']}: wrk offers first `{res['negotiated']['wrk']}`, h2load negotiated "
+        f"`{res['negotiated']['h2load']}`, the upstream and the nginx proxy accept nothing else. "
+        "One worker each: nginx `worker_processes 1`, refold-proxy `server.worker_threads = 1`, "
+        f"`RUST_LOG={st.get('refold_log', 'warn')}`.",
+        "",
+        "Medians of the rounds, min–max in brackets. CPU: the proxy process's utime+stime over the run "
+        "÷ requests (nginx: its worker). Upstream connections: opened to the upstream during the "
+        "rounds (HTTP/1.1 / h2 runs, summed; from its stub_status): up to the requests in flight per run "
+        "for a proxy (those dropped when the previous run's callers went away), the callers' own for "
+        "direct.",
+        "",
+        "| target | HTTP/1.1 req/s | HTTP/1.1 CPU µs/req | h2 req/s | h2 CPU µs/req | upstream connections "
+        "| non-2xx | socket errors |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for t in res["targets"]:
+        x = s[t]
+        lines.append(
+            f"| {t} | {fmt_range(x['h1']['rps'])} | {fmt_range(x['h1']['cpu_us_per_req'], 1)} "
+            f"| {fmt_range(x['h2']['rps'])} | {fmt_range(x['h2']['cpu_us_per_req'], 1)} "
+            f"| {x['upstream_conns']['h1']} / {x['upstream_conns']['h2']} "
+            f"| {x['non_2xx']} | {x['socket_errors']} |"
+        )
+    lines += [
+        "",
+        "Ratios: median of the per-round ratios (min–max). Above 1.0 is better for throughput, below "
+        "1.0 for CPU/request.",
+        "",
+        "| ratio | HTTP/1.1 throughput | HTTP/1.1 CPU/request | h2 throughput | h2 CPU/request |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    r = res["ratios"]
+    for name in ("refold-hs256 / nginx", "refold-hs256 / direct", "nginx / direct"):
+        h1, h2 = r["h1"][name], r["h2"][name]
+        lines.append(
+            f"| {name} | {fmt_range(h1['throughput'], 2)} | {fmt_range(h1.get('cpu_per_req'), 2)} "
+            f"| {fmt_range(h2['throughput'], 2)} | {fmt_range(h2.get('cpu_per_req'), 2)} |"
+        )
+    mints = ", ".join(f"{t} {n} (accounts {res['accounts'][t]})" for t, n in res["mints"].items())
+    lines += [
+        "",
+        f"Mints counted by the upstream: {mints}.",
+        "",
+        "Checks: " + ("all requests 2xx, no socket errors, h2 and the one suite negotiated, no upstream "
+                      "connection churn, mints = accounts."
+                      if not res["problems"] else "**FAILED**: " + "; ".join(res["problems"])),
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def cmd_publish_section(path, heading, section_md, before):
     """Put the text of SECTION_MD under HEADING in FILE: in place of the section there (up to
     the next `## ` heading), else before the BEFORE heading, else at the end."""
@@ -874,6 +1110,11 @@ def main(argv):
         cmd_publish_section(*args)
     elif cmd == "replicas":
         problems = cmd_replicas(*args)
+        for p in problems:
+            print(f"PROBLEM: {p}", file=sys.stderr)
+        return 1 if problems else 0
+    elif cmd == "tls":
+        problems = cmd_tls(*args)
         for p in problems:
             print(f"PROBLEM: {p}", file=sys.stderr)
         return 1 if problems else 0

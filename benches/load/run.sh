@@ -154,7 +154,13 @@ if [ "$PUBLISH" = 1 ]; then
             echo
             cat "$OUT/instructions.md"
         fi
-        # Written by replicas.sh, kept when this script publishes again.
+        # Written by tls.sh and replicas.sh, kept when this script publishes again.
+        if [ -f "$OUT/tls.md" ]; then
+            echo
+            echo "## TLS: the production shape"
+            echo
+            cat "$OUT/tls.md"
+        fi
         if [ -f "$OUT/replicas.md" ]; then
             echo
             echo "## Many replicas: the shared token store"

@@ -25,12 +25,17 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[derive(Debug, Parser)]
 #[command(name = "refold-proxy", version, about)]
 struct Cli {
-    /// The config file to run with.
-    #[arg(long, value_name = "FILE", default_value = "proxy.toml")]
-    config: PathBuf,
+    /// The config file to run with [default: proxy.toml, or none when it does not exist:
+    /// the defaults and REFOLD_PROXY__SECTION__KEY environment overrides].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Validate this config file (and the secrets it names) and exit.
     #[arg(long, value_name = "FILE")]
     check_config: Option<PathBuf>,
+    /// Print the effective config (the file of --check-config or --config, environment
+    /// overrides applied, every default filled in) as TOML, secrets left out, and exit.
+    #[arg(long)]
+    print_config: bool,
     /// Log line format (logs go to stderr; filter with RUST_LOG). `auto`: pretty on a
     /// terminal, JSON otherwise (a log file or a collector).
     #[arg(long, value_enum, default_value_t = LogFormat::Auto)]
@@ -95,6 +100,22 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
+    if cli.print_config {
+        let path = match cli.check_config {
+            Some(path) => Some(path),
+            None => config_path(cli.config),
+        };
+        return match Config::effective_toml(path.as_deref()) {
+            Ok(toml) => {
+                print!("{toml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("refold-proxy: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if let Some(path) = &cli.check_config {
         // The file, then what the steps would refuse to build from it (no network).
         let checked = Config::load(path).and_then(|config| {
@@ -131,15 +152,21 @@ fn main() -> ExitCode {
         };
     }
     let result = match cli.command {
-        None => Config::load(&cli.config)
+        None => {
+            let path = config_path(cli.config);
+            match &path {
+                Some(path) => Config::load(path),
+                None => Config::load_defaults(),
+            }
             .map_err(Into::into)
             .and_then(|config| {
                 runtime(config.server.worker_threads)?.block_on(server::run(
                     &config,
-                    Some(&cli.config),
+                    path.as_deref(),
                     server::shutdown_signal(),
                 ))
-            }),
+            })
+        }
         Some(Command::Demo { listen }) => {
             runtime(None).and_then(|rt| rt.block_on(demo::run(listen, server::shutdown_signal())))
         }
@@ -155,7 +182,7 @@ fn main() -> ExitCode {
                 server::shutdown_signal(),
             ))
         }),
-        Some(Command::SignJwt { sub, ttl, demo }) => sign_jwt(&cli.config, &sub, &ttl, demo),
+        Some(Command::SignJwt { sub, ttl, demo }) => sign_jwt(cli.config, &sub, &ttl, demo),
         Some(Command::GenCert { hosts, out, force }) => gen_cert(&hosts, &out, force),
     };
     match result {
@@ -167,8 +194,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// The config file to read: `--config`, else `proxy.toml` when it exists, else none (the
+/// defaults and the environment's overrides, said in one log line).
+fn config_path(given: Option<PathBuf>) -> Option<PathBuf> {
+    if given.is_some() {
+        return given;
+    }
+    let default = PathBuf::from("proxy.toml");
+    if default.exists() {
+        return Some(default);
+    }
+    tracing::info!(
+        "no config file (no --config, no proxy.toml): using the defaults and the REFOLD_PROXY__* environment overrides"
+    );
+    None
+}
+
 fn sign_jwt(
-    config: &std::path::Path,
+    config: Option<PathBuf>,
     sub: &str,
     ttl: &str,
     demo: bool,
@@ -181,10 +224,11 @@ fn sign_jwt(
         return Ok(());
     }
     // Only [identity] and its secret: signing needs neither Refold's API key nor Redis.
-    let identity = Config::load_identity(config)?;
-    let (Some(secret), Some(variable)) = (&identity.hs_secret, &identity.hs_secret_env) else {
+    let config = config_path(config);
+    let identity = Config::load_identity(config.as_deref())?;
+    let (Some(secret), Some(source)) = (&identity.hs_secret, &identity.hs_secret_env) else {
         return Err(
-            "sign-jwt needs an HS algorithm and identity.hs_secret_env in the config".into(),
+            "sign-jwt needs an HS algorithm and identity.hs_secret_env or identity.hs_secret_file in the config".into(),
         );
     };
     let token = identity::sign_hs256(
@@ -196,8 +240,8 @@ fn sign_jwt(
         identity.audience.as_deref(),
     )?;
     eprintln!(
-        "signed with the secret in {variable} (identity.hs_secret_env in {})",
-        config.display()
+        "signed with the secret in {source} (identity in {})",
+        config.map_or("the defaults".into(), |path| path.display().to_string())
     );
     println!("{token}");
     Ok(())

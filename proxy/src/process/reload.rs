@@ -7,7 +7,12 @@
 //! every connection gets the new one. An invalid file, or one whose JWT keys cannot be
 //! loaded, is refused with an error naming the key, and the running config stays.
 //!
-//! **Reloaded:** `server.mount_path`, `[server.tls]` (the certificate and key are
+//! **Reloaded:** every secret is read again, from its variable or its file (a rotated
+//! secret file takes effect on the next SIGHUP): the identity secret, the evict secret
+//! (the old one is refused from the next request) and the API key (new mints carry the
+//! new one; cached session tokens stay, valid at Refold until they expire; accounts
+//! backing off because Refold rejected the old key may mint at once). Also
+//! `server.mount_path`, `[server.tls]` (the certificate and key are
 //! re-read even when their paths did not change; the handshake timeout applies to new
 //! connections), `[identity]` (secret, public keys, JWKS, claims),
 //! `[routes]`, `[cors]`, `[guard]`, `upstream.timeout_ms`,
@@ -20,21 +25,30 @@
 //!
 //! **Need a restart** (the keys [`keep_restart_only`] lists): a change is logged as a
 //! warning and the running value kept. The listeners (turning TLS on or off included),
-//! worker threads, shutdown grace and connection cap are fixed once the process serves; the evict secret comes from the
-//! environment, fixed for the life of the process. The token cache is keyed by
-//! `upstream.base_url` and the API key's environment, its minter holds the key and the
-//! `[tokens]` settings, and it shares the connection pool (built with `upstream.ca_file`):
-//! changing any of those means
-//! another deployment or a cold cache, which deserves a deliberate (rolling) restart
-//! rather than a signal.
+//! worker threads, shutdown grace and connection cap are fixed once the process serves.
+//! So is the evict endpoint's existence (an evict secret appearing or going), and the
+//! account-fingerprint key: fingerprints must keep meaning the same account for the
+//! process's life. An API key of the other environment (`tk_` test, `pk_` production)
+//! would let cached tokens of one serve the other: a restart. The shared store's account
+//! names are derived from the API key the process started with and stay so after a
+//! rotation; a replica started with the new key names accounts differently, so until
+//! every replica has restarted, old and new replicas share no tokens or rate-limit
+//! buckets (each mints its own). `[redis]` (the URL: one connection manager; the sealing
+//! keys: the store is built with its keyring) needs a restart. The token cache is keyed
+//! by `upstream.base_url`, its minter holds the `[tokens]` settings, and it shares the
+//! connection pool (built with `upstream.ca_file`): changing any of those means another
+//! deployment or a cold cache, which deserves a deliberate (rolling) restart rather than
+//! a signal.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::{Config, ConfigError};
+use crate::process::admin::Admin;
 use crate::process::connection::{ConnectionLimits, ConnectionSettings};
 use crate::process::tls::{self, TlsAcceptor};
 use crate::proxy::{Proxy, ProxyHandle};
+use crate::steps::tokens::Environment;
 use crate::BoxError;
 
 /// Why a reload was refused. The running config stays in force.
@@ -61,15 +75,17 @@ pub fn check(config: &Config) -> Result<Vec<String>, ConfigError> {
 
 /// Reloads from `path`. On success the new proxy serves new requests, `tls` (the public
 /// listener's, when it serves HTTPS) the reloaded certificate, `connections` the
-/// reloaded connection settings to connections accepted from now on, `running` becomes the
-/// config now in force, and the restart-only keys that changed (kept at their running
-/// values) are returned.
+/// reloaded connection settings to connections accepted from now on, new mints the
+/// re-read API key, `admin` the re-read evict secret, `running` becomes the config now in
+/// force, and the restart-only keys that changed (kept at their running values) are
+/// returned.
 pub async fn reload(
     path: &Path,
     running: &mut Config,
     handle: &ProxyHandle,
     tls: Option<&TlsAcceptor>,
     connections: &ConnectionSettings,
+    admin: Option<&Admin>,
 ) -> Result<Vec<&'static str>, ReloadError> {
     let mut loaded = Config::load(path)?;
     // Read before anything changes: a pair that does not load refuses the whole reload.
@@ -86,7 +102,16 @@ pub async fn reload(
         .reconfigured(&loaded)
         .await
         .map_err(ReloadError::Build)?;
+    // The cache outlives the proxy it is part of: the key reaches it here, once the new
+    // proxy is built (a refused reload rotates nothing).
+    proxy
+        .tokens()
+        .set_api_key(&loaded.upstream.api_key)
+        .map_err(ReloadError::Build)?;
     handle.replace(Arc::new(proxy));
+    if let Some(admin) = admin {
+        admin.set_token(loaded.admin.token.clone());
+    }
     connections.replace(ConnectionLimits::from(&loaded.limits));
     // Turning TLS on or off is kept for a restart: then one of the three is missing.
     if let (Some(acceptor), Some(config), Some(pair)) = (tls, &loaded.server.tls, pair) {
@@ -107,6 +132,19 @@ pub fn keep_restart_only(running: &Config, loaded: &mut Config) -> Vec<&'static 
         changed.push("server.tls");
         loaded.server.tls.clone_from(&running.server.tls);
     }
+    // A rotated evict secret reloads; the endpoint appearing or going needs a restart.
+    if running.admin.token.is_some() != loaded.admin.token.is_some() {
+        changed.push("admin.admin_token_env");
+        loaded.admin.token.clone_from(&running.admin.token);
+    }
+    // A rotated API key reloads; one of another environment (`tk_` test, `pk_`
+    // production) would serve cached tokens of the other, and the shared store's account
+    // names include the environment: a restart.
+    let environment = |config: &Config| Environment::of_api_key(config.upstream.api_key.expose());
+    if environment(running) != environment(loaded) {
+        changed.push("upstream.api_key_env");
+        loaded.upstream.api_key = running.upstream.api_key.clone();
+    }
     macro_rules! keep {
         ($($key:literal => $($field:ident).+;)*) => {$(
             if running.$($field).+ != loaded.$($field).+ {
@@ -122,9 +160,7 @@ pub fn keep_restart_only(running: &Config, loaded: &mut Config) -> Vec<&'static 
         // Fingerprints must keep meaning the same account for the process's life.
         "server.fingerprint_key_env" => server.fingerprint_key;
         "admin.listen" => admin.listen;
-        "admin.admin_token_env" => admin.token;
         "upstream.base_url" => upstream.base_url;
-        "upstream.api_key_env" => upstream.api_key;
         "upstream.connect_timeout_ms" => upstream.connect_timeout;
         "upstream.pool_idle_timeout_s" => upstream.pool_idle_timeout;
         "upstream.pool_max_idle_per_host" => upstream.pool_max_idle_per_host;
@@ -167,11 +203,20 @@ pub(crate) async fn on_hangup(
     handle: ProxyHandle,
     tls: Option<TlsAcceptor>,
     connections: ConnectionSettings,
+    admin: Arc<Admin>,
 ) {
     while hangups.recv().await.is_some() {
         let file = path.display().to_string();
         tracing::info!(path = %file, "SIGHUP: reloading the config");
-        match reload(&path, &mut running, &handle, tls.as_ref(), &connections).await {
+        let reloaded = reload(
+            &path,
+            &mut running,
+            &handle,
+            tls.as_ref(),
+            &connections,
+            Some(&admin),
+        );
+        match reloaded.await {
             Ok(ignored) => {
                 for key in &ignored {
                     tracing::warn!(
@@ -260,9 +305,9 @@ mod tests {
         assert_eq!(
             changed,
             [
+                "upstream.api_key_env",
                 "server.listen",
                 "upstream.base_url",
-                "upstream.api_key_env",
                 "tokens.max_accounts"
             ]
         );
@@ -310,6 +355,43 @@ mod tests {
         // Nothing changed, nothing reported.
         let mut same = load("");
         assert!(keep_restart_only(&running, &mut same).is_empty());
+    }
+
+    #[test]
+    fn rotated_secrets_reload_but_a_change_of_environment_or_of_evict_needs_a_restart() {
+        let with = |extra: &str, key: &'static str, admin: &'static str| {
+            Config::from_toml(
+                &format!("[admin]\nadmin_token_env = \"ADMIN\"\n{extra}"),
+                Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")),
+                move |name| match name {
+                    "REFOLD_API_KEY" => Some(key.into()),
+                    "ADMIN" => Some(admin.into()),
+                    "APP_JWT_SECRET" => Some("0123456789abcdef0123456789abcdef".into()),
+                    _ => None,
+                },
+            )
+            .unwrap()
+        };
+        const ADMIN_1: &str = "admin-secret-one-0123456789abcdef";
+        const ADMIN_2: &str = "admin-secret-two-0123456789abcdef";
+        let running = with("", "tk_first", ADMIN_1);
+        let mut rotated = with("", "tk_second", ADMIN_2);
+        assert!(keep_restart_only(&running, &mut rotated).is_empty());
+        assert_eq!(rotated.upstream.api_key.expose(), "tk_second");
+        assert_eq!(rotated.admin.token.unwrap().expose(), ADMIN_2);
+        let mut production = with("", "pk_second", ADMIN_1);
+        assert_eq!(
+            keep_restart_only(&running, &mut production),
+            ["upstream.api_key_env"]
+        );
+        assert_eq!(production.upstream.api_key.expose(), "tk_first");
+        let mut no_evict = load("");
+        no_evict.upstream.api_key = running.upstream.api_key.clone();
+        assert_eq!(
+            keep_restart_only(&running, &mut no_evict),
+            ["admin.admin_token_env"]
+        );
+        assert_eq!(no_evict.admin.token.unwrap().expose(), ADMIN_1);
     }
 
     #[test]

@@ -329,6 +329,7 @@ async fn run_until_stopped(
                 handle.clone(),
                 options.tls.clone(),
                 options.connections.clone(),
+                Arc::clone(&admin),
             ))
         });
         serve(listener, handle, options, stopped(stop)).await;

@@ -102,8 +102,11 @@ pub async fn reload(
         .reconfigured(&loaded)
         .await
         .map_err(ReloadError::Build)?;
-    // The cache outlives the proxy it is part of: the key reaches it here, once the new
+    // The cache outlives the proxy it is part of: the keys reach it here, once the new
     // proxy is built (a refused reload rotates nothing).
+    if let Some(redis) = &loaded.redis {
+        proxy.tokens().set_keyring(redis)?;
+    }
     proxy
         .tokens()
         .set_api_key(&loaded.upstream.api_key)
@@ -145,6 +148,17 @@ pub fn keep_restart_only(running: &Config, loaded: &mut Config) -> Vec<&'static 
         changed.push("upstream.api_key_env");
         loaded.upstream.api_key = running.upstream.api_key.clone();
     }
+    // Rotated sealing keys reload; the rest of `[redis]` is compared below without them.
+    let sealing_keys = loaded
+        .redis
+        .as_ref()
+        .map(|r| (r.encryption_keys.clone(), r.encryption_keys_env.clone()));
+    if let (Some(running), Some(loaded)) = (&running.redis, &mut loaded.redis) {
+        loaded.encryption_keys = running.encryption_keys.clone();
+        loaded
+            .encryption_keys_env
+            .clone_from(&running.encryption_keys_env);
+    }
     macro_rules! keep {
         ($($key:literal => $($field:ident).+;)*) => {$(
             if running.$($field).+ != loaded.$($field).+ {
@@ -183,6 +197,13 @@ pub fn keep_restart_only(running: &Config, loaded: &mut Config) -> Vec<&'static 
         "tokens.breaker_cooldown_s" => tokens.breaker_cooldown;
         // The cache is built from the whole table: a key not listed above is caught here.
         "[tokens]" => tokens;
+    }
+    // Unless `[redis]` as a whole was kept, the loaded sealing keys go back in.
+    if let (Some(redis), Some((keys, source))) = (&mut loaded.redis, sealing_keys) {
+        if !changed.contains(&"[redis]") {
+            redis.encryption_keys = keys;
+            redis.encryption_keys_env = source;
+        }
     }
     changed
 }
@@ -415,6 +436,18 @@ mod tests {
         let running = load_redis("memory");
         let mut loaded = load_redis("redis");
         assert_eq!(keep_restart_only(&running, &mut loaded), ["limits.store"]);
+        // Rotated sealing keys reload, unlike the rest of [redis].
+        let mut rotated = load_redis("memory");
+        let keys = "k2:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8= k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        rotated.redis.as_mut().unwrap().encryption_keys = crate::secret::Secret::new(keys);
+        assert!(keep_restart_only(&running, &mut rotated).is_empty());
+        assert_eq!(
+            rotated.redis.as_ref().unwrap().encryption_keys.expose(),
+            keys
+        );
+        rotated.redis.as_mut().unwrap().key_prefix = "other:".into();
+        assert_eq!(keep_restart_only(&running, &mut rotated), ["[redis]"]);
+        assert_eq!(rotated.redis, running.redis);
         assert_eq!(loaded.limits.store, running.limits.store);
         let mut back = load_redis("memory");
         assert_eq!(

@@ -447,6 +447,15 @@ impl TokenCache {
         Ok(())
     }
 
+    /// Seals and opens shared tokens with the keys of `redis` from now on (a reload with
+    /// rotated `redis.encryption_keys`); nothing without a shared store.
+    pub fn set_keyring(&self, redis: &RedisConfig) -> Result<(), ConfigError> {
+        if let Some(shared) = &self.inner.shared {
+            shared.set_keyring(Keyring::from_config(redis)?);
+        }
+        Ok(())
+    }
+
     /// The key account ids are fingerprinted under in logs, kept with the cache (and so
     /// across reloads).
     pub fn fingerprints(&self) -> &crate::secret::FingerprintKey {

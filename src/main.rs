@@ -100,21 +100,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
-    if cli.print_config {
-        let path = match cli.check_config {
-            Some(path) => Some(path),
-            None => config_path(cli.config),
-        };
-        return match Config::effective_toml(path.as_deref()) {
-            Ok(toml) => {
-                print!("{toml}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("refold-proxy: {e}");
-                ExitCode::from(2)
-            }
-        };
+    if cli.print_config && cli.check_config.is_none() {
+        // Alone it prints without checking: the secrets need not be at hand.
+        return print_config(config_path(cli.config).as_deref());
     }
     if let Some(path) = &cli.check_config {
         // The file, then what the steps would refuse to build from it (no network).
@@ -126,6 +114,9 @@ fn main() -> ExitCode {
             Ok((config, step_warnings)) => {
                 for warning in config.warnings.iter().chain(&step_warnings) {
                     eprintln!("warning: {warning}");
+                }
+                if cli.print_config {
+                    return print_config(Some(path));
                 }
                 println!(
                     "{}: ok (listen {}{}, upstream {}, mount path \"{}\")",
@@ -190,6 +181,20 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("refold-proxy: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--print-config`: the effective config of `path` (`None`: the defaults) as TOML.
+fn print_config(path: Option<&std::path::Path>) -> ExitCode {
+    match Config::effective_toml(path) {
+        Ok(toml) => {
+            print!("{toml}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("refold-proxy: {e}");
+            ExitCode::from(2)
         }
     }
 }

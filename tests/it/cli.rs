@@ -822,6 +822,15 @@ fn print_config_shows_the_effective_config_without_secrets() {
         table["identity"]["hs_secret_env"].as_str(),
         Some("APP_JWT_SECRET")
     );
+    // With --check-config the config is checked first: a missing secret prints nothing.
+    let out = command()
+        .arg("--check-config")
+        .arg(&path)
+        .arg("--print-config")
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PRINT_ADMIN"));
     // What it prints checks as it stands, without the overrides.
     let again = dir.join("printed.toml");
     std::fs::write(&again, &printed).unwrap();

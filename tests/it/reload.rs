@@ -432,3 +432,61 @@ async fn sighup_rereads_secret_files_rotating_the_api_key_and_the_admin_and_jwt_
     }
     proxy.signal("TERM");
 }
+
+/// The id of the key that sealed each stored session token (the sealed value follows the
+/// token's 16-byte fingerprint: version, id length, id, nonce...).
+fn sealing_key_ids(redis: &crate::support::redis::RedisServer) -> Vec<String> {
+    redis
+        .dump()
+        .into_iter()
+        .filter(|(key, _)| key.contains(":token:"))
+        .filter_map(|(_, value)| {
+            let len = usize::from(*value.get(17)?);
+            Some(String::from_utf8_lossy(value.get(18..18 + len)?).into_owned())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_rereads_the_store_keys_file_and_seals_with_the_new_first_key() {
+    use crate::support::redis::{RedisServer, REDIS_URL_ENV, STORE_KEYS};
+    const NEW_KEY: &str = "k2:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
+    let redis = RedisServer::start();
+    let (mock_addr, mock) = stand_in_with(&["alice", "bob"]).await;
+    let dir = std::env::temp_dir().join(format!("refold-proxy-store-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let keys_file = dir.join("store-keys");
+    std::fs::write(&keys_file, format!("{STORE_KEYS}\n")).unwrap();
+    let toml = format!(
+        "{}[tokens]\nstore = \"redis\"\n[redis]\nurl_env = \"{REDIS_URL_ENV}\"\nencryption_keys_file = \"{}\"\n",
+        base_config(&format!("http://{mock_addr}")),
+        keys_file.display()
+    );
+    let mut proxy = ProxyProcess::spawn_with_env(&toml, &[(REDIS_URL_ENV, redis.url())]).await;
+    let addr = proxy.serving().await;
+    let get_as = |account: &str| {
+        reqwest::Client::new()
+            .get(format!("http://{addr}{WORKFLOWS}"))
+            .bearer_auth(app_jwt(account))
+            .send()
+    };
+    assert_eq!(get_as("alice").await.unwrap().status(), 200);
+    crate::support::eventually("alice's token stored", || sealing_key_ids(&redis) == ["k1"]).await;
+
+    std::fs::write(&keys_file, format!("{NEW_KEY} {STORE_KEYS}\n")).unwrap();
+    proxy.signal("HUP");
+    let reloaded = proxy.wait_for_message("config reloaded", 1).await;
+    assert_eq!(reloaded["fields"]["restart_needed"], "[]", "{reloaded}");
+    assert_eq!(get_as("bob").await.unwrap().status(), 200);
+    crate::support::eventually("bob's token sealed with the new key", || {
+        let mut ids = sealing_key_ids(&redis);
+        ids.sort();
+        ids == ["k1", "k2"]
+    })
+    .await;
+    // Alice keeps her cached token: the rotation costs no mint.
+    assert_eq!(get_as("alice").await.unwrap().status(), 200);
+    assert_eq!(mock.mints_for("alice"), 1);
+    proxy.signal("TERM");
+    assert!(proxy.exit_status().await.success());
+}

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use refold_proxy::config::{parse_duration, Config};
+use refold_proxy::config::{parse_duration, Config, ConfigSource};
 use refold_proxy::process::{reload, server, tls};
 use refold_proxy::steps::identity;
 
@@ -144,16 +144,11 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         None => {
-            let path = config_path(cli.config);
-            match &path {
-                Some(path) => Config::load(path),
-                None => Config::load_defaults(),
-            }
-            .map_err(Into::into)
-            .and_then(|config| {
+            let source = config_path(cli.config).map_or(ConfigSource::Defaults, ConfigSource::File);
+            source.load().map_err(Into::into).and_then(|config| {
                 runtime(config.server.worker_threads)?.block_on(server::run(
                     &config,
-                    path.as_deref(),
+                    Some(&source),
                     server::shutdown_signal(),
                 ))
             })

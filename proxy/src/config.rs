@@ -72,6 +72,34 @@ impl ConfigError {
     }
 }
 
+/// Where a process's config comes from; a reload reads it again from there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// A config file, with the environment's overrides.
+    File(PathBuf),
+    /// No file: the defaults with the environment's overrides.
+    Defaults,
+}
+
+impl ConfigSource {
+    /// Reads and validates the config (secrets and overrides from the process).
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        match self {
+            Self::File(path) => Config::load(path),
+            Self::Defaults => Config::load_defaults(),
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::Defaults => f.write_str("(no file: the defaults and the environment)"),
+        }
+    }
+}
+
 /// The validated configuration of one proxy.
 #[derive(Debug, Clone)]
 pub struct Config {

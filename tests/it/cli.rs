@@ -897,6 +897,20 @@ async fn without_a_config_file_the_environment_is_the_config() {
         .await
         .unwrap();
     assert_eq!(ok.status(), 200);
+    // SIGHUP reloads from the same place (the secrets re-read), not the default action.
+    let pid = child.id().unwrap().to_string();
+    let sent = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    assert!(sent.success());
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("config reloaded") {
+                return;
+            }
+        }
+        panic!("the proxy exited on SIGHUP");
+    })
+    .await
+    .unwrap();
     child.kill().await.unwrap();
     // A config file asked for by name must exist.
     let out = command()

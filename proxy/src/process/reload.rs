@@ -40,10 +40,9 @@
 //! deployment or a cold cache, which deserves a deliberate (rolling) restart rather than
 //! a signal.
 
-use std::path::Path;
 use std::sync::Arc;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, ConfigSource};
 use crate::process::admin::Admin;
 use crate::process::connection::{ConnectionLimits, ConnectionSettings};
 use crate::process::tls::{self, TlsAcceptor};
@@ -73,21 +72,21 @@ pub fn check(config: &Config) -> Result<Vec<String>, ConfigError> {
     Proxy::check(config)
 }
 
-/// Reloads from `path`. On success the new proxy serves new requests, `tls` (the public
+/// Reloads from `source`. On success the new proxy serves new requests, `tls` (the public
 /// listener's, when it serves HTTPS) the reloaded certificate, `connections` the
 /// reloaded connection settings to connections accepted from now on, new mints the
 /// re-read API key, `admin` the re-read evict secret, `running` becomes the config now in
 /// force, and the restart-only keys that changed (kept at their running values) are
 /// returned.
 pub async fn reload(
-    path: &Path,
+    source: &ConfigSource,
     running: &mut Config,
     handle: &ProxyHandle,
     tls: Option<&TlsAcceptor>,
     connections: &ConnectionSettings,
     admin: Option<&Admin>,
 ) -> Result<Vec<&'static str>, ReloadError> {
-    let mut loaded = Config::load(path)?;
+    let mut loaded = source.load()?;
     // Read before anything changes: a pair that does not load refuses the whole reload.
     let pair = loaded
         .server
@@ -214,12 +213,12 @@ pub(crate) fn hangups() -> std::io::Result<tokio::signal::unix::Signal> {
     tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
 }
 
-/// Reloads from `path` on every SIGHUP, one reload at a time (signals arriving during a
+/// Reloads from `source` on every SIGHUP, one reload at a time (signals arriving during a
 /// reload fold into one more).
 #[cfg(unix)]
 pub(crate) async fn on_hangup(
     mut hangups: tokio::signal::unix::Signal,
-    path: std::path::PathBuf,
+    source: ConfigSource,
     mut running: Config,
     handle: ProxyHandle,
     tls: Option<TlsAcceptor>,
@@ -227,10 +226,10 @@ pub(crate) async fn on_hangup(
     admin: Arc<Admin>,
 ) {
     while hangups.recv().await.is_some() {
-        let file = path.display().to_string();
+        let file = source.to_string();
         tracing::info!(path = %file, "SIGHUP: reloading the config");
         let reloaded = reload(
-            &path,
+            &source,
             &mut running,
             &handle,
             tls.as_ref(),
@@ -260,6 +259,8 @@ pub(crate) async fn on_hangup(
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn load(text: &str) -> Config {

@@ -741,6 +741,86 @@ mod tests {
     }
 
     #[test]
+    fn a_file_key_replaces_the_variable_default_and_both_set_conflict() {
+        let dir = std::env::temp_dir().join(format!("refold-proxy-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("key"), "tk_from_the_file\n").unwrap();
+        std::fs::write(dir.join("url"), "redis://:pw@cache:6379\n").unwrap();
+        // No variable set at all: the files are the only sources.
+        let none = |_: &str| None;
+        let config = Config::from_toml(
+            "[upstream]\napi_key_file = \"key\"\n[identity]\nalgorithms = [\"RS256\"]\n\
+             public_key_file = \"rs.pem\"\nallow_missing_issuer_audience = true\n",
+            &dir,
+            none,
+        );
+        // The PEM file is absent: the error is about it, not about REFOLD_API_KEY.
+        let err = config.unwrap_err().to_string();
+        assert!(err.contains("identity.public_key_file"), "{err}");
+        let config = Config::from_toml("[upstream]\napi_key_file = \"key\"", &dir, |name| {
+            (name == "APP_JWT_SECRET").then(|| "0123456789abcdef0123456789abcdef".into())
+        })
+        .unwrap();
+        assert_eq!(config.upstream.api_key.expose(), "tk_from_the_file");
+        for (text, keys) in [
+            (
+                "[upstream]\napi_key_env = \"REFOLD_API_KEY\"\napi_key_file = \"key\"",
+                ["upstream.api_key_env", "upstream.api_key_file"],
+            ),
+            (
+                "[identity]\nhs_secret_env = \"APP_JWT_SECRET\"\nhs_secret_file = \"key\"",
+                ["identity.hs_secret_env", "identity.hs_secret_file"],
+            ),
+            (
+                "[tokens]\nstore = \"redis\"\n[redis]\nurl_env = \"U\"\nurl_file = \"url\"",
+                ["redis.url_env", "redis.url_file"],
+            ),
+        ] {
+            let err = Config::from_toml(text, &dir, env).unwrap_err().to_string();
+            assert!(keys.iter().all(|k| err.contains(k)), "{text:?} gave {err}");
+        }
+        // A Redis URL from a file, as the variable's would be.
+        let shared = Config::from_toml(
+            "[tokens]\nstore = \"redis\"\n[redis]\nurl_file = \"url\"\nencryption_keys_file = \"key\"",
+            &dir,
+            env,
+        )
+        .unwrap();
+        assert_eq!(shared.redis.unwrap().url.expose(), "redis://:pw@cache:6379");
+    }
+
+    #[test]
+    fn overrides_apply_before_validation() {
+        let overrides = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+        let config = Config::from_toml_with(
+            "[server]\nlisten = \"0.0.0.0:8080\"\n",
+            dir,
+            env,
+            &overrides(&[
+                ("REFOLD_PROXY__SERVER__LISTEN", "127.0.0.1:9"),
+                ("REFOLD_PROXY__UPSTREAM__BASE_URL", "http://127.0.0.1:7"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.server.listen.port(), 9);
+        assert_eq!(config.upstream.base_url, "http://127.0.0.1:7/");
+        let err = Config::from_toml_with(
+            "",
+            dir,
+            env,
+            &overrides(&[("REFOLD_PROXY__SERVER__MOUNT_PATH", "api")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("server.mount_path"), "{err}");
+    }
+
+    #[test]
     fn debug_output_carries_no_secret() {
         let config = load("").unwrap();
         let debug = format!("{config:?}");

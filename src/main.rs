@@ -102,7 +102,7 @@ fn main() -> ExitCode {
     init_tracing(cli.log_format);
     if cli.print_config && cli.check_config.is_none() {
         // Alone it prints without checking: the secrets need not be at hand.
-        return print_config(config_path(cli.config).as_deref());
+        return print_config(ConfigSource::find(cli.config).path());
     }
     if let Some(path) = &cli.check_config {
         // The file, then what the steps would refuse to build from it (no network).
@@ -144,7 +144,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         None => {
-            let source = config_path(cli.config).map_or(ConfigSource::Defaults, ConfigSource::File);
+            let source = ConfigSource::find(cli.config);
             source.load().map_err(Into::into).and_then(|config| {
                 runtime(config.server.worker_threads)?.block_on(server::run(
                     &config,
@@ -194,22 +194,6 @@ fn print_config(path: Option<&std::path::Path>) -> ExitCode {
     }
 }
 
-/// The config file to read: `--config`, else `proxy.toml` when it exists, else none (the
-/// defaults and the environment's overrides, said in one log line).
-fn config_path(given: Option<PathBuf>) -> Option<PathBuf> {
-    if given.is_some() {
-        return given;
-    }
-    let default = PathBuf::from("proxy.toml");
-    if default.exists() {
-        return Some(default);
-    }
-    tracing::info!(
-        "no config file (no --config, no proxy.toml): using the defaults and the REFOLD_PROXY__* environment overrides"
-    );
-    None
-}
-
 fn sign_jwt(
     config: Option<PathBuf>,
     sub: &str,
@@ -224,8 +208,8 @@ fn sign_jwt(
         return Ok(());
     }
     // Only [identity] and its secret: signing needs neither Refold's API key nor Redis.
-    let config = config_path(config);
-    let identity = Config::load_identity(config.as_deref())?;
+    let config = ConfigSource::find(config);
+    let identity = Config::load_identity(config.path())?;
     let (Some(secret), Some(source)) = (&identity.hs_secret, &identity.hs_secret_env) else {
         return Err(
             "sign-jwt needs an HS algorithm and identity.hs_secret_env or identity.hs_secret_file in the config".into(),
@@ -239,10 +223,7 @@ fn sign_jwt(
         identity.issuer.as_deref(),
         identity.audience.as_deref(),
     )?;
-    eprintln!(
-        "signed with the secret in {source} (identity in {})",
-        config.map_or("the defaults".into(), |path| path.display().to_string())
-    );
+    eprintln!("signed with the secret in {source} (identity in {config})");
     println!("{token}");
     Ok(())
 }

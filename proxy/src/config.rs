@@ -82,6 +82,31 @@ pub enum ConfigSource {
 }
 
 impl ConfigSource {
+    /// The file `given` (`--config`), else `proxy.toml` in the working directory when it
+    /// exists, else no file (said in one log line: a container configured by its
+    /// environment). A given file that does not exist is an error when it is loaded.
+    pub fn find(given: Option<PathBuf>) -> Self {
+        if let Some(path) = given {
+            return Self::File(path);
+        }
+        let default = PathBuf::from("proxy.toml");
+        if default.exists() {
+            return Self::File(default);
+        }
+        tracing::info!(
+            "no config file (no --config, no proxy.toml): using the defaults and the REFOLD_PROXY__* environment overrides"
+        );
+        Self::Defaults
+    }
+
+    /// The config file, if there is one.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Self::File(path) => Some(path),
+            Self::Defaults => None,
+        }
+    }
+
     /// Reads and validates the config (secrets and overrides from the process).
     pub fn load(&self) -> Result<Config, ConfigError> {
         match self {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use refold_proxy::config::Config;
+use refold_proxy::config::{Config, ConfigSource};
 use refold_proxy::process::{reload, server, tls};
 use refold_proxy::telemetry::traces;
 
@@ -28,12 +28,17 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[derive(Debug, Parser)]
 #[command(name = "refold-proxy", version, about)]
 struct Cli {
-    /// The config file to run with.
-    #[arg(long, value_name = "FILE", default_value = "proxy.toml")]
-    config: PathBuf,
+    /// The config file to run with [default: proxy.toml, or none when it does not exist:
+    /// the defaults and REFOLD_PROXY__SECTION__KEY environment overrides].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Validate this config file (and the secrets it names) and exit.
     #[arg(long, value_name = "FILE")]
     check_config: Option<PathBuf>,
+    /// Print the effective config (the file of --check-config or --config, environment
+    /// overrides applied, every default filled in) as TOML, secrets left out, and exit.
+    #[arg(long)]
+    print_config: bool,
     /// Log line format (logs go to stderr; filter with RUST_LOG). `auto`: pretty on a
     /// terminal, JSON otherwise (a log file or a collector).
     #[arg(long, value_enum, default_value_t = LogFormat::Auto)]
@@ -135,6 +140,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if cli.print_config && cli.check_config.is_none() {
+        // Alone it prints without checking: the secrets need not be at hand.
+        return print_config(ConfigSource::find(cli.config).path());
+    }
     if let Some(path) = &cli.check_config {
         // The file, then what the steps would refuse to build from it (no network).
         let checked = Config::load(path).and_then(|config| {
@@ -145,6 +154,9 @@ fn main() -> ExitCode {
             Ok((config, step_warnings)) => {
                 for warning in config.warnings.iter().chain(&step_warnings) {
                     eprintln!("warning: {warning}");
+                }
+                if cli.print_config {
+                    return print_config(Some(path));
                 }
                 println!(
                     "{}: ok (listen {}{}, upstream {}, mount path \"{}\")",
@@ -171,15 +183,16 @@ fn main() -> ExitCode {
         };
     }
     let result = match cli.command {
-        None => Config::load(&cli.config)
-            .map_err(Into::into)
-            .and_then(|config| {
+        None => {
+            let source = ConfigSource::find(cli.config);
+            source.load().map_err(Into::into).and_then(|config| {
                 runtime(config.server.worker_threads)?.block_on(server::run(
                     &config,
-                    Some(&cli.config),
+                    Some(&source),
                     server::shutdown_signal(),
                 ))
-            }),
+            })
+        }
         Some(Command::Demo { listen, tls }) => runtime(None)
             .and_then(|rt| rt.block_on(demo::run(listen, tls, server::shutdown_signal()))),
         Some(Command::MockUpstream {
@@ -207,7 +220,7 @@ fn main() -> ExitCode {
                 (false, Some(path)) => sign::Signer::Key { path, alg, kid },
                 (false, None) => sign::Signer::Secret,
             };
-            sign::sign_jwt(&cli.config, &sub, &ttl, signer)
+            sign::sign_jwt(ConfigSource::find(cli.config), &sub, &ttl, signer)
         }
         Some(Command::GenCert { hosts, out, force }) => gen_cert(&hosts, &out, force),
         Some(Command::Selftest(args)) => return selftest::run(args),
@@ -222,6 +235,20 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("refold-proxy: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--print-config`: the effective config of `path` (`None`: the defaults) as TOML.
+fn print_config(path: Option<&std::path::Path>) -> ExitCode {
+    match Config::effective_toml(path) {
+        Ok(toml) => {
+            print!("{toml}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("refold-proxy: {e}");
+            ExitCode::from(2)
         }
     }
 }

@@ -1,11 +1,11 @@
 //! `refold-proxy sign-jwt`: an app JWT for trying a deployment by hand, signed with the
 //! config's HS secret, a private key, or the demo's secret.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use jsonwebtoken::Algorithm;
-use refold_proxy::config::{parse_duration, Config, IdentityConfig};
+use refold_proxy::config::{parse_duration, Config, ConfigSource, IdentityConfig};
 use refold_proxy::steps::identity::{self, signature_verifies, AppClaims, KeySet, SigningKey};
 use refold_proxy::BoxError;
 
@@ -27,7 +27,7 @@ pub(crate) enum Signer {
 
 /// Prints an app JWT for `sub`, valid for `ttl`, on stdout; what signed it on stderr.
 pub(crate) fn sign_jwt(
-    config: &Path,
+    config: ConfigSource,
     sub: &str,
     ttl: &str,
     signer: Signer,
@@ -40,7 +40,7 @@ pub(crate) fn sign_jwt(
             println!("{token}");
             return Ok(());
         }
-        Signer::Secret => return sign_with_secret(config, sub, ttl),
+        Signer::Secret => return sign_with_secret(&config, sub, ttl),
         Signer::Key { path, alg, kid } => (path, alg, kid),
     };
     let alg = alg
@@ -49,12 +49,12 @@ pub(crate) fn sign_jwt(
         })
         .transpose()?;
     // The claims the proxy checks come from the config; the key replaces its secret.
-    let identity = Config::load_identity(config)?;
+    let identity = Config::load_identity(config.path())?;
     let pem = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let key = SigningKey::from_pem(&pem, alg).map_err(|e| format!("{}: {e}", path.display()))?;
     let token = key.sign(&claims(&identity, sub, ttl), kid.as_deref())?;
     eprintln!("signed {:?} with {}", key.algorithm(), path.display());
-    for warning in refusals(&identity, config, key.algorithm(), &token) {
+    for warning in refusals(&identity, &config, key.algorithm(), &token) {
         eprintln!("warning: {warning}");
     }
     println!("{token}");
@@ -75,21 +75,22 @@ fn claims<'a>(
     }
 }
 
-fn sign_with_secret(config: &Path, sub: &str, ttl: std::time::Duration) -> Result<(), BoxError> {
+fn sign_with_secret(
+    config: &ConfigSource,
+    sub: &str,
+    ttl: std::time::Duration,
+) -> Result<(), BoxError> {
     // Only [identity] and its secret: signing needs neither Refold's API key nor Redis.
-    let identity = Config::load_identity(config)?;
-    let (Some(secret), Some(variable)) = (&identity.hs_secret, &identity.hs_secret_env) else {
+    let identity = Config::load_identity(config.path())?;
+    let (Some(secret), Some(source)) = (&identity.hs_secret, &identity.hs_secret_env) else {
         return Err(
-            "sign-jwt needs an HS algorithm and identity.hs_secret_env in the config \
-                    (or --key with a private key)"
+            "sign-jwt needs an HS algorithm and identity.hs_secret_env or \
+                    identity.hs_secret_file in the config (or --key with a private key)"
                 .into(),
         );
     };
     let token = identity::SigningKey::hs256(secret).sign(&claims(&identity, sub, ttl), None)?;
-    eprintln!(
-        "signed with the secret in {variable} (identity.hs_secret_env in {})",
-        config.display()
-    );
+    eprintln!("signed with the secret in {source} (identity in {config})");
     println!("{token}");
     Ok(())
 }
@@ -97,12 +98,16 @@ fn sign_with_secret(config: &Path, sub: &str, ttl: std::time::Duration) -> Resul
 /// Why a proxy running `config` would refuse a token this key signed: the algorithm is
 /// not allowed, or no key of `identity.public_key_file` verifies it. A token for a JWKS
 /// deployment cannot be checked offline; the `kid` must be one the JWKS publishes.
-fn refusals(identity: &IdentityConfig, config: &Path, alg: Algorithm, token: &str) -> Vec<String> {
+fn refusals(
+    identity: &IdentityConfig,
+    config: &ConfigSource,
+    alg: Algorithm,
+    token: &str,
+) -> Vec<String> {
     let mut refusals = Vec::new();
     if !identity.algorithms.contains(&alg) {
         refusals.push(format!(
-            "identity.algorithms in {} does not allow {alg:?}: a proxy running it refuses this token",
-            config.display()
+            "identity.algorithms in {config} does not allow {alg:?}: a proxy running it refuses this token"
         ));
     }
     match (&identity.public_key_file, &identity.jwks) {

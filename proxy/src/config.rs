@@ -4,13 +4,15 @@
 //! Two layers: private `File*` structs mirror the file (`deny_unknown_fields`, every key
 //! optional with a default), and `Config` holds checked values: addresses, durations,
 //! URLs, secrets, paths and the PEM text of key files. Secrets are never in the file: it
-//! names environment variables, read here once at load. Turning PEM, templates, origins
+//! names environment variables or files, read here at every load. Environment variables
+//! `REFOLD_PROXY__SECTION__KEY` override keys of the file before it is checked
+//! ([`overrides`]). Turning PEM, templates, origins
 //! and key rings into domain types is the job of the step that uses them, so config
 //! depends on none of the steps; `--check-config` and reload run those parsers too.
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 mod admin;
 mod check;
@@ -18,6 +20,7 @@ mod cors;
 mod guard;
 mod identity;
 mod limits;
+pub mod overrides;
 mod redis;
 mod routes;
 mod server;
@@ -25,7 +28,7 @@ mod tokens;
 mod upstream;
 
 pub use admin::AdminConfig;
-pub use check::{parse_duration, PemFile};
+pub use check::{parse_duration, PemFile, SecretSource};
 pub use cors::CorsConfig;
 pub use guard::GuardConfig;
 pub use identity::{is_hmac, IdentityConfig, JwksConfig};
@@ -49,6 +52,10 @@ pub enum ConfigError {
     /// The file is not valid TOML for the schema (unknown key, wrong type...).
     #[error("invalid config: {0}")]
     Parse(#[from] toml::de::Error),
+    /// An environment variable overriding a key names no key, or a value its key cannot
+    /// take.
+    #[error("invalid config: environment variable {variable}: {message}")]
+    Override { variable: String, message: String },
     /// A value parsed but is not acceptable.
     #[error("invalid config: `{key}`: {message}")]
     Invalid { key: &'static str, message: String },
@@ -61,6 +68,59 @@ impl ConfigError {
         Self::Invalid {
             key,
             message: message.into(),
+        }
+    }
+}
+
+/// Where a process's config comes from; a reload reads it again from there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// A config file, with the environment's overrides.
+    File(PathBuf),
+    /// No file: the defaults with the environment's overrides.
+    Defaults,
+}
+
+impl ConfigSource {
+    /// The file `given` (`--config`), else `proxy.toml` in the working directory when it
+    /// exists, else no file (said in one log line: a container configured by its
+    /// environment). A given file that does not exist is an error when it is loaded.
+    pub fn find(given: Option<PathBuf>) -> Self {
+        if let Some(path) = given {
+            return Self::File(path);
+        }
+        let default = PathBuf::from("proxy.toml");
+        if default.exists() {
+            return Self::File(default);
+        }
+        tracing::info!(
+            "no config file (no --config, no proxy.toml): using the defaults and the REFOLD_PROXY__* environment overrides"
+        );
+        Self::Defaults
+    }
+
+    /// The config file, if there is one.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Self::File(path) => Some(path),
+            Self::Defaults => None,
+        }
+    }
+
+    /// Reads and validates the config (secrets and overrides from the process).
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        match self {
+            Self::File(path) => Config::load(path),
+            Self::Defaults => Config::load_defaults(),
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::Defaults => f.write_str("(no file: the defaults and the environment)"),
         }
     }
 }
@@ -83,7 +143,7 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     #[serde(default)]
@@ -104,42 +164,88 @@ struct FileConfig {
     limits: limits::FileLimits,
     #[serde(default)]
     guard: guard::FileGuard,
+    #[serde(skip_serializing_if = "Option::is_none")]
     redis: Option<redis::FileRedis>,
 }
 
+impl FileConfig {
+    /// The file as checked: its TOML with the environment's overrides applied.
+    fn parse(text: &str, overrides: &[(String, String)]) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = text.parse()?;
+        overrides::apply(&mut table, overrides)?;
+        let mut file = Self::deserialize(table)?;
+        file.upstream.default_secrets();
+        file.identity.default_secrets();
+        if let Some(redis) = &mut file.redis {
+            redis.default_secrets();
+        }
+        Ok(file)
+    }
+}
+
 impl Config {
-    /// Reads and validates a config file, taking secrets from the process environment.
+    /// Reads and validates a config file with the process environment's overrides
+    /// applied, taking secrets from the environment and the files it names.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let base_dir = path.parent().unwrap_or_else(|| Path::new("."));
-        Self::from_toml(&text, base_dir, |name| std::env::var(name).ok())
+        let text = read(path)?;
+        Self::from_toml_with(
+            &text,
+            base_dir(path),
+            |name| std::env::var(name).ok(),
+            &overrides::from_process(),
+        )
     }
 
-    /// Reads and validates only the `[identity]` table of a config file, taking its secret
-    /// from the process environment: for signing app JWTs, which needs neither Refold's
-    /// API key nor Redis. The other tables are not checked.
-    pub fn load_identity(path: &Path) -> Result<IdentityConfig, ConfigError> {
+    /// Validates the defaults with the process environment's overrides applied: for a
+    /// process given no config file (a container configured by its environment).
+    /// Relative paths resolve against the working directory.
+    pub fn load_defaults() -> Result<Self, ConfigError> {
+        Self::from_toml_with(
+            "",
+            Path::new("."),
+            |name| std::env::var(name).ok(),
+            &overrides::from_process(),
+        )
+    }
+
+    /// Reads and validates only the `[identity]` table of a config file (`None`: of the
+    /// defaults), overrides applied, taking its secret from the environment or its file:
+    /// for signing app JWTs, which needs neither Refold's API key nor Redis. The other
+    /// tables are not checked.
+    pub fn load_identity(path: Option<&Path>) -> Result<IdentityConfig, ConfigError> {
         /// The file seen through `[identity]` alone: other tables are skipped unread.
         #[derive(Deserialize)]
         struct IdentityOnly {
             #[serde(default)]
             identity: identity::FileIdentity,
         }
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let base_dir = path.parent().unwrap_or_else(|| Path::new("."));
-        let file: IdentityOnly = toml::from_str(&text)?;
+        let (text, dir) = match path {
+            Some(path) => (read(path)?, base_dir(path)),
+            None => (String::new(), Path::new(".")),
+        };
+        let mut table: toml::Table = text.parse()?;
+        let identity_only: Vec<_> = overrides::from_process()
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(&format!("{}IDENTITY__", overrides::PREFIX)))
+            .collect();
+        overrides::apply(&mut table, &identity_only)?;
+        let mut file = IdentityOnly::deserialize(table)?;
+        file.identity.default_secrets();
         identity::validate_identity(
             file.identity,
-            base_dir,
+            dir,
             &|name| std::env::var(name).ok(),
             &mut Vec::new(),
         )
+    }
+
+    /// The effective config of `path` (`None`: of the defaults) after the process
+    /// environment's overrides, as TOML: every key with a value, defaults included.
+    /// Secrets are not in it: only the names of the variables and files that hold them.
+    pub fn effective_toml(path: Option<&Path>) -> Result<String, ConfigError> {
+        let text = path.map(read).transpose()?.unwrap_or_default();
+        let file = FileConfig::parse(&text, &overrides::from_process())?;
+        toml::to_string(&file).map_err(|e| ConfigError::invalid("config", e.to_string()))
     }
 
     /// Validates a config from TOML text. Relative file paths resolve against `base_dir`;
@@ -149,14 +255,26 @@ impl Config {
         base_dir: &Path,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let file: FileConfig = toml::from_str(text)?;
+        Self::from_toml_with(text, base_dir, env, &[])
+    }
+
+    /// [`Config::from_toml`] with `overrides` (`REFOLD_PROXY__SECTION__KEY`, value pairs)
+    /// applied to the TOML first.
+    pub fn from_toml_with(
+        text: &str,
+        base_dir: &Path,
+        env: impl Fn(&str) -> Option<String>,
+        overrides: &[(String, String)],
+    ) -> Result<Self, ConfigError> {
+        let file = FileConfig::parse(text, overrides)?;
         let mut warnings = Vec::new();
-        let server = server::validate_server(file.server, base_dir, &env)?;
+        let server = server::validate_server(file.server, base_dir, &env, &mut warnings)?;
         let tokens = tokens::validate_tokens(file.tokens)?;
         let limits = limits::validate_limits(file.limits)?;
-        let redis = redis::validate_redis(file.redis, &tokens, &limits, &env, &mut warnings)?;
+        let redis =
+            redis::validate_redis(file.redis, &tokens, &limits, base_dir, &env, &mut warnings)?;
         Ok(Self {
-            admin: admin::validate_admin(file.admin, &server, &env)?,
+            admin: admin::validate_admin(file.admin, &server, base_dir, &env, &mut warnings)?,
             server,
             upstream: upstream::validate_upstream(file.upstream, base_dir, &env, &mut warnings)?,
             identity: identity::validate_identity(file.identity, base_dir, &env, &mut warnings)?,
@@ -169,6 +287,18 @@ impl Config {
             warnings,
         })
     }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// The directory relative paths in the file at `path` resolve against.
+fn base_dir(path: &Path) -> &Path {
+    path.parent().unwrap_or_else(|| Path::new("."))
 }
 
 #[cfg(test)]
@@ -268,7 +398,10 @@ mod tests {
         assert_eq!(r.command_timeout, Duration::from_millis(250));
         assert_eq!(r.lease, Duration::from_millis(3000));
         assert_eq!(r.encryption_keys.expose(), KEYS);
-        assert_eq!(r.encryption_keys_env, "REFOLD_PROXY_STORE_KEYS");
+        assert_eq!(
+            r.encryption_keys_env,
+            "environment variable REFOLD_PROXY_STORE_KEYS"
+        );
         assert_eq!(ok.limits.store, Store::Redis);
         assert!(!format!("{r:?}").contains("pw@"));
         // The sealing keys stay raw here, and as secret as the URL.
@@ -630,6 +763,86 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("shorter than 32"), "{err}");
+    }
+
+    #[test]
+    fn a_file_key_replaces_the_variable_default_and_both_set_conflict() {
+        let dir = std::env::temp_dir().join(format!("refold-proxy-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("key"), "tk_from_the_file\n").unwrap();
+        std::fs::write(dir.join("url"), "redis://:pw@cache:6379\n").unwrap();
+        // No variable set at all: the files are the only sources.
+        let none = |_: &str| None;
+        let config = Config::from_toml(
+            "[upstream]\napi_key_file = \"key\"\n[identity]\nalgorithms = [\"RS256\"]\n\
+             public_key_file = \"rs.pem\"\nallow_missing_issuer_audience = true\n",
+            &dir,
+            none,
+        );
+        // The PEM file is absent: the error is about it, not about REFOLD_API_KEY.
+        let err = config.unwrap_err().to_string();
+        assert!(err.contains("identity.public_key_file"), "{err}");
+        let config = Config::from_toml("[upstream]\napi_key_file = \"key\"", &dir, |name| {
+            (name == "APP_JWT_SECRET").then(|| "0123456789abcdef0123456789abcdef".into())
+        })
+        .unwrap();
+        assert_eq!(config.upstream.api_key.expose(), "tk_from_the_file");
+        for (text, keys) in [
+            (
+                "[upstream]\napi_key_env = \"REFOLD_API_KEY\"\napi_key_file = \"key\"",
+                ["upstream.api_key_env", "upstream.api_key_file"],
+            ),
+            (
+                "[identity]\nhs_secret_env = \"APP_JWT_SECRET\"\nhs_secret_file = \"key\"",
+                ["identity.hs_secret_env", "identity.hs_secret_file"],
+            ),
+            (
+                "[tokens]\nstore = \"redis\"\n[redis]\nurl_env = \"U\"\nurl_file = \"url\"",
+                ["redis.url_env", "redis.url_file"],
+            ),
+        ] {
+            let err = Config::from_toml(text, &dir, env).unwrap_err().to_string();
+            assert!(keys.iter().all(|k| err.contains(k)), "{text:?} gave {err}");
+        }
+        // A Redis URL from a file, as the variable's would be.
+        let shared = Config::from_toml(
+            "[tokens]\nstore = \"redis\"\n[redis]\nurl_file = \"url\"\nencryption_keys_file = \"key\"",
+            &dir,
+            env,
+        )
+        .unwrap();
+        assert_eq!(shared.redis.unwrap().url.expose(), "redis://:pw@cache:6379");
+    }
+
+    #[test]
+    fn overrides_apply_before_validation() {
+        let overrides = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+        let config = Config::from_toml_with(
+            "[server]\nlisten = \"0.0.0.0:8080\"\n",
+            dir,
+            env,
+            &overrides(&[
+                ("REFOLD_PROXY__SERVER__LISTEN", "127.0.0.1:9"),
+                ("REFOLD_PROXY__UPSTREAM__BASE_URL", "http://127.0.0.1:7"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.server.listen.port(), 9);
+        assert_eq!(config.upstream.base_url, "http://127.0.0.1:7/");
+        let err = Config::from_toml_with(
+            "",
+            dir,
+            env,
+            &overrides(&[("REFOLD_PROXY__SERVER__MOUNT_PATH", "api")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("server.mount_path"), "{err}");
     }
 
     #[test]

@@ -761,3 +761,338 @@ async fn demo_tls_serves_https_with_a_fresh_certificate_the_banner_names() {
     assert!(status.success(), "{status}");
     assert!(!Path::new(cacert).exists(), "{cacert} is left behind");
 }
+
+/// A directory of its own for a test's config and secret files.
+fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("refold-proxy-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn a_proxy_runs_with_its_secrets_only_in_files() {
+    use crate::support::process::{ProxyProcess, ADMIN_TOKEN};
+    use crate::support::{app_jwt, API_KEY, SECRET as JWT_SECRET};
+    let (mock, _upstream) = refold_mock::MockUpstream::spawn(refold_mock::MockConfig {
+        api_key: API_KEY.into(),
+        accounts: vec!["alice".into()],
+        ..refold_mock::MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = scratch_dir("file-secrets");
+    // As Kubernetes and Docker write them: one trailing newline.
+    for (name, value) in [
+        ("api-key", API_KEY),
+        ("jwt-secret", JWT_SECRET),
+        ("admin-token", ADMIN_TOKEN),
+    ] {
+        std::fs::write(dir.join(name), format!("{value}\n")).unwrap();
+    }
+    let file = |name: &str| dir.join(name).display().to_string();
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\nadmin_token_file = \"{}\"\n\
+         [upstream]\nbase_url = \"http://{mock}\"\napi_key_file = \"{}\"\n\
+         [identity]\nhs_secret_file = \"{}\"\n",
+        file("admin-token"),
+        file("api-key"),
+        file("jwt-secret"),
+    );
+    // The variables the `*_env` defaults name hold wrong values: only the files are right.
+    let mut proxy = ProxyProcess::spawn_with_env(
+        &toml,
+        &[
+            ("REFOLD_API_KEY", "tk_wrong_key".into()),
+            (
+                "APP_JWT_SECRET",
+                "wrong-secret-wrong-secret-wrong-secret".into(),
+            ),
+        ],
+    )
+    .await;
+    let addr = proxy.serving().await;
+    let ok = reqwest::Client::new()
+        .get(format!("http://{addr}/api/v2/public/workflow"))
+        .bearer_auth(app_jwt("alice"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let evict = reqwest::Client::new()
+        .post(proxy.admin_url("/tokens/alice/evict"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert!(evict.status().is_success(), "{}", evict.status());
+    let logs = format!("{:?}", proxy.logs());
+    for secret in [API_KEY, JWT_SECRET, ADMIN_TOKEN] {
+        assert!(!logs.contains(secret), "{logs}");
+    }
+    proxy.kill().await;
+}
+
+#[test]
+fn secret_files_are_checked_and_never_quoted() {
+    let dir = scratch_dir("secret-file-checks");
+    std::fs::write(dir.join("empty"), "\n").unwrap();
+    std::fs::write(dir.join("short"), "tiny-admin-secret\n").unwrap();
+    let cases = [
+        (
+            "both.toml",
+            "[upstream]\napi_key_env = \"REFOLD_API_KEY\"\napi_key_file = \"empty\"\n",
+            vec!["upstream.api_key_env", "upstream.api_key_file"],
+        ),
+        (
+            "empty.toml",
+            "[upstream]\napi_key_file = \"empty\"\n",
+            vec!["upstream.api_key_file", "is empty"],
+        ),
+        (
+            "missing.toml",
+            "[identity]\nhs_secret_file = \"no-such-file\"\n",
+            vec!["identity.hs_secret_file", "no-such-file"],
+        ),
+        (
+            "short.toml",
+            "[admin]\nadmin_token_file = \"short\"\n",
+            vec!["admin.admin_token_file", "shorter than 32"],
+        ),
+    ];
+    for (name, text, needles) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = command().arg("--check-config").arg(&path).output().unwrap();
+        assert!(!out.status.success(), "{name} passed");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        for needle in needles {
+            assert!(stderr.contains(needle), "{name}: {stderr}");
+        }
+        assert!(!stderr.contains("tiny-admin"), "{stderr}");
+    }
+}
+
+#[test]
+fn environment_overrides_reach_the_checked_config_and_name_their_variable() {
+    let path = write_config("override.toml", "[server]\nlisten = \"0.0.0.0:8080\"\n");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = command()
+        .arg("--check-config")
+        .arg(&path)
+        .env("REFOLD_PROXY__SERVER__LISTEN", "127.0.0.1:8443")
+        .env(
+            "REFOLD_PROXY__SERVER__TLS__CERT_FILE",
+            repo.join("certs/localhost.pem"),
+        )
+        .env(
+            "REFOLD_PROXY__SERVER__TLS__KEY_FILE",
+            repo.join("certs/localhost.key.pem"),
+        )
+        .env("REFOLD_PROXY__UPSTREAM__BASE_URL", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("listen 127.0.0.1:8443 with TLS") && stdout.contains("http://127.0.0.1:9"),
+        "{stdout}"
+    );
+    for (var, value, needle) in [
+        (
+            "REFOLD_PROXY__SERVER__LISEN",
+            "1",
+            "REFOLD_PROXY__SERVER__LISEN",
+        ),
+        ("REFOLD_PROXY__NOPE__KEY", "1", "REFOLD_PROXY__NOPE__KEY"),
+        (
+            "REFOLD_PROXY__SERVER__LISTEN__PORT",
+            "1",
+            "REFOLD_PROXY__SERVER__LISTEN__PORT",
+        ),
+        (
+            "REFOLD_PROXY__CORS__ALLOWED_ORIGINS",
+            "[\"https://a.example\", \"not an origin\"]",
+            "cors.allowed_origins",
+        ),
+    ] {
+        let out = command()
+            .arg("--check-config")
+            .arg(&path)
+            .env(var, value)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{var} passed");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(needle), "{var}: {stderr}");
+    }
+    // A single underscore is a secret's variable, not an override.
+    let out = command()
+        .arg("--check-config")
+        .arg(&path)
+        .env("REFOLD_PROXY_NOT_AN_OVERRIDE", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}
+
+#[test]
+fn print_config_shows_the_effective_config_without_secrets() {
+    let dir = scratch_dir("print-config");
+    let api_key = "pk_printed_never_0123456789";
+    std::fs::write(dir.join("api-key"), api_key).unwrap();
+    let path = dir.join("proxy.toml");
+    std::fs::write(
+        &path,
+        "[upstream]\napi_key_file = \"api-key\"\n[admin]\nadmin_token_env = \"PRINT_ADMIN\"\n",
+    )
+    .unwrap();
+    let admin_secret = "admin-secret-that-is-never-printed-0123";
+    let out = command()
+        .arg("--check-config")
+        .arg(&path)
+        .arg("--print-config")
+        .env("PRINT_ADMIN", admin_secret)
+        .env(
+            "REFOLD_PROXY__CORS__ALLOWED_ORIGINS",
+            "[\"https://a.example\",\"https://b.example\"]",
+        )
+        .env("REFOLD_PROXY__LIMITS__PER_ACCOUNT_IN_FLIGHT", "7")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8(out.stdout).unwrap();
+    for secret in [api_key, admin_secret, SECRET, "pk_cli_test_key"] {
+        assert!(!printed.contains(secret), "{printed}");
+    }
+    let table: toml::Table = printed.parse().unwrap();
+    assert_eq!(
+        table["limits"]["per_account_in_flight"].as_integer(),
+        Some(7)
+    );
+    assert_eq!(
+        table["cors"]["allowed_origins"].as_array().unwrap().len(),
+        2
+    );
+    // Defaults are shown, and the names of the secrets' sources.
+    assert_eq!(table["server"]["listen"].as_str(), Some("0.0.0.0:8080"));
+    assert_eq!(table["upstream"]["api_key_file"].as_str(), Some("api-key"));
+    assert_eq!(
+        table["admin"]["admin_token_env"].as_str(),
+        Some("PRINT_ADMIN")
+    );
+    assert_eq!(
+        table["identity"]["hs_secret_env"].as_str(),
+        Some("APP_JWT_SECRET")
+    );
+    // With --check-config the config is checked first: a missing secret prints nothing.
+    let out = command()
+        .arg("--check-config")
+        .arg(&path)
+        .arg("--print-config")
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PRINT_ADMIN"));
+    // What it prints checks as it stands, without the overrides.
+    let again = dir.join("printed.toml");
+    std::fs::write(&again, &printed).unwrap();
+    let out = command()
+        .arg("--check-config")
+        .arg(&again)
+        .env("PRINT_ADMIN", admin_secret)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn without_a_config_file_the_environment_is_the_config() {
+    use crate::support::{app_jwt, API_KEY, SECRET as JWT_SECRET};
+    let (mock, _upstream) = refold_mock::MockUpstream::spawn(refold_mock::MockConfig {
+        api_key: API_KEY.into(),
+        accounts: vec!["alice".into()],
+        ..refold_mock::MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = scratch_dir("no-config-file");
+    let mut child = tokio::process::Command::new(BIN)
+        .current_dir(&dir)
+        .args(["--log-format", "json"])
+        .env("REFOLD_API_KEY", API_KEY)
+        .env("APP_JWT_SECRET", JWT_SECRET)
+        .env("RUST_LOG", "info")
+        .env("REFOLD_PROXY__SERVER__LISTEN", "127.0.0.1:0")
+        .env("REFOLD_PROXY__ADMIN__LISTEN", "127.0.0.1:0")
+        .env("REFOLD_PROXY__UPSTREAM__BASE_URL", format!("http://{mock}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut said_so = false;
+    let addr = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            said_so |= line.contains("no config file");
+            if let Some(listen) = event["fields"]["listen"].as_str() {
+                return listen.parse::<std::net::SocketAddr>().unwrap();
+            }
+        }
+        panic!("the proxy exited without serving");
+    })
+    .await
+    .unwrap();
+    assert!(
+        said_so,
+        "no log line says the config came from the environment"
+    );
+    let ok = reqwest::Client::new()
+        .get(format!("http://{addr}/api/v2/public/workflow"))
+        .bearer_auth(app_jwt("alice"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    // SIGHUP reloads from the same place (the secrets re-read), not the default action.
+    let pid = child.id().unwrap().to_string();
+    let sent = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    assert!(sent.success());
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("config reloaded") {
+                return;
+            }
+        }
+        panic!("the proxy exited on SIGHUP");
+    })
+    .await
+    .unwrap();
+    child.kill().await.unwrap();
+    // A config file asked for by name must exist.
+    let out = command()
+        .current_dir(&dir)
+        .args(["--config", "missing.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("missing.toml"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

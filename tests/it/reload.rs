@@ -350,3 +350,143 @@ async fn sighup_applies_the_header_read_timeout_to_connections_opened_after_it()
         "a connection opened before the reload was held to the new timeout"
     );
 }
+
+/// POST evict for `account` on the admin listener with `secret`.
+async fn evict(proxy: &ProxyProcess, account: &str, secret: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(proxy.admin_url(&format!("/tokens/{account}/evict")))
+        .bearer_auth(secret)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_rereads_secret_files_rotating_the_api_key_and_the_admin_and_jwt_secrets() {
+    const ADMIN_OLD: &str = "admin-secret-before-rotation-0123456789";
+    const ADMIN_NEW: &str = "admin-secret-after-rotation-0123456789ab";
+    const JWT_NEW: &str = "app-jwt-secret-after-rotation-0123456789";
+    let (mock_addr, mock) = stand_in().await;
+    let dir = std::env::temp_dir().join(format!("refold-proxy-rotate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (key_file, admin_file, jwt_file) = (
+        dir.join("api-key"),
+        dir.join("admin-token"),
+        dir.join("jwt-secret"),
+    );
+    // A key of the right environment Refold does not know (yet): the old one, revoked.
+    std::fs::write(&key_file, "tk_revoked_api_key\n").unwrap();
+    std::fs::write(&admin_file, format!("{ADMIN_OLD}\n")).unwrap();
+    std::fs::write(&jwt_file, format!("{SECRET}\n")).unwrap();
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\nadmin_token_file = \"{}\"\n\
+         [upstream]\nbase_url = \"http://{mock_addr}\"\napi_key_file = \"{}\"\n\
+         [identity]\nhs_secret_file = \"{}\"\n",
+        admin_file.display(),
+        key_file.display(),
+        jwt_file.display(),
+    );
+    let (proxy, addr) = ProxyProcess::start(&toml).await;
+    let old_jwt = app_jwt("alice");
+    let new_jwt = sign_with(
+        Algorithm::HS256,
+        JWT_NEW,
+        serde_json::json!({ "sub": "alice", "exp": now() + 600 }),
+    );
+    let workflows = |jwt: &str| {
+        reqwest::Client::new()
+            .get(format!("http://{addr}{WORKFLOWS}"))
+            .bearer_auth(jwt)
+            .send()
+    };
+    let refused = workflows(&old_jwt).await.unwrap();
+    assert!(
+        refused.status().is_server_error(),
+        "Refold accepted the revoked key: {}",
+        refused.status()
+    );
+    assert_eq!(evict(&proxy, "alice", ADMIN_OLD).await.status(), 200);
+
+    std::fs::write(&key_file, format!("{API_KEY}\n")).unwrap();
+    std::fs::write(&admin_file, format!("{ADMIN_NEW}\n")).unwrap();
+    std::fs::write(&jwt_file, format!("{JWT_NEW}\n")).unwrap();
+    proxy.signal("HUP");
+    let reloaded = proxy.wait_for_message("config reloaded", 1).await;
+    assert_eq!(reloaded["fields"]["restart_needed"], "[]", "{reloaded}");
+    // The next mint carries the new key, which the stand-in accepts, at once: the
+    // backoff the rejected key earned ends with the rotation.
+    assert_eq!(workflows(&new_jwt).await.unwrap().status(), 200);
+    assert_eq!(mock.mints_for("alice"), 2);
+    assert_error(workflows(&old_jwt).await.unwrap(), 401, "APP_TOKEN_INVALID").await;
+    assert_error(
+        evict(&proxy, "alice", ADMIN_OLD).await,
+        401,
+        "ADMIN_TOKEN_INVALID",
+    )
+    .await;
+    assert_eq!(evict(&proxy, "alice", ADMIN_NEW).await.status(), 200);
+    let logs = format!("{:?}", proxy.logs());
+    for secret in [API_KEY, ADMIN_OLD, ADMIN_NEW, JWT_NEW] {
+        assert!(!logs.contains(secret), "{logs}");
+    }
+    proxy.signal("TERM");
+}
+
+/// The id of the key that sealed each stored session token (the sealed value follows the
+/// token's 16-byte fingerprint: version, id length, id, nonce...).
+fn sealing_key_ids(redis: &crate::support::redis::RedisServer) -> Vec<String> {
+    redis
+        .dump()
+        .into_iter()
+        .filter(|(key, _)| key.contains(":token:"))
+        .filter_map(|(_, value)| {
+            let len = usize::from(*value.get(17)?);
+            Some(String::from_utf8_lossy(value.get(18..18 + len)?).into_owned())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_rereads_the_store_keys_file_and_seals_with_the_new_first_key() {
+    use crate::support::redis::{RedisServer, REDIS_URL_ENV, STORE_KEYS};
+    const NEW_KEY: &str = "k2:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
+    let redis = RedisServer::start();
+    let (mock_addr, mock) = stand_in_with(&["alice", "bob"]).await;
+    let dir = std::env::temp_dir().join(format!("refold-proxy-store-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let keys_file = dir.join("store-keys");
+    std::fs::write(&keys_file, format!("{STORE_KEYS}\n")).unwrap();
+    let toml = format!(
+        "{}[tokens]\nstore = \"redis\"\n[redis]\nurl_env = \"{REDIS_URL_ENV}\"\nencryption_keys_file = \"{}\"\n",
+        base_config(&format!("http://{mock_addr}")),
+        keys_file.display()
+    );
+    let mut proxy = ProxyProcess::spawn_with_env(&toml, &[(REDIS_URL_ENV, redis.url())]).await;
+    let addr = proxy.serving().await;
+    let get_as = |account: &str| {
+        reqwest::Client::new()
+            .get(format!("http://{addr}{WORKFLOWS}"))
+            .bearer_auth(app_jwt(account))
+            .send()
+    };
+    assert_eq!(get_as("alice").await.unwrap().status(), 200);
+    crate::support::eventually("alice's token stored", || sealing_key_ids(&redis) == ["k1"]).await;
+
+    std::fs::write(&keys_file, format!("{NEW_KEY} {STORE_KEYS}\n")).unwrap();
+    proxy.signal("HUP");
+    let reloaded = proxy.wait_for_message("config reloaded", 1).await;
+    assert_eq!(reloaded["fields"]["restart_needed"], "[]", "{reloaded}");
+    assert_eq!(get_as("bob").await.unwrap().status(), 200);
+    crate::support::eventually("bob's token sealed with the new key", || {
+        let mut ids = sealing_key_ids(&redis);
+        ids.sort();
+        ids == ["k1", "k2"]
+    })
+    .await;
+    // Alice keeps her cached token: the rotation costs no mint.
+    assert_eq!(get_as("alice").await.unwrap().status(), 200);
+    assert_eq!(mock.mints_for("alice"), 1);
+    proxy.signal("TERM");
+    assert!(proxy.exit_status().await.success());
+}

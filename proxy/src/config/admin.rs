@@ -1,11 +1,12 @@
 //! `[admin]`: the admin listener (health, readiness, token eviction) and its secret.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::check::{self, invalid};
+use super::check::{self, invalid, SecretKeys};
 use super::{ConfigError, ServerConfig};
 use crate::secret::Secret;
 
@@ -20,11 +21,12 @@ pub struct AdminConfig {
     pub token: Option<Secret>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct FileAdmin {
     listen: String,
     admin_token_env: Option<String>,
+    admin_token_file: Option<PathBuf>,
 }
 
 impl Default for FileAdmin {
@@ -32,6 +34,7 @@ impl Default for FileAdmin {
         Self {
             listen: "127.0.0.1:9901".into(),
             admin_token_env: None,
+            admin_token_file: None,
         }
     }
 }
@@ -39,7 +42,9 @@ impl Default for FileAdmin {
 pub(super) fn validate_admin(
     file: FileAdmin,
     server: &ServerConfig,
+    base_dir: &Path,
     env: &impl Fn(&str) -> Option<String>,
+    warnings: &mut Vec<String>,
 ) -> Result<AdminConfig, ConfigError> {
     const KEY: &str = "admin.listen";
     let listen = SocketAddr::from_str(&file.listen).map_err(|_| {
@@ -57,19 +62,27 @@ pub(super) fn validate_admin(
             ),
         ));
     }
-    let token = file
-        .admin_token_env
-        .as_deref()
-        .map(|name| {
-            check::long_secret_from_env(
-                "admin.admin_token_env",
-                name,
-                MIN_ADMIN_TOKEN_BYTES,
-                "secret",
-                env,
-            )
-        })
-        .transpose()?;
+    const KEYS: SecretKeys = SecretKeys {
+        env: "admin.admin_token_env",
+        file: "admin.admin_token_file",
+    };
+    let token = check::secret_source(
+        KEYS,
+        file.admin_token_env.as_deref(),
+        file.admin_token_file.as_ref(),
+        base_dir,
+    )?
+    .map(|source| {
+        check::long_secret(
+            KEYS,
+            &source,
+            MIN_ADMIN_TOKEN_BYTES,
+            "secret",
+            env,
+            warnings,
+        )
+    })
+    .transpose()?;
     Ok(AdminConfig { listen, token })
 }
 

@@ -1,5 +1,5 @@
 //! The checks every table shares: ranges named by their key, `http(s)` URLs with the
-//! loopback rule for plain http, secrets taken from the environment, and file reads.
+//! loopback rule for plain http, secrets taken from the environment or from files, and file reads.
 //!
 //! One wording per kind of refusal, so the README's messages stay true for every key.
 
@@ -54,46 +54,155 @@ pub(super) fn above_zero<T: PartialEq + Default>(
     Ok(())
 }
 
-/// The secret held by the environment variable `name`, trimmed; `key` is the config key
-/// that names the variable. The value never appears in an error.
-pub(super) fn secret_from_env(
-    key: &'static str,
-    name: &str,
-    env: &impl Fn(&str) -> Option<String>,
-) -> Result<Secret, ConfigError> {
-    if name.is_empty() {
-        return Err(invalid(key, "must name an environment variable"));
-    }
-    match env(name) {
-        Some(value) if !value.trim().is_empty() => Ok(Secret::new(value.trim())),
-        Some(_) => Err(invalid(
-            key,
-            format!("environment variable {name} is empty"),
-        )),
-        None => Err(invalid(
-            key,
-            format!("environment variable {name} is not set"),
-        )),
+/// Where a secret is read from: an environment variable, or a file (Kubernetes and
+/// Docker mount secrets as files). Shown in messages, never the secret itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// The environment variable of this name.
+    Env(String),
+    /// The file at this path, resolved against the config file's directory.
+    File(PathBuf),
+}
+
+impl std::fmt::Display for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Env(name) => write!(f, "environment variable {name}"),
+            Self::File(path) => write!(f, "file {}", path.display()),
+        }
     }
 }
 
-/// [`secret_from_env`], at least `min` bytes long: a short one could be guessed. `what`
-/// names it in the error ("key", "secret").
-pub(super) fn long_secret_from_env(
-    key: &'static str,
-    name: &str,
+/// The two config keys that can name one secret: `*_env` and `*_file`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SecretKeys {
+    pub env: &'static str,
+    pub file: &'static str,
+}
+
+impl SecretKeys {
+    /// The key an error about `source` names: the one that chose it.
+    pub(super) fn of(self, source: &SecretSource) -> &'static str {
+        match source {
+            SecretSource::Env(_) => self.env,
+            SecretSource::File(_) => self.file,
+        }
+    }
+}
+
+/// Gives a `*_env` key its default variable when neither it nor its `*_file` key is set:
+/// a file named instead replaces the default rather than conflicting with it.
+pub(super) fn default_env(env: &mut Option<String>, file: Option<&PathBuf>, default: &str) {
+    if env.is_none() && file.is_none() {
+        *env = Some(default.to_owned());
+    }
+}
+
+/// The source a `*_env`/`*_file` pair names, `None` when neither is set. Setting both is
+/// refused, naming both keys; a relative file resolves against `base_dir`.
+pub(super) fn secret_source(
+    keys: SecretKeys,
+    env: Option<&str>,
+    file: Option<&PathBuf>,
+    base_dir: &Path,
+) -> Result<Option<SecretSource>, ConfigError> {
+    match (env, file) {
+        (Some(_), Some(_)) => Err(invalid(
+            keys.env,
+            format!(
+                "and `{}` are both set: name the secret in one of them",
+                keys.file
+            ),
+        )),
+        (Some(name), None) => Ok(Some(SecretSource::Env(name.to_owned()))),
+        (None, Some(path)) if path.as_os_str().is_empty() => {
+            Err(invalid(keys.file, "must not be empty; omit it instead"))
+        }
+        (None, Some(path)) => Ok(Some(SecretSource::File(base_dir.join(path)))),
+        (None, None) => Ok(None),
+    }
+}
+
+/// The secret `source` holds; `keys` are the config keys that can name it (errors name
+/// the one in use). From a variable the value is trimmed; from a file exactly one
+/// trailing newline is removed (secret files written by `echo`, `kubectl create secret
+/// --from-file` or an editor often end in one), the rest is the secret. Empty, unset or
+/// unreadable is refused; a file other users may read is accepted with a warning. The
+/// value never appears in an error.
+pub(super) fn secret(
+    keys: SecretKeys,
+    source: &SecretSource,
+    env: &impl Fn(&str) -> Option<String>,
+    warnings: &mut Vec<String>,
+) -> Result<Secret, ConfigError> {
+    let key = keys.of(source);
+    match source {
+        SecretSource::Env(name) if name.is_empty() => {
+            Err(invalid(key, "must name an environment variable"))
+        }
+        SecretSource::Env(name) => match env(name) {
+            Some(value) if !value.trim().is_empty() => Ok(Secret::new(value.trim())),
+            Some(_) => Err(invalid(key, format!("{source} is empty"))),
+            None => Err(invalid(key, format!("{source} is not set"))),
+        },
+        SecretSource::File(path) => {
+            let bytes = std::fs::read(path)
+                .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| invalid(key, format!("{} is not UTF-8 text", path.display())))?;
+            let value = text
+                .strip_suffix('\n')
+                .map_or(text.as_str(), |v| v.strip_suffix('\r').unwrap_or(v));
+            if value.trim().is_empty() {
+                return Err(invalid(key, format!("{} is empty", path.display())));
+            }
+            if let Some(mode) = readable_by_all(path) {
+                warnings.push(format!(
+                    "{key}: {} is readable by every user of this machine (mode {mode:o}); \
+                     let only the proxy's user read it (chmod 600, or defaultMode 0400 on a \
+                     Kubernetes secret volume)",
+                    path.display()
+                ));
+            }
+            Ok(Secret::new(value))
+        }
+    }
+}
+
+/// [`secret`], at least `min` bytes long: a short one could be guessed. `what` names it
+/// in the error ("key", "secret").
+pub(super) fn long_secret(
+    keys: SecretKeys,
+    source: &SecretSource,
     min: usize,
     what: &str,
     env: &impl Fn(&str) -> Option<String>,
+    warnings: &mut Vec<String>,
 ) -> Result<Secret, ConfigError> {
-    let secret = secret_from_env(key, name, env)?;
+    let secret = secret(keys, source, env, warnings)?;
     if secret.expose().len() < min {
         return Err(invalid(
-            key,
-            format!("the {what} in {name} is shorter than {min} bytes"),
+            keys.of(source),
+            format!("the {what} in {source} is shorter than {min} bytes"),
         ));
     }
     Ok(secret)
+}
+
+/// The permission bits of a file any user may read, `None` when only its owner and group
+/// may (or on a platform without them).
+fn readable_by_all(path: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o004 != 0).then_some(mode)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
 }
 
 /// An `http://` or `https://` URL naming a host and carrying no credentials.
@@ -245,6 +354,11 @@ mod tests {
         }
     }
 
+    const KEYS: SecretKeys = SecretKeys {
+        env: "k_env",
+        file: "k_file",
+    };
+
     #[test]
     fn secrets_come_trimmed_from_the_named_variable_and_never_into_errors() {
         let env = |name: &str| match name {
@@ -252,8 +366,12 @@ mod tests {
             "BLANK" => Some("  ".to_owned()),
             _ => None,
         };
+        let from = |name: &str| SecretSource::Env(name.to_owned());
+        let mut warnings = Vec::new();
         assert_eq!(
-            secret_from_env("k", "SET", &env).unwrap().expose(),
+            secret(KEYS, &from("SET"), &env, &mut warnings)
+                .unwrap()
+                .expose(),
             "a-secret-value"
         );
         for (name, why) in [
@@ -261,17 +379,96 @@ mod tests {
             ("BLANK", "BLANK is empty"),
             ("UNSET", "UNSET is not set"),
         ] {
-            let err = secret_from_env("k", name, &env).unwrap_err().to_string();
-            assert!(err.contains("`k`") && err.contains(why), "{err}");
+            let err = secret(KEYS, &from(name), &env, &mut warnings)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("`k_env`") && err.contains(why), "{err}");
         }
-        let short = long_secret_from_env("k", "SET", 32, "key", &env)
+        let short = long_secret(KEYS, &from("SET"), 32, "key", &env, &mut warnings)
             .unwrap_err()
             .to_string();
         assert!(
-            short.contains("the key in SET is shorter than 32 bytes"),
+            short.contains("the key in environment variable SET is shorter than 32 bytes"),
             "{short}"
         );
         assert!(!short.contains("a-secret-value"), "{short}");
+        assert!(warnings.is_empty());
+    }
+
+    #[test]
+    fn secret_files_lose_one_trailing_newline_and_warn_when_anyone_may_read_them() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("refold-proxy-check-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, text: &str, mode: u32| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            SecretSource::File(path)
+        };
+        let no_env = |_: &str| None;
+        let mut warnings = Vec::new();
+        for (name, text, value) in [
+            ("lf", "file-secret\n", "file-secret"),
+            ("crlf", "file-secret\r\n", "file-secret"),
+            ("two", "file-secret\n\n", "file-secret\n"),
+            ("none", " file-secret", " file-secret"),
+        ] {
+            let source = write(name, text, 0o600);
+            let got = secret(KEYS, &source, &no_env, &mut warnings).unwrap();
+            assert_eq!(got.expose(), value, "{name}");
+        }
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let open = write("open", "file-secret\n", 0o644);
+        secret(KEYS, &open, &no_env, &mut warnings).unwrap();
+        assert!(
+            warnings.len() == 1 && warnings[0].contains("k_file") && warnings[0].contains("644"),
+            "{warnings:?}"
+        );
+        assert!(!warnings[0].contains("file-secret\n"), "{warnings:?}");
+        for (source, why) in [
+            (write("empty", "\n", 0o600), "is empty"),
+            (write("blank", " \n", 0o600), "is empty"),
+            (SecretSource::File(dir.join("absent")), "cannot read"),
+        ] {
+            let err = secret(KEYS, &source, &no_env, &mut warnings)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("`k_file`") && err.contains(why), "{err}");
+        }
+        std::fs::write(dir.join("binary"), [0xff, 0xfe, b'\n']).unwrap();
+        let binary = SecretSource::File(dir.join("binary"));
+        let err = secret(KEYS, &binary, &no_env, &mut warnings).unwrap_err();
+        assert!(err.to_string().contains("not UTF-8"), "{err}");
+        let short = write("short", "tiny-secret-value\n", 0o600);
+        let err = long_secret(KEYS, &short, 32, "secret", &no_env, &mut warnings)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`k_file`") && err.contains("shorter than 32") && !err.contains("tiny"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn one_secret_has_one_source() {
+        let dir = Path::new("/etc/refold");
+        let file = PathBuf::from("api-key");
+        let err = secret_source(KEYS, Some("V"), Some(&file), dir)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("k_env") && err.contains("k_file"), "{err}");
+        assert_eq!(
+            secret_source(KEYS, None, Some(&file), dir).unwrap(),
+            Some(SecretSource::File(dir.join("api-key")))
+        );
+        assert_eq!(
+            secret_source(KEYS, Some("V"), None, dir).unwrap(),
+            Some(SecretSource::Env("V".into()))
+        );
+        assert_eq!(secret_source(KEYS, None, None, dir).unwrap(), None);
+        let empty = PathBuf::new();
+        assert!(secret_source(KEYS, None, Some(&empty), dir).is_err());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `[guard]`: the response guard's scan and compression sizes.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::check::{self, invalid};
 use super::ConfigError;
@@ -19,7 +19,7 @@ pub struct GuardConfig {
     pub max_decoded_bytes: u64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct FileGuard {
     max_scan_bytes: usize,

@@ -8,9 +8,9 @@ use std::time::Duration;
 use http::header::HeaderName;
 use http::Uri;
 use jsonwebtoken::Algorithm;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::check::{self, invalid, PemFile};
+use super::check::{self, invalid, PemFile, SecretKeys};
 use super::ConfigError;
 use crate::secret::Secret;
 
@@ -24,7 +24,8 @@ pub struct IdentityConfig {
     pub cookie: Option<String>,
     pub algorithms: Vec<Algorithm>,
     pub hs_secret: Option<Secret>,
-    /// The environment variable `hs_secret` was read from (a name, not a secret).
+    /// Where `hs_secret` was read from: "environment variable NAME" or "file PATH" (for
+    /// messages; never the secret).
     pub hs_secret_env: Option<String>,
     /// `identity.public_key_file` as read; the authenticator parses its keys.
     pub public_key_file: Option<PemFile>,
@@ -56,13 +57,15 @@ pub struct JwksConfig {
     pub cache_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct FileIdentity {
     header: String,
     cookie: Option<String>,
     algorithms: Vec<String>,
+    /// `None` until [`FileIdentity::default_secrets`] when `hs_secret_file` is not set.
     hs_secret_env: Option<String>,
+    hs_secret_file: Option<PathBuf>,
     public_key_file: Option<PathBuf>,
     issuer: Option<String>,
     audience: Option<String>,
@@ -84,7 +87,8 @@ impl Default for FileIdentity {
             header: "authorization".into(),
             cookie: None,
             algorithms: vec!["HS256".into()],
-            hs_secret_env: Some("APP_JWT_SECRET".into()),
+            hs_secret_env: None,
+            hs_secret_file: None,
             public_key_file: None,
             issuer: None,
             audience: None,
@@ -105,6 +109,17 @@ impl Default for FileIdentity {
 /// Whether `alg` is one of the HMAC algorithms (the shared secret's, not a public key's).
 pub fn is_hmac(alg: Algorithm) -> bool {
     matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+}
+
+impl FileIdentity {
+    /// `hs_secret_env` names `APP_JWT_SECRET` unless a variable or a file is named.
+    pub(super) fn default_secrets(&mut self) {
+        check::default_env(
+            &mut self.hs_secret_env,
+            self.hs_secret_file.as_ref(),
+            "APP_JWT_SECRET",
+        );
+    }
 }
 
 pub(super) fn validate_identity(
@@ -145,21 +160,35 @@ pub(super) fn validate_identity(
     }
 
     let wants_hmac = algorithms.iter().any(|a| is_hmac(*a));
-    let hs_secret = match (&file.hs_secret_env, wants_hmac) {
-        (Some(name), true) => Some(check::long_secret_from_env(
-            "identity.hs_secret_env",
-            name,
-            MIN_HS_SECRET_BYTES,
-            "secret",
-            env,
-        )?),
+    const KEYS: SecretKeys = SecretKeys {
+        env: "identity.hs_secret_env",
+        file: "identity.hs_secret_file",
+    };
+    let source = check::secret_source(
+        KEYS,
+        file.hs_secret_env.as_deref(),
+        file.hs_secret_file.as_ref(),
+        base_dir,
+    )?;
+    let (hs_secret, hs_secret_env) = match (source, wants_hmac) {
+        (Some(source), true) => (
+            Some(check::long_secret(
+                KEYS,
+                &source,
+                MIN_HS_SECRET_BYTES,
+                "secret",
+                env,
+                warnings,
+            )?),
+            Some(source.to_string()),
+        ),
         (None, true) => {
             return Err(invalid(
                 "identity.hs_secret_env",
-                "an HS algorithm is allowed, so a secret variable must be named",
+                "an HS algorithm is allowed, so a secret variable or file must be named",
             ))
         }
-        (_, false) => None,
+        (_, false) => (None, None),
     };
 
     let public_key_file = file
@@ -231,7 +260,7 @@ pub(super) fn validate_identity(
         header,
         cookie: file.cookie,
         algorithms,
-        hs_secret_env: hs_secret.as_ref().and(file.hs_secret_env),
+        hs_secret_env,
         hs_secret,
         public_key_file,
         issuer: file.issuer,

@@ -1,10 +1,11 @@
 //! `[redis]`: the Redis or Valkey server replicas share session tokens and rate limits in.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::check::{self, invalid};
+use super::check::{self, invalid, SecretKeys, SecretSource};
 use super::{ConfigError, LimitsConfig, Store, TokensConfig};
 use crate::secret::Secret;
 
@@ -23,25 +24,53 @@ pub struct RedisConfig {
     /// The keys session tokens are sealed with at rest, as the environment holds them
     /// (`id:base64key` pairs); the store parses them into its keyring.
     pub encryption_keys: Secret,
-    /// The environment variable `encryption_keys` came from, for messages.
+    /// Where `encryption_keys` came from (an environment variable or a file), for messages.
     pub encryption_keys_env: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct FileRedis {
-    url_env: String,
+    /// `None` until [`FileRedis::default_secrets`] when `url_file` is not set.
+    url_env: Option<String>,
+    url_file: Option<PathBuf>,
     key_prefix: String,
     connect_timeout_ms: u64,
     command_timeout_ms: u64,
     lease_ms: u64,
-    encryption_keys_env: String,
+    /// `None` until [`FileRedis::default_secrets`] when `encryption_keys_file` is not set.
+    encryption_keys_env: Option<String>,
+    encryption_keys_file: Option<PathBuf>,
+}
+
+const URL_ENV: &str = "REFOLD_PROXY_REDIS_URL";
+const ENCRYPTION_KEYS_ENV: &str = "REFOLD_PROXY_STORE_KEYS";
+const URL_KEYS: SecretKeys = SecretKeys {
+    env: "redis.url_env",
+    file: "redis.url_file",
+};
+const ENCRYPTION_KEYS: SecretKeys = SecretKeys {
+    env: "redis.encryption_keys_env",
+    file: "redis.encryption_keys_file",
+};
+
+impl FileRedis {
+    /// The `*_env` keys name their default variables unless a variable or file is named.
+    pub(super) fn default_secrets(&mut self) {
+        check::default_env(&mut self.url_env, self.url_file.as_ref(), URL_ENV);
+        check::default_env(
+            &mut self.encryption_keys_env,
+            self.encryption_keys_file.as_ref(),
+            ENCRYPTION_KEYS_ENV,
+        );
+    }
 }
 
 impl Default for FileRedis {
     fn default() -> Self {
         Self {
-            url_env: "REFOLD_PROXY_REDIS_URL".into(),
+            url_env: None,
+            url_file: None,
             key_prefix: "refold-proxy:".into(),
             connect_timeout_ms: 1000,
             // Redis answers in well under a millisecond on a LAN: a quarter of a second
@@ -50,7 +79,8 @@ impl Default for FileRedis {
             // Renewed every third of it while the mint runs: a dead holder delays the
             // next mint by at most this long.
             lease_ms: 3000,
-            encryption_keys_env: "REFOLD_PROXY_STORE_KEYS".into(),
+            encryption_keys_env: None,
+            encryption_keys_file: None,
         }
     }
 }
@@ -60,6 +90,7 @@ pub(super) fn validate_redis(
     file: Option<FileRedis>,
     tokens: &TokensConfig,
     limits: &LimitsConfig,
+    base_dir: &Path,
     env: &impl Fn(&str) -> Option<String>,
     warnings: &mut Vec<String>,
 ) -> Result<Option<RedisConfig>, ConfigError> {
@@ -78,26 +109,29 @@ pub(super) fn validate_redis(
         }
         return Ok(None);
     }
-    let file = file.unwrap_or_default();
-    let url = check::secret_from_env("redis.url_env", &file.url_env, env)?;
+    let mut file = file.unwrap_or_default();
+    file.default_secrets();
+    let url_source = check::secret_source(
+        URL_KEYS,
+        file.url_env.as_deref(),
+        file.url_file.as_ref(),
+        base_dir,
+    )?
+    .unwrap_or_else(|| SecretSource::Env(URL_ENV.into()));
+    let url = check::secret(URL_KEYS, &url_source, env, warnings)?;
+    let url_key = URL_KEYS.of(&url_source);
     let scheme = url.expose().split_once("://").map(|(scheme, _)| scheme);
     if !matches!(scheme, Some("redis" | "rediss")) {
         return Err(invalid(
-            "redis.url_env",
-            format!(
-                "environment variable {} must hold a redis:// or rediss:// URL",
-                file.url_env
-            ),
+            url_key,
+            format!("{url_source} must hold a redis:// or rediss:// URL"),
         ));
     }
     if ::redis::Client::open(url.expose()).is_err() {
         // The parser's message may quote the URL, credentials and all: not repeated.
         return Err(invalid(
-            "redis.url_env",
-            format!(
-                "environment variable {} is not a valid Redis URL",
-                file.url_env
-            ),
+            url_key,
+            format!("{url_source} is not a valid Redis URL"),
         ));
     }
     if file.key_prefix.len() > 64 || file.key_prefix.chars().any(|c| c.is_whitespace()) {
@@ -126,8 +160,14 @@ pub(super) fn validate_redis(
             "must be at least three times redis.command_timeout_ms (and 300), at most 600000",
         ));
     }
-    let encryption_keys =
-        check::secret_from_env("redis.encryption_keys_env", &file.encryption_keys_env, env)?;
+    let keys_source = check::secret_source(
+        ENCRYPTION_KEYS,
+        file.encryption_keys_env.as_deref(),
+        file.encryption_keys_file.as_ref(),
+        base_dir,
+    )?
+    .unwrap_or_else(|| SecretSource::Env(ENCRYPTION_KEYS_ENV.into()));
+    let encryption_keys = check::secret(ENCRYPTION_KEYS, &keys_source, env, warnings)?;
     Ok(Some(RedisConfig {
         url,
         key_prefix: file.key_prefix,
@@ -135,6 +175,6 @@ pub(super) fn validate_redis(
         command_timeout: Duration::from_millis(file.command_timeout_ms),
         lease: Duration::from_millis(file.lease_ms),
         encryption_keys,
-        encryption_keys_env: file.encryption_keys_env,
+        encryption_keys_env: keys_source.to_string(),
     }))
 }

@@ -1,6 +1,6 @@
 //! `[routes]`: changes to the SDK allowlist, as templates the route policy parses.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
 
@@ -15,7 +15,7 @@ pub struct RoutesConfig {
     pub allow_update_account: bool,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct FileRoutes {
     allow: Vec<String>,

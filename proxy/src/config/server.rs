@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::check::{self, invalid};
+use super::check::{self, invalid, SecretKeys};
 use super::ConfigError;
 use crate::secret::Secret;
 
@@ -41,15 +41,16 @@ pub struct TlsConfig {
     pub handshake_timeout: Duration,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct FileServer {
     listen: String,
     mount_path: String,
     shutdown_grace_s: u64,
     worker_threads: usize,
-    tls: Option<FileTls>,
     fingerprint_key_env: Option<String>,
+    fingerprint_key_file: Option<PathBuf>,
+    tls: Option<FileTls>,
 }
 
 impl Default for FileServer {
@@ -61,11 +62,12 @@ impl Default for FileServer {
             worker_threads: 0,
             tls: None,
             fingerprint_key_env: None,
+            fingerprint_key_file: None,
         }
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct FileTls {
     cert_file: Option<PathBuf>,
@@ -87,6 +89,7 @@ pub(super) fn validate_server(
     file: FileServer,
     base_dir: &Path,
     env: &impl Fn(&str) -> Option<String>,
+    warnings: &mut Vec<String>,
 ) -> Result<ServerConfig, ConfigError> {
     let listen = SocketAddr::from_str(&file.listen).map_err(|_| {
         invalid(
@@ -96,19 +99,27 @@ pub(super) fn validate_server(
     })?;
     let mount_path = validate_mount_path(&file.mount_path)?;
     check::at_most("server.shutdown_grace_s", file.shutdown_grace_s, 3600)?;
-    let fingerprint_key = file
-        .fingerprint_key_env
-        .as_deref()
-        .map(|name| {
-            check::long_secret_from_env(
-                "server.fingerprint_key_env",
-                name,
-                MIN_FINGERPRINT_KEY_BYTES,
-                "key",
-                env,
-            )
-        })
-        .transpose()?;
+    const KEYS: SecretKeys = SecretKeys {
+        env: "server.fingerprint_key_env",
+        file: "server.fingerprint_key_file",
+    };
+    let fingerprint_key = check::secret_source(
+        KEYS,
+        file.fingerprint_key_env.as_deref(),
+        file.fingerprint_key_file.as_ref(),
+        base_dir,
+    )?
+    .map(|source| {
+        check::long_secret(
+            KEYS,
+            &source,
+            MIN_FINGERPRINT_KEY_BYTES,
+            "key",
+            env,
+            warnings,
+        )
+    })
+    .transpose()?;
     Ok(ServerConfig {
         listen,
         mount_path,

@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::check::{self, invalid};
 use super::ConfigError;
 
 /// Where shared state lives: in this process, or in Redis/Valkey for every replica.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Store {
     /// In this process only (the default: nothing else to run).
@@ -41,7 +41,7 @@ pub struct TokensConfig {
     pub breaker_cooldown: Duration,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct FileTokens {
     store: Store,

@@ -4,9 +4,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use http::{HeaderValue, Uri};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::check::{self, invalid, PemFile};
+use super::check::{self, invalid, PemFile, SecretKeys, SecretSource};
 use super::ConfigError;
 use crate::secret::Secret;
 
@@ -33,11 +33,13 @@ pub struct UpstreamConfig {
     pub allow_insecure_http: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct FileUpstream {
     base_url: String,
-    api_key_env: String,
+    /// `None` until [`FileUpstream::default_secrets`] when `api_key_file` is not set.
+    api_key_env: Option<String>,
+    api_key_file: Option<std::path::PathBuf>,
     connect_timeout_ms: u64,
     timeout_ms: u64,
     pool_idle_timeout_s: u64,
@@ -52,7 +54,8 @@ impl Default for FileUpstream {
     fn default() -> Self {
         Self {
             base_url: "https://app.refold.ai".into(),
-            api_key_env: "REFOLD_API_KEY".into(),
+            api_key_env: None,
+            api_key_file: None,
             connect_timeout_ms: 2_000,
             timeout_ms: 30_000,
             pool_idle_timeout_s: 90,
@@ -62,6 +65,17 @@ impl Default for FileUpstream {
             ca_file: None,
             allow_insecure_http: false,
         }
+    }
+}
+
+impl FileUpstream {
+    /// `api_key_env` names `REFOLD_API_KEY` unless a key or a file is named.
+    pub(super) fn default_secrets(&mut self) {
+        check::default_env(
+            &mut self.api_key_env,
+            self.api_key_file.as_ref(),
+            "REFOLD_API_KEY",
+        );
     }
 }
 
@@ -98,14 +112,22 @@ pub(super) fn validate_upstream(
         .build()
         .map_err(|_| invalid(KEY, "is not a valid base URL"))?;
 
-    let api_key = check::secret_from_env("upstream.api_key_env", &file.api_key_env, env)?;
+    const KEYS: SecretKeys = SecretKeys {
+        env: "upstream.api_key_env",
+        file: "upstream.api_key_file",
+    };
+    let source = check::secret_source(
+        KEYS,
+        file.api_key_env.as_deref(),
+        file.api_key_file.as_ref(),
+        base_dir,
+    )?
+    .unwrap_or_else(|| SecretSource::Env("REFOLD_API_KEY".into()));
+    let api_key = check::secret(KEYS, &source, env, warnings)?;
     if HeaderValue::from_str(api_key.expose()).is_err() {
         return Err(invalid(
-            "upstream.api_key_env",
-            format!(
-                "environment variable {} holds characters not allowed in a header",
-                file.api_key_env
-            ),
+            KEYS.of(&source),
+            format!("{source} holds characters not allowed in a header"),
         ));
     }
     check::above_zero("upstream.connect_timeout_ms", file.connect_timeout_ms)?;

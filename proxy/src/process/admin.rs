@@ -8,7 +8,7 @@
 //! | `GET /metrics` | 200, Prometheus metrics in the OpenMetrics text format ([`crate::telemetry::metrics`]) |
 //! | `POST /tokens/{linked_account_id}/evict` | 200 `{"evicted":true\|false}`; needs `Authorization: Bearer <admin secret>` |
 //!
-//! The evict endpoint exists only when `admin.admin_token_env` names a secret (404
+//! The evict endpoint exists only when `admin.admin_token_env` (or `_file`) names a secret (404
 //! otherwise). Account ids are percent-decoded from the path and logged only as
 //! fingerprints; the secret is never logged.
 
@@ -16,7 +16,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -84,8 +84,9 @@ pub struct Admin {
     readiness: Arc<Readiness>,
     /// Set once the proxy is built; evict acts on its token cache.
     proxy: OnceLock<ProxyHandle>,
-    /// The bearer secret evict requires; `None` disables evict.
-    token: Option<Secret>,
+    /// The bearer secret evict requires; `None` disables evict. A reload replaces a
+    /// rotated secret ([`Admin::set_token`]); enabling or disabling evict takes a restart.
+    token: RwLock<Option<Secret>>,
     /// The process's metrics, served from the start (before the proxy is built too).
     metrics: Arc<Metrics>,
 }
@@ -136,9 +137,23 @@ impl Admin {
         Self {
             readiness,
             proxy: OnceLock::new(),
-            token: config.token.clone(),
+            token: RwLock::new(config.token.clone()),
             metrics,
         }
+    }
+
+    /// Requires `token` from now on (a reload with a rotated secret): the old one is
+    /// refused from the next request.
+    pub fn set_token(&self, token: Option<Secret>) {
+        *self.token.write().unwrap_or_else(PoisonError::into_inner) = token;
+    }
+
+    /// The bearer secret in force.
+    fn token(&self) -> Option<Secret> {
+        self.token
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The proxy whose token cache evict acts on (reloads keep the same cache).
@@ -158,7 +173,7 @@ impl Admin {
         let Some(route) = Route::parse(request.uri().path()) else {
             return not_found();
         };
-        if matches!(route, Route::Evict(_)) && self.token.is_none() {
+        if matches!(route, Route::Evict(_)) && self.token().is_none() {
             // Without a secret the endpoint does not exist, whatever the method.
             return not_found();
         }
@@ -219,10 +234,10 @@ impl Admin {
     }
 
     fn evict<B>(&self, request: &Request<B>, id: &str, peer: SocketAddr) -> Response<ProxyBody> {
-        let Some(secret) = &self.token else {
+        let Some(secret) = self.token() else {
             return not_found();
         };
-        if let Err((code, message)) = authorize(request, secret) {
+        if let Err((code, message)) = authorize(request, &secret) {
             tracing::warn!(%peer, code, "admin: evict refused: missing or wrong bearer secret");
             return unauthorized(code, message);
         }

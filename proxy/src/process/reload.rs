@@ -7,7 +7,12 @@
 //! every connection gets the new one. An invalid file, or one whose JWT keys cannot be
 //! loaded, is refused with an error naming the key, and the running config stays.
 //!
-//! **Reloaded:** `server.mount_path`, `[server.tls]` (the certificate and key are
+//! **Reloaded:** every secret is read again, from its variable or its file (a rotated
+//! secret file takes effect on the next SIGHUP): the identity secret, the evict secret
+//! (the old one is refused from the next request) and the API key (new mints carry the
+//! new one; cached session tokens stay, valid at Refold until they expire; accounts
+//! backing off because Refold rejected the old key may mint at once). Also
+//! `server.mount_path`, `[server.tls]` (the certificate and key are
 //! re-read even when their paths did not change; the handshake timeout applies to new
 //! connections), `[identity]` (secret, public keys, JWKS, claims),
 //! `[routes]`, `[cors]`, `[guard]`, `upstream.timeout_ms`,
@@ -20,21 +25,29 @@
 //!
 //! **Need a restart** (the keys [`keep_restart_only`] lists): a change is logged as a
 //! warning and the running value kept. The listeners (turning TLS on or off included),
-//! worker threads, shutdown grace and connection cap are fixed once the process serves; the evict secret comes from the
-//! environment, fixed for the life of the process. The token cache is keyed by
-//! `upstream.base_url` and the API key's environment, its minter holds the key and the
-//! `[tokens]` settings, and it shares the connection pool (built with `upstream.ca_file`):
-//! changing any of those means
-//! another deployment or a cold cache, which deserves a deliberate (rolling) restart
-//! rather than a signal.
+//! worker threads, shutdown grace and connection cap are fixed once the process serves.
+//! So is the evict endpoint's existence (an evict secret appearing or going), and the
+//! account-fingerprint key: fingerprints must keep meaning the same account for the
+//! process's life. An API key of the other environment (`tk_` test, `pk_` production)
+//! would let cached tokens of one serve the other: a restart. The shared store's account
+//! names are derived from the API key the process started with and stay so after a
+//! rotation; a replica started with the new key names accounts differently, so until
+//! every replica has restarted, old and new replicas share no tokens or rate-limit
+//! buckets (each mints its own). `[redis]` (the URL: one connection manager; the sealing
+//! keys: the store is built with its keyring) needs a restart. The token cache is keyed
+//! by `upstream.base_url`, its minter holds the `[tokens]` settings, and it shares the
+//! connection pool (built with `upstream.ca_file`): changing any of those means another
+//! deployment or a cold cache, which deserves a deliberate (rolling) restart rather than
+//! a signal.
 
-use std::path::Path;
 use std::sync::Arc;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, ConfigSource};
+use crate::process::admin::Admin;
 use crate::process::connection::{ConnectionLimits, ConnectionSettings};
 use crate::process::tls::{self, TlsAcceptor};
 use crate::proxy::{Proxy, ProxyHandle};
+use crate::steps::tokens::Environment;
 use crate::BoxError;
 
 /// Why a reload was refused. The running config stays in force.
@@ -59,19 +72,21 @@ pub fn check(config: &Config) -> Result<Vec<String>, ConfigError> {
     Proxy::check(config)
 }
 
-/// Reloads from `path`. On success the new proxy serves new requests, `tls` (the public
+/// Reloads from `source`. On success the new proxy serves new requests, `tls` (the public
 /// listener's, when it serves HTTPS) the reloaded certificate, `connections` the
-/// reloaded connection settings to connections accepted from now on, `running` becomes the
-/// config now in force, and the restart-only keys that changed (kept at their running
-/// values) are returned.
+/// reloaded connection settings to connections accepted from now on, new mints the
+/// re-read API key, `admin` the re-read evict secret, `running` becomes the config now in
+/// force, and the restart-only keys that changed (kept at their running values) are
+/// returned.
 pub async fn reload(
-    path: &Path,
+    source: &ConfigSource,
     running: &mut Config,
     handle: &ProxyHandle,
     tls: Option<&TlsAcceptor>,
     connections: &ConnectionSettings,
+    admin: Option<&Admin>,
 ) -> Result<Vec<&'static str>, ReloadError> {
-    let mut loaded = Config::load(path)?;
+    let mut loaded = source.load()?;
     // Read before anything changes: a pair that does not load refuses the whole reload.
     let pair = loaded
         .server
@@ -86,7 +101,19 @@ pub async fn reload(
         .reconfigured(&loaded)
         .await
         .map_err(ReloadError::Build)?;
+    // The cache outlives the proxy it is part of: the keys reach it here, once the new
+    // proxy is built (a refused reload rotates nothing).
+    if let Some(redis) = &loaded.redis {
+        proxy.tokens().set_keyring(redis)?;
+    }
+    proxy
+        .tokens()
+        .set_api_key(&loaded.upstream.api_key)
+        .map_err(ReloadError::Build)?;
     handle.replace(Arc::new(proxy));
+    if let Some(admin) = admin {
+        admin.set_token(loaded.admin.token.clone());
+    }
     connections.replace(ConnectionLimits::from(&loaded.limits));
     // Turning TLS on or off is kept for a restart: then one of the three is missing.
     if let (Some(acceptor), Some(config), Some(pair)) = (tls, &loaded.server.tls, pair) {
@@ -107,6 +134,30 @@ pub fn keep_restart_only(running: &Config, loaded: &mut Config) -> Vec<&'static 
         changed.push("server.tls");
         loaded.server.tls.clone_from(&running.server.tls);
     }
+    // A rotated evict secret reloads; the endpoint appearing or going needs a restart.
+    if running.admin.token.is_some() != loaded.admin.token.is_some() {
+        changed.push("admin.admin_token_env");
+        loaded.admin.token.clone_from(&running.admin.token);
+    }
+    // A rotated API key reloads; one of another environment (`tk_` test, `pk_`
+    // production) would serve cached tokens of the other, and the shared store's account
+    // names include the environment: a restart.
+    let environment = |config: &Config| Environment::of_api_key(config.upstream.api_key.expose());
+    if environment(running) != environment(loaded) {
+        changed.push("upstream.api_key_env");
+        loaded.upstream.api_key = running.upstream.api_key.clone();
+    }
+    // Rotated sealing keys reload; the rest of `[redis]` is compared below without them.
+    let sealing_keys = loaded
+        .redis
+        .as_ref()
+        .map(|r| (r.encryption_keys.clone(), r.encryption_keys_env.clone()));
+    if let (Some(running), Some(loaded)) = (&running.redis, &mut loaded.redis) {
+        loaded.encryption_keys = running.encryption_keys.clone();
+        loaded
+            .encryption_keys_env
+            .clone_from(&running.encryption_keys_env);
+    }
     macro_rules! keep {
         ($($key:literal => $($field:ident).+;)*) => {$(
             if running.$($field).+ != loaded.$($field).+ {
@@ -122,9 +173,7 @@ pub fn keep_restart_only(running: &Config, loaded: &mut Config) -> Vec<&'static 
         // Fingerprints must keep meaning the same account for the process's life.
         "server.fingerprint_key_env" => server.fingerprint_key;
         "admin.listen" => admin.listen;
-        "admin.admin_token_env" => admin.token;
         "upstream.base_url" => upstream.base_url;
-        "upstream.api_key_env" => upstream.api_key;
         "upstream.connect_timeout_ms" => upstream.connect_timeout;
         "upstream.pool_idle_timeout_s" => upstream.pool_idle_timeout;
         "upstream.pool_max_idle_per_host" => upstream.pool_max_idle_per_host;
@@ -148,6 +197,13 @@ pub fn keep_restart_only(running: &Config, loaded: &mut Config) -> Vec<&'static 
         // The cache is built from the whole table: a key not listed above is caught here.
         "[tokens]" => tokens;
     }
+    // Unless `[redis]` as a whole was kept, the loaded sealing keys go back in.
+    if let (Some(redis), Some((keys, source))) = (&mut loaded.redis, sealing_keys) {
+        if !changed.contains(&"[redis]") {
+            redis.encryption_keys = keys;
+            redis.encryption_keys_env = source;
+        }
+    }
     changed
 }
 
@@ -157,21 +213,30 @@ pub(crate) fn hangups() -> std::io::Result<tokio::signal::unix::Signal> {
     tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
 }
 
-/// Reloads from `path` on every SIGHUP, one reload at a time (signals arriving during a
+/// Reloads from `source` on every SIGHUP, one reload at a time (signals arriving during a
 /// reload fold into one more).
 #[cfg(unix)]
 pub(crate) async fn on_hangup(
     mut hangups: tokio::signal::unix::Signal,
-    path: std::path::PathBuf,
+    source: ConfigSource,
     mut running: Config,
     handle: ProxyHandle,
     tls: Option<TlsAcceptor>,
     connections: ConnectionSettings,
+    admin: Arc<Admin>,
 ) {
     while hangups.recv().await.is_some() {
-        let file = path.display().to_string();
+        let file = source.to_string();
         tracing::info!(path = %file, "SIGHUP: reloading the config");
-        match reload(&path, &mut running, &handle, tls.as_ref(), &connections).await {
+        let reloaded = reload(
+            &source,
+            &mut running,
+            &handle,
+            tls.as_ref(),
+            &connections,
+            Some(&admin),
+        );
+        match reloaded.await {
             Ok(ignored) => {
                 for key in &ignored {
                     tracing::warn!(
@@ -194,6 +259,8 @@ pub(crate) async fn on_hangup(
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn load(text: &str) -> Config {
@@ -260,9 +327,9 @@ mod tests {
         assert_eq!(
             changed,
             [
+                "upstream.api_key_env",
                 "server.listen",
                 "upstream.base_url",
-                "upstream.api_key_env",
                 "tokens.max_accounts"
             ]
         );
@@ -313,6 +380,43 @@ mod tests {
     }
 
     #[test]
+    fn rotated_secrets_reload_but_a_change_of_environment_or_of_evict_needs_a_restart() {
+        let with = |extra: &str, key: &'static str, admin: &'static str| {
+            Config::from_toml(
+                &format!("[admin]\nadmin_token_env = \"ADMIN\"\n{extra}"),
+                Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")),
+                move |name| match name {
+                    "REFOLD_API_KEY" => Some(key.into()),
+                    "ADMIN" => Some(admin.into()),
+                    "APP_JWT_SECRET" => Some("0123456789abcdef0123456789abcdef".into()),
+                    _ => None,
+                },
+            )
+            .unwrap()
+        };
+        const ADMIN_1: &str = "admin-secret-one-0123456789abcdef";
+        const ADMIN_2: &str = "admin-secret-two-0123456789abcdef";
+        let running = with("", "tk_first", ADMIN_1);
+        let mut rotated = with("", "tk_second", ADMIN_2);
+        assert!(keep_restart_only(&running, &mut rotated).is_empty());
+        assert_eq!(rotated.upstream.api_key.expose(), "tk_second");
+        assert_eq!(rotated.admin.token.unwrap().expose(), ADMIN_2);
+        let mut production = with("", "pk_second", ADMIN_1);
+        assert_eq!(
+            keep_restart_only(&running, &mut production),
+            ["upstream.api_key_env"]
+        );
+        assert_eq!(production.upstream.api_key.expose(), "tk_first");
+        let mut no_evict = load("");
+        no_evict.upstream.api_key = running.upstream.api_key.clone();
+        assert_eq!(
+            keep_restart_only(&running, &mut no_evict),
+            ["admin.admin_token_env"]
+        );
+        assert_eq!(no_evict.admin.token.unwrap().expose(), ADMIN_1);
+    }
+
+    #[test]
     fn a_reload_cannot_move_the_rate_limit_buckets_to_another_store() {
         let load_redis = |limits_store: &str| {
             Config::from_toml(
@@ -333,6 +437,18 @@ mod tests {
         let running = load_redis("memory");
         let mut loaded = load_redis("redis");
         assert_eq!(keep_restart_only(&running, &mut loaded), ["limits.store"]);
+        // Rotated sealing keys reload, unlike the rest of [redis].
+        let mut rotated = load_redis("memory");
+        let keys = "k2:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8= k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        rotated.redis.as_mut().unwrap().encryption_keys = crate::secret::Secret::new(keys);
+        assert!(keep_restart_only(&running, &mut rotated).is_empty());
+        assert_eq!(
+            rotated.redis.as_ref().unwrap().encryption_keys.expose(),
+            keys
+        );
+        rotated.redis.as_mut().unwrap().key_prefix = "other:".into();
+        assert_eq!(keep_restart_only(&running, &mut rotated), ["[redis]"]);
+        assert_eq!(rotated.redis, running.redis);
         assert_eq!(loaded.limits.store, running.limits.store);
         let mut back = load_redis("memory");
         assert_eq!(

@@ -5,7 +5,6 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigSource};
 use crate::process::admin::{self, Admin, Phase, Readiness};
 use crate::process::connection::{ConnectionLimits, ConnectionSettings};
 use crate::process::listener::{self, stopped, ListenerOptions};
@@ -248,10 +247,11 @@ pub async fn shutdown_signal() {
 /// keys load), 200 once it serves, and 503 again from the moment `shutdown` resolves.
 /// Then the public listener closes, in-flight requests get `server.shutdown_grace` to
 /// finish, and the admin listener stops last. With `config_path`, SIGHUP reloads the
-/// config from that file ([`crate::process::reload`]).
+/// config from there (its file, or the defaults and the environment, secret files
+/// re-read either way: [`crate::process::reload`]).
 pub async fn run(
     config: &Config,
-    config_path: Option<&Path>,
+    config_path: Option<&ConfigSource>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), crate::BoxError> {
     let readiness = Arc::new(Readiness::default());
@@ -269,7 +269,7 @@ pub async fn run(
 
 async fn run_until_stopped(
     config: &Config,
-    config_path: Option<&Path>,
+    config_path: Option<&ConfigSource>,
     readiness: Arc<Readiness>,
     stop: watch::Receiver<bool>,
 ) -> Result<(), crate::BoxError> {
@@ -277,7 +277,7 @@ async fn run_until_stopped(
     // fatal (the default action of SIGHUP is to terminate).
     #[cfg(unix)]
     let hangups = match config_path {
-        Some(path) => Some((path.to_owned(), crate::process::reload::hangups()?)),
+        Some(source) => Some((source.clone(), crate::process::reload::hangups()?)),
         None => None,
     };
     #[cfg(not(unix))]
@@ -329,6 +329,7 @@ async fn run_until_stopped(
                 handle.clone(),
                 options.tls.clone(),
                 options.connections.clone(),
+                Arc::clone(&admin),
             ))
         });
         serve(listener, handle, options, stopped(stop)).await;

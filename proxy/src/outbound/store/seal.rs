@@ -53,16 +53,13 @@ pub enum OpenError {
 }
 
 impl Keyring {
-    /// The keyring of `[redis]`: its `redis.encryption_keys_env` parsed; the error names
-    /// the key and the variable, never a key.
+    /// The keyring of `[redis]`: its `redis.encryption_keys_env` (or `_file`) parsed; the
+    /// error names the key and the variable or file, never a key.
     pub fn from_config(config: &RedisConfig) -> Result<Self, ConfigError> {
         Self::parse(config.encryption_keys.expose()).map_err(|message| {
             ConfigError::invalid(
                 "redis.encryption_keys_env",
-                format!(
-                    "environment variable {}: {message}",
-                    config.encryption_keys_env
-                ),
+                format!("{}: {message}", config.encryption_keys_env),
             )
         })
     }

@@ -431,6 +431,31 @@ impl TokenCache {
         self.inner.slots.is_empty()
     }
 
+    /// Mints from now on with `api_key`, a rotated key of the same environment. Cached
+    /// tokens stay (Refold keeps them valid until they expire), and so do the shared
+    /// store's account names, derived from the key the process started with.
+    /// Accounts backing off because Refold rejected the old key may mint again at once.
+    pub fn set_api_key(&self, api_key: &crate::secret::Secret) -> Result<(), crate::BoxError> {
+        self.inner.minter.set_api_key(api_key)?;
+        for entry in self.inner.slots.iter() {
+            let mut state = entry.key().0.lock();
+            if !state.missing && state.failures > 0 && state.earned == Earned::KeyRejected {
+                state.release();
+                state.failures = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// Seals and opens shared tokens with the keys of `redis` from now on (a reload with
+    /// rotated `redis.encryption_keys`); nothing without a shared store.
+    pub fn set_keyring(&self, redis: &RedisConfig) -> Result<(), ConfigError> {
+        if let Some(shared) = &self.inner.shared {
+            shared.set_keyring(Keyring::from_config(redis)?);
+        }
+        Ok(())
+    }
+
     /// The key account ids are fingerprinted under in logs, kept with the cache (and so
     /// across reloads).
     pub fn fingerprints(&self) -> &crate::secret::FingerprintKey {

@@ -1,6 +1,6 @@
 //! Minting: `POST /api/v2/public/session-token` with the API key, and reading the answer.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -17,7 +17,7 @@ use super::Token;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::outbound::client::{describe_client_error, HttpClient};
-use crate::secret::FingerprintKey;
+use crate::secret::{FingerprintKey, Secret};
 use crate::steps::upstream::join_uri;
 use crate::telemetry::metrics::{BreakerState, Metrics, MintOutcome};
 use crate::{full_body, BoxError};
@@ -145,12 +145,21 @@ impl Environment {
     }
 }
 
+/// The API key as the header it is sent in, marked sensitive (kept out of HPACK tables
+/// and Debug output).
+fn api_key_header(api_key: &Secret) -> Result<HeaderValue, BoxError> {
+    let mut header = HeaderValue::from_str(api_key.expose())?;
+    header.set_sensitive(true);
+    Ok(header)
+}
+
 /// Mints session tokens with the API key.
 pub struct Minter {
     client: HttpClient,
     uri: Uri,
     uri_force: Uri,
-    api_key: HeaderValue,
+    /// Replaced by a reload that rotates the key ([`Minter::set_api_key`]).
+    api_key: RwLock<HeaderValue>,
     timeout: Duration,
     fallback_ttl: Duration,
     refresh_before: Duration,
@@ -201,13 +210,11 @@ impl Minter {
         metrics: Arc<Metrics>,
     ) -> Result<Self, BoxError> {
         let base = &config.upstream.base_url;
-        let mut api_key = HeaderValue::from_str(config.upstream.api_key.expose())?;
-        api_key.set_sensitive(true);
         Ok(Self {
             client,
             uri: join_uri(base, "/api/v2/public/session-token")?,
             uri_force: join_uri(base, "/api/v2/public/session-token?force_refresh=true")?,
-            api_key,
+            api_key: RwLock::new(api_key_header(&config.upstream.api_key)?),
             timeout: config.tokens.mint_timeout,
             fallback_ttl: config.tokens.fallback_ttl,
             refresh_before: config.tokens.refresh_before_expiry,
@@ -344,6 +351,14 @@ impl Minter {
         result
     }
 
+    /// Mints from now on with `api_key` (a rotated key of the same environment: tokens
+    /// already minted stay valid at Refold until they expire).
+    pub fn set_api_key(&self, api_key: &Secret) -> Result<(), BoxError> {
+        let header = api_key_header(api_key)?;
+        *self.api_key.write().unwrap_or_else(PoisonError::into_inner) = header;
+        Ok(())
+    }
+
     /// Sends `{"linked_account_id": account}` with the API key.
     async fn send_with_key(
         &self,
@@ -355,7 +370,13 @@ impl Minter {
         let request = Request::builder()
             .method(method)
             .uri(uri.clone())
-            .header("x-api-key", self.api_key.clone())
+            .header(
+                "x-api-key",
+                self.api_key
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone(),
+            )
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "application/json")
             .body(full_body(body))

@@ -127,7 +127,8 @@ impl Event {
 pub(super) struct SharedTokens {
     store: RedisStore,
     hasher: KeyHasher,
-    keyring: Keyring,
+    /// Replaced by a reload that rotates `[redis]`'s sealing keys ([`SharedTokens::set_keyring`]).
+    keyring: std::sync::RwLock<Keyring>,
     lease: Duration,
     /// How often a waiting flight looks again without being woken.
     poll: Duration,
@@ -181,7 +182,7 @@ impl SharedTokens {
         Self {
             store,
             hasher,
-            keyring,
+            keyring: std::sync::RwLock::new(keyring),
             lease,
             poll: (lease / 8).clamp(Duration::from_millis(25), Duration::from_millis(250)),
             waiters: DashMap::new(),
@@ -189,6 +190,23 @@ impl SharedTokens {
             release: Script::new(RELEASE),
             discard: Script::new(DISCARD),
         }
+    }
+
+    /// Seals with, and opens with, `keyring` from now on: a reload's rotated keys (the new
+    /// first key seals; values sealed under a key still listed keep opening).
+    pub(super) fn set_keyring(&self, keyring: Keyring) {
+        *self
+            .keyring
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = keyring;
+    }
+
+    /// The keyring in force (cheap to clone: the keys are shared).
+    fn keyring(&self) -> Keyring {
+        self.keyring
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The store itself.
@@ -401,7 +419,7 @@ impl SharedTokens {
         plain.extend_from_slice(&token.stale_ms_before.to_be_bytes());
         plain.extend_from_slice(&token.refresh_ms_before.to_be_bytes());
         plain.extend_from_slice(secret);
-        let sealed = self.keyring.seal(&plain, key.as_bytes())?;
+        let sealed = self.keyring().seal(&plain, key.as_bytes())?;
         let mut value = Vec::with_capacity(16 + sealed.len());
         value.extend_from_slice(&self.hasher.token(secret));
         value.extend_from_slice(&sealed);
@@ -411,7 +429,7 @@ impl SharedTokens {
     fn decode(&self, key: &str, value: &[u8], clock: &Clock) -> Option<Stored> {
         let metrics = self.store.metrics();
         let (fingerprint, sealed) = value.split_first_chunk::<16>()?;
-        let plain = match self.keyring.open(sealed, key.as_bytes()) {
+        let plain = match self.keyring().open(sealed, key.as_bytes()) {
             Ok(plain) => plain,
             Err(error) => {
                 metrics.store_read(StoreRead::Error);

@@ -10,7 +10,6 @@ use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
 use http::{HeaderValue, Method, Request, Response, Version};
 use http_body::Body;
-use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, LimitsConfig, Store};
@@ -33,7 +32,7 @@ use crate::telemetry::access::{request_id, RequestLog, REQUEST_ID};
 use crate::telemetry::metrics::{
     Metrics, RateLimitReason, RouteLabel, StoreFallback, UpstreamErrorKind,
 };
-use crate::telemetry::traces;
+use crate::telemetry::traces::{self, Spans, Traced, Untraced};
 use crate::{BoxError, ProxyBody};
 
 /// The route of `POST /api/v2/public/workflow/{id}/execute`, as its template's label.
@@ -304,10 +303,24 @@ impl Proxy {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        // Two copies of the path: without tracing, the one that has no span in it.
+        if traces::enabled() {
+            self.handle_with::<Traced, B>(request, conn).await
+        } else {
+            self.handle_with::<Untraced, B>(request, conn).await
+        }
+    }
+
+    async fn handle_with<S, B>(&self, request: Request<B>, conn: &ConnInfo) -> Response<ProxyBody>
+    where
+        S: Spans,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         let started = Instant::now();
         let method = request.method().clone();
         let request_id = request_id(request.headers());
-        let span = traces::request(&method, request.headers());
+        let span = S::request(&method, request.headers());
         let mut log = RequestLog::default();
         // A page of another site is refused before anything else happens.
         let origin = self.cors.check(request.headers());
@@ -328,10 +341,11 @@ impl Proxy {
                 let err = ProxyError::OriginNotAllowed;
                 (err.to_response(), Some(err.code()))
             }
-            Ok(_) => match self
-                .handle_inner(request, conn, &request_id, &mut log)
-                .instrument(span.clone())
-                .await
+            Ok(_) => match S::within(
+                span.clone(),
+                self.handle_inner::<S, B>(request, conn, &request_id, &mut log),
+            )
+            .await
             {
                 Ok(response) => (response, None),
                 Err(err) => {
@@ -346,7 +360,7 @@ impl Proxy {
         if let Ok(Some(origin)) = &origin {
             self.cors.decorate(origin, response.headers_mut());
         }
-        traces::finish(
+        S::finish(
             &span,
             &method,
             log.route.as_deref(),
@@ -373,7 +387,7 @@ impl Proxy {
         response
     }
 
-    async fn handle_inner<B>(
+    async fn handle_inner<S, B>(
         &self,
         request: Request<B>,
         conn: &ConnInfo,
@@ -381,6 +395,7 @@ impl Proxy {
         log: &mut RequestLog,
     ) -> Result<Response<ProxyBody>, ProxyError>
     where
+        S: Spans,
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
@@ -420,11 +435,11 @@ impl Proxy {
                 .headers
                 .get("sync_execution")
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
-        let caller = self
-            .authenticator
-            .authenticate_or_refetch(&parts.headers)
-            .instrument(traces::identity())
-            .await?;
+        let caller = S::within(
+            S::step(traces::identity),
+            self.authenticator.authenticate_or_refetch(&parts.headers),
+        )
+        .await?;
         log.account = Some(caller.tag());
         check_account_binding(&parts.headers, parts.uri.query(), caller.account())?;
         // Before the bucket: a request refused for the account's slow ones spends no rate.
@@ -441,7 +456,7 @@ impl Proxy {
                 self.metrics.rate_limited(RateLimitReason::PerAccount);
                 ProxyError::RateLimited { retry_after }
             })?;
-        let token = self.tokens.get(&caller).instrument(traces::token()).await?;
+        let token = S::within(S::step(traces::token), self.tokens.get(&caller)).await?;
 
         let path_and_query = match parts.uri.query().map(strip_credential_params) {
             Some(query) if !query.is_empty() => Cow::Owned(format!("{path}?{query}")),
@@ -467,20 +482,22 @@ impl Proxy {
         };
         // Refold sees the same request id as the caller and the log.
         parts.headers.insert(REQUEST_ID, request_id.clone());
-        let span = traces::upstream();
-        traces::inject(&span, &mut parts.headers);
+        let span = S::step(traces::upstream);
+        S::inject(&span, &mut parts.headers);
         let sent = Instant::now();
-        let response = self
-            .upstream
-            .forward(Request::from_parts(parts, body.into_body()), sync_execution)
-            .instrument(span.clone())
-            .await?;
+        let response = S::within(
+            span.clone(),
+            self.upstream
+                .forward(Request::from_parts(parts, body.into_body()), sync_execution),
+        )
+        .await?;
         log.upstream = Some(sent.elapsed());
-        span.record("http.response.status_code", response.status().as_u16());
-        let (mut response, rejected) = self
-            .inspect(response, &token, &accept)
-            .instrument(traces::guard())
-            .await?;
+        S::record_status(&span, response.status().as_u16());
+        let (mut response, rejected) = S::within(
+            S::step(traces::guard),
+            self.inspect(response, &token, &accept),
+        )
+        .await?;
         if rejected {
             // Refold no longer accepts the token (revoked, or expired early): drop it,
             // mint with force_refresh (one mint for everyone waiting), and go again once.
@@ -489,7 +506,7 @@ impl Proxy {
             if let Some(retry) = retry.filter(|_| remint) {
                 // Boxed: rare, and its state would otherwise grow every request's future.
                 response =
-                    Box::pin(self.retry(retry, &caller, sync_execution, &accept, log)).await?;
+                    Box::pin(self.retry::<S>(retry, &caller, sync_execution, &accept, log)).await?;
             }
         }
         self.headers.apply_to_response(response.headers_mut());
@@ -511,7 +528,7 @@ impl Proxy {
     }
 
     /// The request again, with a token minted after Refold rejected the last one.
-    async fn retry(
+    async fn retry<S: Spans>(
         &self,
         snapshot: RetrySnapshot,
         caller: &Caller,
@@ -519,24 +536,22 @@ impl Proxy {
         accept: &crate::steps::encoding::AcceptEncoding,
         log: &mut RequestLog,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let token = self.tokens.get(caller).instrument(traces::token()).await?;
+        let token = S::within(S::step(traces::token), self.tokens.get(caller)).await?;
         let mut request = snapshot.with_token(&token);
         log.retried = true;
         self.metrics.invalid_token_retry();
-        let span = traces::upstream();
-        traces::inject(&span, request.headers_mut());
+        let span = S::step(traces::upstream);
+        S::inject(&span, request.headers_mut());
         let sent = Instant::now();
-        let response = self
-            .upstream
-            .forward(request, sync_execution)
-            .instrument(span.clone())
-            .await?;
+        let response =
+            S::within(span.clone(), self.upstream.forward(request, sync_execution)).await?;
         log.upstream = Some(sent.elapsed());
-        span.record("http.response.status_code", response.status().as_u16());
-        let (response, rejected) = self
-            .inspect(response, &token, accept)
-            .instrument(traces::guard())
-            .await?;
+        S::record_status(&span, response.status().as_u16());
+        let (response, rejected) = S::within(
+            S::step(traces::guard),
+            self.inspect(response, &token, accept),
+        )
+        .await?;
         if rejected {
             self.tokens.invalidate(caller, &token);
         }

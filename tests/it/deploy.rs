@@ -548,6 +548,14 @@ fn the_secret_volume_holds_every_file_the_config_names_and_nothing_unused() {
     }
     let keys: BTreeSet<String> = template.keys().cloned().collect();
     assert_eq!(used, keys, "the Secret template's keys are the keys used");
+    // The template says where its keys turn up.
+    let header = std::fs::read_to_string(kubernetes_dir().join(SECRET_TEMPLATE)).unwrap();
+    for path in [&mount.path, &valkey_mount.path] {
+        assert!(
+            header.contains(path.as_str()),
+            "{SECRET_TEMPLATE} names {path}"
+        );
+    }
 
     // Readable by the pod's group only: the kubelet gives the files to the fsGroup, the
     // non-root user reads them through it, and the proxy's world-readable warning stays off.

@@ -999,8 +999,13 @@ impl ValkeyCommand {
         let mount = SecretMount::of(&valkey, "valkey", &secret_template().0);
         let container = &valkey["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(container["command"], serde_json::json!(["sh", "-c"]));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let secrets = std::env::temp_dir().join(format!(
-            "refold-proxy-deploy-valkey-{}-{password}",
+            "refold-proxy-deploy-valkey-{}-{port}",
             std::process::id()
         ));
         std::fs::create_dir_all(&secrets).unwrap();
@@ -1014,11 +1019,6 @@ impl ValkeyCommand {
         // The password never in the command line, only its hash.
         assert!(!script.contains('>'), "{script}");
         let script = script.replace(&mount.path, &secrets.to_string_lossy());
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let script = script
             .replacen("exec valkey-server", "exec redis-server", 1)
             .replacen("--port 6379", &format!("--port {port} --bind 127.0.0.1"), 1);

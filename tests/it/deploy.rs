@@ -15,7 +15,7 @@ use yaml_rust2::{Yaml, YamlLoader};
 
 use crate::support::process::{base_config, ProxyProcess};
 use crate::support::redis::{RedisServer, STORE_KEYS};
-use crate::support::API_KEY;
+use crate::support::{API_KEY, SECRET};
 use refold_mock::{MockConfig, MockUpstream};
 
 const BIN: &str = env!("CARGO_BIN_EXE_refold-proxy");
@@ -147,19 +147,168 @@ fn port_of(listen: &str) -> u16 {
     listen.rsplit_once(':').unwrap().1.parse().unwrap()
 }
 
-/// Every environment variable a config names in a `*_env` key, anywhere.
+/// The secrets of the config, each a `*_file` key (its table and key): none comes from a
+/// variable in the manifests.
+const SECRET_FILE_KEYS: [[&str; 2]; 6] = [
+    ["server", "fingerprint_key_file"],
+    ["admin", "admin_token_file"],
+    ["upstream", "api_key_file"],
+    ["identity", "hs_secret_file"],
+    ["redis", "url_file"],
+    ["redis", "encryption_keys_file"],
+];
+
+/// Every `*_file` key of a config, anywhere: its tables and key -> the file it names.
+fn file_keys(table: &toml::Table) -> BTreeMap<Vec<String>, String> {
+    let mut found = BTreeMap::new();
+    for (key, value) in table {
+        match value {
+            toml::Value::Table(inner) => {
+                for (mut path, file) in file_keys(inner) {
+                    path.insert(0, key.clone());
+                    found.insert(path, file);
+                }
+            }
+            toml::Value::String(file) if key.ends_with("_file") => {
+                found.insert(vec![key.clone()], file.clone());
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
+/// Every `*_env` key of a config, anywhere, dotted.
 fn env_keys(table: &toml::Table) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     for (key, value) in table {
         match value {
-            toml::Value::Table(inner) => names.extend(env_keys(inner)),
-            toml::Value::String(name) if key.ends_with("_env") => {
-                names.insert(name.clone());
+            toml::Value::Table(inner) => {
+                names.extend(env_keys(inner).into_iter().map(|k| format!("{key}.{k}")));
+            }
+            _ if key.ends_with("_env") => {
+                names.insert(key.clone());
             }
             _ => {}
         }
     }
     names
+}
+
+/// The environment override of the config key at `path`, the way an operator spells it.
+fn override_variable(path: &[String]) -> String {
+    format!("REFOLD_PROXY__{}", path.join("__").to_ascii_uppercase())
+}
+
+/// The Secret mounted into a workload's container: where, with which file mode, and each
+/// file's name -> the Secret key it holds.
+struct SecretMount {
+    path: String,
+    mode: u32,
+    files: BTreeMap<String, String>,
+}
+
+impl SecretMount {
+    /// The one mount of the Secret `secret` (a volume, read-only) in `container` of
+    /// `workload`.
+    fn of(workload: &Value, container: &str, secret: &str) -> Self {
+        let pod = &workload["spec"]["template"]["spec"];
+        let container = pod["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == container)
+            .unwrap_or_else(|| panic!("no container {container}"));
+        let volumes = pod["volumes"].as_array().expect("volumes");
+        let mounts: Vec<(&Value, &Value)> = container["volumeMounts"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|m| {
+                let volume = volumes.iter().find(|v| v["name"] == m["name"])?;
+                (volume["secret"]["secretName"] == secret).then_some((m, volume))
+            })
+            .collect();
+        assert_eq!(mounts.len(), 1, "one mount of the Secret {secret}");
+        let (mount, volume) = mounts[0];
+        assert_eq!(mount["readOnly"], true, "{mount}");
+        assert!(
+            mount["subPath"].is_null(),
+            "a subPath mount is never updated"
+        );
+        let items = volume["secret"]["items"]
+            .as_array()
+            .expect("the Secret's files listed (items): only those the container reads");
+        Self {
+            path: mount["mountPath"].as_str().unwrap().to_owned(),
+            mode: u32::try_from(
+                volume["secret"]["defaultMode"]
+                    .as_u64()
+                    .expect("defaultMode"),
+            )
+            .unwrap(),
+            files: items
+                .iter()
+                .map(|item| {
+                    assert!(item["mode"].is_null(), "defaultMode for every file: {item}");
+                    (
+                        item["path"].as_str().unwrap().to_owned(),
+                        item["key"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// The proxy container's.
+    fn proxy() -> Self {
+        Self::of(&deployment(), CONTAINER, &secret_template().0)
+    }
+
+    /// The Secret key the file at `path` holds, when it is one of this mount's files.
+    fn key_of(&self, path: &str) -> Option<&String> {
+        let name = path.strip_prefix(&format!("{}/", self.path))?;
+        self.files.get(name)
+    }
+}
+
+/// The ConfigMap's secret files written to a fresh directory with the Secret volume's file
+/// mode (or `mode`), each holding a valid stand-in for its Secret key (`redis_url`: the
+/// Redis URL): the directory and the overrides pointing the config's `*_file` keys there.
+fn secret_files(
+    config: &toml::Table,
+    mode: Option<u32>,
+    redis_url: Option<&str>,
+) -> (PathBuf, Vec<(String, String)>) {
+    use std::os::unix::fs::PermissionsExt;
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "refold-proxy-deploy-secrets-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mount = SecretMount::proxy();
+    let mode = mode.unwrap_or(mount.mode);
+    let mut overrides = Vec::new();
+    for (path, file) in file_keys(config) {
+        let key = mount
+            .key_of(&file)
+            .unwrap_or_else(|| panic!("{file} is not a file of the Secret volume"));
+        let written = dir.join(key);
+        let value = match redis_url {
+            Some(url) if key.contains("REDIS_URL") => url.to_owned(),
+            _ => dummy_secret(key),
+        };
+        std::fs::write(&written, value).unwrap();
+        std::fs::set_permissions(&written, std::fs::Permissions::from_mode(mode)).unwrap();
+        overrides.push((
+            override_variable(&path),
+            written.to_string_lossy().into_owned(),
+        ));
+    }
+    (dir, overrides)
 }
 
 /// The Secret template: its name and its keys with their placeholder values.
@@ -178,7 +327,9 @@ fn secret_template() -> (String, BTreeMap<String, String>) {
     )
 }
 
-/// A valid stand-in for the secret in `variable` (the template holds placeholders).
+/// A valid stand-in for the secret under the Secret key `variable` (the template holds
+/// placeholders): the API key the stand-in Refold accepts, the JWT secret the tests sign
+/// with.
 fn dummy_secret(variable: &str) -> String {
     if variable.contains("STORE_KEYS") {
         STORE_KEYS.to_owned()
@@ -186,6 +337,9 @@ fn dummy_secret(variable: &str) -> String {
         "redis://refold-proxy:dummy-password@127.0.0.1:6390".to_owned()
     } else if variable.contains("API_KEY") {
         API_KEY.to_owned()
+    } else if variable.contains("JWT_SECRET") {
+        // The one `app_jwt` signs with.
+        SECRET.to_owned()
     } else {
         "dummy-secret-of-at-least-32-bytes-0123456789".to_owned()
     }
@@ -246,29 +400,64 @@ fn selects(selector: &Value, labels: &Value) -> bool {
     !selector.is_empty() && selector.iter().all(|(k, v)| &labels[k] == v)
 }
 
-#[test]
-fn the_configmap_config_passes_check_config() {
-    let dir = std::env::temp_dir().join(format!("refold-proxy-deploy-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+/// `--check-config` (and `--print-config`) of the ConfigMap's config with an empty
+/// environment but the `REFOLD_PROXY__*` overrides pointing its secret files at copies
+/// with the Secret volume's mode: stdout, stderr and whether it passed.
+fn check_configmap_config(mode: Option<u32>) -> (String, String, bool) {
+    let config = parse_toml(&configmap_toml());
+    let (dir, overrides) = secret_files(&config, mode, None);
     let path = dir.join("proxy.toml");
     std::fs::write(&path, configmap_toml()).unwrap();
-    let (_, template) = secret_template();
     let out = Command::new(BIN)
         .arg("--check-config")
         .arg(&path)
+        .arg("--print-config")
         .env_clear()
-        .envs(template.keys().map(|k| (k.clone(), dummy_secret(k))))
+        .envs(overrides)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let _ = std::fs::remove_dir_all(&dir);
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.success(),
+    )
+}
+
+/// Every secret from a file, none from a variable: the config checks with an empty
+/// environment, and files with the Secret volume's mode draw no permission warning.
+#[test]
+fn the_configmap_config_passes_check_config() {
     let config = parse_toml(&configmap_toml());
+    assert_eq!(
+        env_keys(&config),
+        BTreeSet::new(),
+        "no secret from a variable"
+    );
+    let files = file_keys(&config);
+    for [table, key] in SECRET_FILE_KEYS {
+        assert!(
+            files.contains_key(&vec![table.to_owned(), key.to_owned()]),
+            "{table}.{key} in the ConfigMap's config"
+        );
+    }
     assert_eq!(config["tokens"]["store"].as_str(), Some("redis"));
-    assert!(config["redis"]["url_env"].is_str());
+
+    let (stdout, stderr, passed) = check_configmap_config(None);
+    assert!(passed, "{stderr}");
+    assert!(
+        !stderr.contains("readable by every user"),
+        "the Secret volume's mode draws a warning: {stderr}"
+    );
+    // The effective config names no variable for any secret (no default left over).
+    let effective = parse_toml(&stdout);
+    assert_eq!(env_keys(&effective), BTreeSet::new(), "{stdout}");
+    // The warning the mode avoids is there for a file every user may read.
+    let (_, stderr, passed) = check_configmap_config(Some(0o444));
+    assert!(
+        passed && stderr.contains("readable by every user"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -316,39 +505,80 @@ fn termination_grace_outlasts_the_drain_and_the_prestop_pause() {
     );
 }
 
+/// Every secret file the config names lies in the proxy's Secret volume and is a key of
+/// the Secret template; every key of the template is mounted where it is read (the proxy's
+/// files, Valkey's password), nothing more; no secret reaches a container's environment.
 #[test]
-fn the_secret_provides_every_variable_the_config_names_and_nothing_unused() {
+fn the_secret_volume_holds_every_file_the_config_names_and_nothing_unused() {
     let config = parse_toml(&configmap_toml());
     let (secret_name, template) = secret_template();
-    let provided = secret_env(&proxy_container(&deployment()));
-    for variable in env_keys(&config) {
-        assert_eq!(
-            provided.get(&variable),
-            Some(&(secret_name.clone(), variable.clone())),
-            "{variable} from Secret {secret_name}, key {variable}"
-        );
+    let deployment = deployment();
+    let mount = SecretMount::proxy();
+    let mut used = BTreeSet::new();
+    let mut read = BTreeSet::new();
+    for (path, file) in file_keys(&config) {
+        let key = mount.key_of(&file).unwrap_or_else(|| {
+            panic!(
+                "{} = {file:?}: not a file of the Secret volume at {}",
+                path.join("."),
+                mount.path
+            )
+        });
+        assert!(template.contains_key(key), "{key} in {SECRET_TEMPLATE}");
+        used.insert(key.clone());
+        read.insert(file.rsplit_once('/').unwrap().1.to_owned());
     }
-    let used: BTreeSet<String> = workloads()
-        .iter()
-        .flat_map(|w| {
-            w["spec"]["template"]["spec"]["containers"]
-                .as_array()
-                .unwrap()
-                .clone()
-        })
-        .flat_map(|c| secret_env(&c).into_values())
-        .filter(|(name, _)| name == &secret_name)
-        .map(|(_, key)| key)
-        .collect();
+    let mounted: BTreeSet<String> = mount.files.keys().cloned().collect();
+    assert_eq!(
+        mounted, read,
+        "the proxy's Secret volume holds the files it reads"
+    );
+
+    let valkey = object("StatefulSet", "valkey");
+    let valkey_mount = SecretMount::of(&valkey, "valkey", &secret_name);
+    let script = valkey["spec"]["template"]["spec"]["containers"][0]["args"][0]
+        .as_str()
+        .unwrap();
+    for (file, key) in &valkey_mount.files {
+        assert!(
+            script.contains(&format!("{}/{file}", valkey_mount.path)),
+            "Valkey reads {file}: {script}"
+        );
+        used.insert(key.clone());
+    }
     let keys: BTreeSet<String> = template.keys().cloned().collect();
     assert_eq!(used, keys, "the Secret template's keys are the keys used");
+    // The template says where its keys turn up.
+    let header = std::fs::read_to_string(kubernetes_dir().join(SECRET_TEMPLATE)).unwrap();
+    for path in [&mount.path, &valkey_mount.path] {
+        assert!(
+            header.contains(path.as_str()),
+            "{SECRET_TEMPLATE} names {path}"
+        );
+    }
+
+    // Readable by the pod's group only: the kubelet gives the files to the fsGroup, the
+    // non-root user reads them through it, and the proxy's world-readable warning stays off.
+    for (workload, mount) in [(&deployment, &mount), (&valkey, &valkey_mount)] {
+        let pod = &workload["spec"]["template"]["spec"];
+        assert_eq!(mount.mode, 0o440, "defaultMode 0440 (288 in decimal)");
+        assert!(
+            pod["securityContext"]["fsGroup"].as_u64().is_some(),
+            "fsGroup"
+        );
+        for container in pod["containers"].as_array().unwrap() {
+            assert_eq!(secret_env(container), BTreeMap::new(), "no secret in env");
+            assert!(container["envFrom"].is_null(), "no envFrom");
+        }
+    }
 
     // The Redis URL's host and port are the Valkey Service's.
-    let url = &template[config["redis"]["url_env"].as_str().unwrap()];
+    let url_key = mount.key_of(config["redis"]["url_file"].as_str().unwrap());
+    let url = &template[url_key.unwrap()];
     let host_port = url.rsplit_once('@').unwrap().1.trim_end_matches('/');
     let (host, port) = host_port.split_once(':').unwrap();
-    let valkey = object("Service", host);
-    assert!(valkey["spec"]["ports"]
+    let valkey_service = object("Service", host);
+    assert!(valkey_service["spec"]["ports"]
         .as_array()
         .unwrap()
         .iter()
@@ -448,7 +678,8 @@ fn kustomization_lists_every_manifest_but_the_secret_template() {
 
 /// The probes answer 200 on the admin listener of a proxy run with the ConfigMap's
 /// config: only the listen addresses (to free loopback ports), the upstream (the
-/// stand-in) and the Redis URL (a test server) differ.
+/// stand-in), the Redis URL (a test server) and where the secret files are (overridden
+/// from the environment) differ.
 #[tokio::test]
 async fn probe_paths_answer_200_on_a_real_admin_listener() {
     let deployment = deployment();
@@ -465,15 +696,21 @@ async fn probe_paths_answer_200_on_a_real_admin_listener() {
     set(&mut config, ["server", "listen"], "127.0.0.1:0".into());
     set(&mut config, ["admin", "listen"], "127.0.0.1:0".into());
     set(&mut config, ["upstream", "base_url"], upstream);
-    let mut env: Vec<(&str, String)> = Vec::new();
-    let names = env_keys(&config);
-    for name in &names {
-        env.push((name.as_str(), dummy_secret(name)));
-    }
-    let url_env = config["redis"]["url_env"].as_str().unwrap().to_owned();
-    env.push((url_env.as_str(), redis.url()));
+    // The secrets as the Secret volume holds them (its file mode), where the
+    // `REFOLD_PROXY__*__*_FILE` overrides say.
+    let (secrets, overrides) = secret_files(&config, None, Some(&redis.url()));
+    let env: Vec<(&str, String)> = overrides
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.clone()))
+        .collect();
     let mut process = ProxyProcess::spawn_with_env(&config.to_string(), &env).await;
     process.serving().await;
+    let warned: Vec<Value> = process
+        .logs()
+        .into_iter()
+        .filter(|e| e.to_string().contains("readable by every user"))
+        .collect();
+    assert_eq!(warned, Vec::<Value>::new());
 
     let client = reqwest::Client::new();
     let mut probed = 0;
@@ -500,6 +737,7 @@ async fn probe_paths_answer_200_on_a_real_admin_listener() {
         "readiness drains (503 while draining), liveness restarts: not the same endpoint"
     );
     drop(process);
+    let _ = std::fs::remove_dir_all(&secrets);
 }
 
 /// One Dockerfile instruction: its keyword and arguments, continuation lines joined.
@@ -744,35 +982,60 @@ async fn healthcheck_fails_on_a_closed_port_and_on_a_503() {
 }
 
 /// A `redis-server` run with the Valkey container's own command line (the binary's
-/// name, the port and the bind address aside). Killed when dropped.
+/// name, the port, the bind address and where its Secret volume is aside). Killed when
+/// dropped.
 struct ValkeyCommand {
     child: std::process::Child,
     port: u16,
+    secrets: PathBuf,
 }
 
 impl ValkeyCommand {
+    /// Runs it with `password` as the Secret volume's password file (with its mode), in an
+    /// environment without secrets.
     fn start(password: &str) -> Self {
+        use std::os::unix::fs::PermissionsExt;
         let valkey = object("StatefulSet", "valkey");
+        let mount = SecretMount::of(&valkey, "valkey", &secret_template().0);
         let container = &valkey["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(container["command"], serde_json::json!(["sh", "-c"]));
-        let script = container["args"][0].as_str().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
+        let secrets = std::env::temp_dir().join(format!(
+            "refold-proxy-deploy-valkey-{}-{port}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&secrets).unwrap();
+        let (file, key) = mount.files.iter().next().expect("Valkey's password file");
+        assert_eq!(key, "VALKEY_PASSWORD");
+        let written = secrets.join(file);
+        std::fs::write(&written, password).unwrap();
+        std::fs::set_permissions(&written, std::fs::Permissions::from_mode(mount.mode)).unwrap();
+        let script = container["args"][0].as_str().unwrap();
+        assert!(script.contains(&mount.path), "{script}");
+        // The password never in the command line, only its hash.
+        assert!(!script.contains('>'), "{script}");
+        let script = script.replace(&mount.path, &secrets.to_string_lossy());
         let script = script
             .replacen("exec valkey-server", "exec redis-server", 1)
             .replacen("--port 6379", &format!("--port {port} --bind 127.0.0.1"), 1);
         assert!(script.contains(&format!("--port {port}")), "{script}");
         let child = Command::new("sh")
             .args(["-c", &script])
-            .env("VALKEY_PASSWORD", password)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("redis-server is installed (.ci/run installs it)");
-        let server = Self { child, port };
+        let server = Self {
+            child,
+            port,
+            secrets,
+        };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         // Up once the default user is refused (it is off): the server answers.
         while !server.cli(&[], &["PING"]).contains("NOAUTH") {
@@ -811,6 +1074,7 @@ impl Drop for ValkeyCommand {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.secrets);
     }
 }
 
@@ -844,21 +1108,19 @@ async fn the_valkey_command_line_serves_the_proxy_through_its_acl_user() {
         config[table].as_table_mut().unwrap()[key] = toml::Value::String(value);
     }
     let (_, template) = secret_template();
-    let url_env = config["redis"]["url_env"].as_str().unwrap().to_owned();
+    let url_key = SecretMount::proxy()
+        .key_of(config["redis"]["url_file"].as_str().unwrap())
+        .cloned()
+        .unwrap();
     // The template's URL, its password and host made this server's.
-    let url = template[&url_env]
+    let url = template[&url_key]
         .replace("CHANGE-ME", password)
         .replace("@valkey:6379", &format!("@127.0.0.1:{}", server.port));
-    let mut env: Vec<(&str, String)> = Vec::new();
-    let names = env_keys(&config);
-    // The API key and the JWT secret stay the ones the stand-in and app_jwt use.
-    for name in names
+    let (secrets, overrides) = secret_files(&config, None, Some(&url));
+    let env: Vec<(&str, String)> = overrides
         .iter()
-        .filter(|n| *n != "REFOLD_API_KEY" && *n != "APP_JWT_SECRET")
-    {
-        env.push((name.as_str(), dummy_secret(name)));
-    }
-    env.push((url_env.as_str(), url));
+        .map(|(name, value)| (name.as_str(), value.clone()))
+        .collect();
     let mut process = ProxyProcess::spawn_with_env(&config.to_string(), &env).await;
     let addr = process.serving().await;
 
@@ -889,6 +1151,7 @@ async fn the_valkey_command_line_serves_the_proxy_through_its_acl_user() {
         .cli(&[], &["GET", "refold-proxy:x"])
         .contains("NOAUTH"));
     drop(process);
+    let _ = std::fs::remove_dir_all(&secrets);
 }
 
 /// `kubernetes-validate` (PyPI): on the PATH, or in the venv `.ci/run` makes.

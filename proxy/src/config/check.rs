@@ -159,8 +159,8 @@ pub(super) fn secret(
             if let Some(mode) = readable_by_all(path) {
                 warnings.push(format!(
                     "{key}: {} is readable by every user of this machine (mode {mode:o}); \
-                     let only the proxy's user read it (chmod 600, or defaultMode 0400 on a \
-                     Kubernetes secret volume)",
+                     let only the proxy's user (or group) read it (chmod 600, or defaultMode \
+                     0440 with the pod's fsGroup on a Kubernetes secret volume)",
                     path.display()
                 ));
             }

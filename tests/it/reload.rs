@@ -490,3 +490,105 @@ async fn sighup_rereads_the_store_keys_file_and_seals_with_the_new_first_key() {
     proxy.signal("TERM");
     assert!(proxy.exit_status().await.success());
 }
+
+/// What the proxy's ACL user may do, as in deploy/replicas/README.md.
+const PROXY_ACL: &str =
+    "~refold-proxy:* &refold-proxy:* +@read +@write +@scripting +@pubsub +ping +time";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_rereads_the_redis_url_file_and_reconnects_with_the_rotated_password() {
+    use crate::support::redis::{RedisServer, REDIS_URL_ENV, STORE_KEYS, STORE_KEYS_ENV};
+    const OLD: &str = "redis-password-before-rotation";
+    const NEW: &str = "redis-password-after-rotation";
+    let redis = RedisServer::start();
+    let mut acl = vec![
+        "ACL",
+        "SETUSER",
+        "proxy",
+        "on",
+        ">redis-password-before-rotation",
+    ];
+    acl.extend(PROXY_ACL.split(' '));
+    assert_eq!(redis.command(&acl).as_deref(), Some("OK"));
+    let url = |password: &str| {
+        redis
+            .url()
+            .replace("redis://", &format!("redis://proxy:{password}@"))
+    };
+    let (mock_addr, mock) = stand_in_with(&["alice", "bob"]).await;
+    let dir = std::env::temp_dir().join(format!("refold-proxy-redis-url-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url_file = dir.join("redis-url");
+    std::fs::write(&url_file, format!("{}\n", url(OLD))).unwrap();
+    let toml = format!(
+        "{}[tokens]\nstore = \"redis\"\n[redis]\nurl_file = \"{}\"\nencryption_keys_env = \"{STORE_KEYS_ENV}\"\n",
+        base_config(&format!("http://{mock_addr}")),
+        url_file.display()
+    );
+    let keys = [(STORE_KEYS_ENV, STORE_KEYS.to_owned())];
+    let mut proxy = ProxyProcess::spawn_with_env(&toml, &keys).await;
+    let addr = proxy.serving().await;
+    let get_as = |addr: SocketAddr, account: &str| {
+        reqwest::Client::new()
+            .get(format!("http://{addr}{WORKFLOWS}"))
+            .bearer_auth(app_jwt(account))
+            .send()
+    };
+    assert_eq!(get_as(addr, "alice").await.unwrap().status(), 200);
+    crate::support::eventually("alice's token stored", || {
+        sealing_key_ids(&redis).len() == 1
+    })
+    .await;
+    // Another replica mints bob: in the store, not in this proxy's own cache.
+    let other_toml = format!(
+        "{}[tokens]\nstore = \"redis\"\n{}",
+        base_config(&format!("http://{mock_addr}")),
+        redis.tables()
+    );
+    let mut other = ProxyProcess::spawn_with_env(
+        &other_toml,
+        &[
+            (REDIS_URL_ENV, url(OLD)),
+            (STORE_KEYS_ENV, STORE_KEYS.to_owned()),
+        ],
+    )
+    .await;
+    let other_addr = other.serving().await;
+    assert_eq!(get_as(other_addr, "bob").await.unwrap().status(), 200);
+    crate::support::eventually("bob's token stored", || sealing_key_ids(&redis).len() == 2).await;
+    other.signal("TERM");
+    assert!(other.exit_status().await.success());
+    assert_eq!(mock.mints_for("bob"), 1);
+
+    // The rotation: both passwords valid, the proxy told the new one, the old one gone
+    // and every connection made with it closed.
+    let add = format!(">{NEW}");
+    assert_eq!(
+        redis.command(&["ACL", "SETUSER", "proxy", &add]).as_deref(),
+        Some("OK")
+    );
+    std::fs::write(&url_file, format!("{}\n", url(NEW))).unwrap();
+    proxy.signal("HUP");
+    let reloaded = proxy.wait_for_message("config reloaded", 1).await;
+    assert_eq!(reloaded["fields"]["restart_needed"], "[]", "{reloaded}");
+    let remove = format!("<{OLD}");
+    assert_eq!(
+        redis
+            .command(&["ACL", "SETUSER", "proxy", &remove])
+            .as_deref(),
+        Some("OK")
+    );
+    assert!(redis
+        .command(&["CLIENT", "KILL", "USER", "proxy"])
+        .is_some_and(|killed| killed != "0"));
+    // Bob is not in this proxy's cache: served from the store, over a connection made
+    // with the new password, without a second mint.
+    assert_eq!(get_as(addr, "bob").await.unwrap().status(), 200);
+    assert_eq!(mock.mints_for("bob"), 1, "bob's stored token served");
+    assert_eq!(get_as(addr, "alice").await.unwrap().status(), 200);
+    assert_eq!(mock.mints_for("alice"), 1);
+    let logs = format!("{:?}", proxy.logs());
+    assert!(!logs.contains(OLD) && !logs.contains(NEW), "{logs}");
+    proxy.signal("TERM");
+    assert!(proxy.exit_status().await.success());
+}

@@ -12,6 +12,13 @@
 //! Rust, one multiplexed connection that reconnects by itself, `EVALSHA` with a fallback
 //! to `EVAL`, and rustls for `rediss://`. Pub/sub runs on a connection of its own.
 //!
+//! The credentials in the URL can be rotated while the store runs
+//! ([`RedisStore::set_url`], on a reload): commands from then on use a new connection
+//! manager that authenticates with them, and the subscription does the next time it is
+//! made. Connections already open stay as they are until they close: the server keeps
+//! them authenticated (an operator removing the old password ends them with `CLIENT
+//! KILL USER`). The endpoint cannot change: the tokens and buckets live there.
+//!
 //! What is stored is sealed ([`seal`]) and keyed by [`KeyHasher`]: a reader of the
 //! server learns neither tokens, nor account ids, nor the API key.
 
@@ -22,7 +29,7 @@ pub use seal::{Keyring, OpenError};
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use aws_lc_rs::hmac;
@@ -59,12 +66,50 @@ pub struct RedisStore {
 }
 
 struct Inner {
-    client: redis::Client,
-    connection: ConnectionManager,
+    /// Replaced whole when the credentials rotate ([`RedisStore::set_url`]).
+    link: RwLock<Link>,
+    /// For the connection manager a rotation builds.
+    manager_config: ConnectionManagerConfig,
     prefix: String,
     timeout: Duration,
     up: AtomicBool,
     metrics: Arc<Metrics>,
+}
+
+/// The way to the server with one set of credentials.
+struct Link {
+    /// The URL it was built from (credentials included: a secret).
+    url: Secret,
+    /// Makes the pub/sub connections.
+    client: redis::Client,
+    /// The shared multiplexed connection commands run on.
+    connection: ConnectionManager,
+}
+
+impl Link {
+    fn new(url: &Secret, config: &ConnectionManagerConfig) -> Result<Self, BoxError> {
+        let client = redis::Client::open(url.expose())
+            .map_err(|_| "redis.url_env: not a valid Redis URL")?;
+        let connection = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?;
+        Ok(Self {
+            url: url.clone(),
+            client,
+            connection,
+        })
+    }
+}
+
+/// Whether two Redis URLs name the same server and database the same way (scheme, host,
+/// port, database, TLS verification, protocol), whatever their credentials. Either one
+/// not a valid Redis URL: `false`.
+pub fn same_server(a: &Secret, b: &Secret) -> bool {
+    let info = |url: &Secret| redis::Client::open(url.expose()).ok();
+    let (Some(a), Some(b)) = (info(a), info(b)) else {
+        return false;
+    };
+    let (a, b) = (a.get_connection_info(), b.get_connection_info());
+    let (ra, rb) = (a.redis_settings(), b.redis_settings());
+    a.addr() == b.addr() && ra.db() == rb.db() && ra.protocol() == rb.protocol()
 }
 
 impl fmt::Debug for RedisStore {
@@ -82,8 +127,6 @@ impl RedisStore {
     /// is a down store (the proxy starts and serves without it), not an error. Must be
     /// called within a tokio runtime: it starts the probe that notices recovery.
     pub fn new(config: &RedisConfig, metrics: Arc<Metrics>) -> Result<Self, BoxError> {
-        let client = redis::Client::open(config.url.expose())
-            .map_err(|_| "redis.url_env: not a valid Redis URL")?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.command_timeout))
@@ -91,11 +134,11 @@ impl RedisStore {
             // waits on more than one attempt (and never past the command timeout).
             .set_number_of_retries(1)
             .set_max_delay(PROBE_INTERVAL);
-        let connection = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)?;
+        let link = Link::new(&config.url, &manager_config)?;
         let store = Self {
             inner: Arc::new(Inner {
-                client,
-                connection,
+                link: RwLock::new(link),
+                manager_config,
                 prefix: config.key_prefix.clone(),
                 timeout: config.command_timeout,
                 // Optimistic until a command says otherwise: the first one finds out.
@@ -106,6 +149,24 @@ impl RedisStore {
         store.inner.metrics.set_store_up(true);
         tokio::spawn(probe(Arc::downgrade(&store.inner)));
         Ok(store)
+    }
+
+    /// Connects with `url` from now on, when it differs from the URL in use: the next
+    /// command goes over a new connection made with its credentials, and the
+    /// subscription uses them when it is next made. Commands in flight finish on the
+    /// connection they started on. Returns whether the URL changed. The caller makes
+    /// sure the server is the same ([`same_server`]): the store's state is there.
+    pub fn set_url(&self, url: &Secret) -> Result<bool, BoxError> {
+        if self.inner.read_link(|link| link.url == *url) {
+            return Ok(false);
+        }
+        let link = Link::new(url, &self.inner.manager_config)?;
+        *self
+            .inner
+            .link
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = link;
+        Ok(true)
     }
 
     /// Whether commands are being sent (the last one answered, or the probe did since).
@@ -138,8 +199,8 @@ impl RedisStore {
         if !self.is_up() {
             return Err(StoreError::Down);
         }
-        let result =
-            tokio::time::timeout(self.inner.timeout, command(self.inner.connection.clone())).await;
+        let connection = self.inner.connection();
+        let result = tokio::time::timeout(self.inner.timeout, command(connection)).await;
         let error = match result {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(error)) => StoreError::Redis(error),
@@ -170,6 +231,17 @@ impl RedisStore {
     }
 }
 
+impl Inner {
+    fn read_link<T>(&self, f: impl FnOnce(&Link) -> T) -> T {
+        f(&self.link.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The connection commands run on now (cheap to clone: a handle).
+    fn connection(&self) -> ConnectionManager {
+        self.read_link(|link| link.connection.clone())
+    }
+}
+
 /// Probes a down store once a second; marks it up when it answers. Ends with the store.
 async fn probe(store: Weak<Inner>) {
     loop {
@@ -180,7 +252,7 @@ async fn probe(store: Weak<Inner>) {
         if inner.up.load(Ordering::Relaxed) {
             continue;
         }
-        let mut connection = inner.connection.clone();
+        let mut connection = inner.connection();
         let ping = redis::cmd("PING");
         let answered =
             tokio::time::timeout(inner.timeout, ping.query_async::<String>(&mut connection)).await;
@@ -201,7 +273,7 @@ where
         let Some(inner) = store.upgrade() else {
             return;
         };
-        let client = inner.client.clone();
+        let client = inner.read_link(|link| link.client.clone());
         let timeout = inner.timeout.max(Duration::from_secs(1));
         drop(inner);
         let subscribed = async {

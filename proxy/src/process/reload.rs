@@ -43,6 +43,7 @@
 use std::sync::Arc;
 
 use crate::config::{Config, ConfigError, ConfigSource};
+use crate::outbound::store;
 use crate::process::admin::Admin;
 use crate::process::connection::{ConnectionLimits, ConnectionSettings};
 use crate::process::tls::{self, TlsAcceptor};
@@ -105,6 +106,14 @@ pub async fn reload(
     // proxy is built (a refused reload rotates nothing).
     if let Some(redis) = &loaded.redis {
         proxy.tokens().set_keyring(redis)?;
+        // Same server (checked above): the store reconnects with the new credentials.
+        if let Some(store) = proxy.tokens().store() {
+            if store.set_url(&redis.url).map_err(ReloadError::Build)? {
+                tracing::info!(
+                    "shared store credentials rotated: new connections to it authenticate with them"
+                );
+            }
+        }
     }
     proxy
         .tokens()
@@ -158,6 +167,16 @@ pub fn keep_restart_only(running: &Config, loaded: &mut Config) -> Vec<&'static 
             .encryption_keys_env
             .clone_from(&running.encryption_keys_env);
     }
+    // Rotated credentials reload; a URL naming another server or database is compared
+    // below like the rest of `[redis]`.
+    let rotated_url = match (&running.redis, &mut loaded.redis) {
+        (Some(running), Some(loaded))
+            if loaded.url != running.url && store::same_server(&running.url, &loaded.url) =>
+        {
+            Some(std::mem::replace(&mut loaded.url, running.url.clone()))
+        }
+        _ => None,
+    };
     macro_rules! keep {
         ($($key:literal => $($field:ident).+;)*) => {$(
             if running.$($field).+ != loaded.$($field).+ {
@@ -197,11 +216,16 @@ pub fn keep_restart_only(running: &Config, loaded: &mut Config) -> Vec<&'static 
         // The cache is built from the whole table: a key not listed above is caught here.
         "[tokens]" => tokens;
     }
-    // Unless `[redis]` as a whole was kept, the loaded sealing keys go back in.
-    if let (Some(redis), Some((keys, source))) = (&mut loaded.redis, sealing_keys) {
+    // Unless `[redis]` as a whole was kept, the loaded sealing keys and URL go back in.
+    if let Some(redis) = &mut loaded.redis {
         if !changed.contains(&"[redis]") {
-            redis.encryption_keys = keys;
-            redis.encryption_keys_env = source;
+            if let Some((keys, source)) = sealing_keys {
+                redis.encryption_keys = keys;
+                redis.encryption_keys_env = source;
+            }
+            if let Some(url) = rotated_url {
+                redis.url = url;
+            }
         }
     }
     changed
@@ -456,5 +480,58 @@ mod tests {
             ["limits.store"]
         );
         assert_eq!(back.limits.store, crate::config::Store::Redis);
+    }
+
+    #[test]
+    fn rotated_redis_credentials_reload_but_another_server_or_database_needs_a_restart() {
+        let load_url = |url: &'static str| {
+            Config::from_toml(
+                "[tokens]\nstore = \"redis\"\n",
+                Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")),
+                move |name| match name {
+                    "REFOLD_API_KEY" => Some("tk_test_key".into()),
+                    "APP_JWT_SECRET" => Some("0123456789abcdef0123456789abcdef".into()),
+                    "REFOLD_PROXY_REDIS_URL" => Some(url.into()),
+                    "REFOLD_PROXY_STORE_KEYS" => {
+                        Some("k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into())
+                    }
+                    _ => None,
+                },
+            )
+            .unwrap()
+        };
+        let url = |config: &Config| config.redis.as_ref().unwrap().url.expose().to_owned();
+        let running = load_url("redis://proxy:old@10.0.0.1:6380/2");
+        for rotated in [
+            "redis://proxy:new@10.0.0.1:6380/2",
+            "redis://other:new@10.0.0.1:6380/2",
+            "redis://10.0.0.1:6380/2",
+        ] {
+            let mut loaded = load_url(rotated);
+            assert!(
+                keep_restart_only(&running, &mut loaded).is_empty(),
+                "{rotated}"
+            );
+            assert_eq!(url(&loaded), rotated);
+        }
+        for moved in [
+            "redis://proxy:new@10.0.0.2:6380/2",
+            "redis://proxy:new@10.0.0.1:6381/2",
+            "redis://proxy:new@10.0.0.1:6380/3",
+            "rediss://proxy:new@10.0.0.1:6380/2",
+        ] {
+            let mut loaded = load_url(moved);
+            assert_eq!(
+                keep_restart_only(&running, &mut loaded),
+                ["[redis]"],
+                "{moved}"
+            );
+            assert_eq!(loaded.redis, running.redis);
+        }
+        // New credentials with another `[redis]` change: the table is kept whole.
+        let mut loaded = load_url("redis://proxy:new@10.0.0.1:6380/2");
+        loaded.redis.as_mut().unwrap().lease = std::time::Duration::from_secs(9);
+        assert_eq!(keep_restart_only(&running, &mut loaded), ["[redis]"]);
+        assert_eq!(url(&loaded), url(&running));
     }
 }

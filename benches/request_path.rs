@@ -236,7 +236,7 @@ fn token_cache(c: &mut Criterion) {
         .expect("proxy")
     });
     let tokens = proxy.tokens().clone();
-    let caller = Caller::new("bench-account", tokens.fingerprints());
+    let caller = Caller::new("bench-account", &tokens.fingerprints());
     runtime.block_on(tokens.get(&caller)).expect("mint");
     c.bench_function("tokens/hit", |b| {
         b.to_async(&runtime)
@@ -251,7 +251,7 @@ fn token_cache(c: &mut Criterion) {
                     .map(|_| {
                         let tokens = tokens.clone();
                         tokio::spawn(async move {
-                            let caller = Caller::new("bench-account", tokens.fingerprints());
+                            let caller = Caller::new("bench-account", &tokens.fingerprints());
                             for _ in 0..iters {
                                 tokens.get(&caller).await.expect("hit");
                             }

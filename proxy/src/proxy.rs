@@ -16,6 +16,7 @@ use crate::config::{Config, ConfigError, LimitsConfig, Store};
 use crate::error::ProxyError;
 use crate::outbound::client::{build_clients, extra_roots, Clients, UpstreamBody};
 use crate::outbound::store::{KeyHasher, Keyring, RedisStore};
+use crate::secret::{Fingerprint, FingerprintKey};
 use crate::steps::binding::{check_account_binding, check_body_account_binding};
 use crate::steps::body::{self, RequestBody};
 use crate::steps::cors::Cors;
@@ -76,6 +77,8 @@ pub struct Proxy {
     /// The shared store, when `[redis]` is in use.
     store: Option<RedisStore>,
     metrics: Arc<Metrics>,
+    /// The key its callers' account ids are fingerprinted under (the authenticator's).
+    fingerprints: FingerprintKey,
 }
 
 /// A `Retry-After` the caller is told: at least a second, at most a minute.
@@ -204,13 +207,14 @@ impl Proxy {
             )),
             _ => None,
         };
+        let fingerprints = tokens.fingerprints();
         Self::build(
             config,
             clients,
             tokens,
             (limiter, shared_limits),
             store,
-            metrics,
+            (metrics, fingerprints),
         )
         .await
     }
@@ -225,6 +229,12 @@ impl Proxy {
     /// the buckets between memory and Redis (the new rates apply to the same buckets).
     pub async fn reconfigured(&self, config: &Config) -> Result<Self, BoxError> {
         let rates = Rates::from(&config.limits);
+        // A rotated key fingerprints this proxy's callers; the cache takes it once the
+        // reload succeeds (see [`Proxy::fingerprints`]).
+        let fingerprints = self
+            .tokens
+            .fingerprints_for(config.server.fingerprint_key.as_ref())
+            .unwrap_or_else(|| self.tokens.fingerprints());
         Self::build(
             config,
             self.upstream.clients().clone(),
@@ -234,7 +244,7 @@ impl Proxy {
                 self.shared_limits.as_ref().map(|s| s.reconfigured(rates)),
             ),
             self.store.clone(),
-            Arc::clone(&self.metrics),
+            (Arc::clone(&self.metrics), fingerprints),
         )
         .await
     }
@@ -245,7 +255,7 @@ impl Proxy {
         tokens: TokenCache,
         (limiter, shared_limits): (RateLimiter, Option<SharedBuckets>),
         store: Option<RedisStore>,
-        metrics: Arc<Metrics>,
+        (metrics, fingerprints): (Arc<Metrics>, FingerprintKey),
     ) -> Result<Self, BoxError> {
         for warning in config
             .warnings
@@ -258,8 +268,7 @@ impl Proxy {
             mount_path: config.server.mount_path.clone(),
             cors: Cors::from_config(&config.cors)?,
             routes: RoutePolicy::new(&config.routes)?,
-            authenticator: Authenticator::load(&config.identity, tokens.fingerprints().clone())
-                .await?,
+            authenticator: Authenticator::load(&config.identity, fingerprints.clone()).await?,
             headers: HeaderPolicy::new(&config.identity.header, &config.limits.trusted_proxies),
             upstream: Upstream::new(clients, &config.upstream, Arc::clone(&metrics)),
             guard: ResponseGuard::new(
@@ -274,6 +283,7 @@ impl Proxy {
             limits: config.limits.clone(),
             retry_body_limit: config.upstream.retry_body_limit,
             metrics,
+            fingerprints,
         })
     }
 
@@ -283,8 +293,15 @@ impl Proxy {
     }
 
     /// The keyed fingerprint of an account id, as this proxy's logs show it.
-    pub fn fingerprint(&self, account: &str) -> crate::secret::Fingerprint {
-        self.tokens.fingerprints().of(account.as_bytes())
+    pub fn fingerprint(&self, account: &str) -> Fingerprint {
+        self.fingerprints.of(account.as_bytes())
+    }
+
+    /// The key its callers' account ids are fingerprinted under: the token cache's, or
+    /// the one a reload rotated in, which the cache takes when this proxy replaces the
+    /// running one ([`TokenCache::set_fingerprints`]).
+    pub fn fingerprints(&self) -> &FingerprintKey {
+        &self.fingerprints
     }
 
     /// The metrics it reports to (shared with the token cache and kept across reloads).

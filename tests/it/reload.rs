@@ -581,6 +581,12 @@ async fn sighup_rereads_the_redis_url_file_and_reconnects_with_the_rotated_passw
     assert!(redis
         .command(&["CLIENT", "KILL", "USER", "proxy"])
         .is_some_and(|killed| killed != "0"));
+    assert_eq!(
+        proxy.count_logs(
+            "shared store credentials rotated: new connections to it authenticate with them"
+        ),
+        1
+    );
     // Bob is not in this proxy's cache: served from the store, over a connection made
     // with the new password, without a second mint.
     assert_eq!(get_as(addr, "bob").await.unwrap().status(), 200);
@@ -591,4 +597,65 @@ async fn sighup_rereads_the_redis_url_file_and_reconnects_with_the_rotated_passw
     assert!(!logs.contains(OLD) && !logs.contains(NEW), "{logs}");
     proxy.signal("TERM");
     assert!(proxy.exit_status().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_rotates_the_fingerprint_key_for_logs_and_keeps_the_cached_token() {
+    use refold_proxy::secret::{FingerprintKey, Secret};
+    const OLD: &str = "fingerprint-key-before-rotation-0123456789";
+    const NEW: &str = "fingerprint-key-after-rotation-0123456789ab";
+    let (mock_addr, mock) = stand_in().await;
+    let dir = std::env::temp_dir().join(format!("refold-proxy-fingerprint-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("fingerprint-key");
+    std::fs::write(&key_file, format!("{OLD}\n")).unwrap();
+    let toml = base_config(&format!("http://{mock_addr}")).replace(
+        "[admin]",
+        &format!("fingerprint_key_file = \"{}\"\n[admin]", key_file.display()),
+    );
+    let (proxy, addr) = ProxyProcess::start(&toml).await;
+    let get_with_id = |request_id: &'static str| {
+        reqwest::Client::new()
+            .get(format!("http://{addr}{WORKFLOWS}"))
+            .bearer_auth(app_jwt("alice"))
+            .header("x-request-id", request_id)
+            .send()
+    };
+    let proxy = &proxy;
+    let account_logged = |request_id: &'static str| async move {
+        proxy
+            .wait_for_log("the access line", |e| {
+                e["target"] == "access" && e["fields"]["request_id"] == request_id
+            })
+            .await["fields"]["account"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let fingerprint = |key: &str| {
+        FingerprintKey::new(&Secret::new(key))
+            .of(b"alice")
+            .to_string()
+    };
+    assert_eq!(get_with_id("before").await.unwrap().status(), 200);
+    assert_eq!(account_logged("before").await, fingerprint(OLD));
+
+    std::fs::write(&key_file, format!("{NEW}\n")).unwrap();
+    proxy.signal("HUP");
+    let reloaded = proxy.wait_for_message("config reloaded", 1).await;
+    assert_eq!(reloaded["fields"]["restart_needed"], "[]", "{reloaded}");
+    assert_eq!(get_with_id("after").await.unwrap().status(), 200);
+    assert_eq!(account_logged("after").await, fingerprint(NEW));
+    assert_ne!(fingerprint(OLD), fingerprint(NEW));
+    // Served from the cached token: the rotation changes what logs show, nothing else.
+    assert_eq!(mock.mints_for("alice"), 1);
+    assert_eq!(
+        proxy.count_logs(
+            "account fingerprint key rotated: logs, metrics and spans fingerprint accounts under the new key from now on"
+        ),
+        1
+    );
+    let logs = format!("{:?}", proxy.logs());
+    assert!(!logs.contains(OLD) && !logs.contains(NEW), "{logs}");
+    proxy.signal("TERM");
 }

@@ -119,6 +119,13 @@ pub async fn reload(
         .tokens()
         .set_api_key(&loaded.upstream.api_key)
         .map_err(ReloadError::Build)?;
+    let fingerprints = proxy.fingerprints().clone();
+    if proxy
+        .tokens()
+        .set_fingerprints(loaded.server.fingerprint_key.as_ref(), fingerprints)
+    {
+        tracing::info!("account fingerprint key rotated: logs, metrics and spans fingerprint accounts under the new key from now on");
+    }
     handle.replace(Arc::new(proxy));
     if let Some(admin) = admin {
         admin.set_token(loaded.admin.token.clone());
@@ -189,8 +196,6 @@ pub fn keep_restart_only(running: &Config, loaded: &mut Config) -> Vec<&'static 
         "server.listen" => server.listen;
         "server.worker_threads" => server.worker_threads;
         "server.shutdown_grace_s" => server.shutdown_grace;
-        // Fingerprints must keep meaning the same account for the process's life.
-        "server.fingerprint_key_env" => server.fingerprint_key;
         "admin.listen" => admin.listen;
         "upstream.base_url" => upstream.base_url;
         "upstream.connect_timeout_ms" => upstream.connect_timeout;
@@ -425,6 +430,14 @@ mod tests {
         assert!(keep_restart_only(&running, &mut rotated).is_empty());
         assert_eq!(rotated.upstream.api_key.expose(), "tk_second");
         assert_eq!(rotated.admin.token.unwrap().expose(), ADMIN_2);
+        // So does the fingerprint key: only logs, metrics and spans are keyed by it.
+        let mut fingerprinted = with(
+            "[server]\nfingerprint_key_env = \"ADMIN\"\n",
+            "tk_first",
+            ADMIN_1,
+        );
+        assert!(keep_restart_only(&running, &mut fingerprinted).is_empty());
+        assert!(fingerprinted.server.fingerprint_key.is_some());
         let mut production = with("", "pk_second", ADMIN_1);
         assert_eq!(
             keep_restart_only(&running, &mut production),

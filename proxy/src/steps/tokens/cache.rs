@@ -457,9 +457,28 @@ impl TokenCache {
     }
 
     /// The key account ids are fingerprinted under in logs, kept with the cache (and so
-    /// across reloads).
-    pub fn fingerprints(&self) -> &crate::secret::FingerprintKey {
+    /// across reloads, unless one rotates it: [`TokenCache::set_fingerprints`]).
+    pub fn fingerprints(&self) -> crate::secret::FingerprintKey {
         self.inner.minter.fingerprints()
+    }
+
+    /// The key a reload's `server.fingerprint_key_*` secret gives, when it changed.
+    pub fn fingerprints_for(
+        &self,
+        configured: Option<&crate::secret::Secret>,
+    ) -> Option<crate::secret::FingerprintKey> {
+        self.inner.minter.fingerprints_for(configured)
+    }
+
+    /// Fingerprints under `key` (from [`TokenCache::fingerprints_for`]) from now on.
+    /// Only logs, metrics and spans show fingerprints: nothing the cache keeps is keyed
+    /// by them. Returns whether the configured secret changed.
+    pub fn set_fingerprints(
+        &self,
+        configured: Option<&crate::secret::Secret>,
+        key: crate::secret::FingerprintKey,
+    ) -> bool {
+        self.inner.minter.set_fingerprints(configured, key)
     }
 
     /// The metrics the cache and its minter report to.

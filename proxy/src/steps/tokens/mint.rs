@@ -153,6 +153,11 @@ fn api_key_header(api_key: &Secret) -> Result<HeaderValue, BoxError> {
     Ok(header)
 }
 
+/// The fingerprint key of `configured`, or a random one when none is.
+fn fingerprint_key(configured: Option<&Secret>) -> FingerprintKey {
+    configured.map_or_else(FingerprintKey::random, FingerprintKey::new)
+}
+
 /// Mints session tokens with the API key.
 pub struct Minter {
     client: HttpClient,
@@ -169,8 +174,10 @@ pub struct Minter {
     pacer: Pacer,
     breaker: Breaker,
     metrics: Arc<Metrics>,
-    /// The key account ids are fingerprinted under in logs (the token cache's too).
-    fingerprints: FingerprintKey,
+    /// The key account ids are fingerprinted under in logs (the token cache's too), with
+    /// the configured secret it comes from (`None`: a random key). Replaced by a reload
+    /// that rotates `server.fingerprint_key_*` ([`Minter::set_fingerprints`]).
+    fingerprints: RwLock<(Option<Secret>, FingerprintKey)>,
 }
 
 impl std::fmt::Debug for Minter {
@@ -231,17 +238,45 @@ impl Minter {
                 config.tokens.breaker_cooldown,
             ),
             metrics,
-            fingerprints: config
-                .server
-                .fingerprint_key
-                .as_ref()
-                .map_or_else(FingerprintKey::random, FingerprintKey::new),
+            fingerprints: RwLock::new((
+                config.server.fingerprint_key.clone(),
+                fingerprint_key(config.server.fingerprint_key.as_ref()),
+            )),
         })
     }
 
-    /// The key account ids are fingerprinted under in logs.
-    pub fn fingerprints(&self) -> &FingerprintKey {
-        &self.fingerprints
+    /// The key account ids are fingerprinted under in logs (cheap to clone: shared).
+    pub fn fingerprints(&self) -> FingerprintKey {
+        self.fingerprints
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .1
+            .clone()
+    }
+
+    /// The key `configured` (a `server.fingerprint_key_*` secret, or none) gives, when it
+    /// is not the one in force: a new key to fingerprint under. `None` when nothing
+    /// changes (no key configured before or now keeps the random key drawn at start).
+    pub fn fingerprints_for(&self, configured: Option<&Secret>) -> Option<FingerprintKey> {
+        let current = self
+            .fingerprints
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        (current.0.as_ref() != configured).then(|| fingerprint_key(configured))
+    }
+
+    /// Fingerprints under `key`, which `configured` gave ([`Minter::fingerprints_for`]),
+    /// from now on. Returns whether the configured secret changed.
+    pub fn set_fingerprints(&self, configured: Option<&Secret>, key: FingerprintKey) -> bool {
+        let mut current = self
+            .fingerprints
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if current.0.as_ref() == configured {
+            return false;
+        }
+        *current = (configured.cloned(), key);
+        true
     }
 
     /// The clock that dates minted tokens.
@@ -403,7 +438,7 @@ impl Minter {
             .await;
         match status {
             s if s.is_success() => {
-                tracing::info!(account = %self.fingerprints.of(account.as_bytes()), "provisioned linked account");
+                tracing::info!(account = %self.fingerprints().of(account.as_bytes()), "provisioned linked account");
                 Ok(())
             }
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {

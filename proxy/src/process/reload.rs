@@ -11,7 +11,15 @@
 //! secret file takes effect on the next SIGHUP): the identity secret, the evict secret
 //! (the old one is refused from the next request) and the API key (new mints carry the
 //! new one; cached session tokens stay, valid at Refold until they expire; accounts
-//! backing off because Refold rejected the old key may mint at once). Also
+//! backing off because Refold rejected the old key may mint at once), the store's sealing
+//! keys, the Redis credentials when the new URL names the same server and database
+//! ([`store::same_server`]: the store's next connections authenticate with them, open
+//! ones stay until they close; cached tokens, leases and buckets stay), and the
+//! account-fingerprint key (logs, metrics and spans fingerprint accounts under it from
+//! the reload on, said by one info line; nothing kept for correctness is keyed by it:
+//! the token cache and the limiter key accounts by their ids or keys of their own, the
+//! store by a key derived from the API key, and the verified-JWT cache, which holds
+//! fingerprinted callers, is built anew with each proxy). Also
 //! `server.mount_path`, `[server.tls]` (the certificate and key are
 //! re-read even when their paths did not change; the handshake timeout applies to new
 //! connections), `[identity]` (secret, public keys, JWKS, claims),
@@ -26,15 +34,14 @@
 //! **Need a restart** (the keys [`keep_restart_only`] lists): a change is logged as a
 //! warning and the running value kept. The listeners (turning TLS on or off included),
 //! worker threads, shutdown grace and connection cap are fixed once the process serves.
-//! So is the evict endpoint's existence (an evict secret appearing or going), and the
-//! account-fingerprint key: fingerprints must keep meaning the same account for the
-//! process's life. An API key of the other environment (`tk_` test, `pk_` production)
+//! So is the evict endpoint's existence (an evict secret appearing or going). An API key of the other environment (`tk_` test, `pk_` production)
 //! would let cached tokens of one serve the other: a restart. The shared store's account
 //! names are derived from the API key the process started with and stay so after a
 //! rotation; a replica started with the new key names accounts differently, so until
 //! every replica has restarted, old and new replicas share no tokens or rate-limit
-//! buckets (each mints its own). `[redis]` (the URL: one connection manager; the sealing
-//! keys: the store is built with its keyring) needs a restart. The token cache is keyed
+//! buckets (each mints its own). The rest of `[redis]` needs a restart: a URL naming
+//! another server or database (the tokens and buckets live there), and any other key
+//! (a change to one keeps the whole table, rotated credentials included). The token cache is keyed
 //! by `upstream.base_url`, its minter holds the `[tokens]` settings, and it shares the
 //! connection pool (built with `upstream.ca_file`): changing any of those means another
 //! deployment or a cold cache, which deserves a deliberate (rolling) restart rather than
@@ -76,8 +83,9 @@ pub fn check(config: &Config) -> Result<Vec<String>, ConfigError> {
 /// Reloads from `source`. On success the new proxy serves new requests, `tls` (the public
 /// listener's, when it serves HTTPS) the reloaded certificate, `connections` the
 /// reloaded connection settings to connections accepted from now on, new mints the
-/// re-read API key, `admin` the re-read evict secret, `running` becomes the config now in
-/// force, and the restart-only keys that changed (kept at their running values) are
+/// re-read API key, the shared store rotated Redis credentials, logs the rotated
+/// fingerprint key, `admin` the re-read evict secret, `running` becomes the config now
+/// in force, and the restart-only keys that changed (kept at their running values) are
 /// returned.
 pub async fn reload(
     source: &ConfigSource,

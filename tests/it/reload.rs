@@ -337,6 +337,19 @@ async fn sighup_applies_the_header_read_timeout_to_connections_opened_after_it()
     let (proxy, addr) =
         ProxyProcess::start(&limits_config(mock_addr, "header_read_timeout_ms = 60000")).await;
     let mut before = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // Accepted by the proxy, not only by the kernel's backlog: a connection's settings are
+    // the ones current when the proxy accepts it.
+    let metrics = proxy.admin_url("/metrics");
+    let mut accepted = false;
+    for _ in 0..500 {
+        let body = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+        if body.lines().any(|l| l == "refold_proxy_connections_open 1") {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(accepted, "the proxy never accepted the first connection");
     reload_with_limits(&proxy, mock_addr, "header_read_timeout_ms = 200", 1).await;
     let mut after = tokio::net::TcpStream::connect(addr).await.unwrap();
     // Silent from the accept: the new deadline closes it, far inside the margin.

@@ -333,3 +333,57 @@ async fn without_an_endpoint_nothing_is_exported_and_trace_headers_pass_as_sent(
     assert!(proxy.exit_status().await.success());
     assert!(receiver.bodies().is_empty());
 }
+
+/// `OTEL_TRACES_SAMPLER` is honoured, and with the default (parent-based) sampler so is
+/// a caller that chose not to sample: nothing is exported, yet Refold still gets the
+/// caller's trace id, marked not sampled, so the trace stays whole downstream.
+#[tokio::test]
+async fn the_sampler_and_the_callers_sampling_decision_are_honoured() {
+    // The sampler turned off by its variable: a traced request exports nothing.
+    let receiver = Receiver::start().await;
+    let (mock_addr, _mock) = upstream().await;
+    let mut env = otel_env(&receiver, 50);
+    env.push(("OTEL_TRACES_SAMPLER", "always_off".to_owned()));
+    let mut proxy = ProxyProcess::spawn_with_env(&config(mock_addr), &env).await;
+    let addr = proxy.serving().await;
+    assert_eq!(traced_get(addr).await.status(), 200);
+    proxy.signal("TERM");
+    assert!(proxy.exit_status().await.success());
+    assert!(receiver.spans().is_empty(), "{:#?}", receiver.spans());
+
+    // The default sampler follows the caller's flags: `00` means not sampled.
+    let receiver = Receiver::start().await;
+    let (mock_addr, mock) = upstream().await;
+    let mut proxy =
+        ProxyProcess::spawn_with_env(&config(mock_addr), &otel_env(&receiver, 50)).await;
+    let addr = proxy.serving().await;
+    let response = reqwest::Client::new()
+        .get(format!("http://{addr}{PATH}"))
+        .bearer_auth(app_jwt(ACCOUNT))
+        .header("traceparent", format!("00-{TRACE_ID}-{CALLER_SPAN}-00"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    proxy.signal("TERM");
+    assert!(proxy.exit_status().await.success());
+    assert!(receiver.spans().is_empty(), "{:#?}", receiver.spans());
+    let forwarded = mock
+        .requests()
+        .into_iter()
+        .find(|r| r.path == PATH)
+        .expect("the request reached the stand-in");
+    let traceparent = forwarded
+        .headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .expect("Refold gets a traceparent")
+        .to_owned();
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(parts.len(), 4, "{traceparent}");
+    assert_eq!(parts[1], TRACE_ID, "{traceparent}");
+    assert_eq!(
+        parts[3], "00",
+        "not sampled downstream either: {traceparent}"
+    );
+}

@@ -965,7 +965,7 @@ async fn soak_phase(ctx: &Ctx, args: &Args, report: &mut Report) -> Result<(), B
                 }
                 let roll = rng.next();
                 let pools = shared.pool_count.load(Ordering::SeqCst);
-                let cold = (pools > 0 && (roll >> 40) % COLD_ONE_IN == 0).then(|| pools - 1);
+                let cold = (pools > 0 && (roll >> 40).is_multiple_of(COLD_ONE_IN)).then(|| pools - 1);
                 let cold_jwt;
                 let jwt = match cold {
                     Some(pool) => {
@@ -1586,7 +1586,7 @@ fn median(values: &mut [f64]) -> f64 {
     }
     values.sort_by(f64::total_cmp);
     let mid = values.len() / 2;
-    if values.len() % 2 == 0 {
+    if values.len().is_multiple_of(2) {
         (values[mid - 1] + values[mid]) / 2.0
     } else {
         values[mid]

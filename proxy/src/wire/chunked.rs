@@ -201,12 +201,10 @@ impl ChunkedRelay {
         use ChunkRefusal as R;
         let fail = State::Failed;
         match self.state {
-            State::Size | State::SizeBlank | State::Extension => {
-                if byte != b'\r' {
-                    self.line += 1;
-                    if self.line > self.limits.max_line_bytes {
-                        return fail(R::LineTooLong);
-                    }
+            State::Size | State::SizeBlank | State::Extension if byte != b'\r' => {
+                self.line += 1;
+                if self.line > self.limits.max_line_bytes {
+                    return fail(R::LineTooLong);
                 }
             }
             State::TrailerStart

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 
 /// The relay's verdict on a whole stream fed in pieces: where the body ended, or the
 /// refusal and its offset, or how much it took while still wanting more.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     End(usize),
     Refused(ChunkRefusal, u64),
@@ -293,9 +293,9 @@ proptest! {
         let limits = Limits::default();
         let whole = relay_cut(&wire, &[], limits);
         for cut in 0..=wire.len() {
-            prop_assert_eq!(relay_cut(&wire, &[cut], limits), whole.clone(), "cut {}", cut);
+            prop_assert_eq!(relay_cut(&wire, &[cut], limits), whole, "cut {}", cut);
         }
-        prop_assert_eq!(relay_cut(&wire, &cuts(wire.len(), &seeds), limits), whole.clone());
+        prop_assert_eq!(relay_cut(&wire, &cuts(wire.len(), &seeds), limits), whole);
         // A CRLF after chunk data that is no longer CRLF is always refused there.
         if let Some(end) = data_ends.iter().find(|e| **e == at || **e + 1 == at) {
             if wire[at] != body[at] {

@@ -8,7 +8,9 @@
 //! - [`Parse::Declined`]: a head this codec does not frame itself (CONNECT, `Upgrade`,
 //!   `Expect`, HTTP/1.0, a request-target other than origin-form, more fields than
 //!   [`HEADER_SLOTS`]): the caller hands the connection, with the bytes already read,
-//!   to hyper, which serves it as when the fast path is off.
+//!   to hyper, which serves it as when the fast path is off. Only a head that passed
+//!   every refusal is declined: handing hyper a framing the proxy refuses would undo
+//!   the refusal.
 //! - [`Parse::Parsed`]: method, target, version and fields as slices of the buffer, the
 //!   body's [`Framing`], and where the head ends.
 //!
@@ -40,6 +42,9 @@ use crate::error::ProxyError;
 /// Header fields one head may carry; one more and the head is declined (hyper allows 100).
 pub const HEADER_SLOTS: usize = 64;
 
+/// hyper's default limit on a head's fields; more is refused (431), as hyper refuses it.
+const HYPER_MAX_FIELDS: usize = 100;
+
 /// hyper's longest request-target (`MAX_URI_LEN`); longer ones are left to it.
 const MAX_TARGET_BYTES: usize = (u16::MAX - 1) as usize;
 
@@ -57,7 +62,8 @@ pub struct Limits {
 /// Why a head is refused: the connection cannot go on, whoever reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    /// More than [`Limits::max_head_bytes`] without the head's end (431).
+    /// More than [`Limits::max_head_bytes`] without the head's end, or more fields than
+    /// hyper's 100 (431).
     HeadTooLarge,
     /// A line of the head ends in LF without CR before it.
     BareLf,
@@ -96,7 +102,7 @@ impl Refusal {
 /// Why a head is left to hyper rather than framed here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decline {
-    /// More header fields than [`HEADER_SLOTS`].
+    /// More header fields than [`HEADER_SLOTS`] (up to hyper's 100; the framing checked).
     TooManyFields,
     /// Not HTTP/1.1: HTTP/1.0, or a version httparse does not read (the HTTP/2 preface).
     Version,
@@ -251,90 +257,175 @@ pub fn parse_request<'b>(buf: &'b [u8], limits: Limits) -> Parse<'b> {
             return Parse::Refused(Refusal::HeadTooLarge)
         }
         Ok(httparse::Status::Partial) => return Parse::Incomplete,
+        Err(httparse::Error::TooManyHeaders) => return too_many_fields(buf, limits),
         Err(e) => return failed(buf, e),
     };
-    if head_len > limits.max_head_bytes {
-        return Parse::Refused(Refusal::HeadTooLarge);
-    }
-    if has_bare_lf(&buf[..head_len]) {
-        return Parse::Refused(Refusal::BareLf);
-    }
     let (Some(method), Some(target), Some(version)) =
         (request.method, request.path, request.version)
     else {
         return Parse::Refused(Refusal::Malformed("incomplete request line"));
     };
-    if version != 1 {
-        return Parse::Declined(Decline::Version);
-    }
-    if method == "CONNECT" {
-        return Parse::Declined(Decline::Connect);
-    }
-    if !origin_form(target) {
-        return Parse::Declined(Decline::Target);
-    }
     let mut headers = Headers {
         fields: [NO_FIELD; HEADER_SLOTS],
         len: request.headers.len(),
     };
-    let mut length: Option<u64> = None;
-    let mut encodings = 0usize;
-    let mut chunked = false;
-    let mut close = false;
     for (slot, field) in headers.fields.iter_mut().zip(request.headers.iter()) {
         *slot = Field {
             name: field.name,
             value: field.value,
         };
+    }
+    let checked = check(
+        buf,
+        head_len,
+        limits,
+        method,
+        target,
+        version,
+        headers.iter(),
+    );
+    match checked {
+        Ok((framing, close)) => Parse::Parsed {
+            head: RequestHead {
+                method,
+                target,
+                version,
+                headers,
+                close,
+            },
+            framing,
+            head_len,
+        },
+        Err(Stop::Refused(why)) => Parse::Refused(why),
+        Err(Stop::Declined(why)) => Parse::Declined(why),
+    }
+}
+
+/// A head's checks once httparse has read it whole: first every refusal (so no head is
+/// declined to hyper with a framing the proxy refuses), then every decline; the framing
+/// and whether the head asks to close when neither applies.
+fn check<'f, 'b: 'f>(
+    buf: &[u8],
+    head_len: usize,
+    limits: Limits,
+    method: &str,
+    target: &str,
+    version: u8,
+    fields: impl Iterator<Item = &'f Field<'b>>,
+) -> Result<(Framing, bool), Stop> {
+    let refuse = |why| Err(Stop::Refused(why));
+    if head_len > limits.max_head_bytes {
+        return refuse(Refusal::HeadTooLarge);
+    }
+    if has_bare_lf(&buf[..head_len]) {
+        return refuse(Refusal::BareLf);
+    }
+    let mut length: Option<u64> = None;
+    let mut encodings = 0usize;
+    let mut chunked = false;
+    let mut close = false;
+    let mut declined = None;
+    for field in fields {
         let name = field.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
             let Some(n) = digits(field.value).filter(|n| *n <= MAX_CONTENT_LENGTH) else {
-                return Parse::Refused(Refusal::InvalidContentLength);
+                return refuse(Refusal::InvalidContentLength);
             };
             if length.is_some_and(|prev| prev != n) {
-                return Parse::Refused(Refusal::ConflictingContentLength);
+                return refuse(Refusal::ConflictingContentLength);
             }
             length = Some(n);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             encodings += 1;
             chunked = last_coding_is_chunked(field.value);
             if !chunked {
-                return Parse::Refused(Refusal::NotChunked);
+                return refuse(Refusal::NotChunked);
             }
             if encodings > 1 || !field.value.eq_ignore_ascii_case(b"chunked") {
-                return Parse::Refused(Refusal::UnsupportedTransferEncoding);
+                return refuse(Refusal::UnsupportedTransferEncoding);
             }
         } else if name.eq_ignore_ascii_case(b"connection") {
             close |= has_close_token(field.value);
         } else if name.eq_ignore_ascii_case(b"upgrade") {
-            return Parse::Declined(Decline::Upgrade);
+            declined = declined.or(Some(Decline::Upgrade));
         } else if name.eq_ignore_ascii_case(b"expect") {
-            return Parse::Declined(Decline::Expect);
+            declined = declined.or(Some(Decline::Expect));
         }
     }
     let framing = match (length, chunked) {
-        (Some(_), true) => return Parse::Refused(Refusal::LengthWithTransferEncoding),
+        (Some(_), true) => return refuse(Refusal::LengthWithTransferEncoding),
         (None, true) => Framing::Chunked,
         (None | Some(0), false) => Framing::Empty,
         (Some(n), false) => Framing::Length(n),
     };
-    Parse::Parsed {
-        head: RequestHead {
-            method,
-            target,
-            version,
-            headers,
-            close,
-        },
-        framing,
+    let declined = if version != 1 {
+        Some(Decline::Version)
+    } else if method == "CONNECT" {
+        Some(Decline::Connect)
+    } else if !origin_form(target) {
+        Some(Decline::Target)
+    } else {
+        declined
+    };
+    match declined {
+        Some(why) => Err(Stop::Declined(why)),
+        None => Ok((framing, close)),
+    }
+}
+
+/// Why [`check`] stops a head.
+enum Stop {
+    Refused(Refusal),
+    Declined(Decline),
+}
+
+/// A head with more fields than [`HEADER_SLOTS`]: read again with room for hyper's 100
+/// (the one allocation, off the common path) so its framing is checked before hyper is
+/// given it; more than 100 is refused as hyper refuses it (431).
+#[cold]
+fn too_many_fields(buf: &[u8], limits: Limits) -> Parse<'_> {
+    let mut slots = vec![httparse::EMPTY_HEADER; HYPER_MAX_FIELDS];
+    let mut request = httparse::Request::new(&mut slots);
+    let head_len = match request.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() > limits.max_head_bytes => {
+            return Parse::Refused(Refusal::HeadTooLarge)
+        }
+        Ok(httparse::Status::Partial) => return Parse::Incomplete,
+        Err(httparse::Error::TooManyHeaders) => return Parse::Refused(Refusal::HeadTooLarge),
+        Err(e) => return failed(buf, e),
+    };
+    let (Some(method), Some(target), Some(version)) =
+        (request.method, request.path, request.version)
+    else {
+        return Parse::Refused(Refusal::Malformed("incomplete request line"));
+    };
+    let fields: Vec<Field<'_>> = request
+        .headers
+        .iter()
+        .map(|f| Field {
+            name: f.name,
+            value: f.value,
+        })
+        .collect();
+    match check(
+        buf,
         head_len,
+        limits,
+        method,
+        target,
+        version,
+        fields.iter(),
+    ) {
+        Ok(_) | Err(Stop::Declined(_)) => Parse::Declined(Decline::TooManyFields),
+        Err(Stop::Refused(why)) => Parse::Refused(why),
     }
 }
 
 /// The answer for a head httparse refused.
 fn failed(buf: &[u8], error: httparse::Error) -> Parse<'_> {
     match error {
-        httparse::Error::TooManyHeaders => Parse::Declined(Decline::TooManyFields),
+        httparse::Error::TooManyHeaders => Parse::Refused(Refusal::HeadTooLarge),
         httparse::Error::Version => Parse::Declined(Decline::Version),
         // A field line starting with a blank is where httparse stops at a name; the
         // error path only, so the search costs nothing on good heads.

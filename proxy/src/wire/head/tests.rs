@@ -334,6 +334,36 @@ fn more_fields_than_slots_are_declined() {
         panic!("64 fields fit");
     };
     assert_eq!(head.headers.len(), HEADER_SLOTS);
+    // Past the slots, the head is still read whole and its framing checked first.
+    let wire = post(&format!(
+        "{}content-length: 1\r\ntransfer-encoding: chunked\r\n",
+        fields(70)
+    ));
+    assert_eq!(refused(&wire), Some(Refusal::LengthWithTransferEncoding));
+    let wire = post(&fields(80));
+    assert!(matches!(parse(&wire[..wire.len() - 2]), Parse::Incomplete));
+    // Past hyper's 100, refused as hyper refuses it.
+    assert_eq!(refused(&post(&fields(100))), Some(Refusal::HeadTooLarge));
+}
+
+#[test]
+fn a_refusal_wins_over_a_decline() {
+    // Declined heads go to hyper: none may carry a framing the proxy refuses.
+    for wire in [
+        post("upgrade: h2c\r\ncontent-length: 1\r\ntransfer-encoding: chunked\r\n"),
+        post("expect: 100-continue\r\ncontent-length: 1\r\ncontent-length: 2\r\n"),
+        b"CONNECT a:1 HTTP/1.1\r\ntransfer-encoding: gzip, chunked\r\n\r\n".to_vec(),
+        b"GET http://a/ HTTP/1.1\r\ncontent-length: 1\r\ntransfer-encoding: chunked\r\n\r\n"
+            .to_vec(),
+        b"GET /a HTTP/1.0\nhost: x\r\n\r\n".to_vec(),
+    ] {
+        assert!(
+            matches!(parse(&wire), Parse::Refused(_)),
+            "{:?}: {:?}",
+            String::from_utf8_lossy(&wire),
+            parse(&wire)
+        );
+    }
 }
 
 #[test]

@@ -28,8 +28,9 @@
 //!   proxy refused all but a plain `chunked` in `steps::framing::check_framing`);
 //! - a head longer than [`Limits::max_head_bytes`] (hyper's own limit is its read buffer).
 //!
-//! And these declines where hyper parses: a target with a `#` or a byte outside visible
-//! ASCII (hyper's `Uri` drops a fragment, or refuses), a target longer than hyper's
+//! And these declines where hyper parses: a target with a `#` or a byte outside the
+//! ASCII `http::Uri` keeps (hyper's `Uri` drops a fragment, checks UTF-8 above ASCII,
+//! refuses `<`, `>`, `` ` `` in a path and `"` in a query), a target longer than hyper's
 //! 65,534 bytes, every `Expect` (not only `100-continue`), every `Upgrade` (also on
 //! HTTP/1.0, where hyper ignores it), a head whose first line httparse reads as a version
 //! other than 1.x (the HTTP/2 preface among them). Obsolete line folding is refused, as
@@ -448,13 +449,43 @@ fn has_bare_lf(head: &[u8]) -> bool {
     memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r')
 }
 
-/// A plain origin-form target: `/`, then visible ASCII but `#`, within hyper's length.
+/// A plain origin-form target: `/`, then only the ASCII bytes `http::Uri` keeps as they
+/// are in a path (then, after `?`, in a query), within hyper's length. A fragment, a
+/// byte hyper refuses, or one above ASCII declines the head instead.
 fn origin_form(target: &str) -> bool {
-    target.starts_with('/')
-        && target.len() <= MAX_TARGET_BYTES
-        && target
-            .bytes()
-            .all(|b| (0x21..0x7f).contains(&b) && b != b'#')
+    let bytes = target.as_bytes();
+    if bytes.first() != Some(&b'/') || bytes.len() > MAX_TARGET_BYTES {
+        return false;
+    }
+    let (path, query) = match memchr::memchr(b'?', bytes) {
+        Some(q) => (&bytes[..q], &bytes[q + 1..]),
+        None => (bytes, &[][..]),
+    };
+    path.iter().all(|b| PATH_BYTES[usize::from(*b)])
+        && query.iter().all(|b| QUERY_BYTES[usize::from(*b)])
+}
+
+/// The bytes `http::Uri` (1.x) takes as they are in a path: the WHATWG path set, and
+/// `"`, `{`, `}`.
+const PATH_BYTES: [bool; 256] = byte_set(false);
+
+/// The bytes `http::Uri` (1.x) takes as they are in a query (`?` among them).
+const QUERY_BYTES: [bool; 256] = byte_set(true);
+
+const fn byte_set(query: bool) -> [bool; 256] {
+    let mut set = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        set[i] = if query {
+            matches!(b, 0x21 | 0x24..=0x3B | 0x3D | 0x3F..=0x7E)
+        } else {
+            matches!(b, 0x21 | 0x24..=0x3B | 0x3D | 0x40..=0x5F | 0x61..=0x7A | 0x7C | 0x7E)
+                || matches!(b, b'"' | b'{' | b'}')
+        };
+        i += 1;
+    }
+    set
 }
 
 /// A decimal number as hyper reads a `Content-Length`: ASCII digits only, at least one.

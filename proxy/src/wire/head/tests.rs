@@ -69,6 +69,13 @@ fn a_plain_request_is_parsed_into_slices_of_the_buffer() {
     assert!(!head.close);
     // The slices point into the buffer: nothing was copied.
     assert!(wire.as_ptr_range().contains(&head.target.as_ptr()));
+    // What hyper's `Uri` keeps as it is passes: `"{}|` in a path, `` ` `` in a query.
+    let wire = b"GET /a/{\"b\"}|c?d=`e`&f=/g? HTTP/1.1\r\n\r\n";
+    assert!(
+        matches!(parse(wire), Parse::Parsed { .. }),
+        "{:?}",
+        parse(wire)
+    );
 }
 
 #[test]
@@ -311,7 +318,17 @@ fn the_http2_preface_is_declined() {
 
 #[test]
 fn targets_other_than_a_plain_path_are_declined() {
-    for target in ["http://x/a", "*", "x:443", "/a#frag", "/caf\u{e9}", "a/b"] {
+    for target in [
+        "http://x/a",
+        "*",
+        "x:443",
+        "/a#frag",
+        "/caf\u{e9}",
+        "a/b",
+        "/a<b",
+        "/a`b",
+        "/a?q=\"x\"",
+    ] {
         let wire = format!("GET {target} HTTP/1.1\r\nhost: x\r\n\r\n");
         assert_eq!(
             declined(wire.as_bytes()),

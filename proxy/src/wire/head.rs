@@ -26,9 +26,15 @@
 //! - a `Transfer-Encoding` other than one field whose value is `chunked` (hyper accepts
 //!   `gzip, chunked`, several fields, or codings in any case ending in `chunked`; the
 //!   proxy refused all but a plain `chunked` in `steps::framing::check_framing`);
-//! - a head longer than [`Limits::max_head_bytes`] (hyper's own limit is its read buffer).
+//! - a head longer than [`Limits::max_head_bytes`] (hyper's own limit is its read buffer);
+//! - a `Content-Length` after a `Transfer-Encoding` is still checked (hyper skips it), so
+//!   such a head may be refused for its length rather than for carrying both fields.
 //!
-//! And these declines where hyper parses: a target with a `#` or a byte outside the
+//! Repeated equal lengths: [`Headers`] lists every field as sent, while hyper keeps only
+//! the first `Content-Length` field; whoever writes the head upstream sends one.
+//! More than hyper's 100 fields is refused with 431, as hyper refuses it.
+//!
+//! And these declines (hyper then parses, answers or refuses as it would): a target with a `#` or a byte outside the
 //! ASCII `http::Uri` keeps (hyper's `Uri` drops a fragment, checks UTF-8 above ASCII,
 //! refuses `<`, `>`, `` ` `` in a path and `"` in a query), a target longer than hyper's
 //! 65,534 bytes, every `Expect` (not only `100-continue`), every `Upgrade` (also on

@@ -150,6 +150,15 @@ impl ChunkedRelay {
         self.data
     }
 
+    /// The data bytes left in the chunk being read (0 outside chunk data): how much the
+    /// caller may pass on without looking at it.
+    pub fn data_left(&self) -> u64 {
+        match self.state {
+            State::Data(left) => left,
+            _ => 0,
+        }
+    }
+
     /// Whether the body has ended.
     pub fn is_done(&self) -> bool {
         self.state == State::Done

@@ -72,6 +72,11 @@ fn a_body_ends_after_its_trailers_and_leaves_the_next_request() {
     assert_eq!(r.data_bytes(), 15);
     assert_eq!(relay(b"0\r\n\r\n"), Outcome::End(5));
     assert_eq!(relay(b"5\r\nhel"), Outcome::More(6));
+    let mut r = ChunkedRelay::new(Limits::default());
+    r.feed(b"5\r\nhel");
+    assert_eq!(r.data_left(), 2);
+    r.feed(b"lo\r");
+    assert_eq!(r.data_left(), 0);
 }
 
 #[test]

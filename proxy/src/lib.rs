@@ -36,7 +36,7 @@
 //! any circle of modules):
 //!
 //! ```text
-//! base (config, error, secret, clock, telemetry) ◄─ outbound ◄─ steps ◄─ proxy ◄─ process
+//! base (config, error, secret, clock, telemetry, wire) ◄─ outbound ◄─ steps ◄─ proxy ◄─ process
 //! ```
 //!
 //! - [`config`]: the file and the values in it, one module per table (`config/`), the
@@ -46,6 +46,10 @@
 //! - [`clock`]: the one clock every step tells time by (tests move it).
 //! - [`telemetry`]: `metrics` (the Prometheus registry), `access` (the access log) and
 //!   `traces` (OpenTelemetry spans over OTLP/HTTP, off without an endpoint).
+//! - [`wire`]: the HTTP/1.1 codec of the fast path, pure (no I/O): `head` (a request
+//!   head parsed into slices of the read buffer, its framing decided, smuggling shapes
+//!   refused, what it does not frame declined to hyper) and `chunked` (a chunked body
+//!   validated as it is relayed unchanged).
 //! - [`outbound`]: connections the proxy makes. `connector` (rustls client, trust roots),
 //!   `protocol` (HTTP/1.1 or h2, as Refold chose), `pool` (the forwarding pool),
 //!   `client` (the clients forwarding, minting and JWKS share), `store` (Redis/Valkey, and
@@ -75,6 +79,7 @@ pub mod proxy;
 pub mod secret;
 pub mod steps;
 pub mod telemetry;
+pub mod wire;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;

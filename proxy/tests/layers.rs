@@ -3,7 +3,7 @@
 //! directly or around a circle.
 //!
 //! ```text
-//! base (config, error, secret, clock, keyed_hash, telemetry) ← outbound ← steps ← proxy ← process
+//! base (config, error, secret, clock, keyed_hash, telemetry, wire) ← outbound ← steps ← proxy ← process
 //! ```
 //!
 //! A module is a top-level file or folder of `src/` (`config`, `proxy`), or one level
@@ -22,7 +22,7 @@ fn layer(module: &str) -> usize {
         "steps" => 2,
         "proxy" => 3,
         "process" => 4,
-        // config, error, secret, clock, keyed_hash, telemetry: the base.
+        // config, error, secret, clock, keyed_hash, telemetry, wire: the base.
         _ => 0,
     }
 }

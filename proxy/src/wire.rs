@@ -1,0 +1,10 @@
+//! The HTTP/1.1 codec of the forwarding fast path: pure functions over byte slices (no
+//! I/O, no allocation on the common path), so every framing rule is enforced where the
+//! bytes are parsed and can be tested at every split point.
+//!
+//! - [`head`]: a request head parsed into borrowed slices, its framing decided, and the
+//!   heads the fast path must not guess at declined (handed to hyper whole).
+//! - [`chunked`]: a chunked body validated as it passes, forwarded unchanged.
+
+pub mod chunked;
+pub mod head;

@@ -5,6 +5,9 @@
 //! - [`head`]: a request head parsed into borrowed slices, its framing decided, and the
 //!   heads the fast path must not guess at declined (handed to hyper whole).
 //! - [`chunked`]: a chunked body validated as it passes, forwarded unchanged.
+//! - [`response`]: an upstream response head parsed into borrowed slices, its framing
+//!   decided from the request's method, the heads a proxy must not relay refused.
 
 pub mod chunked;
 pub mod head;
+pub mod response;

@@ -56,7 +56,7 @@ const HYPER_MAX_FIELDS: usize = 100;
 const MAX_TARGET_BYTES: usize = (u16::MAX - 1) as usize;
 
 /// hyper's longest body length (`DecodedLength::MAX_LEN`): two values above are its markers.
-const MAX_CONTENT_LENGTH: u64 = u64::MAX - 2;
+pub(super) const MAX_CONTENT_LENGTH: u64 = u64::MAX - 2;
 
 /// The limits a head is read within.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +158,21 @@ pub struct Headers<'b> {
 }
 
 impl<'b> Headers<'b> {
+    /// The fields httparse read (at most [`HEADER_SLOTS`]: its slots were that many).
+    pub(super) fn from_parsed(parsed: &[httparse::Header<'b>]) -> Self {
+        let mut headers = Headers {
+            fields: [NO_FIELD; HEADER_SLOTS],
+            len: parsed.len().min(HEADER_SLOTS),
+        };
+        for (slot, field) in headers.fields.iter_mut().zip(parsed) {
+            *slot = Field {
+                name: field.name,
+                value: field.value,
+            };
+        }
+        headers
+    }
+
     /// Every field, in the order sent.
     pub fn iter(&self) -> impl Iterator<Item = &Field<'b>> + '_ {
         self.fields[..self.len].iter()
@@ -272,16 +287,7 @@ pub fn parse_request<'b>(buf: &'b [u8], limits: Limits) -> Parse<'b> {
     else {
         return Parse::Refused(Refusal::Malformed("incomplete request line"));
     };
-    let mut headers = Headers {
-        fields: [NO_FIELD; HEADER_SLOTS],
-        len: request.headers.len(),
-    };
-    for (slot, field) in headers.fields.iter_mut().zip(request.headers.iter()) {
-        *slot = Field {
-            name: field.name,
-            value: field.value,
-        };
-    }
+    let headers = Headers::from_parsed(request.headers);
     let checked = check(
         buf,
         head_len,
@@ -451,7 +457,7 @@ fn failed(buf: &[u8], error: httparse::Error) -> Parse<'_> {
 }
 
 /// Whether a line of `head` ends in a LF with no CR before it.
-fn has_bare_lf(head: &[u8]) -> bool {
+pub(super) fn has_bare_lf(head: &[u8]) -> bool {
     memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r')
 }
 
@@ -495,7 +501,7 @@ const fn byte_set(query: bool) -> [bool; 256] {
 }
 
 /// A decimal number as hyper reads a `Content-Length`: ASCII digits only, at least one.
-fn digits(value: &[u8]) -> Option<u64> {
+pub(super) fn digits(value: &[u8]) -> Option<u64> {
     if value.is_empty() {
         return None;
     }
@@ -506,7 +512,7 @@ fn digits(value: &[u8]) -> Option<u64> {
 }
 
 /// hyper's `is_chunked_`: visible ASCII, and the last comma-separated coding `chunked`.
-fn last_coding_is_chunked(value: &[u8]) -> bool {
+pub(super) fn last_coding_is_chunked(value: &[u8]) -> bool {
     visible(value)
         && value
             .rsplit(|b| *b == b',')
@@ -515,7 +521,7 @@ fn last_coding_is_chunked(value: &[u8]) -> bool {
 }
 
 /// hyper's `connection_close`: visible ASCII, and a `close` item in the list.
-fn has_close_token(value: &[u8]) -> bool {
+pub(super) fn has_close_token(value: &[u8]) -> bool {
     visible(value)
         && value
             .split(|b| *b == b',')
@@ -523,7 +529,7 @@ fn has_close_token(value: &[u8]) -> bool {
 }
 
 /// What `HeaderValue::to_str` accepts: tab and visible ASCII.
-fn visible(value: &[u8]) -> bool {
+pub(super) fn visible(value: &[u8]) -> bool {
     value
         .iter()
         .all(|b| *b == b'\t' || (0x20..0x7f).contains(b))

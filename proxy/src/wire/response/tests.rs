@@ -293,6 +293,11 @@ fn a_head_beyond_the_limits_is_refused() {
         refused(&ok(&fields(HEADER_SLOTS + 1))),
         Some(Refusal::TooManyFields)
     );
+    // Refused once the field after the last slot is read, before the head ends: no end
+    // can save it.
+    let mut open = ok(&fields(HEADER_SLOTS + 1));
+    open.truncate(open.len() - 2);
+    assert_eq!(refused(&open), Some(Refusal::TooManyFields));
 }
 
 #[test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use hyper::{Request, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use refold_proxy::outbound::client::describe_client_error;
 use refold_proxy::BoxError;
 
 /// The admin listener's liveness endpoint in the shipped config (`admin.listen`).
@@ -41,20 +42,8 @@ fn check(url: &str, timeout: &str) -> Result<hyper::StatusCode, String> {
             .map_err(|e| e.to_string())?;
         match tokio::time::timeout(timeout, client.request(request)).await {
             Ok(Ok(response)) => Ok(response.status()),
-            Ok(Err(e)) => Err(describe(&e)),
+            Ok(Err(e)) => Err(describe_client_error(&e)),
             Err(_) => Err(format!("no answer within {timeout:?}")),
         }
     })
-}
-
-/// The client error and its causes on one line ("connection refused" is in a cause).
-fn describe(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
 use http_body_util::BodyExt;
-use refold_proxy::outbound::client::{pooled_client, HttpClient};
+use refold_proxy::outbound::client::{describe_client_error, pooled_client, HttpClient};
 use refold_proxy::outbound::connector::{https_connector_trusting, parse_certificates};
 use refold_proxy::{full_body, BoxError};
 
@@ -121,7 +121,7 @@ impl Probe {
                 .client
                 .request(request)
                 .await
-                .map_err(|e| describe(&e))?;
+                .map_err(|e| describe_client_error(&e))?;
             let (parts, body) = response.into_parts();
             let body = http_body_util::Limited::new(body, MAX_KEPT_BODY)
                 .collect()
@@ -150,16 +150,4 @@ impl Probe {
     pub(crate) fn answers(&self) -> Vec<Answer> {
         self.answers.lock().map(|a| a.clone()).unwrap_or_default()
     }
-}
-
-/// The error and its causes on one line (hyper's top error alone says little).
-fn describe(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

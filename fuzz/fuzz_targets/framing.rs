@@ -199,20 +199,8 @@ fuzz_target!(|data: &[u8]| {
     let room = 1 + usize::from(rest.first().copied().unwrap_or(255)) * 19;
     let held = usize::from(rest.get(1).copied().unwrap_or(0) % 8);
     let raw = rest.get(2..).unwrap_or(&[]);
-    let assembled: Vec<u8>;
-    let wire = if first & 0x80 == 0 {
-        raw
-    } else {
-        assembled = raw
-            .iter()
-            .flat_map(|b| match PIECES.get(usize::from(b.wrapping_sub(0xc0))) {
-                Some(piece) if *b >= 0xc0 => piece,
-                _ => std::slice::from_ref(b),
-            })
-            .copied()
-            .collect();
-        &assembled
-    };
+    let wire = refold_oracles::expand_pieces(raw, PIECES, first & 0x80 != 0);
+    let wire: &[u8] = &wire;
     let reading = hyper_reading(wire);
     check(wire, &reading, sizes, room, held);
     // Every split point: one byte per read; and the whole wire in one read.

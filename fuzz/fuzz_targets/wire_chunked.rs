@@ -71,20 +71,8 @@ fuzz_target!(|data: &[u8]| {
     let n = usize::from(first % 8);
     let rest = data.get(1..).unwrap_or(&[]);
     let (cuts, raw) = rest.split_at(n.min(rest.len()));
-    let assembled: Vec<u8>;
-    let body = if first & 0x80 == 0 {
-        raw
-    } else {
-        assembled = raw
-            .iter()
-            .flat_map(|b| match PIECES.get(usize::from(b.wrapping_sub(0xc0))) {
-                Some(piece) if *b >= 0xc0 => piece,
-                _ => std::slice::from_ref(b),
-            })
-            .copied()
-            .collect();
-        &assembled
-    };
+    let body = refold_oracles::expand_pieces(raw, PIECES, first & 0x80 != 0);
+    let body: &[u8] = &body;
     let mut state = ChunkedRelay::new(Limits::default());
     let whole = relay_with(&mut state, body, &[]);
     assert_eq!(relay(body, cuts), whole, "split {cuts:?}");

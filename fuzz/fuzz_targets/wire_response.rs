@@ -301,20 +301,8 @@ fuzz_target!(|data: &[u8]| {
     let first = data.first().copied().unwrap_or(0);
     let method = METHODS[usize::from(first & 0x03)];
     let raw = data.get(1..).unwrap_or(&[]);
-    let assembled: Vec<u8>;
-    let buf = if first & 0x80 == 0 {
-        raw
-    } else {
-        assembled = raw
-            .iter()
-            .flat_map(|b| match PIECES.get(usize::from(b.wrapping_sub(0xc0))) {
-                Some(piece) if *b >= 0xc0 => piece,
-                _ => std::slice::from_ref(b),
-            })
-            .copied()
-            .collect();
-        &assembled
-    };
+    let buf = refold_oracles::expand_pieces(raw, PIECES, first & 0x80 != 0);
+    let buf: &[u8] = &buf;
     check(buf, method);
     // Every prefix: what the parser says before the head is whole.
     if buf.len() <= 512 {

@@ -475,3 +475,23 @@ pub fn hyper_reading(wire: &[u8]) -> WireReading {
     }
     done(requests, false)
 }
+
+/// A fuzz input's wire bytes: `raw` as it is, or, when `expand`, with every byte from
+/// `0xc0` on standing for the piece of `pieces` it indexes (a byte past the list stays
+/// itself), so the fuzzer reaches whole field lines and chunk frames in a few bytes.
+pub fn expand_pieces<'a>(
+    raw: &'a [u8],
+    pieces: &[&[u8]],
+    expand: bool,
+) -> std::borrow::Cow<'a, [u8]> {
+    if !expand {
+        return std::borrow::Cow::Borrowed(raw);
+    }
+    raw.iter()
+        .flat_map(|b| match pieces.get(usize::from(b.wrapping_sub(0xc0))) {
+            Some(piece) if *b >= 0xc0 => *piece,
+            _ => std::slice::from_ref(b),
+        })
+        .copied()
+        .collect()
+}

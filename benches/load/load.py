@@ -142,6 +142,17 @@ def load_json(path):
         return json.load(f)
 
 
+def write_result(out, stem, result, md=None):
+    """Writes OUT/STEM.json (and OUT/STEM.md when given its text)."""
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, f"{stem}.json"), "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+    if md is not None:
+        with open(os.path.join(out, f"{stem}.md"), "w") as f:
+            f.write(md)
+
+
 def med(values):
     values = [v for v in values if v is not None]
     if not values:
@@ -314,12 +325,7 @@ def cmd_report(raw, out):
         "rounds": rounds,
         "problems": problems,
     }
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "load.json"), "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
-    with open(os.path.join(out, "load.md"), "w") as f:
-        f.write(markdown(result))
+    write_result(out, "load", result, markdown(result))
     write_chart_data(result, out)
     return problems
 
@@ -464,10 +470,7 @@ def cmd_instructions(raw, out):
         "versions": meta["versions"],
         "problems": problems,
     }
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "instructions.json"), "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
+    write_result(out, "instructions", result)
     lines = [
         f"User-space instructions per request, {meta['date']}, {machine()}.",
         "",
@@ -726,12 +729,7 @@ def cmd_replicas(raw, out):
         "throughput": throughput,
         "problems": problems,
     }
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "replicas.json"), "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
-    with open(os.path.join(out, "replicas.md"), "w") as f:
-        f.write(replicas_markdown(result))
+    write_result(out, "replicas", result, replicas_markdown(result))
     return problems
 
 
@@ -973,12 +971,7 @@ def cmd_tls(raw, out):
         "rounds": rounds,
         "problems": problems,
     }
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "tls.json"), "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
-    with open(os.path.join(out, "tls.md"), "w") as f:
-        f.write(tls_markdown(result))
+    write_result(out, "tls", result, tls_markdown(result))
     return problems
 
 

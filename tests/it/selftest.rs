@@ -113,6 +113,15 @@ fn cors(origins: &[&str]) -> String {
 }
 
 /// Every request the stand-in saw, but the proxy's own mints, was a GET.
+/// The proxy and stand-in the self-test probes: alice exists, CORS allows `origins`.
+async fn proxy_allowing(origins: &[&str]) -> Harness {
+    Harness::builder()
+        .accounts(["alice"])
+        .tables(&cors(origins))
+        .start()
+        .await
+}
+
 fn assert_only_reads(h: &Harness) {
     let requests = h.mock.requests();
     assert!(!requests.is_empty(), "the probes reached the stand-in");
@@ -129,11 +138,7 @@ fn assert_only_reads(h: &Harness) {
 
 #[tokio::test]
 async fn every_check_passes_against_a_well_configured_proxy() {
-    let h = Harness::builder()
-        .accounts(["alice"])
-        .tables(&cors(&[ORIGIN]))
-        .start()
-        .await;
+    let h = proxy_allowing(&[ORIGIN]).await;
     let run = selftest(&args(&format!("http://{}", h.proxy_addr))).await;
     assert_eq!(run.code, 0, "{:#}\n{}", run.report, run.stderr);
     assert!(run.with_outcome("fail").is_empty(), "{:#}", run.report);
@@ -161,11 +166,7 @@ async fn every_check_passes_against_a_well_configured_proxy() {
 
 #[tokio::test]
 async fn allow_writes_adds_posts_that_a_well_configured_proxy_refuses() {
-    let h = Harness::builder()
-        .accounts(["alice"])
-        .tables(&cors(&[ORIGIN]))
-        .start()
-        .await;
+    let h = proxy_allowing(&[ORIGIN]).await;
     let mut args = args(&format!("http://{}", h.proxy_addr));
     args.push("--allow-writes".into());
     let run = selftest(&args).await;
@@ -260,11 +261,7 @@ async fn every_check_passes_over_tls_with_a_private_ca() {
 
 #[tokio::test]
 async fn a_proxy_allowing_a_foreign_origin_fails_the_cors_check_only() {
-    let h = Harness::builder()
-        .accounts(["alice"])
-        .tables(&cors(&[ORIGIN, FOREIGN]))
-        .start()
-        .await;
+    let h = proxy_allowing(&[ORIGIN, FOREIGN]).await;
     let run = selftest(&args(&format!("http://{}", h.proxy_addr))).await;
     assert_eq!(run.code, 1, "{:#}\n{}", run.report, run.stderr);
     assert_eq!(
@@ -333,11 +330,7 @@ async fn leaky_front(proxy: SocketAddr) -> SocketAddr {
 
 #[tokio::test]
 async fn a_proxy_letting_the_session_token_route_through_fails_the_token_checks() {
-    let h = Harness::builder()
-        .accounts(["alice"])
-        .tables(&cors(&[ORIGIN]))
-        .start()
-        .await;
+    let h = proxy_allowing(&[ORIGIN]).await;
     let front = leaky_front(h.proxy_addr).await;
     let run = selftest(&args(&format!("http://{front}"))).await;
     assert_eq!(run.code, 1, "{:#}\n{}", run.report, run.stderr);

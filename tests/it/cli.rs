@@ -773,13 +773,7 @@ fn scratch_dir(name: &str) -> std::path::PathBuf {
 async fn a_proxy_runs_with_its_secrets_only_in_files() {
     use crate::support::process::{ProxyProcess, ADMIN_TOKEN};
     use crate::support::{app_jwt, API_KEY, SECRET as JWT_SECRET};
-    let (mock, _upstream) = refold_mock::MockUpstream::spawn(refold_mock::MockConfig {
-        api_key: API_KEY.into(),
-        accounts: vec!["alice".into()],
-        ..refold_mock::MockConfig::default()
-    })
-    .await
-    .unwrap();
+    let (mock, _upstream) = crate::support::stand_in_with(&["alice"]).await;
     let dir = scratch_dir("file-secrets");
     // As Kubernetes and Docker write them: one trailing newline.
     for (name, value) in [
@@ -1021,13 +1015,7 @@ fn print_config_shows_the_effective_config_without_secrets() {
 #[tokio::test]
 async fn without_a_config_file_the_environment_is_the_config() {
     use crate::support::{app_jwt, API_KEY, SECRET as JWT_SECRET};
-    let (mock, _upstream) = refold_mock::MockUpstream::spawn(refold_mock::MockConfig {
-        api_key: API_KEY.into(),
-        accounts: vec!["alice".into()],
-        ..refold_mock::MockConfig::default()
-    })
-    .await
-    .unwrap();
+    let (mock, _upstream) = crate::support::stand_in_with(&["alice"]).await;
     let dir = scratch_dir("no-config-file");
     let mut child = tokio::process::Command::new(BIN)
         .current_dir(&dir)

@@ -16,7 +16,7 @@ use yaml_rust2::{Yaml, YamlLoader};
 use crate::support::process::{base_config, ProxyProcess};
 use crate::support::redis::{RedisServer, STORE_KEYS};
 use crate::support::{API_KEY, SECRET};
-use refold_mock::{MockConfig, MockUpstream};
+use refold_mock::MockUpstream;
 
 const BIN: &str = env!("CARGO_BIN_EXE_refold-proxy");
 /// The proxy's container in the Deployment's pod.
@@ -385,12 +385,7 @@ async fn stand_in() -> (String, MockUpstream) {
 
 /// [`stand_in`] knowing the linked `accounts`.
 async fn stand_in_with(accounts: &[&str]) -> (String, MockUpstream) {
-    let config = MockConfig {
-        api_key: API_KEY.into(),
-        accounts: accounts.iter().map(|a| (*a).to_owned()).collect(),
-        ..MockConfig::default()
-    };
-    let (addr, mock) = MockUpstream::spawn(config).await.unwrap();
+    let (addr, mock) = crate::support::stand_in_with(accounts).await;
     (format!("http://{addr}"), mock)
 }
 

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::support::process::{base_config, ProxyProcess};
-use crate::support::{app_jwt, assert_error, now, sign_with, API_KEY, SECRET};
+use crate::support::{app_jwt, assert_error, now, sign_with, stand_in_with, API_KEY, SECRET};
 use jsonwebtoken::Algorithm;
 use refold_mock::{MockConfig, MockUpstream};
 
@@ -216,17 +216,6 @@ async fn an_invalid_file_on_sighup_keeps_the_running_config() {
 
     proxy.signal("TERM");
     assert!(proxy.exit_status().await.success());
-}
-
-/// The stand-in with `accounts`.
-async fn stand_in_with(accounts: &[&str]) -> (SocketAddr, MockUpstream) {
-    MockUpstream::spawn(MockConfig {
-        api_key: API_KEY.into(),
-        accounts: accounts.iter().map(|a| (*a).into()).collect(),
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap()
 }
 
 /// A config with `limits` as its `[limits]` table, pages of origin ONE allowed.

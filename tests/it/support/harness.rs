@@ -18,6 +18,18 @@ use super::jwt::{app_jwt, SECRET};
 /// The API key the stand-in accepts and the test proxies use.
 pub(crate) const API_KEY: &str = "tk_integration_api_key";
 
+/// The stand-in Refold alone, knowing the linked `accounts` and accepting [`API_KEY`]
+/// (kept running while the value lives), for tests that run the proxy as a process.
+pub(crate) async fn stand_in_with(accounts: &[&str]) -> (SocketAddr, MockUpstream) {
+    MockUpstream::spawn(MockConfig {
+        api_key: API_KEY.into(),
+        accounts: accounts.iter().map(|a| (*a).into()).collect(),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
 /// Builds a stand-in upstream and a proxy in front of it.
 pub(crate) struct HarnessBuilder {
     mock: MockConfig,

@@ -14,7 +14,7 @@ pub(crate) mod redis;
 pub(crate) mod wait;
 pub(crate) mod wire;
 
-pub(crate) use harness::{assert_error, Harness, HarnessBuilder, API_KEY};
+pub(crate) use harness::{assert_error, stand_in_with, Harness, HarnessBuilder, API_KEY};
 pub(crate) use jwks::JwksServer;
 pub(crate) use jwt::{app_jwt, now, sign_with, TestKey, SECRET};
 pub(crate) use logs::CapturedLogs;

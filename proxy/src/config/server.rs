@@ -29,6 +29,9 @@ pub struct ServerConfig {
     /// The key of the account fingerprints in logs; `None` draws a random one per process
     /// (fingerprints then differ between processes and across restarts).
     pub fingerprint_key: Option<Secret>,
+    /// HTTP/1.1 requests served by the proxy's own HTTP/1.1 connection loop
+    /// rather than by hyper; `false` leaves every connection to hyper.
+    pub http1_fast_path: bool,
 }
 
 /// `[server.tls]`: the public listener's certificate and handshake. The pair is read and
@@ -50,6 +53,7 @@ pub(super) struct FileServer {
     worker_threads: usize,
     fingerprint_key_env: Option<String>,
     fingerprint_key_file: Option<PathBuf>,
+    http1_fast_path: bool,
     tls: Option<FileTls>,
 }
 
@@ -63,6 +67,7 @@ impl Default for FileServer {
             tls: None,
             fingerprint_key_env: None,
             fingerprint_key_file: None,
+            http1_fast_path: false,
         }
     }
 }
@@ -130,6 +135,7 @@ pub(super) fn validate_server(
             .map(|tls| validate_tls(tls, base_dir))
             .transpose()?,
         fingerprint_key,
+        http1_fast_path: file.http1_fast_path,
     })
 }
 

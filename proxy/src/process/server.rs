@@ -41,6 +41,8 @@ pub struct ServeOptions {
     /// What each new connection is held to (`limits.header_read_timeout_ms`,
     /// `limits.idle_timeout_s`, `limits.max_header_bytes`).
     pub connections: ConnectionSettings,
+    /// HTTP/1.1 connections served by the proxy's own loop (`server.http1_fast_path`).
+    pub http1_fast_path: bool,
 }
 
 impl ServeOptions {
@@ -56,6 +58,7 @@ impl ServeOptions {
                 .map(TlsAcceptor::new)
                 .transpose()?,
             connections: ConnectionSettings::new(ConnectionLimits::from(&config.limits)),
+            http1_fast_path: config.server.http1_fast_path,
         })
     }
 }

@@ -138,16 +138,24 @@ impl HarnessBuilder {
         );
         let api_key = self.api_key;
         let env = self.env;
-        let config = Config::from_toml(&toml, Path::new("."), move |name| match name {
-            "TEST_REFOLD_API_KEY" => Some(api_key.clone()),
-            "TEST_APP_JWT_SECRET" => Some(SECRET.into()),
-            // The last setting of a variable wins.
-            other => env
-                .iter()
-                .rev()
-                .find(|(k, _)| k == other)
-                .map(|(_, v)| v.clone()),
-        })
+        // `REFOLD_PROXY__...` overrides of the test run's environment apply, as they do to
+        // the proxies tests start as processes: the suite runs with either HTTP/1.1 path.
+        let overrides = refold_proxy::config::overrides::from_process();
+        let config = Config::from_toml_with(
+            &toml,
+            Path::new("."),
+            move |name| match name {
+                "TEST_REFOLD_API_KEY" => Some(api_key.clone()),
+                "TEST_APP_JWT_SECRET" => Some(SECRET.into()),
+                // The last setting of a variable wins.
+                other => env
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| k == other)
+                    .map(|(_, v)| v.clone()),
+            },
+            &overrides,
+        )
         .unwrap_or_else(|e| panic!("test config rejected: {e}\n{toml}"));
         let proxy = Arc::new(Proxy::new(&config).await.unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

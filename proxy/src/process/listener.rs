@@ -5,7 +5,9 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::server::graceful::GracefulConnection;
@@ -15,6 +17,46 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::process::watchdog::{Verdict, Watchdog};
+
+/// A served connection that can be asked to finish its requests and close: hyper's
+/// connections (through [`Graceful`]) and the public listener's own HTTP/1.1 loop.
+pub(crate) trait Connection: Future<Output = Result<(), Self::Error>> {
+    type Error: std::fmt::Display;
+
+    /// Finish the requests in flight, take no new one, and close.
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<C: Connection + ?Sized> Connection for Pin<Box<C>> {
+    type Error = C::Error;
+
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        self.get_mut().as_mut().graceful_shutdown();
+    }
+}
+
+/// A hyper connection as a [`Connection`] (boxed: hyper's connections are not `Unpin`).
+pub(crate) struct Graceful<C>(pub(crate) Pin<Box<C>>);
+
+impl<C: GracefulConnection> Future for Graceful<C> {
+    type Output = Result<(), C::Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl<C> Connection for Graceful<C>
+where
+    C: GracefulConnection,
+    C::Error: std::fmt::Display,
+{
+    type Error = C::Error;
+
+    fn graceful_shutdown(mut self: Pin<&mut Self>) {
+        self.0.as_mut().graceful_shutdown();
+    }
+}
 
 /// The pause after an accept error that is not about one connection (out of file
 /// descriptors, say): `first`, doubled after each further error up to `max`, back to
@@ -101,7 +143,8 @@ pub async fn serve<C>(
     C::Error: std::fmt::Display,
 {
     serve_with_setup(listener, options, shutdown, move |stream, peer| {
-        std::future::ready(Some((connect(stream, peer), None)))
+        let connection = Graceful(Box::pin(connect(stream, peer)));
+        std::future::ready(Some((connection, None)))
     })
     .await;
 }
@@ -116,8 +159,7 @@ pub(crate) async fn serve_with_setup<F, C>(
     mut setup: impl FnMut(TcpStream, SocketAddr) -> F,
 ) where
     F: Future<Output = Option<(C, Option<Watchdog>)>> + Send + 'static,
-    C: GracefulConnection + Send + 'static,
-    C::Error: std::fmt::Display,
+    C: Connection + Send + 'static,
 {
     let name = options.name;
     // Turns true when shutdown begins: every connection is asked to close gracefully.
@@ -204,7 +246,7 @@ async fn drive<C>(
     peer: SocketAddr,
 ) -> Result<(), C::Error>
 where
-    C: GracefulConnection,
+    C: Connection,
 {
     tokio::pin!(connection);
     let mut drain_asked = false;

@@ -5,6 +5,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -20,12 +22,14 @@ use tokio::time::Instant;
 use crate::config::{Config, ConfigSource};
 use crate::process::admin::{self, Admin, Phase, Readiness};
 use crate::process::connection::{ConnectionLimits, ConnectionSettings};
-use crate::process::listener::{self, stopped, ListenerOptions};
+use crate::process::fast::{self, Served};
+use crate::process::listener::{self, stopped, Connection, Graceful, ListenerOptions};
 use crate::process::tls::{ServerStream, TlsAcceptor};
 use crate::process::watchdog::{Activity, InFlightBody, Watchdog};
 use crate::proxy::{ConnInfo, Proxy, ProxyHandle};
 use crate::steps::framing::{FramingConflict, FramingReader};
 use crate::telemetry::metrics::{ConnectionTimeout as Reason, Metrics, OpenConnection};
+use crate::BoxError;
 
 /// Settings of the public listener: the drain, the connection cap and TLS hold for the
 /// life of the process; `connections` are read at each accept, so a reload applies them
@@ -84,7 +88,7 @@ pub async fn serve(
     let accepting = ListenerOptions::new("public")
         .max_connections(options.max_connections)
         .grace(options.shutdown_grace);
-    let (tls, connections) = (options.tls, options.connections);
+    let (tls, connections, fast) = (options.tls, options.connections, options.http1_fast_path);
     listener::serve_with_setup(listener, &accepting, shutdown, move |stream, peer| {
         let accepted = Accepted {
             stream,
@@ -95,7 +99,13 @@ pub async fn serve(
             open: metrics.connection_opened(),
             limits: connections.current(),
         };
-        set_up(accepted, handle.clone(), tls.clone(), Arc::clone(&metrics))
+        set_up(
+            accepted,
+            handle.clone(),
+            tls.clone(),
+            fast,
+            Arc::clone(&metrics),
+        )
     })
     .await;
 }
@@ -117,11 +127,9 @@ async fn set_up(
     accepted: Accepted,
     handle: ProxyHandle,
     tls: Option<TlsAcceptor>,
+    fast: bool,
     metrics: Arc<Metrics>,
-) -> Option<(
-    impl GracefulConnection<Error = impl std::fmt::Display>,
-    Option<Watchdog>,
-)> {
+) -> Option<(PublicConnection, Option<Watchdog>)> {
     let Accepted {
         stream,
         peer,
@@ -153,28 +161,75 @@ async fn set_up(
         }
         None => ServerStream::Plain(stream),
     };
-    let connection = serve_connection(stream, peer, handle, &limits, open, watchdog.activity());
+    let served = Served {
+        handle,
+        conn_info: Arc::new(ConnInfo::new(peer, matches!(stream, ServerStream::Tls(_)))),
+        limits,
+        activity: watchdog.activity(),
+    };
+    let alpn = Alpn::of(&stream);
+    // HTTP/2 (by ALPN, or by the preface the loop declines) is hyper's.
+    let connection: PublicConnection = if fast && alpn != Alpn::H2 {
+        let for_hyper = served.clone();
+        Box::pin(fast::serve(stream, served, open, move |rewound, open| {
+            serve_connection(rewound, alpn, for_hyper, open)
+        }))
+    } else {
+        Box::pin(Graceful(Box::pin(serve_connection(
+            stream, alpn, served, open,
+        ))))
+    };
     Some((connection, Some(watchdog)))
 }
 
-/// Serves HTTP on one accepted (and, with TLS, handshaken) public connection. Each
-/// request reports to `activity` from its head until its response body has been sent.
-fn serve_connection(
-    stream: ServerStream,
-    peer: SocketAddr,
-    handle: ProxyHandle,
-    limits: &ConnectionLimits,
-    open: OpenConnection,
-    activity: Arc<Activity>,
-) -> impl GracefulConnection<Error = impl std::fmt::Display> + Send + 'static {
-    let mut builder = connection_builder(limits);
-    // Over TLS, ALPN decided the protocol: hold the client to it.
-    match stream.alpn_protocol() {
-        Some(b"h2") => builder = builder.http2_only(),
-        Some(b"http/1.1") => builder = builder.http1_only(),
-        _ => {}
+/// A public connection, served by the HTTP/1.1 loop or by hyper.
+type PublicConnection =
+    Pin<Box<dyn Connection<Error = BoxError, Output = Result<(), BoxError>> + Send>>;
+
+/// The protocol ALPN agreed on a TLS connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Alpn {
+    /// Cleartext, or no protocol agreed: HTTP/1.1, or HTTP/2 with prior knowledge.
+    None,
+    Http11,
+    H2,
+}
+
+impl Alpn {
+    fn of(stream: &ServerStream) -> Self {
+        match stream.alpn_protocol() {
+            Some(b"h2") => Self::H2,
+            Some(b"http/1.1") => Self::Http11,
+            _ => Self::None,
+        }
     }
-    let conn_info = Arc::new(ConnInfo::new(peer, matches!(stream, ServerStream::Tls(_))));
+}
+
+/// Serves HTTP with hyper on one accepted (and, with TLS, handshaken) public connection,
+/// or on the rest of one the HTTP/1.1 loop handed over. Each request reports to the
+/// connection's activity from its head until its response body has been sent.
+fn serve_connection<I>(
+    stream: I,
+    alpn: Alpn,
+    served: Served,
+    open: OpenConnection,
+) -> impl GracefulConnection<Error = BoxError> + Send + 'static
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = connection_builder(&served.limits);
+    // Over TLS, ALPN decided the protocol: hold the client to it.
+    match alpn {
+        Alpn::H2 => builder = builder.http2_only(),
+        Alpn::Http11 => builder = builder.http1_only(),
+        Alpn::None => {}
+    }
+    let Served {
+        handle,
+        conn_info,
+        activity,
+        ..
+    } = served;
     let (stream, framing) = FramingReader::new(stream);
     let service = service_fn(move |mut request: hyper::Request<Incoming>| {
         let _open = &open;
@@ -194,7 +249,6 @@ fn serve_connection(
         .serve_connection(TokioIo::new(stream), service)
         .into_owned()
 }
-
 /// How often an HTTP/2 connection is pinged, and how long the answer may take before the
 /// connection is closed: a peer that vanished (no FIN, no RST) is noticed even while a
 /// long request runs, which the idle timeout never cuts.

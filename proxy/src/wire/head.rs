@@ -512,7 +512,7 @@ pub(super) fn digits(value: &[u8]) -> Option<u64> {
 }
 
 /// hyper's `is_chunked_`: visible ASCII, and the last comma-separated coding `chunked`.
-pub(super) fn last_coding_is_chunked(value: &[u8]) -> bool {
+pub(crate) fn last_coding_is_chunked(value: &[u8]) -> bool {
     visible(value)
         && value
             .rsplit(|b| *b == b',')

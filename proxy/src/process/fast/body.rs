@@ -1,0 +1,252 @@
+//! What the HTTP/1.1 loop has read of a connection ([`Inbound`]: the read half and the
+//! bytes read but not yet used) and a request's body read from it ([`FastBody`]) as its
+//! framing delimits it: the body's bytes are slices of the read buffer, never copied.
+//!
+//! The body and the loop share the [`Inbound`] (the body is read while the request runs;
+//! the next head after it): each takes the lock for one poll, never across an await. A
+//! body marks the inbound when it has read its last byte, so the loop knows whether the
+//! bytes after it are the next request's; a body dropped before its end leaves the
+//! connection unable to go on, and the loop closes it.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+
+use super::io::ReadSide;
+use crate::wire::chunked::{ChunkedRelay, Limits as ChunkLimits, Relay};
+
+/// How much the read buffer grows by when it is full.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// The read half of a connection and the bytes read from it that nobody has used yet.
+#[derive(Debug)]
+pub(super) struct Inbound {
+    /// `None` once the connection has been handed to hyper.
+    pub(super) reader: Option<ReadSide>,
+    pub(super) buf: BytesMut,
+    /// The peer closed its side (or the read failed): no more bytes will come.
+    pub(super) eof: bool,
+    /// The number of the last request whose body has been read to its end.
+    pub(super) finished: u64,
+}
+
+/// An [`Inbound`] shared by the loop and the body being read.
+pub(super) type SharedInbound = Arc<Mutex<Inbound>>;
+
+impl Inbound {
+    pub(super) fn new(reader: ReadSide, buf: BytesMut) -> SharedInbound {
+        Arc::new(Mutex::new(Self {
+            reader: Some(reader),
+            buf,
+            eof: false,
+            finished: 0,
+        }))
+    }
+
+    /// Reads what the socket has into the buffer: `Ready(n)` bytes read, 0 at the end
+    /// of the stream (or a failed read: the connection cannot go on either way).
+    pub(super) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<usize> {
+        let (false, Some(reader)) = (self.eof, self.reader.as_mut()) else {
+            return Poll::Ready(0);
+        };
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        match tokio_util::io::poll_read_buf(Pin::new(reader), cx, &mut self.buf) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(n)) => {
+                if n == 0 {
+                    self.eof = true;
+                }
+                Poll::Ready(n)
+            }
+            Poll::Ready(Err(e)) => {
+                tracing::debug!(error = %e, "reading a public connection failed");
+                self.eof = true;
+                Poll::Ready(0)
+            }
+        }
+    }
+}
+
+/// The lock, whatever a panicking holder left (the buffer is still whole bytes).
+pub(super) fn lock(inbound: &SharedInbound) -> MutexGuard<'_, Inbound> {
+    inbound.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Where a request body is in its framing.
+#[derive(Debug)]
+enum State {
+    /// This many bytes are still to come.
+    Length(u64),
+    /// A chunked body: the relay validates the framing and says where the data is.
+    Chunked(Box<ChunkedRelay>),
+    /// Read to its end.
+    Done,
+    /// Broken: the peer closed early or the framing was refused.
+    Failed,
+}
+
+/// A request body as the connection delimits it.
+#[derive(Debug)]
+pub(crate) struct FastBody {
+    inbound: SharedInbound,
+    state: State,
+    /// The request's number on its connection (see [`Inbound::finished`]).
+    number: u64,
+}
+
+/// Why a request body stopped before its end.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BodyError {
+    #[error("the connection closed before the request body's end")]
+    Closed,
+    #[error("chunked request body refused: {0}")]
+    Chunk(&'static str),
+}
+
+impl From<BodyError> for io::Error {
+    fn from(e: BodyError) -> Self {
+        let kind = match e {
+            BodyError::Closed => io::ErrorKind::UnexpectedEof,
+            BodyError::Chunk(_) => io::ErrorKind::InvalidData,
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+impl FastBody {
+    /// The body of request `number`, framed by `framing`.
+    pub(super) fn new(
+        inbound: SharedInbound,
+        framing: crate::wire::head::Framing,
+        number: u64,
+        chunk_limits: ChunkLimits,
+    ) -> Self {
+        use crate::wire::head::Framing;
+        let state = match framing {
+            Framing::Empty => State::Done,
+            Framing::Length(n) => State::Length(n),
+            Framing::Chunked => State::Chunked(Box::new(ChunkedRelay::new(chunk_limits))),
+        };
+        let body = Self {
+            inbound,
+            state,
+            number,
+        };
+        if matches!(body.state, State::Done) {
+            lock(&body.inbound).finished = number;
+        }
+        body
+    }
+
+    fn finish(&mut self, inbound: &mut Inbound) {
+        self.state = State::Done;
+        inbound.finished = self.number;
+    }
+
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        let inbound = Arc::clone(&self.inbound);
+        let mut inbound = lock(&inbound);
+        loop {
+            if !inbound.buf.is_empty() {
+                match &mut self.state {
+                    State::Done => return Poll::Ready(None),
+                    State::Failed => return Poll::Ready(Some(Err(BodyError::Closed))),
+                    State::Length(left) => {
+                        let k = usize::try_from(*left)
+                            .unwrap_or(usize::MAX)
+                            .min(inbound.buf.len());
+                        let data = inbound.buf.split_to(k).freeze();
+                        *left -= k as u64;
+                        if *left == 0 {
+                            self.finish(&mut inbound);
+                        }
+                        return Poll::Ready(Some(Ok(data)));
+                    }
+                    State::Chunked(relay) => {
+                        let left = relay.data_left();
+                        if left > 0 {
+                            let k = usize::try_from(left)
+                                .unwrap_or(usize::MAX)
+                                .min(inbound.buf.len());
+                            relay.feed(&inbound.buf[..k]);
+                            return Poll::Ready(Some(Ok(inbound.buf.split_to(k).freeze())));
+                        }
+                        // Framing bytes, up to the next data or the body's end.
+                        let mut used = 0;
+                        while used < inbound.buf.len() {
+                            match relay.feed(&inbound.buf[used..=used]) {
+                                Relay::Refused(why) => {
+                                    self.state = State::Failed;
+                                    return Poll::Ready(Some(Err(BodyError::Chunk(why.reason()))));
+                                }
+                                Relay::Forward(n) | Relay::End(n) => used += n,
+                            }
+                            if relay.is_done() || relay.data_left() > 0 {
+                                break;
+                            }
+                        }
+                        let done = relay.is_done();
+                        inbound.buf.advance(used);
+                        if done {
+                            self.finish(&mut inbound);
+                            return Poll::Ready(None);
+                        }
+                        continue;
+                    }
+                }
+            }
+            match self.state {
+                State::Done => return Poll::Ready(None),
+                State::Length(0) => {
+                    self.finish(&mut inbound);
+                    return Poll::Ready(None);
+                }
+                State::Failed => return Poll::Ready(Some(Err(BodyError::Closed))),
+                _ => {}
+            }
+            match inbound.poll_fill(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(0) => {
+                    self.state = State::Failed;
+                    return Poll::Ready(Some(Err(BodyError::Closed)));
+                }
+                Poll::Ready(_) => {}
+            }
+        }
+    }
+}
+
+impl Body for FastBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        match self.get_mut().poll_data(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(Some(Ok(data))) => Poll::Ready(Some(Ok(Frame::data(data)))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.state {
+            State::Length(n) => SizeHint::with_exact(*n),
+            State::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}

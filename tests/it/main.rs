@@ -18,6 +18,7 @@ mod edge_guard;
 mod edge_limits;
 mod end_to_end;
 mod faults;
+mod http1_paths;
 mod identity;
 mod jwks;
 mod lifecycle;

@@ -250,3 +250,144 @@ impl Body for FastBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+    use crate::wire::head::Framing;
+
+    /// What reading one body off a socket gave: its data (or the error), the bytes
+    /// after it (already buffered or still on the socket), and whether the inbound saw
+    /// the body end.
+    #[derive(Debug, PartialEq, Eq)]
+    struct Read {
+        data: Result<Vec<u8>, io::ErrorKind>,
+        after: Vec<u8>,
+        finished: bool,
+    }
+
+    /// Writes `wire` to a socket in pieces cut at `cuts`, and reads one body framed by
+    /// `framing` off the other end, as request number 7 of its connection.
+    fn read_body(wire: &[u8], cuts: &[usize], framing: Framing) -> Read {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let mut client = TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            client.set_nodelay(true).unwrap();
+            let (server, _) = listener.accept().await.unwrap();
+            let (reader, _writer) = server.into_split();
+            let inbound = Inbound::new(ReadSide::Plain(reader), BytesMut::new());
+            let mut pieces = Vec::new();
+            let mut at = 0;
+            for &cut in cuts {
+                let cut = cut.clamp(at, wire.len());
+                pieces.push(wire[at..cut].to_vec());
+                at = cut;
+            }
+            pieces.push(wire[at..].to_vec());
+            let writer = tokio::spawn(async move {
+                for piece in pieces {
+                    client.write_all(&piece).await.unwrap();
+                    client.flush().await.unwrap();
+                    // Apart: the reader sees each piece on its own when it can.
+                    tokio::task::yield_now().await;
+                }
+                client.shutdown().await.unwrap();
+            });
+            let mut body = FastBody::new(Arc::clone(&inbound), framing, 7, ChunkLimits::default());
+            let mut data = Vec::new();
+            let data = loop {
+                match std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+                    None => break Ok(data),
+                    Some(Ok(frame)) => data.extend_from_slice(frame.data_ref().unwrap()),
+                    Some(Err(e)) => break Err(e.kind()),
+                }
+            };
+            writer.await.unwrap();
+            let finished = lock(&inbound).finished == 7;
+            while std::future::poll_fn(|cx| lock(&inbound).poll_fill(cx)).await > 0 {}
+            let after = lock(&inbound).buf.split().to_vec();
+            Read {
+                data,
+                after,
+                finished,
+            }
+        })
+    }
+
+    /// A chunked body of `chunks` (extensions from a fixed set) and its data.
+    fn chunked(chunks: &[(Vec<u8>, usize)], trailers: bool) -> (Vec<u8>, Vec<u8>) {
+        const EXTENSIONS: [&str; 3] = ["", ";a=b", " ;q=\"x y\""];
+        let mut wire = Vec::new();
+        let mut data = Vec::new();
+        for (chunk, ext) in chunks {
+            wire.extend_from_slice(
+                format!("{:X}{}\r\n", chunk.len(), EXTENSIONS[ext % 3]).as_bytes(),
+            );
+            wire.extend_from_slice(chunk);
+            wire.extend_from_slice(b"\r\n");
+            data.extend_from_slice(chunk);
+        }
+        wire.extend_from_slice(b"0\r\n");
+        if trailers {
+            wire.extend_from_slice(b"x-trailer: 1\r\n");
+        }
+        wire.extend_from_slice(b"\r\n");
+        (wire, data)
+    }
+
+    const NEXT: &[u8] = b"GET /next HTTP/1.1\r\nhost: x\r\n\r\n";
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        #[test]
+        fn a_chunked_body_split_anywhere_gives_its_data_and_leaves_the_next_request(
+            chunks in prop::collection::vec((prop::collection::vec(any::<u8>(), 1..300), 0usize..3), 0..6),
+            trailers in any::<bool>(),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+        ) {
+            let (mut wire, data) = chunked(&chunks, trailers);
+            wire.extend_from_slice(NEXT);
+            let mut cuts: Vec<usize> = cuts.iter().map(|i| i.index(wire.len() + 1)).collect();
+            cuts.sort_unstable();
+            let read = read_body(&wire, &cuts, Framing::Chunked);
+            prop_assert_eq!(read, Read { data: Ok(data), after: NEXT.to_vec(), finished: true });
+        }
+
+        #[test]
+        fn a_length_body_split_anywhere_gives_its_bytes_and_leaves_the_next_request(
+            body in prop::collection::vec(any::<u8>(), 1..2000),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+        ) {
+            let mut wire = body.clone();
+            wire.extend_from_slice(NEXT);
+            let mut cuts: Vec<usize> = cuts.iter().map(|i| i.index(wire.len() + 1)).collect();
+            cuts.sort_unstable();
+            let read = read_body(&wire, &cuts, Framing::Length(body.len() as u64));
+            prop_assert_eq!(read, Read { data: Ok(body), after: NEXT.to_vec(), finished: true });
+        }
+    }
+
+    #[test]
+    fn a_body_cut_short_or_misframed_is_an_error_and_never_finished() {
+        let short = read_body(b"0123", &[2], Framing::Length(10));
+        assert_eq!(short.data, Err(io::ErrorKind::UnexpectedEof));
+        assert!(!short.finished);
+        let bad_size = read_body(b"5\r\nhello\r\nzz\r\n", &[], Framing::Chunked);
+        assert_eq!(bad_size.data, Err(io::ErrorKind::InvalidData));
+        assert!(!bad_size.finished);
+        let unterminated = read_body(b"5\r\nhello\r\n", &[4], Framing::Chunked);
+        assert_eq!(unterminated.data, Err(io::ErrorKind::UnexpectedEof));
+        assert!(!unterminated.finished);
+    }
+}

@@ -169,6 +169,12 @@ async fn pipelined_requests_are_answered_in_order() {
         let echoed: serde_json::Value = serde_json::from_slice(&responses[1].body).unwrap();
         assert_eq!(echoed, serde_json::json!({"n": 2}), "fast path {fast}");
         assert!(!closed, "fast path {fast}: keep-alive connection closed");
+        for response in &responses {
+            assert!(
+                !response.head.contains("connection: close"),
+                "fast path {fast}: {response:?}"
+            );
+        }
         assert_eq!(
             forwarded(&h),
             [

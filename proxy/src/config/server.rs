@@ -29,8 +29,8 @@ pub struct ServerConfig {
     /// The key of the account fingerprints in logs; `None` draws a random one per process
     /// (fingerprints then differ between processes and across restarts).
     pub fingerprint_key: Option<Secret>,
-    /// HTTP/1.1 requests served by the proxy's own HTTP/1.1 connection loop
-    /// rather than by hyper; `false` leaves every connection to hyper.
+    /// HTTP/1.1 served by the proxy's own connection loop (`process::fast`) rather than
+    /// by hyper; `false` leaves every connection to hyper.
     pub http1_fast_path: bool,
 }
 
@@ -67,7 +67,7 @@ impl Default for FileServer {
             tls: None,
             fingerprint_key_env: None,
             fingerprint_key_file: None,
-            http1_fast_path: false,
+            http1_fast_path: true,
         }
     }
 }

@@ -46,7 +46,7 @@ use crate::proxy::{ConnInfo, ProxyHandle};
 use crate::telemetry::access::{request_id, REQUEST_ID};
 use crate::telemetry::metrics::OpenConnection;
 use crate::wire::chunked::Limits as ChunkLimits;
-use crate::wire::head::{parse_request, Limits as HeadLimits, Parse, Refusal};
+use crate::wire::head::{parse_request, Decline, Limits as HeadLimits, Parse, Refusal};
 use crate::BoxError;
 
 /// The first read buffer of a connection; it grows for larger heads and bodies.
@@ -145,6 +145,8 @@ where
 }
 
 /// What came before the next request.
+// Once per request, and the request moves on from it: boxing would allocate each time.
+#[allow(clippy::large_enum_variant)]
 enum Next {
     Request {
         request: Request<FastBody>,
@@ -154,7 +156,7 @@ enum Next {
     /// The peer closed, shutdown was asked between requests, or a head took too long.
     Closed,
     Refused(Refusal),
-    Declined,
+    Declined(Decline),
 }
 
 async fn run<H, C>(
@@ -205,7 +207,8 @@ where
                 let _ = writer.shutdown().await;
                 return Ok(());
             }
-            Next::Declined => {
+            Next::Declined(reason) => {
+                tracing::debug!(?reason, "HTTP/1 connection handed to hyper");
                 let (reader, buf) = {
                     let mut inbound = lock(&inbound);
                     (inbound.reader.take(), std::mem::take(&mut inbound.buf))
@@ -284,7 +287,7 @@ async fn next_request(
                     }
                     Taken::Incomplete => {}
                     Taken::Refused(refusal) => return Next::Refused(refusal),
-                    Taken::Declined => return Next::Declined,
+                    Taken::Declined(reason) => return Next::Declined(reason),
                 }
                 deadline.get_or_insert_with(|| Instant::now() + reading.header_read_timeout);
             } else if state.eof {
@@ -319,6 +322,8 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 /// What the front of the read buffer holds.
+// Once per request, as `Next`: not boxed.
+#[allow(clippy::large_enum_variant)]
 enum Taken {
     /// A request head, taken off the buffer: the body (or the next head) follows it there.
     Head {
@@ -329,7 +334,7 @@ enum Taken {
     Incomplete,
     Refused(Refusal),
     /// Left in the buffer, for hyper.
-    Declined,
+    Declined(Decline),
 }
 
 /// Parses the head at the front of `buf` and, if it is whole and ours to serve, takes it
@@ -343,7 +348,7 @@ fn take_head(
     let (method, target, framing, head_len, close) = match parse_request(buf, limits) {
         Parse::Incomplete => return Taken::Incomplete,
         Parse::Refused(refusal) => return Taken::Refused(refusal),
-        Parse::Declined(_) => return Taken::Declined,
+        Parse::Declined(reason) => return Taken::Declined(reason),
         Parse::Parsed {
             head,
             framing,

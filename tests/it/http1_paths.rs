@@ -254,6 +254,14 @@ async fn heads_left_to_hyper_are_served_and_the_connection_goes_on() {
             ],
             "fast path {fast}"
         );
+        // Counted where the loop hands over, and only there.
+        let metrics = h.proxy.metrics().encode();
+        let expected = u8::from(fast);
+        for reason in ["expect", "version"] {
+            let line =
+                format!("refold_proxy_http1_handoffs_total{{reason=\"{reason}\"}} {expected}");
+            assert!(metrics.contains(&line), "fast path {fast}: no {line}");
+        }
         h.stop().await;
     }
 }

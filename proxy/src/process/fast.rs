@@ -44,7 +44,7 @@ use crate::process::tls::ServerStream;
 use crate::process::watchdog::Activity;
 use crate::proxy::{ConnInfo, ProxyHandle};
 use crate::telemetry::access::{request_id, REQUEST_ID};
-use crate::telemetry::metrics::OpenConnection;
+use crate::telemetry::metrics::{Http1Handoff, OpenConnection};
 use crate::wire::chunked::Limits as ChunkLimits;
 use crate::wire::head::{parse_request, Decline, Limits as HeadLimits, Parse, Refusal};
 use crate::BoxError;
@@ -209,6 +209,10 @@ where
             }
             Next::Declined(reason) => {
                 tracing::debug!(?reason, "HTTP/1 connection handed to hyper");
+                handle
+                    .current()
+                    .metrics()
+                    .http1_handoff(handoff_label(reason));
                 let (reader, buf) = {
                     let mut inbound = lock(&inbound);
                     (inbound.reader.take(), std::mem::take(&mut inbound.buf))
@@ -233,6 +237,18 @@ where
             let _ = writer.shutdown().await;
             return Ok(());
         }
+    }
+}
+
+/// The metric label of a hand-off.
+fn handoff_label(reason: Decline) -> Http1Handoff {
+    match reason {
+        Decline::Version => Http1Handoff::Version,
+        Decline::Upgrade => Http1Handoff::Upgrade,
+        Decline::Expect => Http1Handoff::Expect,
+        Decline::Connect => Http1Handoff::Connect,
+        Decline::Target => Http1Handoff::Target,
+        Decline::TooManyFields => Http1Handoff::TooManyFields,
     }
 }
 

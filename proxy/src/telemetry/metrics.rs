@@ -224,6 +224,24 @@ label_enum! {
     }
 }
 
+label_enum! {
+    /// Why the HTTP/1.1 loop handed a connection to hyper.
+    Http1Handoff {
+        /// HTTP/1.0, or the HTTP/2 preface (HTTP/2 with prior knowledge).
+        Version => "version",
+        /// An `Upgrade` field.
+        Upgrade => "upgrade",
+        /// An `Expect` field.
+        Expect => "expect",
+        /// A `CONNECT` request.
+        Connect => "connect",
+        /// A request-target other than a plain origin-form path.
+        Target => "target",
+        /// More header fields than the loop has room for.
+        TooManyFields => "too_many_fields",
+    }
+}
+
 /// The route a request is counted under: an allowlist template, never the raw path.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum RouteLabel {
@@ -349,6 +367,11 @@ struct ReasonLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct HandoffLabels {
+    reason: Http1Handoff,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct TimeoutLabels {
     reason: ConnectionTimeout,
 }
@@ -404,6 +427,7 @@ pub struct Metrics {
     breaker_state: Gauge,
     connections_open: Gauge,
     connection_timeouts: Box<[Counter]>,
+    http1_handoffs: Box<[Counter]>,
     rate_limited: Box<[Counter]>,
     invalid_token_retries: Counter,
     guard_blocks: Counter,
@@ -507,6 +531,12 @@ impl Metrics {
             "Public connections closed because they timed out, by reason",
             connection_timeouts.clone(),
         );
+        let http1_handoffs = Family::<HandoffLabels, Counter>::default();
+        registry.register(
+            "http1_handoffs",
+            "HTTP/1 connections the proxy's own loop handed to hyper, by reason",
+            http1_handoffs.clone(),
+        );
         let rate_limited = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "rate_limited",
@@ -586,6 +616,9 @@ impl Metrics {
                 ConnectionTimeout::ALL,
                 |reason| TimeoutLabels { reason },
             ),
+            http1_handoffs: precreate(&http1_handoffs, Http1Handoff::ALL, |reason| HandoffLabels {
+                reason,
+            }),
             rate_limited: precreate(&rate_limited, RateLimitReason::ALL, |reason| ReasonLabels {
                 reason,
             }),
@@ -729,6 +762,11 @@ impl Metrics {
     pub fn connection_opened(&self) -> OpenConnection {
         self.connections_open.inc();
         OpenConnection(self.connections_open.clone())
+    }
+
+    /// Counts an HTTP/1 connection the proxy's own loop handed to hyper.
+    pub fn http1_handoff(&self, reason: Http1Handoff) {
+        self.http1_handoffs[reason as usize].inc();
     }
 
     /// Counts a public connection closed because it timed out.

@@ -144,7 +144,7 @@ proptest! {
         byte in any::<u8>(),
     ) {
         let (body, _) = chunked(&chunks, true);
-        let mut wire = body.clone();
+        let mut wire = body;
         let at = at % wire.len();
         wire[at] = byte;
         let whole = decode(Framing::Chunked, &wire);

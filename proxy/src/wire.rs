@@ -5,9 +5,14 @@
 //! - [`head`]: a request head parsed into borrowed slices, its framing decided, and the
 //!   heads the fast path must not guess at declined (handed to hyper whole).
 //! - [`chunked`]: a chunked body validated as it passes, forwarded unchanged.
+//! - [`decode`]: a response body taken out of its framing as it arrives.
+//! - [`write`]: an upstream request head written into a reused buffer, framed as hyper
+//!   frames it.
 //! - [`response`]: an upstream response head parsed into borrowed slices, its framing
 //!   decided from the request's method, the heads a proxy must not relay refused.
 
 pub mod chunked;
+pub mod decode;
 pub mod head;
 pub mod response;
+pub mod write;

@@ -351,3 +351,197 @@ async fn connections_idle_past_the_timeout_are_closed() {
     assert_eq!(get(&upstream, "/api/v2/public/workflow").await, (200, 11));
     assert_eq!(counting.accepted(), 2);
 }
+
+/// A raw upstream answering each GET it reads with the next of `answers` (on whatever
+/// connection asks), counting the connections it accepted.
+async fn scripted_upstream(answers: Vec<&'static [u8]>) -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    let answers = Arc::new(std::sync::Mutex::new(answers.into_iter()));
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            counter.fetch_add(1, Ordering::SeqCst);
+            let answers = Arc::clone(&answers);
+            tokio::spawn(async move {
+                while read_head(&mut stream).await.is_some() {
+                    let Some(answer) = answers.lock().unwrap().next() else {
+                        return;
+                    };
+                    if stream.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), accepted)
+}
+
+/// GET `path`; the status and the body, or the body's error.
+async fn get_body(upstream: &Upstream, path: &str) -> (u16, Result<Bytes, String>) {
+    let mut request = http::Request::new(full_body(""));
+    *request.uri_mut() = upstream.uri_for(path).unwrap();
+    let response = upstream.forward(request, false).await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await;
+    (
+        status,
+        body.map(|b| b.to_bytes()).map_err(|e| format!("{e:?}")),
+    )
+}
+
+#[tokio::test]
+async fn a_response_without_a_body_frees_its_connection_unread() {
+    let (url, accepted) = scripted_upstream(vec![
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+        b"HTTP/1.1 304 Not Modified\r\ncontent-length: 12\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}",
+    ])
+    .await;
+    let upstream = upstream_for(&url, "");
+    for status in [204, 304] {
+        let mut request = http::Request::new(full_body(""));
+        *request.uri_mut() = upstream.uri_for("/api").unwrap();
+        let response = upstream.forward(request, false).await.unwrap();
+        assert_eq!(response.status(), status);
+        // Never read: there is nothing to read.
+        drop(response);
+    }
+    assert_eq!(get(&upstream, "/api").await, (200, 2));
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one connection for all three"
+    );
+}
+
+#[tokio::test]
+async fn interim_heads_are_skipped_and_chunked_bodies_come_without_their_framing() {
+    let (url, accepted) = scripted_upstream(vec![
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;x=1\r\nhello\r\n7\r\n, world\r\n0\r\nx-trailer: 1\r\n\r\n",
+        b"HTTP/1.1 201 Created\r\ncontent-length: 4\r\n\r\nnext",
+    ])
+    .await;
+    let upstream = upstream_for(&url, "");
+    let (status, body) = get_body(&upstream, "/api").await;
+    assert_eq!((status, body.unwrap()), (200, Bytes::from("hello, world")));
+    let (status, body) = get_body(&upstream, "/api").await;
+    assert_eq!((status, body.unwrap()), (201, Bytes::from("next")));
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "the chunked body's end frees it"
+    );
+}
+
+#[tokio::test]
+async fn a_body_cut_short_or_badly_chunked_fails_and_its_connection_goes() {
+    let (url, accepted) = scripted_upstream(vec![
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}",
+    ])
+    .await;
+    let upstream = upstream_for(&url, "");
+    let (status, body) = get_body(&upstream, "/api").await;
+    assert_eq!(status, 200);
+    assert!(body.is_err(), "a bad chunk size fails the body: {body:?}");
+    assert_eq!(get(&upstream, "/api").await, (200, 2));
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "the bad one was not reused"
+    );
+
+    // Refold closes three bytes into ten: what came passes, then the body fails.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        read_head(&mut stream).await.unwrap();
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc")
+            .await
+            .unwrap();
+    });
+    let cut = upstream_for(&format!("http://{addr}"), "");
+    let mut request = http::Request::new(full_body(""));
+    *request.uri_mut() = cut.uri_for("/api").unwrap();
+    let mut body = cut.forward(request, false).await.unwrap().into_body();
+    let first = body.frame().await.unwrap().unwrap();
+    assert_eq!(first.into_data().unwrap(), "abc");
+    let rest = body.frame().await;
+    assert!(matches!(rest, Some(Err(_))), "{rest:?}");
+}
+
+#[tokio::test]
+async fn a_streamed_request_body_goes_chunked_and_a_sized_one_with_its_length() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        // The streamed body ends with the last chunk; the sized one follows it.
+        while !seen.windows(5).any(|w| w == b"0\r\n\r\n") {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+            .await
+            .unwrap();
+        let mut second = Vec::new();
+        while !second.ends_with(b"sized") {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&second));
+            second.extend_from_slice(&buf[..n]);
+        }
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+            .await
+            .unwrap();
+        (
+            String::from_utf8(seen).unwrap(),
+            String::from_utf8(second).unwrap(),
+        )
+    });
+    let upstream = upstream_for(&format!("http://{addr}"), "");
+    let frames = futures_util::stream::iter(
+        ["ab", "", "cdefghijklmnopq"]
+            .map(|s| Ok::<_, refold_proxy::BoxError>(Frame::data(Bytes::from(s)))),
+    );
+    let mut request = http::Request::new(StreamBody::new(frames).boxed_unsync());
+    *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = upstream.uri_for("/api").unwrap();
+    let response = upstream.forward(request, false).await.unwrap();
+    assert_eq!(
+        response.into_body().collect().await.unwrap().to_bytes(),
+        "{}"
+    );
+    let mut request = http::Request::new(full_body("sized"));
+    *request.method_mut() = http::Method::PUT;
+    *request.uri_mut() = upstream.uri_for("/api").unwrap();
+    let response = upstream.forward(request, false).await.unwrap();
+    assert_eq!(
+        response.into_body().collect().await.unwrap().to_bytes(),
+        "{}"
+    );
+    let (streamed, sized) = server.await.unwrap();
+    assert!(streamed.starts_with("POST /api HTTP/1.1\r\n"), "{streamed}");
+    assert!(
+        streamed.contains("\r\ntransfer-encoding: chunked\r\n"),
+        "{streamed}"
+    );
+    assert!(
+        streamed.ends_with("\r\n\r\n2\r\nab\r\nF\r\ncdefghijklmnopq\r\n0\r\n\r\n"),
+        "{streamed}"
+    );
+    assert!(sized.starts_with("PUT /api HTTP/1.1\r\n"), "{sized}");
+    assert!(sized.contains("\r\ncontent-length: 5\r\n"), "{sized}");
+    assert!(!sized.contains("transfer-encoding"), "{sized}");
+    assert!(sized.ends_with("\r\n\r\nsized"), "{sized}");
+}

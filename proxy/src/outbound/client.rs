@@ -110,7 +110,7 @@ impl Clients {
             Protocol::Http1 => match self.pool.send(request).await {
                 Ok(response) => return Ok(response.map(UpstreamBody::Pooled)),
                 Err(pool::PoolError::Connect(e)) => return Err(CallError::Connect(e)),
-                Err(pool::PoolError::Request(e)) => return Err(CallError::Request(Box::new(e))),
+                Err(pool::PoolError::Request(e)) => return Err(CallError::Request(e)),
                 // The connection just opened negotiated HTTP/2: the request, unsent.
                 Err(pool::PoolError::Http2(request)) => *request,
             },
@@ -149,15 +149,17 @@ pub enum UpstreamBody {
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Self::Pooled(body) => Pin::new(body).poll_frame(cx),
-            Self::Shared(body) => Pin::new(body).poll_frame(cx),
+            Self::Shared(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|frame| frame.map_err(BoxError::from))),
         }
     }
 

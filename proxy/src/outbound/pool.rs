@@ -4,8 +4,8 @@
 //! over a channel, then looks the connection up again, by a hash of the authority, on
 //! the way back. Every forwarded request goes to the same authority, so this pool keeps
 //! the connections in one LIFO stack, and the request's own task drives its connection
-//! (`hyper::client::conn::http1`): the request is written, the response read and its
-//! body streamed where the request runs, with no task switch per request. The
+//! ([`super::h1`], the project's HTTP/1.1 codec): the request is written, the response
+//! read and its body streamed where the request runs, with no task switch per request. The
 //! connection goes back on the stack when the response body has been read to its end;
 //! a response dropped half-read closes its connection.
 //!
@@ -16,39 +16,33 @@
 //! joins the stack.
 //!
 //! A connection waiting on the stack is polled by nobody, so it is checked when it is
-//! taken: polled once, so that a close or a stray byte from Refold is seen, and asked
-//! whether it can take a request. A request that was never written (the connection
-//! closed under it) goes again on another connection; one that was written is never
-//! sent twice. Connections idle longer than `pool_idle_timeout` are closed by a sweep.
+//! taken: polled once for reading, so that a close or a stray byte from Refold is seen
+//! (either discards it). A request that was never written (the connection
+//! closed under it at the first write) goes again on another connection; one that was
+//! (even partly) written is never sent twice. Connections idle longer than `pool_idle_timeout` are closed by a sweep.
 //!
 //! When Refold negotiates HTTP/2 over ALPN, the pool records the choice
 //! ([`super::protocol`]) and the forwarding path uses the multiplexing client instead
 //! (see [`super::client::Clients::send`]).
 
 use std::collections::VecDeque;
-use std::future::{poll_fn, Future};
-use std::pin::{pin, Pin};
+use std::future::poll_fn;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::HOST;
 use http::{HeaderValue, Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::{Connection as _, HttpConnector};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tower_service::Service;
 
+use crate::outbound::h1::{Conn, ResponseBody, SendError};
 use crate::outbound::protocol::{Protocol, ProtocolChoice};
 use crate::{BoxError, ProxyBody};
-
-type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
 
 /// Why a request through the pool failed.
 #[derive(Debug)]
@@ -56,37 +50,9 @@ pub(crate) enum PoolError {
     /// No connection could be opened (refused, timed out, TLS refused).
     Connect(BoxError),
     /// The connection failed while the request was written or the response read.
-    Request(hyper::Error),
+    Request(BoxError),
     /// Refold chose HTTP/2: the request, untouched, for the multiplexing client.
     Http2(Box<Request<ProxyBody>>),
-}
-
-/// One HTTP/1.1 connection: the handle requests go in by, and the connection itself,
-/// which whoever holds it polls. `conn` is `None` once it has finished (closed).
-/// Boxed where it is kept (hyper's connection state is large): a request moves a
-/// pointer, not the state.
-struct Conn {
-    sender: http1::SendRequest<ProxyBody>,
-    conn: Option<http1::Connection<Io, ProxyBody>>,
-}
-
-impl Conn {
-    /// Drives the connection; `Ready` once it has closed (cleanly or not).
-    fn poll_conn(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(conn) = self.conn.as_mut() else {
-            return Poll::Ready(());
-        };
-        match Pin::new(conn).poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(result) => {
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "upstream connection closed");
-                }
-                self.conn = None;
-                Poll::Ready(())
-            }
-        }
-    }
 }
 
 struct Idle {
@@ -205,32 +171,28 @@ impl Pool {
             };
             if !origin_form_done {
                 origin_form(request.uri_mut());
-                request.headers_mut().insert(HOST, self.host.clone());
                 origin_form_done = true;
             }
-            let mut sending = pin!(conn.sender.try_send_request(request));
-            let sent = poll_fn(|cx| {
-                // The connection writes the request and reads the answer here, in this
-                // task; the answer arrives through `sending`.
-                let _ = conn.poll_conn(cx);
-                sending.as_mut().poll(cx)
-            })
-            .await;
-            match sent {
-                Ok(response) => {
-                    let pool = Arc::clone(self);
-                    return Ok(response.map(|body| PooledBody {
+            match conn.send(request, self.host.as_bytes(), reused).await {
+                Ok((response, body)) => {
+                    let mut body = PooledBody {
                         body,
                         conn: Some(conn),
-                        pool,
-                    }));
+                        pool: Arc::clone(self),
+                    };
+                    // A response without a body frees its connection at once.
+                    if body.body.is_end_stream() {
+                        body.release();
+                    }
+                    return Ok(response.map(|()| body));
                 }
-                Err(mut e) => match e.take_message() {
-                    // Never written: the idle connection had closed under it. Another
-                    // connection (or a new one) takes it.
-                    Some(unsent) if reused => request = unsent,
-                    _ => return Err(PoolError::Request(e.into_error())),
-                },
+                // Never written: the idle connection had closed under it. Another
+                // connection (or a new one) takes it.
+                Err(SendError::Unsent(unsent, e)) => {
+                    tracing::debug!(error = %e, "upstream connection closed while idle");
+                    request = *unsent;
+                }
+                Err(SendError::Failed(e)) => return Err(PoolError::Request(Box::new(e))),
             }
         }
     }
@@ -322,17 +284,10 @@ impl Pool {
             }
             return Ok(None);
         }
-        let (sender, conn) = http1::handshake(io).await.map_err(PoolError::Request)?;
-        Ok(Some(Box::new(Conn {
-            sender,
-            conn: Some(conn),
-        })))
+        Ok(Some(Box::new(Conn::new(io))))
     }
 
     fn checkin(&self, mut conn: Box<Conn>) {
-        if conn.conn.is_none() {
-            return;
-        }
         let now = Instant::now();
         let mut state = self.lock();
         // A request waiting on a connect takes it first.
@@ -367,17 +322,12 @@ impl Pool {
     }
 }
 
-/// `conn` if it is still open and can take a request now. It is polled once, so that a
-/// close from Refold (or a stray byte) is seen and the connection says it is ready.
+/// `conn` if it is still open and quiet. It is polled once for reading, so that a close
+/// from Refold (or a stray byte) is seen.
 async fn ready(mut conn: Box<Conn>) -> Option<Box<Conn>> {
-    poll_fn(|cx| {
-        if conn.poll_conn(cx).is_ready() {
-            return Poll::Ready(false);
-        }
-        Poll::Ready(matches!(conn.sender.poll_ready(cx), Poll::Ready(Ok(()))))
-    })
-    .await
-    .then_some(conn)
+    poll_fn(|cx| Poll::Ready(!conn.poll_idle_broken(cx)))
+        .await
+        .then_some(conn)
 }
 
 /// Closes connections idle too long even when no request comes to notice them.
@@ -407,10 +357,10 @@ fn origin_form(uri: &mut Uri) {
 }
 
 /// A response body read from a pooled connection. Reading it drives the connection;
-/// at its end the connection goes back to the pool, and dropped before its end it
-/// closes the connection.
+/// at its end the connection goes back to the pool (if Refold keeps it alive and sent
+/// nothing more), and dropped before its end it closes the connection.
 pub struct PooledBody {
-    body: Incoming,
+    body: ResponseBody,
     conn: Option<Box<Conn>>,
     pool: Arc<Pool>,
 }
@@ -422,48 +372,36 @@ impl std::fmt::Debug for PooledBody {
 }
 
 impl PooledBody {
-    fn poll_body(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => self.release(),
-            Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => self.release(),
-            // The connection is in an unknown state: it closes.
-            Poll::Ready(Some(Err(_))) => self.conn = None,
-            _ => {}
-        }
-        polled
-    }
-
     fn release(&mut self) {
         if let Some(conn) = self.conn.take() {
-            self.pool.checkin(conn);
+            if conn.reusable(&self.body) {
+                self.pool.checkin(conn);
+            }
         }
     }
 }
 
 impl Body for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        if let Poll::Ready(frame) = this.poll_body(cx) {
-            return Poll::Ready(frame);
+        let Some(conn) = this.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = conn.poll_body(&mut this.body, cx);
+        match &polled {
+            Poll::Ready(None) => this.release(),
+            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.release(),
+            // The connection is in an unknown state: it closes.
+            Poll::Ready(Some(Err(_))) => this.conn = None,
+            _ => {}
         }
-        // Nothing buffered: let the connection read, then look again.
-        match this.conn.as_mut() {
-            Some(conn) => {
-                let _ = conn.poll_conn(cx);
-                this.poll_body(cx)
-            }
-            None => Poll::Pending,
-        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

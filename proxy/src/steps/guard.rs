@@ -149,7 +149,7 @@ impl ResponseGuard {
                     // Trailers could carry anything: they never pass.
                     Err(_) => continue,
                 },
-                Some(Err(e)) => return Err(ProxyError::UpstreamUnavailable(Box::new(e))),
+                Some(Err(e)) => return Err(ProxyError::UpstreamUnavailable(e)),
                 None => break,
             };
             let data = match decoder.as_mut() {

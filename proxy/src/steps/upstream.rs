@@ -159,6 +159,22 @@ impl Upstream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbound::h1::H1Error;
+    use std::io;
+
+    #[test]
+    fn the_pools_own_errors_are_told_apart() {
+        for kind in [io::ErrorKind::UnexpectedEof, io::ErrorKind::ConnectionReset] {
+            let closed = H1Error::Io(io::Error::new(kind, "gone"));
+            assert_eq!(classify(&closed), UpstreamErrorKind::Closed, "{kind:?}");
+        }
+        let refused = H1Error::Refused("bare LF");
+        assert_eq!(classify(&refused), UpstreamErrorKind::Protocol);
+        // The caller's body failing is found through the pool's error.
+        let slow = H1Error::RequestBody(Box::new(BodyReadTimeout));
+        assert!(caused_by::<BodyReadTimeout>(&slow));
+        assert!(!caused_by::<BodyReadTimeout>(&refused));
+    }
 
     #[test]
     fn join_keeps_the_base_prefix() {

@@ -205,6 +205,36 @@ impl ChunkedRelay {
         }
     }
 
+    /// Reads framing bytes only, for a caller that decodes the body rather than relays
+    /// it: stops where chunk data begins ([`Self::data_left`] is then above 0), so the
+    /// caller takes the data itself and feeds it with [`Self::feed`]. Answers as `feed`
+    /// does, `Forward(n)` with `n` the framing bytes read (fewer than the slice when data
+    /// begins).
+    pub fn feed_framing(&mut self, input: &[u8]) -> Relay {
+        let mut at = 0;
+        while at < input.len() {
+            match self.state {
+                State::Done => return Relay::End(at),
+                State::Failed(why) => return Relay::Refused(why),
+                State::Data(_) => return Relay::Forward(at),
+                _ => {
+                    let next = self.step(input[at]);
+                    self.state = next;
+                    if let State::Failed(why) = next {
+                        return Relay::Refused(why);
+                    }
+                    at += 1;
+                    self.position += 1;
+                }
+            }
+        }
+        match self.state {
+            State::Done => Relay::End(at),
+            State::Failed(why) => Relay::Refused(why),
+            _ => Relay::Forward(at),
+        }
+    }
+
     /// The state after `byte` in any state but data, done or failed.
     fn step(&mut self, byte: u8) -> State {
         use ChunkRefusal as R;

@@ -46,7 +46,7 @@ use crate::proxy::{ConnInfo, ProxyHandle};
 use crate::telemetry::access::{request_id, REQUEST_ID};
 use crate::telemetry::metrics::{Http1Handoff, OpenConnection};
 use crate::wire::chunked::Limits as ChunkLimits;
-use crate::wire::head::{parse_request, Decline, Limits as HeadLimits, Parse, Refusal};
+use crate::wire::head::{parse_request, Decline, Framing, Limits as HeadLimits, Parse, Refusal};
 use crate::BoxError;
 
 /// The first read buffer of a connection; it grows for larger heads and bodies.
@@ -344,7 +344,7 @@ enum Taken {
     /// A request head, taken off the buffer: the body (or the next head) follows it there.
     Head {
         parts: http::request::Parts,
-        framing: crate::wire::head::Framing,
+        framing: Framing,
         close: bool,
     },
     Incomplete,

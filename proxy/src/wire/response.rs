@@ -78,6 +78,17 @@ pub enum Framing {
     UntilClose,
 }
 
+impl From<super::head::Framing> for Framing {
+    /// A request body's framing, as a body decoder reads it.
+    fn from(framing: super::head::Framing) -> Self {
+        match framing {
+            super::head::Framing::Empty => Self::Empty,
+            super::head::Framing::Length(n) => Self::Length(n),
+            super::head::Framing::Chunked => Self::Chunked,
+        }
+    }
+}
+
 /// A parsed response head: slices of the buffer it was read from.
 #[derive(Clone, Copy)]
 pub struct ResponseHead<'b> {

@@ -1,6 +1,7 @@
 //! What the HTTP/1.1 loop has read of a connection ([`Inbound`]: the read half and the
 //! bytes read but not yet used) and a request's body read from it ([`FastBody`]) as its
-//! framing delimits it: the body's bytes are slices of the read buffer, never copied.
+//! framing delimits it ([`BodyDecoder`], shared with the upstream client): the body's
+//! bytes are slices of the read buffer, never copied.
 //!
 //! The body and the loop share the [`Inbound`] (the body is read while the request runs;
 //! the next head after it): each takes the lock for one poll, never across an await. A
@@ -13,11 +14,13 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 
 use super::io::ReadSide;
-use crate::wire::chunked::{ChunkedRelay, Limits as ChunkLimits, Relay};
+use crate::wire::chunked::Limits as ChunkLimits;
+use crate::wire::decode::{BodyDecoder, DecodeError, Decoded};
+use crate::wire::head::Framing;
 
 /// How much the read buffer grows by when it is full.
 const READ_CHUNK: usize = 8 * 1024;
@@ -78,24 +81,12 @@ pub(super) fn lock(inbound: &SharedInbound) -> MutexGuard<'_, Inbound> {
     inbound.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Where a request body is in its framing.
-#[derive(Debug)]
-enum State {
-    /// This many bytes are still to come.
-    Length(u64),
-    /// A chunked body: the relay validates the framing and says where the data is.
-    Chunked(Box<ChunkedRelay>),
-    /// Read to its end.
-    Done,
-    /// Broken: the peer closed early or the framing was refused.
-    Failed,
-}
-
 /// A request body as the connection delimits it.
 #[derive(Debug)]
 pub(crate) struct FastBody {
     inbound: SharedInbound,
-    state: State,
+    /// The body's framing so far; `None` once it broke (cut short or refused).
+    decoder: Option<BodyDecoder>,
     /// The request's number on its connection (see [`Inbound::finished`]).
     number: u64,
 }
@@ -123,101 +114,51 @@ impl FastBody {
     /// The body of request `number`, framed by `framing`.
     pub(super) fn new(
         inbound: SharedInbound,
-        framing: crate::wire::head::Framing,
+        framing: Framing,
         number: u64,
         chunk_limits: ChunkLimits,
     ) -> Self {
-        use crate::wire::head::Framing;
-        let state = match framing {
-            Framing::Empty => State::Done,
-            Framing::Length(n) => State::Length(n),
-            Framing::Chunked => State::Chunked(Box::new(ChunkedRelay::new(chunk_limits))),
-        };
-        let body = Self {
-            inbound,
-            state,
-            number,
-        };
-        if matches!(body.state, State::Done) {
-            lock(&body.inbound).finished = number;
+        let decoder = BodyDecoder::new(framing.into(), chunk_limits);
+        if decoder.is_done() {
+            lock(&inbound).finished = number;
         }
-        body
-    }
-
-    fn finish(&mut self, inbound: &mut Inbound) {
-        self.state = State::Done;
-        inbound.finished = self.number;
+        Self {
+            inbound,
+            decoder: Some(decoder),
+            number,
+        }
     }
 
     fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
-        let inbound = Arc::clone(&self.inbound);
-        let mut inbound = lock(&inbound);
+        let Some(decoder) = self.decoder.as_mut() else {
+            return Poll::Ready(Some(Err(BodyError::Closed)));
+        };
+        let mut inbound = lock(&self.inbound);
         loop {
-            if !inbound.buf.is_empty() {
-                match &mut self.state {
-                    State::Done => return Poll::Ready(None),
-                    State::Failed => return Poll::Ready(Some(Err(BodyError::Closed))),
-                    State::Length(left) => {
-                        let k = usize::try_from(*left)
-                            .unwrap_or(usize::MAX)
-                            .min(inbound.buf.len());
-                        let data = inbound.buf.split_to(k).freeze();
-                        *left -= k as u64;
-                        if *left == 0 {
-                            self.finish(&mut inbound);
-                        }
-                        return Poll::Ready(Some(Ok(data)));
+            let failed = match decoder.decode(&mut inbound.buf) {
+                Decoded::Data(data) => {
+                    // Marked at its last byte: the loop may look before the body is
+                    // polled again.
+                    if decoder.is_done() {
+                        inbound.finished = self.number;
                     }
-                    State::Chunked(relay) => {
-                        let left = relay.data_left();
-                        if left > 0 {
-                            let k = usize::try_from(left)
-                                .unwrap_or(usize::MAX)
-                                .min(inbound.buf.len());
-                            relay.feed(&inbound.buf[..k]);
-                            return Poll::Ready(Some(Ok(inbound.buf.split_to(k).freeze())));
-                        }
-                        // Framing bytes, up to the next data or the body's end.
-                        let mut used = 0;
-                        while used < inbound.buf.len() {
-                            match relay.feed(&inbound.buf[used..=used]) {
-                                Relay::Refused(why) => {
-                                    self.state = State::Failed;
-                                    return Poll::Ready(Some(Err(BodyError::Chunk(why.reason()))));
-                                }
-                                Relay::Forward(n) | Relay::End(n) => used += n,
-                            }
-                            if relay.is_done() || relay.data_left() > 0 {
-                                break;
-                            }
-                        }
-                        let done = relay.is_done();
-                        inbound.buf.advance(used);
-                        if done {
-                            self.finish(&mut inbound);
-                            return Poll::Ready(None);
-                        }
-                        continue;
-                    }
+                    return Poll::Ready(Some(Ok(data)));
                 }
-            }
-            match self.state {
-                State::Done => return Poll::Ready(None),
-                State::Length(0) => {
-                    self.finish(&mut inbound);
+                Decoded::End => {
+                    inbound.finished = self.number;
                     return Poll::Ready(None);
                 }
-                State::Failed => return Poll::Ready(Some(Err(BodyError::Closed))),
-                _ => {}
-            }
-            match inbound.poll_fill(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(0) => {
-                    self.state = State::Failed;
-                    return Poll::Ready(Some(Err(BodyError::Closed)));
-                }
-                Poll::Ready(_) => {}
-            }
+                Decoded::Failed(DecodeError::Chunk(why)) => BodyError::Chunk(why.reason()),
+                Decoded::Failed(DecodeError::Incomplete) => BodyError::Closed,
+                Decoded::More => match inbound.poll_fill(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(0) => BodyError::Closed,
+                    Poll::Ready(_) => continue,
+                },
+            };
+            drop(inbound);
+            self.decoder = None;
+            return Poll::Ready(Some(Err(failed)));
         }
     }
 }
@@ -239,14 +180,13 @@ impl Body for FastBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.state, State::Done)
+        self.decoder.as_ref().is_some_and(BodyDecoder::is_done)
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.state {
-            State::Length(n) => SizeHint::with_exact(*n),
-            State::Done => SizeHint::with_exact(0),
-            _ => SizeHint::default(),
+        match self.decoder.as_ref().and_then(BodyDecoder::remaining) {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
         }
     }
 }
@@ -258,7 +198,6 @@ mod tests {
     use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
-    use crate::wire::head::Framing;
 
     /// What reading one body off a socket gave: its data (or the error), the bytes
     /// after it (already buffered or still on the socket), and whether the inbound saw

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # sourced: the scripts read the variables it sets
 # Shared by run.sh, instructions.sh, replicas.sh and tls.sh: tools, build, configs, starting and stopping the
 # upstream, the nginx proxy and refold-proxy. Sourced, not run. Everything lives in a
 # temporary directory; every process started is recorded and stopped on exit.
@@ -333,7 +334,7 @@ EOF
 }
 
 start_nginx_proxy() {
-    write_nginx_proxy_conf
+    write_nginx_proxy_conf ""
     NGINX_PIDFILES+=("$NGINX_DIR/nginx.pid")
     nginx -p "$NGINX_DIR" -c "$NGINX_CONF" -e "$NGINX_DIR/logs/error.log"
     wait_listening "$NGINX_PORT"
@@ -407,8 +408,10 @@ ${REFOLD_EXTRA_TOML:-}
 EOF
     REFOLD_CONF="$dir/proxy.toml"
     case "$alg" in
-        # shellcheck disable=SC2046
-        HS256) APP_JWT="$(env $(refold_env) "$BIN" --config "$REFOLD_CONF" sign-jwt --sub "$ACCOUNT" --ttl 1d)" ;;
+        HS256)
+            # shellcheck disable=SC2046
+            APP_JWT="$(env $(refold_env) "$BIN" --config "$REFOLD_CONF" sign-jwt --sub "$ACCOUNT" --ttl 1d)"
+            ;;
         ES256) APP_JWT="$(python3 "$LOAD_DIR/load.py" es256-jwt "$ROOT/tests/keys/es256.key.pem" "$ACCOUNT" 86400)" ;;
     esac
     # shellcheck disable=SC2046

@@ -9,6 +9,7 @@
 #   bash benches/load/instructions.sh [--requests 2000] [--warmup 200] [--repeats 1]
 #                                     [--targets "nginx refold-hs256 refold-hyper"] [--out DIR]
 
+# shellcheck source=SCRIPTDIR/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 REQUESTS=2000 WARMUP_REQUESTS=200 REPEATS=1 TARGETS_ARG="nginx refold-hs256 refold-hyper" OUT=""

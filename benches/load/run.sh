@@ -9,6 +9,7 @@
 #                            [--warmup 5] [--targets "direct nginx refold-hs256 refold-hyper"]
 #                            [--out DIR] [--publish]
 
+# shellcheck source=SCRIPTDIR/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 RUNS=5 DURATION=10 RATE=2000 CONNECTIONS=64 WARMUP=5 OUT="" PUBLISH=0
@@ -90,7 +91,7 @@ sample() {
 # Idle RSS, before any request.
 declare -A RSS_IDLE
 for t in "${TARGETS[@]}"; do
-    read -r _ RSS_IDLE[$t] < <(sample "${RSS_PIDS[$t]}")
+    read -r _ "RSS_IDLE[$t]" < <(sample "${RSS_PIDS[$t]}")
 done
 
 # Every target answers the benchmark request with 200 and the upstream's body.

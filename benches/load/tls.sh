@@ -11,6 +11,7 @@
 #                            [--accounts 1000] [--warmup 5]
 #                            [--targets "direct nginx refold-hs256 refold-hyper"] [--out DIR] [--publish]
 
+# shellcheck source=SCRIPTDIR/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 RUNS=5 DURATION=10 CONNECTIONS=64 STREAMS=1 ACCOUNTS=1000 WARMUP=5 OUT="" PUBLISH=0

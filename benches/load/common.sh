@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # sourced: the scripts read the variables it sets
 # Shared by run.sh, instructions.sh, replicas.sh and tls.sh: tools, build, configs, starting and stopping the
 # upstream, the nginx proxy and refold-proxy. Sourced, not run. Everything lives in a
 # temporary directory; every process started is recorded and stopped on exit.
@@ -333,7 +334,7 @@ EOF
 }
 
 start_nginx_proxy() {
-    write_nginx_proxy_conf
+    write_nginx_proxy_conf ""
     NGINX_PIDFILES+=("$NGINX_DIR/nginx.pid")
     nginx -p "$NGINX_DIR" -c "$NGINX_CONF" -e "$NGINX_DIR/logs/error.log"
     wait_listening "$NGINX_PORT"
@@ -407,8 +408,10 @@ ${REFOLD_EXTRA_TOML:-}
 EOF
     REFOLD_CONF="$dir/proxy.toml"
     case "$alg" in
-        # shellcheck disable=SC2046
-        HS256) APP_JWT="$(env $(refold_env) "$BIN" --config "$REFOLD_CONF" sign-jwt --sub "$ACCOUNT" --ttl 1d)" ;;
+        HS256)
+            # shellcheck disable=SC2046
+            APP_JWT="$(env $(refold_env) "$BIN" --config "$REFOLD_CONF" sign-jwt --sub "$ACCOUNT" --ttl 1d)"
+            ;;
         ES256) APP_JWT="$(python3 "$LOAD_DIR/load.py" es256-jwt "$ROOT/tests/keys/es256.key.pem" "$ACCOUNT" 86400)" ;;
     esac
     # shellcheck disable=SC2046
@@ -440,4 +443,51 @@ start_refold() {
         sleep 0.1
     done
     log "refold-proxy $1 ($2) on 127.0.0.1:$REFOLD_PORT (pid $REFOLD_PID)"
+}
+
+# ---------------------------------------------------------------- refold-proxy targets
+
+# The refold-proxy targets: refold-hs256 (HS256 app JWT), refold-es256 (ES256 app JWT) and
+# refold-hyper: refold-hs256 with `server.http1_fast_path = false`
+# (REFOLD_PROXY__SERVER__HTTP1_FAST_PATH=false in its environment), so hyper serves every
+# connection as it did before the proxy's own HTTP/1.1 loop. Measured in the same run as
+# refold-hs256, it shows what that loop buys.
+refold_alg() {
+    case "$1" in
+        refold-hs256 | refold-hyper) echo HS256 ;;
+        refold-es256) echo ES256 ;;
+        *) die "unknown refold-proxy target $1 (refold-hs256, refold-hyper, refold-es256)" ;;
+    esac
+}
+refold_target_env() {
+    case "$1" in
+        refold-hyper) echo "REFOLD_PROXY__SERVER__HTTP1_FAST_PATH=false" ;;
+        *) echo "" ;;
+    esac
+}
+
+# start_refold_target TARGET: start_refold with the target's algorithm and environment.
+start_refold_target() {
+    local alg extra
+    alg="$(refold_alg "$1")" extra="$(refold_target_env "$1")"
+    REFOLD_EXTRA_ENV="${REFOLD_EXTRA_ENV:-} $extra" start_refold "$1" "$alg"
+}
+
+# check_http1_path TARGET URL: the target serves HTTP/1.1 on the path its name says. One
+# HTTP/1.0 request, which the proxy's own loop hands to hyper
+# (refold_proxy_http1_handoffs_total on the admin listener, REFOLD_ADMIN_PORT of the target):
+# the counter moves for refold-hs256 and refold-es256 and stays 0 for refold-hyper, whose
+# connections all go to hyper. Call it right after start_refold_target.
+check_http1_path() {
+    local target="$1" url="$2" before after
+    before="$(python3 "$LOAD_DIR/load.py" metric "$REFOLD_ADMIN_PORT" refold_proxy_http1_handoffs)"
+    # --no-alpn: over TLS the proxy offers h2 and http/1.1 only, and refuses curl's http/1.0.
+    curl -s -o /dev/null --http1.0 --no-alpn ${TLS_CA:+--cacert "$TLS_CA"} "$url" || die "$target: no answer over HTTP/1.0"
+    after="$(python3 "$LOAD_DIR/load.py" metric "$REFOLD_ADMIN_PORT" refold_proxy_http1_handoffs)"
+    if [ -n "$(refold_target_env "$target")" ]; then
+        [ "$after" = 0 ] || die "$target: its own HTTP/1.1 loop handed $after connection(s) to hyper; it should be off"
+    else
+        [ "$after" -gt "$before" ] || die "$target: no HTTP/1.0 handoff counted; is the proxy's own HTTP/1.1 loop on?"
+    fi
+    log "$target: HTTP/1.1 served by $([ -n "$(refold_target_env "$target")" ] && echo hyper || echo "the proxy's own loop")"
 }

@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # User-space instructions per request, counted by valgrind callgrind, for nginx as the proxy
-# and for refold-proxy (HS256 and ES256 app JWTs), each on one worker in front of the same
-# nginx upstream. Each proxy runs twice under callgrind: warm-up + N requests, then
+# and for refold-proxy (HS256 app JWT on its own HTTP/1.1 loop; refold-hyper: the same on
+# hyper, server.http1_fast_path = false; refold-es256 on request), each on one worker in
+# front of the same nginx upstream. Each proxy runs twice under callgrind: warm-up + N requests, then
 # warm-up + 2N; (Ir(2N) - Ir(N)) / N is the cost of one request, start-up and shutdown
 # cancelled out. See benches/load/README.md.
 #
 #   bash benches/load/instructions.sh [--requests 2000] [--warmup 200] [--repeats 1]
-#                                     [--targets "nginx refold-hs256 refold-es256"] [--out DIR]
+#                                     [--targets "nginx refold-hs256 refold-hyper"] [--out DIR]
 
+# shellcheck source=SCRIPTDIR/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-REQUESTS=2000 WARMUP_REQUESTS=200 REPEATS=1 TARGETS_ARG="nginx refold-hs256 refold-es256" OUT=""
+REQUESTS=2000 WARMUP_REQUESTS=200 REPEATS=1 TARGETS_ARG="nginx refold-hs256 refold-hyper" OUT=""
 COMMAND="bash benches/load/instructions.sh $*"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -19,13 +21,19 @@ while [ $# -gt 0 ]; do
         --repeats) REPEATS="$2"; shift 2 ;;
         --targets) TARGETS_ARG="$2"; shift 2 ;;
         --out) OUT="$2"; shift 2 ;;
-        -h | --help) sed -n '2,10p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,11p' "$0"; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
 OUT="${OUT:-$TARGET_DIR/load}"
 COMMAND="${COMMAND% }"
 read -r -a TARGETS <<<"$TARGETS_ARG"
+for t in "${TARGETS[@]}"; do
+    case "$t" in
+        nginx | refold-hs256 | refold-hyper | refold-es256) ;;
+        *) die "unknown target $t (nginx, refold-hs256, refold-hyper, refold-es256)" ;;
+    esac
+done
 
 need_tools nginx:nginx curl:curl openssl:openssl python3:python3 valgrind:valgrind pgrep:procps \
     awk:gawk oha
@@ -56,13 +64,14 @@ measure() {
             "${cg[@]}" nginx -p "$NGINX_DIR" -c "$NGINX_CONF" -e "$NGINX_DIR/logs/error.log" \
                 2>"$RAW/$t-$rep-$size.valgrind.log" &
             ;;
-        refold-hs256 | refold-es256)
-            write_refold_conf "$t" "$(echo "${t#refold-}" | tr a-z A-Z)"
+        refold-hs256 | refold-hyper | refold-es256)
+            write_refold_conf "$t" "$(refold_alg "$t")"
             port=$REFOLD_PORT auth="Bearer $APP_JWT"
             # shellcheck disable=SC2046
-            env $(refold_env) "${cg[@]}" "$BIN" --config "$REFOLD_CONF" 2>"$RAW/$t-$rep-$size.valgrind.log" &
+            env $(refold_env) $(refold_target_env "$t") "${cg[@]}" "$BIN" --config "$REFOLD_CONF" \
+                2>"$RAW/$t-$rep-$size.valgrind.log" &
             ;;
-        *) die "unknown target $t (nginx, refold-hs256, refold-es256)" ;;
+        *) die "unknown target $t (nginx, refold-hs256, refold-hyper, refold-es256)" ;;
     esac
     pid=$!
     PIDS+=("$pid")

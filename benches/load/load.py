@@ -133,8 +133,19 @@ def cmd_proc(pid):
 
 # ---------------------------------------------------------------- report
 
-TARGETS = ["direct", "nginx", "refold-hs256", "refold-es256"]
-REFOLD = ["refold-hs256", "refold-es256"]
+# The targets of a run.sh run whose meta.json names none (runs before refold-hyper existed).
+LEGACY_TARGETS = ["direct", "nginx", "refold-hs256", "refold-es256"]
+# refold-proxy on its own HTTP/1.1 loop, compared with itself on hyper (fast path off).
+FAST, HYPER = "refold-hs256", "refold-hyper"
+
+
+def refold_targets(targets):
+    return [t for t in targets if t.startswith("refold-")]
+
+
+def base_key(base):
+    """The key of a ratio to BASE in a target's `ratios` entry: vs_nginx, vs_refold-hyper."""
+    return f"vs_{base}"
 
 
 def load_json(path):
@@ -218,11 +229,12 @@ def machine():
 def cmd_report(raw, out):
     meta = load_json(os.path.join(raw, "meta.json"))
     runs = meta["runs"]
+    targets = meta.get("targets", LEGACY_TARGETS)
     rounds = []  # rounds[r][target] = figures
     problems = []
     for r in range(1, runs + 1):
         row = {}
-        for t in TARGETS:
+        for t in targets:
             wrk = load_json(os.path.join(raw, f"r{r}-{t}-wrk.json"))
             oha = oha_figures(load_json(os.path.join(raw, f"r{r}-{t}-oha.json")))
             cpu = load_json(os.path.join(raw, f"r{r}-{t}-cpu.json"))
@@ -253,7 +265,7 @@ def cmd_report(raw, out):
         rounds.append(row)
 
     summary = {}
-    for t in TARGETS:
+    for t in targets:
         col = [row[t] for row in rounds]
         summary[t] = {
             "rps": med([c["rps"] for c in col]),
@@ -292,19 +304,24 @@ def cmd_report(raw, out):
 
     added_p50 = lambda c, row: c["open_loop"]["p50_us"] - row["direct"]["open_loop"]["p50_us"]
     added_p99 = lambda c, row: c["open_loop"]["p99_us"] - row["direct"]["open_loop"]["p99_us"]
+    def ratios_to(t, base):
+        return {
+            "throughput": ratio(t, base, lambda c, row: c["rps"]),
+            "cpu_per_req": ratio(t, base, lambda c, row: c["cpu_us_per_req"]),
+            "added_p50": ratio(t, base, added_p50),
+            "added_p99": ratio(t, base, added_p99),
+        }
+
     ratios = {}
-    for t in REFOLD:
+    for t in refold_targets(targets):
         ratios[t] = {
-            "vs_nginx": {
-                "throughput": ratio(t, "nginx", lambda c, row: c["rps"]),
-                "cpu_per_req": ratio(t, "nginx", lambda c, row: c["cpu_us_per_req"]),
-                "added_p50": ratio(t, "nginx", added_p50),
-                "added_p99": ratio(t, "nginx", added_p99),
-            },
+            "vs_nginx": ratios_to(t, "nginx"),
             "vs_direct": {
                 "throughput": ratio(t, "direct", lambda c, row: c["rps"]),
             },
         }
+    if FAST in targets and HYPER in targets:
+        ratios[FAST][base_key(HYPER)] = ratios_to(FAST, HYPER)
     ratios["nginx"] = {"vs_direct": {"throughput": ratio("nginx", "direct", lambda c, row: c["rps"])}}
 
     for t, n in meta["mints"].items():
@@ -317,7 +334,7 @@ def cmd_report(raw, out):
         "command": meta["command"],
         "settings": meta["settings"],
         "versions": meta["versions"],
-        "targets": TARGETS,
+        "targets": targets,
         "summary": summary,
         "ratios": ratios,
         "mints": meta["mints"],
@@ -338,8 +355,16 @@ def kib_to_mib(stat):
     return stat / 1024
 
 
+HYPER_NOTE = (
+    "refold-hyper is refold-hs256 with `server.http1_fast_path = false`: hyper serves every "
+    "connection, as before the proxy's own HTTP/1.1 loop, so refold-hs256 / refold-hyper is what "
+    "that loop buys."
+)
+
+
 def markdown(res):
     s, settings = res["summary"], res["settings"]
+    refold = refold_targets(res["targets"])
     lines = [
         f"Load comparison, {res['date']}, {res['machine']}.",
         "",
@@ -349,11 +374,12 @@ def markdown(res):
                   "(quote medians of at least 5).**", ""]
     lines += [
         f"Command: `{res['command']}`. {settings['runs']} interleaved round(s) "
-        f"(direct, nginx, refold-hs256, refold-es256 in turn), unpinned. Closed loop: "
+        f"({', '.join(res['targets'])} in turn), unpinned. Closed loop: "
         f"`wrk -t1 -c{settings['connections']} -d{settings['duration']}s` (HTTP/1.1 keep-alive). "
         f"Open loop: `oha -q {settings['rate']} -c{settings['connections']} -z {settings['duration']}s -w "
         f"--latency-correction`. Upstream and nginx proxy: one nginx worker each; refold-proxy: "
-        f"`server.worker_threads = 1`, `RUST_LOG={settings.get('refold_log', 'warn')}`. Versions: {res['versions']}.",
+        f"`server.worker_threads = 1`, `RUST_LOG={settings.get('refold_log', 'warn')}`. Versions: {res['versions']}."
+        + (f" {HYPER_NOTE}" if HYPER in res["targets"] else ""),
         "",
         "Medians of the rounds, min–max in brackets. CPU: the proxy process's utime+stime "
         "over the closed-loop run ÷ requests (nginx: its worker). Latency: open loop at "
@@ -384,13 +410,17 @@ def markdown(res):
         "| --- | --- | --- | --- | --- |",
     ]
     r = res["ratios"]
-    for t in REFOLD:
-        v = r[t]["vs_nginx"]
+    # Each refold-proxy target / nginx, then refold-hs256 / refold-hyper (runs that had both).
+    pairs = [(t, "nginx") for t in refold] + [
+        (t, base) for t in refold for base in res["targets"] if base_key(base) in r[t] and base not in ("nginx", "direct")
+    ]
+    for t, base in pairs:
+        v = r[t][base_key(base)]
         lines.append(
-            f"| {t} / nginx | {fmt_range(v['throughput'], 2)} | {fmt_range(v['cpu_per_req'], 2)} "
+            f"| {t} / {base} | {fmt_range(v['throughput'], 2)} | {fmt_range(v['cpu_per_req'], 2)} "
             f"| {fmt_range(v['added_p50'], 2)} | {fmt_range(v['added_p99'], 2)} |"
         )
-    for t in REFOLD + ["nginx"]:
+    for t in refold + ["nginx"]:
         lines.append(f"| {t} / direct | {fmt_range(r[t]['vs_direct']['throughput'], 2)} | | | |")
     mints = ", ".join(f"{t} {n} (accounts {res['accounts'][t]})" for t, n in res["mints"].items())
     lines += [
@@ -459,6 +489,10 @@ def cmd_instructions(raw, out):
             for t in targets
             if t != "nginx"
         }
+    # What the proxy's own HTTP/1.1 loop buys: refold-hs256 on it ÷ on hyper.
+    ratios = {}
+    if FAST in targets and HYPER in targets:
+        ratios[f"{FAST} / {HYPER}"] = targets[FAST]["per_request"]["median"] / targets[HYPER]["per_request"]["median"]
     result = {
         "machine": machine(),
         "date": meta["date"],
@@ -470,6 +504,8 @@ def cmd_instructions(raw, out):
         "versions": meta["versions"],
         "problems": problems,
     }
+    if ratios:
+        result["ratios"] = ratios
     write_result(out, "instructions", result)
     lines = [
         f"User-space instructions per request, {meta['date']}, {machine()}.",
@@ -479,7 +515,7 @@ def cmd_instructions(raw, out):
         f"(one connection, keep-alive); it runs once with N = {n} and once with 2N, and "
         "instructions per request = (Ir(2N) − Ir(N)) ÷ N, so start-up, warm-up and shutdown "
         f"cancel out. refold-proxy runs with `RUST_LOG={meta.get('refold_log', 'warn')}`. "
-        f"Versions: {meta['versions']}.",
+        f"Versions: {meta['versions']}." + (f" {HYPER_NOTE}" if HYPER in targets else ""),
         "",
         "| target | instructions/request | ratio to nginx |",
         "| --- | --- | --- |",
@@ -487,6 +523,9 @@ def cmd_instructions(raw, out):
     for t, x in targets.items():
         r = "1.00" if t == "nginx" else (f"{ratio[t]:.2f}" if ratio else "–")
         lines.append(f"| {t} | {fmt_range(x['per_request'])} | {r} |")
+    if ratios:
+        lines += ["", "| ratio | instructions/request |", "| --- | --- |"]
+        lines += [f"| {name} | {v:.2f} |" for name, v in ratios.items()]
     lines += ["", "Checks: " + ("all requests 2xx." if not problems else "**FAILED**: " + "; ".join(problems)), ""]
     with open(os.path.join(out, "instructions.md"), "w") as f:
         f.write("\n".join(lines))
@@ -817,7 +856,8 @@ def replicas_markdown(res):
 
 # ---------------------------------------------------------------- tls.sh
 
-TLS_TARGETS = ["direct", "nginx", "refold-hs256"]
+# The targets of a tls.sh run whose meta.json names none (runs before refold-hyper existed).
+LEGACY_TLS_TARGETS = ["direct", "nginx", "refold-hs256"]
 TLS_PROTOCOLS = ["h1", "h2"]
 
 
@@ -866,10 +906,11 @@ def h2load_time_us(v):
 def cmd_tls(raw, out):
     meta = load_json(os.path.join(raw, "meta.json"))
     hz = meta["clk_tck"]
+    targets = meta.get("targets", LEGACY_TLS_TARGETS)
     rounds, problems = [], []
     for r in range(1, meta["runs"] + 1):
         row = {}
-        for t in TLS_TARGETS:
+        for t in targets:
             wrk = load_json(os.path.join(raw, f"r{r}-{t}-h1.json"))
             h2 = h2load_figures(os.path.join(raw, f"r{r}-{t}-h2.txt"))
             cpu = load_json(os.path.join(raw, f"r{r}-{t}-cpu.json"))
@@ -912,7 +953,7 @@ def cmd_tls(raw, out):
         rounds.append(row)
 
     summary = {}
-    for t in TLS_TARGETS:
+    for t in targets:
         summary[t] = {}
         for p in TLS_PROTOCOLS:
             col = [row[t][p] for row in rounds]
@@ -937,16 +978,23 @@ def cmd_tls(raw, out):
                 vals.append(a / b)
         return med(vals)
 
+    refold = refold_targets(targets)
+    # Each refold-proxy target / nginx; refold-hs256 / refold-hyper (what the proxy's own
+    # HTTP/1.1 loop buys; over h2 both are hyper); every proxy / direct.
+    pairs = [(t, "nginx") for t in refold]
+    if FAST in targets and HYPER in targets:
+        pairs.append((FAST, HYPER))
+    direct_pairs = [(t, "direct") for t in refold + ["nginx"]] if "direct" in targets else []
     ratios = {}
     for p in TLS_PROTOCOLS:
-        ratios[p] = {
-            "refold-hs256 / nginx": {
-                "throughput": ratio("refold-hs256", "nginx", p, "rps"),
-                "cpu_per_req": ratio("refold-hs256", "nginx", p, "cpu_us_per_req"),
-            },
-            "refold-hs256 / direct": {"throughput": ratio("refold-hs256", "direct", p, "rps")},
-            "nginx / direct": {"throughput": ratio("nginx", "direct", p, "rps")},
-        }
+        ratios[p] = {}
+        for t, base in pairs:
+            ratios[p][f"{t} / {base}"] = {
+                "throughput": ratio(t, base, p, "rps"),
+                "cpu_per_req": ratio(t, base, p, "cpu_us_per_req"),
+            }
+        for t, base in direct_pairs:
+            ratios[p][f"{t} / {base}"] = {"throughput": ratio(t, base, p, "rps")}
 
     negotiated = meta["negotiated"]
     want = f"TLSv1.3 {meta['settings']['suite']} {meta['settings']['group']}"
@@ -963,7 +1011,7 @@ def cmd_tls(raw, out):
         "settings": meta["settings"],
         "versions": meta["versions"],
         "negotiated": negotiated,
-        "targets": TLS_TARGETS,
+        "targets": targets,
         "summary": summary,
         "ratios": ratios,
         "mints": meta["mints"],
@@ -987,7 +1035,7 @@ def tls_markdown(res):
         lines += [f"**{st['runs']} round(s) only: a check that the script works, not figures to quote "
                   "(quote medians of at least 5).**", ""]
     lines += [
-        f"{st['runs']} interleaved round(s) (direct, nginx, refold-hs256 in turn; each HTTP/1.1 then h2), "
+        f"{st['runs']} interleaved round(s) ({', '.join(res['targets'])} in turn; each HTTP/1.1 then h2), "
         f"unpinned, after {st['warmup']} s of warm-up each. Callers over HTTPS: HTTP/1.1 with "
         f"`wrk -t1 -c{st['connections']} -d{st['duration']}s`, each request carrying the next of "
         f"{st['accounts']:,} app JWTs; h2 with `h2load -t1 -c{st['connections']} -m{st['streams']} "
@@ -997,7 +1045,8 @@ def tls_markdown(res):
         f"`{st['suite']}`, {st['group']}: wrk offers first `{res['negotiated']['wrk']}`, h2load negotiated "
         f"`{res['negotiated']['h2load']}`, the upstream and the nginx proxy accept nothing else. "
         "One worker each: nginx `worker_processes 1`, refold-proxy `server.worker_threads = 1`, "
-        f"`RUST_LOG={st.get('refold_log', 'warn')}`.",
+        f"`RUST_LOG={st.get('refold_log', 'warn')}`."
+        + (f" {HYPER_NOTE} Over h2 both are hyper's (the loop serves HTTP/1.1 only)." if HYPER in res["targets"] else ""),
         "",
         "Medians of the rounds, min–max in brackets. CPU: the proxy process's utime+stime over the run "
         "÷ requests (nginx: its worker). Upstream connections: opened to the upstream during the "
@@ -1026,7 +1075,7 @@ def tls_markdown(res):
         "| --- | --- | --- | --- | --- |",
     ]
     r = res["ratios"]
-    for name in ("refold-hs256 / nginx", "refold-hs256 / direct", "nginx / direct"):
+    for name in r["h1"]:
         h1, h2 = r["h1"][name], r["h2"][name]
         lines.append(
             f"| {name} | {fmt_range(h1['throughput'], 2)} | {fmt_range(h1.get('cpu_per_req'), 2)} "

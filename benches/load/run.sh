@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Load comparison: direct to the upstream, nginx as the proxy, refold-proxy with an HS256
-# and with an ES256 app JWT. Interleaved rounds of a closed-loop run (wrk) and an open-loop
-# run at a fixed rate (oha); medians, ratios, a JSON file, a Markdown table and a chart.
-# See benches/load/README.md.
+# app JWT on its own HTTP/1.1 loop (refold-hs256) and on hyper (refold-hyper:
+# server.http1_fast_path = false); refold-es256 (an ES256 app JWT) with --targets.
+# Interleaved rounds of a closed-loop run (wrk) and an open-loop run at a fixed rate (oha);
+# medians, ratios, a JSON file, a Markdown table and a chart. See benches/load/README.md.
 #
 #   bash benches/load/run.sh [--runs 5] [--duration 10] [--rate 2000] [--connections 64]
-#                            [--warmup 5] [--out DIR] [--publish]
+#                            [--warmup 5] [--targets "direct nginx refold-hs256 refold-hyper"]
+#                            [--out DIR] [--publish]
 
+# shellcheck source=SCRIPTDIR/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 RUNS=5 DURATION=10 RATE=2000 CONNECTIONS=64 WARMUP=5 OUT="" PUBLISH=0
+TARGETS_ARG="direct nginx refold-hs256 refold-hyper"
 COMMAND="bash benches/load/run.sh $*"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -18,14 +22,28 @@ while [ $# -gt 0 ]; do
         --rate) RATE="$2"; shift 2 ;;
         --connections) CONNECTIONS="$2"; shift 2 ;;
         --warmup) WARMUP="$2"; shift 2 ;;
+        --targets) TARGETS_ARG="$2"; shift 2 ;;
         --out) OUT="$2"; shift 2 ;;
         --publish) PUBLISH=1; shift ;;
-        -h | --help) sed -n '2,9p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,10p' "$0"; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
 OUT="${OUT:-$TARGET_DIR/load}"
 COMMAND="${COMMAND% }"
+read -r -a TARGETS <<<"$TARGETS_ARG"
+# direct is the base of the added latencies, nginx of the ratios.
+for t in direct nginx; do
+    [[ " ${TARGETS[*]} " == *" $t "* ]] || die "--targets must include $t"
+done
+REFOLD_TARGETS=()
+for t in "${TARGETS[@]}"; do
+    case "$t" in
+        direct | nginx) ;;
+        refold-*) refold_alg "$t" >/dev/null; REFOLD_TARGETS+=("$t") ;;
+        *) die "unknown target $t (direct, nginx, refold-hs256, refold-hyper, refold-es256)" ;;
+    esac
+done
 
 need_tools nginx:nginx wrk:wrk curl:curl openssl:openssl python3:python3 gnuplot:gnuplot-nox \
     pgrep:procps awk:gawk oha
@@ -33,25 +51,28 @@ build_proxy
 
 start_upstream
 start_nginx_proxy
-start_refold refold-hs256 HS256
-HS_PORT=$REFOLD_PORT HS_PID=$REFOLD_PID HS_JWT=$APP_JWT HS_KEY=$REFOLD_KEY
-start_refold refold-es256 ES256
-ES_PORT=$REFOLD_PORT ES_PID=$REFOLD_PID ES_JWT=$APP_JWT ES_KEY=$REFOLD_KEY
+declare -A URL AUTH CPU_PIDS RSS_PIDS KEYS
+HS_JWT=""
+for t in "${REFOLD_TARGETS[@]}"; do
+    start_refold_target "$t"
+    URL[$t]="http://127.0.0.1:$REFOLD_PORT$API_PATH"
+    AUTH[$t]="Bearer $APP_JWT"
+    CPU_PIDS[$t]="$REFOLD_PID" RSS_PIDS[$t]="$REFOLD_PID" KEYS[$t]="$REFOLD_KEY"
+    check_http1_path "$t" "${URL[$t]}"
+    if [ "$(refold_alg "$t")" = HS256 ]; then HS_JWT="$APP_JWT"; fi
+done
+# nginx's (ignored) app JWT: HS256, the same request size as refold-hs256's.
+if [ -z "$HS_JWT" ]; then
+    write_refold_conf signer HS256
+    HS_JWT="$APP_JWT"
+fi
 
-TARGETS=(direct nginx refold-hs256 refold-es256)
-declare -A URL AUTH CPU_PIDS RSS_PIDS
 URL[direct]="http://127.0.0.1:$UP_PORT$API_PATH"
 AUTH[direct]="Bearer $STATIC_TOKEN"
 CPU_PIDS[direct]="" RSS_PIDS[direct]=""
 URL[nginx]="http://127.0.0.1:$NGINX_PORT$API_PATH"
 AUTH[nginx]="Bearer $HS_JWT" # nginx overwrites it; same request size as refold-hs256
 CPU_PIDS[nginx]="$NGINX_WORKERS" RSS_PIDS[nginx]="$NGINX_MASTER $NGINX_WORKERS"
-URL[refold-hs256]="http://127.0.0.1:$HS_PORT$API_PATH"
-AUTH[refold-hs256]="Bearer $HS_JWT"
-CPU_PIDS[refold-hs256]="$HS_PID" RSS_PIDS[refold-hs256]="$HS_PID"
-URL[refold-es256]="http://127.0.0.1:$ES_PORT$API_PATH"
-AUTH[refold-es256]="Bearer $ES_JWT"
-CPU_PIDS[refold-es256]="$ES_PID" RSS_PIDS[refold-es256]="$ES_PID"
 
 RAW="$WORK/raw"
 mkdir -p "$RAW"
@@ -70,7 +91,7 @@ sample() {
 # Idle RSS, before any request.
 declare -A RSS_IDLE
 for t in "${TARGETS[@]}"; do
-    read -r _ RSS_IDLE[$t] < <(sample "${RSS_PIDS[$t]}")
+    read -r _ "RSS_IDLE[$t]" < <(sample "${RSS_PIDS[$t]}")
 done
 
 # Every target answers the benchmark request with 200 and the upstream's body.
@@ -113,8 +134,10 @@ for r in $(seq "$RUNS"); do
     done
 done
 
-HS_MINTS="$(mints_for "$HS_KEY")" ES_MINTS="$(mints_for "$ES_KEY")"
 rss_idle_json="$(for t in "${TARGETS[@]}"; do printf '"%s":%s,' "$t" "${RSS_IDLE[$t]}"; done)"
+targets_json="$(printf '"%s",' "${TARGETS[@]}")"
+mints_json="$(for t in "${REFOLD_TARGETS[@]}"; do printf '"%s":%s,' "$t" "$(mints_for "${KEYS[$t]}")"; done)"
+accounts_json="$(for t in "${REFOLD_TARGETS[@]}"; do printf '"%s":1,' "$t"; done)"
 cat >"$RAW/meta.json" <<EOF
 {
   "date": "$(date -u '+%Y-%m-%d %H:%M UTC')",
@@ -123,9 +146,10 @@ cat >"$RAW/meta.json" <<EOF
   "clk_tck": $(getconf CLK_TCK),
   "settings": {"runs": $RUNS, "duration": $DURATION, "rate": $RATE, "connections": $CONNECTIONS, "warmup": $WARMUP, "refold_log": "${REFOLD_LOG:-warn}"},
   "versions": "$(versions), wrk $(wrk -v 2>&1 | awk 'NR==1{print $2}'), $(oha --version)",
+  "targets": [${targets_json%,}],
   "rss_idle_kib": {${rss_idle_json%,}},
-  "mints": {"refold-hs256": $HS_MINTS, "refold-es256": $ES_MINTS},
-  "accounts": {"refold-hs256": 1, "refold-es256": 1}
+  "mints": {${mints_json%,}},
+  "accounts": {${accounts_json%,}}
 }
 EOF
 

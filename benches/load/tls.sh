@@ -2,15 +2,20 @@
 # Load comparison in the production shape: TLS 1.3 on both legs. Callers over HTTPS
 # (HTTP/1.1 with wrk, h2 with h2load), the nginx upstream over HTTPS with a test CA made
 # for the run; nginx and refold-proxy each terminate and originate TLS with the same
-# certificate, suite and group. Interleaved rounds, medians, ratios, a JSON file and a
+# certificate, suite and group. refold-proxy runs twice: refold-hs256 (HTTP/1.1 callers on
+# its own loop) and refold-hyper (server.http1_fast_path = false: hyper serves them; h2
+# callers are hyper's on both). Interleaved rounds, medians, ratios, a JSON file and a
 # Markdown table. See benches/load/README.md.
 #
 #   bash benches/load/tls.sh [--runs 5] [--duration 10] [--connections 64] [--streams 1]
-#                            [--accounts 1000] [--warmup 5] [--out DIR] [--publish]
+#                            [--accounts 1000] [--warmup 5]
+#                            [--targets "direct nginx refold-hs256 refold-hyper"] [--out DIR] [--publish]
 
+# shellcheck source=SCRIPTDIR/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 RUNS=5 DURATION=10 CONNECTIONS=64 STREAMS=1 ACCOUNTS=1000 WARMUP=5 OUT="" PUBLISH=0
+TARGETS_ARG="direct nginx refold-hs256 refold-hyper"
 COMMAND="bash benches/load/tls.sh $*"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -20,15 +25,27 @@ while [ $# -gt 0 ]; do
         --streams) STREAMS="$2"; shift 2 ;;
         --accounts) ACCOUNTS="$2"; shift 2 ;;
         --warmup) WARMUP="$2"; shift 2 ;;
+        --targets) TARGETS_ARG="$2"; shift 2 ;;
         --out) OUT="$2"; shift 2 ;;
         --publish) PUBLISH=1; shift ;;
-        -h | --help) sed -n '2,9p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,12p' "$0"; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
 OUT="${OUT:-$TARGET_DIR/load}"
 COMMAND="${COMMAND% }"
 HEADING="## TLS: the production shape"
+read -r -a TARGETS <<<"$TARGETS_ARG"
+# nginx is the base of the ratios.
+[[ " ${TARGETS[*]} " == *" nginx "* ]] || die "--targets must include nginx"
+REFOLD_TARGETS=()
+for t in "${TARGETS[@]}"; do
+    case "$t" in
+        direct | nginx) ;;
+        refold-hs256 | refold-hyper) REFOLD_TARGETS+=("$t") ;;
+        *) die "unknown target $t (direct, nginx, refold-hs256, refold-hyper)" ;;
+    esac
+done
 
 need_tools nginx:nginx wrk:wrk h2load:nghttp2-client curl:curl openssl:openssl python3:python3 \
     pgrep:procps awk:gawk
@@ -48,9 +65,14 @@ NGINX_TLS=1 NGINX_KEEPALIVE="$KEEP_NGINX" start_nginx_proxy
 MINT_TOML='[tokens]
 max_mints_per_s = 100000
 max_concurrent_mints = 64'
-REFOLD_TLS=1 REFOLD_EXTRA_TOML="$MINT_TOML" REFOLD_UPSTREAM_TOML="pool_max_idle_per_host = $KEEP_REFOLD" \
-    start_refold refold-hs256 HS256
-HS_PORT=$REFOLD_PORT HS_PID=$REFOLD_PID HS_KEY=$REFOLD_KEY
+declare -A URL H2_URL JWTS H2_AUTH CPU_PIDS KEYS
+for t in "${REFOLD_TARGETS[@]}"; do
+    REFOLD_TLS=1 REFOLD_EXTRA_TOML="$MINT_TOML" REFOLD_UPSTREAM_TOML="pool_max_idle_per_host = $KEEP_REFOLD" \
+        start_refold_target "$t"
+    URL[$t]="https://127.0.0.1:$REFOLD_PORT$API_PATH" H2_URL[$t]="${URL[$t]}"
+    CPU_PIDS[$t]="$REFOLD_PID" KEYS[$t]="$REFOLD_KEY"
+    check_http1_path "$t" "${URL[$t]}"
+done
 
 RAW="$WORK/raw-tls"
 mkdir -p "$RAW"
@@ -61,16 +83,15 @@ python3 "$LOAD_DIR/load.py" hs256-jwts "$HS_SECRET" tls-account- "$ACCOUNTS" 864
 echo "$STATIC_TOKEN" >"$WORK/jwt-direct"
 H2_JWT="$(head -n 1 "$WORK/jwts")"
 
-TARGETS=(direct nginx refold-hs256)
-declare -A URL H2_URL JWTS H2_AUTH CPU_PIDS
 URL[direct]="https://127.0.0.1:$UP_TLS_PORT$API_PATH"
 H2_URL[direct]="https://127.0.0.1:$UP_TLS_H2_PORT$API_PATH"
 JWTS[direct]="$WORK/jwt-direct" H2_AUTH[direct]="Bearer $STATIC_TOKEN" CPU_PIDS[direct]=""
 URL[nginx]="https://127.0.0.1:$NGINX_PORT$API_PATH" H2_URL[nginx]="${URL[nginx]}"
 # nginx overwrites the header; it gets the same app JWTs, so requests are the same size.
 JWTS[nginx]="$WORK/jwts" H2_AUTH[nginx]="Bearer $H2_JWT" CPU_PIDS[nginx]="$NGINX_WORKERS"
-URL[refold-hs256]="https://127.0.0.1:$HS_PORT$API_PATH" H2_URL[refold-hs256]="${URL[refold-hs256]}"
-JWTS[refold-hs256]="$WORK/jwts" H2_AUTH[refold-hs256]="Bearer $H2_JWT" CPU_PIDS[refold-hs256]="$HS_PID"
+for t in "${REFOLD_TARGETS[@]}"; do
+    JWTS[$t]="$WORK/jwts" H2_AUTH[$t]="Bearer $H2_JWT"
+done
 
 # up_accepts: connections the upstream has accepted so far, this request's own included.
 up_accepts() { curl -s "http://127.0.0.1:$UP_PORT/upstream-status" | awk 'NR == 3 {print $1}'; }
@@ -149,7 +170,9 @@ for r in $(seq "$RUNS"); do
     done
 done
 
-HS_MINTS="$(mints_for "$HS_KEY")"
+targets_json="$(printf '"%s",' "${TARGETS[@]}")"
+mints_json="$(for t in "${REFOLD_TARGETS[@]}"; do printf '"%s":%s,' "$t" "$(mints_for "${KEYS[$t]}")"; done)"
+accounts_json="$(for t in "${REFOLD_TARGETS[@]}"; do printf '"%s":%s,' "$t" "$ACCOUNTS"; done)"
 cat >"$RAW/meta.json" <<EOF
 {
   "date": "$(date -u '+%Y-%m-%d %H:%M UTC')",
@@ -159,8 +182,9 @@ cat >"$RAW/meta.json" <<EOF
   "settings": {"runs": $RUNS, "duration": $DURATION, "connections": $CONNECTIONS, "streams": $STREAMS, "nginx_keepalive": $KEEP_NGINX, "refold_pool_max_idle": $KEEP_REFOLD, "in_flight": $IN_FLIGHT, "accounts": $ACCOUNTS, "warmup": $WARMUP, "refold_log": "${REFOLD_LOG:-warn}", "suite": "$TLS_SUITE", "group": "$TLS_GROUP"},
   "versions": "$(versions), $(openssl version | awk '{print $1, $2}'), wrk $(wrk -v 2>&1 | awk 'NR==1{print $2}'), $(h2load --version | head -n 1)",
   "negotiated": {"wrk": "$PROBE_WRK", "h2load": "$PROBE_H2"},
-  "mints": {"refold-hs256": $HS_MINTS},
-  "accounts": {"refold-hs256": $ACCOUNTS}
+  "targets": [${targets_json%,}],
+  "mints": {${mints_json%,}},
+  "accounts": {${accounts_json%,}}
 }
 EOF
 

@@ -136,6 +136,10 @@ fn write_head(
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    // Where hyper writes it: after the response's own fields, before the framing's.
+    if close && !wrote_connection {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
     let framing = match framing {
         Some(framing) => framing,
         None if ends_at_once => {
@@ -159,9 +163,6 @@ fn write_head(
             }
         },
     };
-    if close && !wrote_connection {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
     if !wrote_date {
         out.extend_from_slice(b"date: ");
         super::date::extend(out);

@@ -347,3 +347,29 @@ async fn http2_with_prior_knowledge_is_served_beside_the_http1_loop() {
         h.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_refused_requests_body_already_sent_is_skipped_and_the_connection_goes_on() {
+    for fast in [true, false] {
+        let h = proxy(fast, "").await;
+        let mut stream = connect(h.proxy_addr).await;
+        // A route the proxy refuses (404) before it reads the body, the body sent whole
+        // with the head, then a request it serves, in one write.
+        let refused = post("/api/v2/public/session-token", "alice", r#"{"a":1}"#);
+        let served = get(&format!("{LIST}?after=refused"), "alice");
+        stream
+            .write_all(format!("{refused}{served}").as_bytes())
+            .await
+            .unwrap();
+        let (responses, closed) = read_responses(&mut stream, 2).await;
+        let statuses: Vec<u16> = responses.iter().map(|r| r.status).collect();
+        assert_eq!(statuses, [404, 200], "fast path {fast}: {responses:?}");
+        assert!(!closed, "fast path {fast}");
+        assert_eq!(
+            forwarded(&h),
+            [format!("{LIST}?after=refused")],
+            "fast path {fast}"
+        );
+        h.stop().await;
+    }
+}

@@ -229,7 +229,8 @@ where
         // The request finishes on this proxy even if a reload swaps in another.
         let proxy = handle.current();
         let response = proxy.handle(request, &conn_info).await;
-        let body_read = lock(&inbound).finished == number;
+        // A body the request path left unread is skipped if it is all buffered already.
+        let body_read = lock(&inbound).skip_body();
         let close = close_asked || !body_read || drain.asked();
         response::write_response(&mut writer, &mut out, response, &method, close).await?;
         drop(in_flight);
@@ -293,9 +294,9 @@ async fn next_request(
                         framing,
                         close,
                     } => {
+                        state.begin(number, framing, reading.chunks);
                         drop(state);
-                        let body =
-                            FastBody::new(Arc::clone(inbound), framing, number, reading.chunks);
+                        let body = FastBody::new(Arc::clone(inbound), number, framing);
                         return Next::Request {
                             request: Request::from_parts(parts, body),
                             close,
@@ -376,10 +377,19 @@ fn take_head(
                 return Taken::Refused(Refusal::Malformed("invalid method"));
             };
             fields.clear();
+            let mut length_seen = false;
             for field in head.headers.iter() {
                 let Ok(name) = HeaderName::from_bytes(field.name.as_bytes()) else {
                     return Taken::Refused(Refusal::Malformed("invalid header name"));
                 };
+                // Equal lengths repeated (the parse refused unequal ones) are one length,
+                // as hyper keeps them: Refold sees one field.
+                if name == http::header::CONTENT_LENGTH {
+                    if length_seen {
+                        continue;
+                    }
+                    length_seen = true;
+                }
                 let (start, len) = span(field.value);
                 fields.push((name, start, len));
             }

@@ -1,13 +1,16 @@
-//! What the HTTP/1.1 loop has read of a connection ([`Inbound`]: the read half and the
-//! bytes read but not yet used) and a request's body read from it ([`FastBody`]) as its
-//! framing delimits it ([`BodyDecoder`], shared with the upstream client): the body's
-//! bytes are slices of the read buffer, never copied.
+//! What the HTTP/1.1 loop has read of a connection ([`Inbound`]: the read half, the
+//! bytes read but not yet used, and where the current request's body is in its framing)
+//! and that body as the request path reads it ([`FastBody`]). The framing is decoded by
+//! [`BodyDecoder`] (shared with the upstream client): the body's bytes are slices of the
+//! read buffer, never copied.
 //!
 //! The body and the loop share the [`Inbound`] (the body is read while the request runs;
-//! the next head after it): each takes the lock for one poll, never across an await. A
-//! body marks the inbound when it has read its last byte, so the loop knows whether the
-//! bytes after it are the next request's; a body dropped before its end leaves the
-//! connection unable to go on, and the loop closes it.
+//! the next head after it): each takes the lock for one poll, never across an await.
+//! The decoder lives in the inbound, not in the body, so the loop can finish a body the
+//! request path left unread (refused before it was needed): what of it is already
+//! buffered is skipped, as hyper skips it, and the connection goes on; a body not all
+//! there, or broken, closes the connection after the response, so its bytes are never
+//! taken for a head.
 
 use std::io;
 use std::pin::Pin;
@@ -25,7 +28,8 @@ use crate::wire::head::Framing;
 /// How much the read buffer grows by when it is full.
 const READ_CHUNK: usize = 8 * 1024;
 
-/// The read half of a connection and the bytes read from it that nobody has used yet.
+/// The read half of a connection, the bytes read from it that nobody has used yet, and
+/// the current request's body.
 #[derive(Debug)]
 pub(super) struct Inbound {
     /// `None` once the connection has been handed to hyper.
@@ -33,8 +37,10 @@ pub(super) struct Inbound {
     pub(super) buf: BytesMut,
     /// The peer closed its side (or the read failed): no more bytes will come.
     pub(super) eof: bool,
-    /// The number of the last request whose body has been read to its end.
-    pub(super) finished: u64,
+    /// The current request's number on the connection.
+    number: u64,
+    /// Its body's framing so far; `None` once the body broke.
+    body: Option<BodyDecoder>,
 }
 
 /// An [`Inbound`] shared by the loop and the body being read.
@@ -46,32 +52,68 @@ impl Inbound {
             reader: Some(reader),
             buf,
             eof: false,
-            finished: 0,
+            number: 0,
+            body: Some(BodyDecoder::Done),
         }))
     }
 
     /// Reads what the socket has into the buffer: `Ready(n)` bytes read, 0 at the end
     /// of the stream (or a failed read: the connection cannot go on either way).
     pub(super) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<usize> {
-        let (false, Some(reader)) = (self.eof, self.reader.as_mut()) else {
-            return Poll::Ready(0);
+        fill(&mut self.reader, &mut self.buf, &mut self.eof, cx)
+    }
+
+    /// Request `number`'s body follows the head just taken off the buffer.
+    pub(super) fn begin(&mut self, number: u64, framing: Framing, limits: ChunkLimits) {
+        self.number = number;
+        self.body = Some(BodyDecoder::new(framing.into(), limits));
+    }
+
+    /// Finishes the current body with what is already buffered (none of it is used):
+    /// whether it has ended, so the bytes after it are the next request's.
+    pub(super) fn skip_body(&mut self) -> bool {
+        let Some(body) = self.body.as_mut() else {
+            return false;
         };
-        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
-            self.buf.reserve(READ_CHUNK);
-        }
-        match tokio_util::io::poll_read_buf(Pin::new(reader), cx, &mut self.buf) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(n)) => {
-                if n == 0 {
-                    self.eof = true;
+        loop {
+            match body.decode(&mut self.buf) {
+                Decoded::Data(_) => {}
+                Decoded::End => return true,
+                Decoded::More => return false,
+                Decoded::Failed(_) => {
+                    self.body = None;
+                    return false;
                 }
-                Poll::Ready(n)
             }
-            Poll::Ready(Err(e)) => {
-                tracing::debug!(error = %e, "reading a public connection failed");
-                self.eof = true;
-                Poll::Ready(0)
+        }
+    }
+}
+
+/// [`Inbound::poll_fill`] on the inbound's parts, so a caller may hold its decoder.
+fn fill(
+    reader: &mut Option<ReadSide>,
+    buf: &mut BytesMut,
+    eof: &mut bool,
+    cx: &mut Context<'_>,
+) -> Poll<usize> {
+    let (false, Some(reader)) = (*eof, reader.as_mut()) else {
+        return Poll::Ready(0);
+    };
+    if buf.capacity() - buf.len() < READ_CHUNK / 2 {
+        buf.reserve(READ_CHUNK);
+    }
+    match tokio_util::io::poll_read_buf(Pin::new(reader), cx, buf) {
+        Poll::Pending => Poll::Pending,
+        Poll::Ready(Ok(n)) => {
+            if n == 0 {
+                *eof = true;
             }
+            Poll::Ready(n)
+        }
+        Poll::Ready(Err(e)) => {
+            tracing::debug!(error = %e, "reading a public connection failed");
+            *eof = true;
+            Poll::Ready(0)
         }
     }
 }
@@ -85,10 +127,13 @@ pub(super) fn lock(inbound: &SharedInbound) -> MutexGuard<'_, Inbound> {
 #[derive(Debug)]
 pub(crate) struct FastBody {
     inbound: SharedInbound,
-    /// The body's framing so far; `None` once it broke (cut short or refused).
-    decoder: Option<BodyDecoder>,
-    /// The request's number on its connection (see [`Inbound::finished`]).
+    /// The request's number on its connection: a body outlived by its request reads
+    /// nothing of the next one's.
     number: u64,
+    /// What is known of the bytes left: exactly this many, or `None` (chunked).
+    remaining: Option<u64>,
+    /// Read to its end, or broken: nothing more comes.
+    over: bool,
 }
 
 /// Why a request body stopped before its end.
@@ -111,55 +156,63 @@ impl From<BodyError> for io::Error {
 }
 
 impl FastBody {
-    /// The body of request `number`, framed by `framing`.
-    pub(super) fn new(
-        inbound: SharedInbound,
-        framing: Framing,
-        number: u64,
-        chunk_limits: ChunkLimits,
-    ) -> Self {
-        let decoder = BodyDecoder::new(framing.into(), chunk_limits);
-        if decoder.is_done() {
-            lock(&inbound).finished = number;
-        }
+    /// The body of request `number` (begun on the inbound), framed by `framing`.
+    pub(super) fn new(inbound: SharedInbound, number: u64, framing: Framing) -> Self {
+        let remaining = match framing {
+            Framing::Empty => Some(0),
+            Framing::Length(n) => Some(n),
+            Framing::Chunked => None,
+        };
         Self {
             inbound,
-            decoder: Some(decoder),
             number,
+            remaining,
+            over: remaining == Some(0),
         }
     }
 
     fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
-        let Some(decoder) = self.decoder.as_mut() else {
-            return Poll::Ready(Some(Err(BodyError::Closed)));
+        if self.over {
+            return Poll::Ready(None);
+        }
+        let mut guard = lock(&self.inbound);
+        let Inbound {
+            reader,
+            buf,
+            eof,
+            number,
+            body,
+        } = &mut *guard;
+        let decoder = match body.as_mut() {
+            Some(decoder) if *number == self.number => decoder,
+            _ => {
+                self.over = true;
+                return Poll::Ready(Some(Err(BodyError::Closed)));
+            }
         };
-        let mut inbound = lock(&self.inbound);
-        loop {
-            let failed = match decoder.decode(&mut inbound.buf) {
+        let failed = loop {
+            match decoder.decode(buf) {
                 Decoded::Data(data) => {
-                    // Marked at its last byte: the loop may look before the body is
-                    // polled again.
-                    if decoder.is_done() {
-                        inbound.finished = self.number;
-                    }
+                    self.remaining = decoder.remaining();
                     return Poll::Ready(Some(Ok(data)));
                 }
                 Decoded::End => {
-                    inbound.finished = self.number;
+                    self.over = true;
+                    self.remaining = Some(0);
                     return Poll::Ready(None);
                 }
-                Decoded::Failed(DecodeError::Chunk(why)) => BodyError::Chunk(why.reason()),
-                Decoded::Failed(DecodeError::Incomplete) => BodyError::Closed,
-                Decoded::More => match inbound.poll_fill(cx) {
+                Decoded::Failed(DecodeError::Chunk(why)) => break BodyError::Chunk(why.reason()),
+                Decoded::Failed(DecodeError::Incomplete) => break BodyError::Closed,
+                Decoded::More => match fill(reader, buf, eof, cx) {
                     Poll::Pending => return Poll::Pending,
-                    Poll::Ready(0) => BodyError::Closed,
-                    Poll::Ready(_) => continue,
+                    Poll::Ready(0) => break BodyError::Closed,
+                    Poll::Ready(_) => {}
                 },
-            };
-            drop(inbound);
-            self.decoder = None;
-            return Poll::Ready(Some(Err(failed)));
-        }
+            }
+        };
+        *body = None;
+        self.over = true;
+        Poll::Ready(Some(Err(failed)))
     }
 }
 
@@ -180,11 +233,11 @@ impl Body for FastBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.decoder.as_ref().is_some_and(BodyDecoder::is_done)
+        self.over || self.remaining == Some(0)
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.decoder.as_ref().and_then(BodyDecoder::remaining) {
+        match self.remaining {
             Some(n) => SizeHint::with_exact(n),
             None => SizeHint::default(),
         }
@@ -242,7 +295,8 @@ mod tests {
                 }
                 client.shutdown().await.unwrap();
             });
-            let mut body = FastBody::new(Arc::clone(&inbound), framing, 7, ChunkLimits::default());
+            lock(&inbound).begin(7, framing, ChunkLimits::default());
+            let mut body = FastBody::new(Arc::clone(&inbound), 7, framing);
             let mut data = Vec::new();
             let data = loop {
                 match std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
@@ -252,7 +306,7 @@ mod tests {
                 }
             };
             writer.await.unwrap();
-            let finished = lock(&inbound).finished == 7;
+            let finished = lock(&inbound).skip_body();
             while std::future::poll_fn(|cx| lock(&inbound).poll_fill(cx)).await > 0 {}
             let after = lock(&inbound).buf.split().to_vec();
             Read {

@@ -168,6 +168,22 @@ impl Pair {
         })
     }
 
+    /// What differs between the sides by nature: both upstreams' addresses and session
+    /// tokens, masked on both sides (an input may well hold one of them).
+    fn masks(&self) -> Normaliser {
+        [&self.hyper, &self.fast]
+            .iter()
+            .fold(Normaliser::default(), |n, side| {
+                n.substitute(side.upstream.addr().to_string(), "<upstream>")
+                    .substitute(side.upstream.session_token(), "<session token>")
+            })
+    }
+
+    /// The addresses of the hyper side's and the own path's upstreams.
+    pub fn upstreams(&self) -> [std::net::SocketAddr; 2] {
+        [self.hyper.upstream.addr(), self.fast.upstream.addr()]
+    }
+
     /// `input` with its placeholders replaced by valid `Authorization` values.
     pub fn substitute(&self, input: &[u8]) -> Vec<u8> {
         let out = replace(input, AUTH2_PLACEHOLDER, &self.auth2);
@@ -182,8 +198,8 @@ impl Pair {
         let mut quiet = QUIET;
         loop {
             let (hyper, fast) = tokio::join!(
-                exchange(&self.hyper, &input, quiet),
-                exchange(&self.fast, &input, quiet)
+                exchange(&self.hyper, &input, quiet, self.masks()),
+                exchange(&self.fast, &input, quiet, self.masks())
             );
             match compare(&hyper, &fast) {
                 Verdict::Diverged if quiet < QUIET_RECHECK => quiet = QUIET_RECHECK,
@@ -213,8 +229,9 @@ fn replace(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
 
 /// One run on one side: a fresh connection, `input` written (the write side left open,
 /// as a client waiting for its answers leaves it), the answers read until the proxy
-/// closes or says nothing for `quiet`; then the upstream's record, normalised.
-async fn exchange(side: &Side, input: &[u8], quiet: Duration) -> Exchange {
+/// closes or says nothing for `quiet`; then the upstream's record, normalised by `masks`
+/// and the volatile values found.
+async fn exchange(side: &Side, input: &[u8], quiet: Duration, masks: Normaliser) -> Exchange {
     // Whatever an earlier run left behind is not this run's.
     side.upstream.settle(quiet).await;
     let _ = side.upstream.take();
@@ -231,11 +248,7 @@ async fn exchange(side: &Side, input: &[u8], quiet: Duration) -> Exchange {
         forwarded.unreadable.push_str(&stream.unreadable);
     }
     let responses = read_responses(&read, &request_methods(input));
-    let normaliser = Normaliser::default()
-        .substitute(side.upstream.addr().to_string(), "<upstream>")
-        .substitute(side.upstream.session_token(), "<session token>")
-        .learning_from(&responses)
-        .learning_from(&forwarded);
+    let normaliser = masks.learning_from(&responses).learning_from(&forwarded);
     Exchange {
         forwarded: normaliser.stream(&forwarded),
         responses: normaliser.stream(&responses),

@@ -22,6 +22,7 @@ use libfuzzer_sys::fuzz_target;
 use refold_oracles::differential::Pair;
 use refold_oracles::expand_pieces;
 use tokio::runtime::Runtime;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 /// Inputs longer than this are cut: the heads and bodies that matter fit.
 const MAX_INPUT: usize = 64 * 1024;
@@ -47,18 +48,25 @@ const PIECES: &[&[u8]] = &[
     b"\n",
 ];
 
-fn pair() -> &'static (Runtime, Pair) {
-    static PAIR: OnceLock<(Runtime, Pair)> = OnceLock::new();
+fn pair() -> &'static (Runtime, Pair, Signal) {
+    static PAIR: OnceLock<(Runtime, Pair, Signal)> = OnceLock::new();
     PAIR.get_or_init(|| {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .expect("a tokio runtime");
+        // libFuzzer's `main` is not Rust's, so SIGPIPE keeps its default action and a
+        // write to a connection the peer closed would end the run; with a handler of its
+        // own the write fails with EPIPE instead, as it does in a Rust program.
+        let sigpipe = {
+            let _entered = runtime.enter();
+            signal(SignalKind::pipe()).expect("a SIGPIPE handler")
+        };
         let pair = runtime
             .block_on(Pair::start(""))
             .unwrap_or_else(|e| panic!("the proxies did not start: {e}"));
-        (runtime, pair)
+        (runtime, pair, sigpipe)
     })
 }
 
@@ -72,7 +80,7 @@ fuzz_target!(|data: &[u8]| {
     if input.is_empty() {
         return;
     }
-    let (runtime, pair) = pair();
+    let (runtime, pair, _) = pair();
     if let Err(divergence) = runtime.block_on(pair.check(input)) {
         panic!("{divergence}");
     }

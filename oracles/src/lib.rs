@@ -1,5 +1,10 @@
 //! Oracles shared by the fuzz targets and the property tests: independent readings of paths, header names, query
-//! keys and HTTP/1 request framing, written without reusing the proxy's own helpers.
+//! keys and HTTP/1 request framing, written without reusing the proxy's own helpers; and
+//! the whole-exchange differential of the two HTTP/1.1 paths ([`differential`]).
+
+pub mod differential;
+pub mod exchange;
+pub mod upstream;
 
 use http::Method;
 use refold_proxy::config::RoutesConfig;

@@ -13,6 +13,7 @@ mod browser;
 mod cli;
 mod cors;
 mod deploy;
+mod differential;
 mod edge_connections;
 mod edge_guard;
 mod edge_limits;

@@ -1,0 +1,99 @@
+//! The whole-exchange differential over the seed corpus: two proxies, one with
+//! `server.http1_fast_path` on and one with it off, each in front of a recording upstream,
+//! get the same bytes on a fresh connection; what they forward and answer must be the
+//! same but for the deliberate differences the oracle names (`refold_oracles::exchange`).
+
+use refold_oracles::differential::{seeds, Pair};
+use refold_oracles::exchange::Verdict;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeds_are_forwarded_and_answered_alike_by_both_paths() {
+    let pair = Pair::start("").await.unwrap();
+    let seeds = seeds();
+    assert!(seeds.len() >= 200, "{} seeds", seeds.len());
+    let mut divergences = Vec::new();
+    let mut answered = std::collections::BTreeMap::new();
+    for (name, input) in &seeds {
+        match pair.check(input).await {
+            Ok(agreed) => {
+                assert_ne!(agreed.verdict, Verdict::Diverged);
+                answered.insert(name.clone(), agreed.hyper);
+            }
+            Err(divergence) => divergences.push(format!("seed {name}: {divergence}")),
+        }
+    }
+    assert!(
+        divergences.is_empty(),
+        "{} of {} seeds diverge; the first:\n{}",
+        divergences.len(),
+        seeds.len(),
+        divergences[..divergences.len().min(3)].join("\n\n")
+    );
+    if std::env::var_os("DIFF_SHOW").is_some() {
+        for (name, exchange) in &answered {
+            eprintln!("=== {name}\n{exchange}");
+        }
+    }
+    // The runs reached the upstream, and the proxies' refusals stayed at the proxies.
+    let get = &answered["get-t0-host"];
+    assert_eq!(get.forwarded.messages.len(), 1, "{get}");
+    assert_eq!(
+        get.forwarded.messages[0].field("authorization"),
+        Some("Bearer <session token>"),
+        "{get}"
+    );
+    assert!(
+        get.responses.messages[0]
+            .start_line
+            .starts_with("HTTP/1.1 200"),
+        "{get}"
+    );
+    let pipelined = &answered["keep-alive-three-t1-host"];
+    assert_eq!(pipelined.forwarded.messages.len(), 3, "{pipelined}");
+    assert_eq!(pipelined.responses.messages.len(), 3, "{pipelined}");
+    let smuggled = &answered["te-cl-t0-host"];
+    assert!(smuggled.forwarded.messages.is_empty(), "{smuggled}");
+    assert!(
+        smuggled.responses.messages[0]
+            .start_line
+            .starts_with("HTTP/1.1 400"),
+        "{smuggled}"
+    );
+}
+
+/// Found by the fuzz target: an input that holds one upstream's address (or session token)
+/// differs from the other side's only by that side's nature, so both are masked on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_holding_an_upstreams_address_is_no_divergence() {
+    let pair = Pair::start("").await.unwrap();
+    for upstream in pair.upstreams() {
+        let input = format!(
+            "POST /api/v2/public/workflow HTTP/1.1\r\nHost: a\r\nAuthorization: @AUTH@\r\n\
+             Content-Type: app{upstream}lication/json\r\nContent-Length: 2\r\n\r\n{{}}"
+        );
+        let agreed = pair.check(input.as_bytes()).await.unwrap();
+        let forwarded = &agreed.hyper.forwarded.messages;
+        assert_eq!(forwarded.len(), 1, "{}", agreed.hyper);
+        assert_eq!(
+            forwarded[0].field("content-type"),
+            Some("app<upstream>lication/json")
+        );
+    }
+}
+
+/// The run is worth something only if it notices a difference: two proxies that differ
+/// in what they answer a browser (CORS) must be reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_difference_between_the_proxies_is_reported() {
+    let pair = Pair::start_each(
+        "",
+        "[cors]\nallowed_origins = [\"https://app.example.test\"]\n",
+    )
+    .await
+    .unwrap();
+    let preflight = b"OPTIONS /api/v2/public/workflow HTTP/1.1\r\nHost: a\r\nOrigin: https://app.example.test\r\nAccess-Control-Request-Method: GET\r\n\r\n";
+    let divergence = pair.check(preflight).await.unwrap_err();
+    let report = divergence.to_string();
+    assert!(report.contains("http1_fast_path = true"), "{report}");
+    assert_ne!(divergence.hyper.responses, divergence.fast.responses);
+}

@@ -15,7 +15,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 use crate::exchange::{
-    compare, read_requests, read_responses, request_methods, Exchange, Normaliser, Stream, Verdict,
+    bare_lf_refusal, compare, read_requests, read_responses, request_methods, Deliberate, Exchange,
+    Normaliser, Stream, Verdict,
 };
 use crate::upstream::RecordingUpstream;
 
@@ -202,6 +203,12 @@ impl Pair {
                 exchange(&self.fast, &input, quiet, self.masks())
             );
             match compare(&hyper, &fast) {
+                Verdict::Diverged if bare_lf_refusal(&input, &hyper, &fast) => {
+                    return Ok(Agreed {
+                        verdict: Verdict::Allowed(vec![Deliberate::BareLf]),
+                        hyper,
+                    });
+                }
                 Verdict::Diverged if quiet < QUIET_RECHECK => quiet = QUIET_RECHECK,
                 Verdict::Diverged => {
                     return Err(Box::new(Divergence { input, hyper, fast }));

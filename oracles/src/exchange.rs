@@ -479,6 +479,22 @@ pub enum Deliberate {
     /// it; the own path relays the client's (or upstream's) chunk frames unchanged. Chunk
     /// boundaries and extensions carry no meaning a proxy must keep (RFC 9112 §7.1.1).
     ChunkFrames,
+    /// An error status the same on both paths, in other clothes: hyper's own parser
+    /// answers a head it refuses with a bare status line (no body), the own path with the
+    /// proxy's JSON error envelope (and its request id), as every other refusal of the
+    /// proxy is answered.
+    RefusalEnvelope,
+    /// After a final 4xx answer, whether the connection closes (and the answer says
+    /// `connection: close`) may differ: the own path closes after any head it refuses
+    /// and after a body it could not finish, and announces it; it keeps a connection
+    /// whose refused request's body it could skip (all buffered), where hyper's path may
+    /// close. What was forwarded and answered is still compared.
+    ConnectionAfterRefusal,
+    /// The own path refuses (400, nothing more forwarded, the connection closed) a head
+    /// with a line ended by a bare LF, which hyper's parser reads as CRLF: two parsers
+    /// that disagree on line ends are a smuggling risk, so the proxy accepts only CRLF.
+    /// Judged with the input (see [`bare_lf_refusal`]), not by [`compare`].
+    BareLf,
 }
 
 impl Deliberate {
@@ -491,13 +507,34 @@ impl Deliberate {
             Deliberate::ChunkFrames => {
                 "chunk boundaries and extensions carry no meaning; hyper re-chunks, the own path relays frames unchanged"
             }
+            Deliberate::RefusalEnvelope => {
+                "the same error status; hyper's parser answers bare, the own path in the proxy's JSON envelope"
+            }
+            Deliberate::ConnectionAfterRefusal => {
+                "after a final 4xx, the own path closes (and says so) or keeps the connection by its own rule"
+            }
+            Deliberate::BareLf => {
+                "a head line ended by a bare LF is refused by the own path, read as CRLF by hyper"
+            }
         }
     }
 
-    /// Every deliberate difference.
-    pub const ALL: [Deliberate; 2] = [Deliberate::FieldNameCase, Deliberate::ChunkFrames];
+    /// Every deliberate difference [`compare`] sets aside ([`Deliberate::BareLf`] needs
+    /// the input: [`bare_lf_refusal`]).
+    pub const ALL: [Deliberate; 4] = [
+        Deliberate::FieldNameCase,
+        Deliberate::ChunkFrames,
+        Deliberate::RefusalEnvelope,
+        Deliberate::ConnectionAfterRefusal,
+    ];
 
     fn erase(self, exchange: &Exchange) -> Exchange {
+        match self {
+            Deliberate::RefusalEnvelope => return erase_refusal_envelopes(exchange),
+            Deliberate::ConnectionAfterRefusal => return erase_close_after_refusal(exchange),
+            Deliberate::BareLf => return exchange.clone(),
+            Deliberate::FieldNameCase | Deliberate::ChunkFrames => {}
+        }
         let stream = |s: &Stream| Stream {
             messages: s
                 .messages
@@ -515,6 +552,9 @@ impl Deliberate {
                                 m.raw_body.clear();
                             }
                         }
+                        Deliberate::RefusalEnvelope
+                        | Deliberate::ConnectionAfterRefusal
+                        | Deliberate::BareLf => {}
                     }
                     m
                 })
@@ -527,6 +567,70 @@ impl Deliberate {
             closed: exchange.closed,
         }
     }
+}
+
+/// The status code of a response message's start line.
+fn status(message: &Message) -> Option<u16> {
+    message.start_line.get(9..12)?.parse().ok()
+}
+
+/// Every 4xx or 5xx answer reduced to its status line: the body and the fields that
+/// dress it (its type, length, request id, `connection`) dropped.
+fn erase_refusal_envelopes(exchange: &Exchange) -> Exchange {
+    let mut erased = exchange.clone();
+    for message in &mut erased.responses.messages {
+        if status(message).is_some_and(|s| s >= 400) {
+            message.fields.retain(|(name, _)| {
+                ![
+                    "content-type",
+                    "content-length",
+                    "x-request-id",
+                    "connection",
+                ]
+                .iter()
+                .any(|n| name.eq_ignore_ascii_case(n))
+            });
+            message.raw_body.clear();
+            message.body.clear();
+            message.framing = Framing::None;
+        }
+    }
+    erased
+}
+
+/// After a final 4xx answer: the close, and its announcement, set aside.
+fn erase_close_after_refusal(exchange: &Exchange) -> Exchange {
+    let mut erased = exchange.clone();
+    let Some(last) = erased.responses.messages.last_mut() else {
+        return erased;
+    };
+    if status(last).is_some_and(|s| (400..500).contains(&s)) {
+        last.fields.retain(|(name, value)| {
+            !(name.eq_ignore_ascii_case("connection") && value.eq_ignore_ascii_case("close"))
+        });
+        erased.closed = false;
+    }
+    erased
+}
+
+/// Whether `input` has a head line ended by a bare LF and the own path did what it
+/// does with one: forwarded and answered what hyper did before it (or nothing), then
+/// one 400 and the close ([`Deliberate::BareLf`]).
+pub fn bare_lf_refusal(input: &[u8], hyper: &Exchange, fast: &Exchange) -> bool {
+    let bare_lf = input
+        .iter()
+        .enumerate()
+        .any(|(i, b)| *b == b'\n' && (i == 0 || input[i - 1] != b'\r'));
+    let Some((refusal, answered)) = fast.responses.messages.split_last() else {
+        return false;
+    };
+    let before =
+        |all: &[Message], part: &[Message]| all.len() >= part.len() && all[..part.len()] == *part;
+    bare_lf
+        && fast.closed
+        && status(refusal) == Some(400)
+        && before(&hyper.responses.messages, answered)
+        && before(&hyper.forwarded.messages, &fast.forwarded.messages)
 }
 
 /// The verdict on two exchanges of the same bytes.
@@ -729,5 +833,92 @@ mod tests {
         for rule in Deliberate::ALL {
             assert!(!rule.why().is_empty());
         }
+    }
+
+    const ENVELOPE: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\
+        x-request-id: <volatile>\r\nconnection: close\r\ncontent-length: 2\r\n\r\n{}";
+
+    #[test]
+    fn a_refusal_in_the_envelope_is_a_deliberate_difference_of_the_same_status_only() {
+        let bare = exchange(
+            b"",
+            b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+            &["POST"],
+        );
+        let fast = exchange(b"", ENVELOPE, &["POST"]);
+        assert_eq!(
+            compare(&bare, &fast),
+            Verdict::Allowed(vec![Deliberate::RefusalEnvelope])
+        );
+        let other_status = exchange(
+            b"",
+            b"HTTP/1.1 431 Too Large\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+            &["POST"],
+        );
+        assert_eq!(compare(&other_status, &fast), Verdict::Diverged);
+        // A success is never dressed down.
+        let ok = |body: &[u8]| {
+            exchange(
+                b"",
+                &[
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n".as_slice(),
+                    body,
+                ]
+                .concat(),
+                &["GET"],
+            )
+        };
+        assert_eq!(compare(&ok(b"{}"), &ok(b"[]")), Verdict::Diverged);
+    }
+
+    #[test]
+    fn the_close_after_a_final_4xx_is_a_deliberate_difference_and_only_there() {
+        let answer = |close: &str| {
+            format!("HTTP/1.1 404 Not Found\r\n{close}content-length: 2\r\n\r\n{{}}").into_bytes()
+        };
+        let kept = exchange(b"", &answer(""), &["GET"]);
+        let mut closed = exchange(b"", &answer("connection: close\r\n"), &["GET"]);
+        closed.closed = true;
+        assert_eq!(
+            compare(&kept, &closed),
+            Verdict::Allowed(vec![Deliberate::ConnectionAfterRefusal])
+        );
+        // After a success, a close is a difference.
+        let ok = exchange(
+            b"",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+            &["GET"],
+        );
+        let mut ok_closed = ok.clone();
+        ok_closed.closed = true;
+        assert_eq!(compare(&ok, &ok_closed), Verdict::Diverged);
+    }
+
+    #[test]
+    fn a_bare_lf_refusal_needs_the_bare_lf_and_the_same_answers_before_it() {
+        let served = exchange(
+            b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+            &["GET", "GET"],
+        );
+        let mut refused_second = exchange(
+            b"GET /a HTTP/1.1\r\n\r\n",
+            &[
+                b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".as_slice(),
+                ENVELOPE,
+            ]
+            .concat(),
+            &["GET", "GET"],
+        );
+        refused_second.closed = true;
+        let input = b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\nhost: x\r\n\r\n";
+        assert!(bare_lf_refusal(input, &served, &refused_second));
+        // Without a bare LF in the input, the same answers are a divergence.
+        let crlf = b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\nhost: x\r\n\r\n";
+        assert!(!bare_lf_refusal(crlf, &served, &refused_second));
+        // Nor may the own path forward what hyper did not.
+        let mut forwarded_more = refused_second;
+        forwarded_more.forwarded = read_requests(b"GET /c HTTP/1.1\r\n\r\n");
+        assert!(!bare_lf_refusal(input, &served, &forwarded_more));
     }
 }

@@ -12,11 +12,14 @@
 //! The one diagram of it; [`proxy`] is the only file that knows this order.
 //!
 //! ```text
-//! process::listener ─► process::server (TLS, HTTP/1.1 or h2, watchdog, framing reader)
+//! process::listener ─► process::server (TLS, watchdog)
+//!   ─► process::fast (HTTP/1.1: heads parsed once by wire, bodies read in place, responses
+//!      written; what it does not frame ─► hyper) or hyper (h2; HTTP/1 with the fast path
+//!      off, behind the framing reader)
 //!   ─► Proxy::handle
 //!        cors        a page of another origin is refused; preflights answered here
 //!     ─► limits      requests in flight (429)
-//!     ─► framing     Content-Length with Transfer-Encoding, head size, declared length
+//!     ─► framing     Content-Length with Transfer-Encoding (hyper's path), head size, declared length
 //!     ─► routes      mount path, normalised path, allowlist (token-leaking routes never pass)
 //!     ─► identity    the app JWT verified, the linked account derived (401)
 //!     ─► binding     a query or header may name only the caller's own account (403)
@@ -24,7 +27,8 @@
 //!     ─► tokens      in-process cache ─► shared store ─► one mint under a lease, refresh ahead
 //!     ─► headers     credentials and hop-by-hop stripped, the session token set
 //!     ─► body        size limit, read-ahead (kept whole for the retry, or streamed), body binding
-//!     ─► upstream    forwarded over outbound::client (pooled, h1 or h2 as Refold chose)
+//!     ─► upstream    forwarded over outbound::client (h1: the pool on outbound::h1 and wire;
+//!                    h2: hyper-util's client, as Refold chose)
 //!     ─► guard       the response scanned for the session token and API key, decoded/compressed
 //!     ─► retry       INVALID_TOKEN: the token dropped everywhere, re-minted, the request sent once more
 //!     ─► headers     response hop-by-hop and Set-Cookie stripped ─► cors headers added
@@ -46,12 +50,15 @@
 //! - [`clock`]: the one clock every step tells time by (tests move it).
 //! - [`telemetry`]: `metrics` (the Prometheus registry), `access` (the access log) and
 //!   `traces` (OpenTelemetry spans over OTLP/HTTP, off without an endpoint).
-//! - [`wire`]: the HTTP/1.1 codec of the fast path, pure (no I/O): `head` (a request
-//!   head parsed into slices of the read buffer, its framing decided, smuggling shapes
-//!   refused, what it does not frame declined to hyper) and `chunked` (a chunked body
-//!   validated as it is relayed unchanged).
+//! - [`wire`]: the HTTP/1.1 codec of both legs, pure (no I/O): `head` (a request head
+//!   parsed into slices of the read buffer, its framing decided, smuggling shapes
+//!   refused, what it does not frame declined to hyper), `chunked` (chunked framing
+//!   validated byte by byte), `decode` (a body taken out of its framing as it arrives),
+//!   `write` (an upstream request head, framed as hyper's client frames it) and
+//!   `response` (an upstream response head).
 //! - [`outbound`]: connections the proxy makes. `connector` (rustls client, trust roots),
-//!   `protocol` (HTTP/1.1 or h2, as Refold chose), `pool` (the forwarding pool),
+//!   `protocol` (HTTP/1.1 or h2, as Refold chose), `pool` (the forwarding pool) on `h1`
+//!   (one HTTP/1.1 connection spoken with the wire codec),
 //!   `client` (the clients forwarding, minting and JWKS share), `store` (Redis/Valkey, and
 //!   the sealing of values at rest).
 //! - [`steps`]: one module per step of the request path above: `cors`, `framing`,
@@ -62,7 +69,8 @@
 //! - [`proxy`]: the steps, in order; built once from config, swapped whole on reload.
 //! - [`process`]: `listener` (the one accept loop: the public listener, the admin listener
 //!   and the stand-in Refold API use it), `connection` and `watchdog` (per-connection
-//!   limits and deadlines), `tls` (the server side), `server` (start, serve, drain),
+//!   limits and deadlines), `tls` (the server side), `fast` (the HTTP/1.1 connection
+//!   loop, `server.http1_fast_path`), `server` (start, serve, drain),
 //!   `admin` (`/healthz`, `/readyz`, `/metrics`, evict), `reload` (SIGHUP).
 //!
 //! Beside this crate: `mock/` (the stand-in Refold API), `oracles/` (independent readings

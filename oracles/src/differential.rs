@@ -15,8 +15,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 use crate::exchange::{
-    bare_lf_refusal, compare, read_requests, read_responses, request_methods, Deliberate, Exchange,
-    Normaliser, Stream, Verdict,
+    bare_lf_refusal, compare, early_refusal, read_requests, read_responses, request_methods,
+    Deliberate, Exchange, Normaliser, Stream, Verdict,
 };
 use crate::upstream::RecordingUpstream;
 
@@ -206,6 +206,13 @@ impl Pair {
                 Verdict::Diverged if bare_lf_refusal(&input, &hyper, &fast) => {
                     return Ok(Agreed {
                         verdict: Verdict::Allowed(vec![Deliberate::BareLf]),
+                        hyper,
+                    });
+                }
+                // Judged after the longer quiet period: hyper's path must still be waiting.
+                Verdict::Diverged if quiet >= QUIET_RECHECK && early_refusal(&hyper, &fast) => {
+                    return Ok(Agreed {
+                        verdict: Verdict::Allowed(vec![Deliberate::EarlyRefusal]),
                         hyper,
                     });
                 }

@@ -495,6 +495,12 @@ pub enum Deliberate {
     /// that disagree on line ends are a smuggling risk, so the proxy accepts only CRLF.
     /// Judged with the input (see [`bare_lf_refusal`]), not by [`compare`].
     BareLf,
+    /// The own path refuses a head (400) as soon as the bytes it has make it malformed,
+    /// where hyper's path waits for the head's end (or its header read timeout) before
+    /// it answers. A malformed prefix stays malformed whatever follows it (httparse
+    /// reads a head front to back), so the answer is the same, only sooner. Judged on
+    /// the exchanges (see [`early_refusal`]), not by [`compare`].
+    EarlyRefusal,
 }
 
 impl Deliberate {
@@ -516,6 +522,9 @@ impl Deliberate {
             Deliberate::BareLf => {
                 "a head line ended by a bare LF is refused by the own path, read as CRLF by hyper"
             }
+            Deliberate::EarlyRefusal => {
+                "a malformed head is refused by the own path at once, by hyper's path at the head's end"
+            }
         }
     }
 
@@ -532,7 +541,7 @@ impl Deliberate {
         match self {
             Deliberate::RefusalEnvelope => return erase_refusal_envelopes(exchange),
             Deliberate::ConnectionAfterRefusal => return erase_close_after_refusal(exchange),
-            Deliberate::BareLf => return exchange.clone(),
+            Deliberate::BareLf | Deliberate::EarlyRefusal => return exchange.clone(),
             Deliberate::FieldNameCase | Deliberate::ChunkFrames => {}
         }
         let stream = |s: &Stream| Stream {
@@ -554,7 +563,8 @@ impl Deliberate {
                         }
                         Deliberate::RefusalEnvelope
                         | Deliberate::ConnectionAfterRefusal
-                        | Deliberate::BareLf => {}
+                        | Deliberate::BareLf
+                        | Deliberate::EarlyRefusal => {}
                     }
                     m
                 })
@@ -631,6 +641,19 @@ pub fn bare_lf_refusal(input: &[u8], hyper: &Exchange, fast: &Exchange) -> bool 
         && status(refusal) == Some(400)
         && before(&hyper.responses.messages, answered)
         && before(&hyper.forwarded.messages, &fast.forwarded.messages)
+}
+
+/// Whether the own path answered what hyper's did, then refused (400) and closed where
+/// hyper's path still waits, nothing more forwarded ([`Deliberate::EarlyRefusal`]).
+pub fn early_refusal(hyper: &Exchange, fast: &Exchange) -> bool {
+    let Some((refusal, answered)) = fast.responses.messages.split_last() else {
+        return false;
+    };
+    !hyper.closed
+        && fast.closed
+        && status(refusal) == Some(400)
+        && hyper.responses.messages == answered
+        && hyper.forwarded == fast.forwarded
 }
 
 /// The verdict on two exchanges of the same bytes.
@@ -920,5 +943,33 @@ mod tests {
         let mut forwarded_more = refused_second;
         forwarded_more.forwarded = read_requests(b"GET /c HTTP/1.1\r\n\r\n");
         assert!(!bare_lf_refusal(input, &served, &forwarded_more));
+    }
+
+    #[test]
+    fn an_early_refusal_is_hypers_answers_then_a_400_where_hyper_waits() {
+        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".as_slice();
+        let waiting = exchange(b"GET /a HTTP/1.1\r\n\r\n", ok, &["GET"]);
+        let mut refused = exchange(
+            b"GET /a HTTP/1.1\r\n\r\n",
+            &[ok, ENVELOPE].concat(),
+            &["GET", "GET"],
+        );
+        refused.closed = true;
+        assert!(early_refusal(&waiting, &refused));
+        // hyper's path closing (it refused too, or timed out) is not this difference.
+        let mut hyper_closed = waiting.clone();
+        hyper_closed.closed = true;
+        assert!(!early_refusal(&hyper_closed, &refused));
+        // Nor is a refusal where hyper's path answered something else.
+        let other = exchange(
+            b"GET /a HTTP/1.1\r\n\r\n",
+            &[ok, ok].concat(),
+            &["GET", "GET"],
+        );
+        assert!(!early_refusal(&other, &refused));
+        // Nor one after forwarding what hyper's path did not.
+        let mut forwarded_more = refused;
+        forwarded_more.forwarded = read_requests(b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n");
+        assert!(!early_refusal(&waiting, &forwarded_more));
     }
 }

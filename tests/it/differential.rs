@@ -97,3 +97,30 @@ async fn a_difference_between_the_proxies_is_reported() {
     assert!(report.contains("http1_fast_path = true"), "{report}");
     assert_ne!(divergence.hyper.responses, divergence.fast.responses);
 }
+
+/// Found by the fuzz target once the fast path served: a head malformed before its end
+/// (a field line that is no field) is refused by the fast path at once, while hyper's
+/// path waits for the end. The oracle allows it only as that difference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_malformed_before_its_end_is_refused_early_by_the_fast_path() {
+    let pair = Pair::start("").await.unwrap();
+    let input =
+        b"GET /api/v2/public/workflow?page=2&q=a%20b HTTP/1.1\r\nHost: api.example.test\r\n\
+                  Aut/execute HTTP/1.1\r\nhorization: @AUTH@\r\nX-Part";
+    let agreed = pair.check(input).await.unwrap();
+    assert_eq!(
+        agreed.verdict,
+        Verdict::Allowed(vec![refold_oracles::exchange::Deliberate::EarlyRefusal])
+    );
+    // hyper's path had answered nothing yet, and nothing reached Refold on either.
+    assert!(
+        agreed.hyper.responses.messages.is_empty(),
+        "{}",
+        agreed.hyper
+    );
+    assert!(
+        agreed.hyper.forwarded.messages.is_empty(),
+        "{}",
+        agreed.hyper
+    );
+}

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 
 use crate::exchange::{
     bare_lf_refusal, compare, early_refusal, read_requests, read_responses, request_methods,
-    Deliberate, Exchange, Normaliser, Stream, Verdict,
+    served_after_refusal, Deliberate, Exchange, Normaliser, Stream, Verdict,
 };
 use crate::upstream::RecordingUpstream;
 
@@ -206,6 +206,12 @@ impl Pair {
                 Verdict::Diverged if bare_lf_refusal(&input, &hyper, &fast) => {
                     return Ok(Agreed {
                         verdict: Verdict::Allowed(vec![Deliberate::BareLf]),
+                        hyper,
+                    });
+                }
+                Verdict::Diverged if served_after_refusal(&hyper, &fast) => {
+                    return Ok(Agreed {
+                        verdict: Verdict::Allowed(vec![Deliberate::ServedAfterRefusal]),
                         hyper,
                     });
                 }

@@ -501,6 +501,12 @@ pub enum Deliberate {
     /// reads a head front to back), so the answer is the same, only sooner. Judged on
     /// the exchanges (see [`early_refusal`]), not by [`compare`].
     EarlyRefusal,
+    /// After a 4xx answer to a request whose body the proxy did not need, hyper's path
+    /// closed the connection where the own path skipped the body (all of it buffered,
+    /// its framing checked to the end) and served the requests after it. Everything
+    /// hyper's path forwarded and answered, the own path forwarded and answered first.
+    /// Judged on the exchanges (see [`served_after_refusal`]), not by [`compare`].
+    ServedAfterRefusal,
 }
 
 impl Deliberate {
@@ -525,6 +531,9 @@ impl Deliberate {
             Deliberate::EarlyRefusal => {
                 "a malformed head is refused by the own path at once, by hyper's path at the head's end"
             }
+            Deliberate::ServedAfterRefusal => {
+                "after a 4xx, hyper's path closed; the own path skipped the unread body and went on"
+            }
         }
     }
 
@@ -541,7 +550,9 @@ impl Deliberate {
         match self {
             Deliberate::RefusalEnvelope => return erase_refusal_envelopes(exchange),
             Deliberate::ConnectionAfterRefusal => return erase_close_after_refusal(exchange),
-            Deliberate::BareLf | Deliberate::EarlyRefusal => return exchange.clone(),
+            Deliberate::BareLf | Deliberate::EarlyRefusal | Deliberate::ServedAfterRefusal => {
+                return exchange.clone()
+            }
             Deliberate::FieldNameCase | Deliberate::ChunkFrames => {}
         }
         let stream = |s: &Stream| Stream {
@@ -564,7 +575,8 @@ impl Deliberate {
                         Deliberate::RefusalEnvelope
                         | Deliberate::ConnectionAfterRefusal
                         | Deliberate::BareLf
-                        | Deliberate::EarlyRefusal => {}
+                        | Deliberate::EarlyRefusal
+                        | Deliberate::ServedAfterRefusal => {}
                     }
                     m
                 })
@@ -654,6 +666,23 @@ pub fn early_refusal(hyper: &Exchange, fast: &Exchange) -> bool {
         && status(refusal) == Some(400)
         && hyper.responses.messages == answered
         && hyper.forwarded == fast.forwarded
+}
+
+/// Whether hyper's path closed after a 4xx while the own path, having answered and
+/// forwarded all hyper's path did, went on with the requests after it
+/// ([`Deliberate::ServedAfterRefusal`]).
+pub fn served_after_refusal(hyper: &Exchange, fast: &Exchange) -> bool {
+    let Some(last) = hyper.responses.messages.last() else {
+        return false;
+    };
+    let starts =
+        |all: &[Message], part: &[Message]| all.len() > part.len() && all[..part.len()] == *part;
+    let forwarded = &fast.forwarded.messages;
+    hyper.closed
+        && status(last).is_some_and(|s| (400..500).contains(&s))
+        && starts(&fast.responses.messages, &hyper.responses.messages)
+        && forwarded.len() >= hyper.forwarded.messages.len()
+        && forwarded[..hyper.forwarded.messages.len()] == *hyper.forwarded.messages
 }
 
 /// The verdict on two exchanges of the same bytes.
@@ -971,5 +1000,33 @@ mod tests {
         let mut forwarded_more = refused;
         forwarded_more.forwarded = read_requests(b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n");
         assert!(!early_refusal(&waiting, &forwarded_more));
+    }
+
+    #[test]
+    fn serving_on_after_a_refusal_hyper_closed_on_needs_hypers_answers_first() {
+        let refused = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 2\r\n\r\n{}".as_slice();
+        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".as_slice();
+        let mut hyper = exchange(b"", refused, &["POST", "GET"]);
+        hyper.closed = true;
+        let fast = exchange(
+            b"GET /b HTTP/1.1\r\n\r\n",
+            &[refused, ok].concat(),
+            &["POST", "GET"],
+        );
+        assert!(served_after_refusal(&hyper, &fast));
+        // Not when hyper's path went on too (then the two must agree).
+        let mut open = hyper.clone();
+        open.closed = false;
+        assert!(!served_after_refusal(&open, &fast));
+        // Not after a success.
+        let mut after_ok = exchange(b"", ok, &["GET", "GET"]);
+        after_ok.closed = true;
+        assert!(!served_after_refusal(
+            &after_ok,
+            &exchange(b"", &[ok, ok].concat(), &["GET", "GET"])
+        ));
+        // Not when the own path answered the refused request otherwise.
+        let other = exchange(b"", &[ok, ok].concat(), &["POST", "GET"]);
+        assert!(!served_after_refusal(&hyper, &other));
     }
 }

@@ -124,3 +124,39 @@ async fn a_head_malformed_before_its_end_is_refused_early_by_the_fast_path() {
         agreed.hyper
     );
 }
+
+/// Found by the fuzz target once the fast path served: a request refused before its
+/// chunked body (with a trailer) was needed, then a pipelined request. hyper's path
+/// closes after the refusal; the fast path skips the buffered body and serves the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_served_after_a_refused_ones_skipped_body_is_that_difference_only() {
+    let pair = Pair::start("").await.unwrap();
+    let input = b"POST /api/v2/public/workflow HTTP/1.1\r\nHost: a\r\nAuthorization: @AUTH@\r\n\
+                  Authorization: @AUTH@\r\nTransfer-Encoding: chunked\r\n\r\n\
+                  3;name=value\r\n{\"a\r\n4\r\n\":1}\r\n0\r\nX-Trailer: t\r\n\r\n\
+                  GET /api/v2/public/workflow?after=1 HTTP/1.1\r\nHost: a\r\nAuthorization: @AUTH@\r\n\r\n";
+    let agreed = pair.check(input).await.unwrap();
+    assert_eq!(
+        agreed.verdict,
+        Verdict::Allowed(vec![
+            refold_oracles::exchange::Deliberate::ServedAfterRefusal
+        ])
+    );
+    // Refused for its two credentials, and nothing of it reached Refold on either path.
+    let first = &agreed.hyper.responses.messages[0];
+    assert!(
+        first.start_line.starts_with("HTTP/1.1 400"),
+        "{}",
+        agreed.hyper
+    );
+    assert!(
+        agreed
+            .hyper
+            .forwarded
+            .messages
+            .iter()
+            .all(|m| !m.start_line.starts_with("POST")),
+        "{}",
+        agreed.hyper
+    );
+}

@@ -67,11 +67,7 @@ const PIECES: &[&[u8]] = &[
 ];
 
 fuzz_target!(|data: &[u8]| {
-    let first = data.first().copied().unwrap_or(0);
-    let n = usize::from(first % 8);
-    let rest = data.get(1..).unwrap_or(&[]);
-    let (cuts, raw) = rest.split_at(n.min(rest.len()));
-    let body = refold_oracles::expand_pieces(raw, PIECES, first & 0x80 != 0);
+    let (_, cuts, body) = refold_oracles::cuts_and_body(data, PIECES);
     let body: &[u8] = &body;
     let mut state = ChunkedRelay::new(Limits::default());
     let whole = relay_with(&mut state, body, &[]);

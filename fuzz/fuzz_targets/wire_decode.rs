@@ -67,11 +67,7 @@ const PIECES: &[&[u8]] = &[
 ];
 
 fuzz_target!(|data: &[u8]| {
-    let first = data.first().copied().unwrap_or(0);
-    let n = usize::from(first % 8);
-    let rest = data.get(1..).unwrap_or(&[]);
-    let (cuts, raw) = rest.split_at(n.min(rest.len()));
-    let body = refold_oracles::expand_pieces(raw, PIECES, first & 0x80 != 0);
+    let (first, cuts, body) = refold_oracles::cuts_and_body(data, PIECES);
     let body: &[u8] = &body;
     let length = u64::from(first & 0x3f);
     for framing in [

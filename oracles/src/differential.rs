@@ -15,8 +15,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 use crate::exchange::{
-    bare_lf_refusal, compare, early_refusal, read_requests, read_responses, request_methods,
-    served_after_refusal, Deliberate, Exchange, Normaliser, Stream, Verdict,
+    bare_lf_refusal, compare, early_refusal, read_requests, read_responses, replace_all,
+    request_methods, served_after_refusal, Deliberate, Exchange, Normaliser, Stream, Verdict,
 };
 use crate::upstream::RecordingUpstream;
 
@@ -187,8 +187,8 @@ impl Pair {
 
     /// `input` with its placeholders replaced by valid `Authorization` values.
     pub fn substitute(&self, input: &[u8]) -> Vec<u8> {
-        let out = replace(input, AUTH2_PLACEHOLDER, &self.auth2);
-        replace(&out, AUTH_PLACEHOLDER, &self.auth)
+        let out = replace_all(input, AUTH2_PLACEHOLDER, &self.auth2);
+        replace_all(&out, AUTH_PLACEHOLDER, &self.auth)
     }
 
     /// Sends `input` (placeholders substituted) to both proxies and compares. A
@@ -230,21 +230,6 @@ impl Pair {
             }
         }
     }
-}
-
-fn replace(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(haystack.len());
-    let mut i = 0;
-    while i < haystack.len() {
-        if haystack[i..].starts_with(from) {
-            out.extend_from_slice(to);
-            i += from.len();
-        } else {
-            out.push(haystack[i]);
-            i += 1;
-        }
-    }
-    out
 }
 
 /// One run on one side: a fresh connection, `input` written (the write side left open,

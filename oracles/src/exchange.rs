@@ -209,7 +209,8 @@ fn is_volatile(name: &str) -> bool {
     VOLATILE_FIELDS.iter().any(|v| v.eq_ignore_ascii_case(name))
 }
 
-fn replace_all(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+/// `haystack` with every `from` replaced by `to`.
+pub(crate) fn replace_all(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(haystack.len());
     let mut i = 0;
     while i < haystack.len() {

@@ -481,6 +481,20 @@ pub fn hyper_reading(wire: &[u8]) -> WireReading {
     done(requests, false)
 }
 
+/// A body-splitting fuzz input taken apart: its first byte (its low three bits count the
+/// cut points that follow it, its top bit asks for [`expand_pieces`]), the cut points,
+/// and the body after them.
+pub fn cuts_and_body<'a>(
+    data: &'a [u8],
+    pieces: &[&[u8]],
+) -> (u8, &'a [u8], std::borrow::Cow<'a, [u8]>) {
+    let first = data.first().copied().unwrap_or(0);
+    let n = usize::from(first % 8);
+    let rest = data.get(1..).unwrap_or(&[]);
+    let (cuts, raw) = rest.split_at(n.min(rest.len()));
+    (first, cuts, expand_pieces(raw, pieces, first & 0x80 != 0))
+}
+
 /// A fuzz input's wire bytes: `raw` as it is, or, when `expand`, with every byte from
 /// `0xc0` on standing for the piece of `pieces` it indexes (a byte past the list stays
 /// itself), so the fuzzer reaches whole field lines and chunk frames in a few bytes.

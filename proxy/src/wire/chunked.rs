@@ -167,11 +167,27 @@ impl ChunkedRelay {
     /// Reads the next bytes of the stream; see [`Relay`]. After the end it answers
     /// `End(0)`, after a refusal the same refusal.
     pub fn feed(&mut self, input: &[u8]) -> Relay {
+        self.advance(input, true)
+    }
+
+    /// Reads framing bytes only, for a caller that decodes the body rather than relays
+    /// it: stops where chunk data begins ([`Self::data_left`] is then above 0), so the
+    /// caller takes the data itself and feeds it with [`Self::feed`]. Answers as `feed`
+    /// does, `Forward(n)` with `n` the framing bytes read (fewer than the slice when data
+    /// begins).
+    pub fn feed_framing(&mut self, input: &[u8]) -> Relay {
+        self.advance(input, false)
+    }
+
+    /// [`Self::feed`] (`through_data`: chunk data is passed over too) or
+    /// [`Self::feed_framing`] (it stops where chunk data begins).
+    fn advance(&mut self, input: &[u8], through_data: bool) -> Relay {
         let mut at = 0;
         while at < input.len() {
             match self.state {
                 State::Done => return Relay::End(at),
                 State::Failed(why) => return Relay::Refused(why),
+                State::Data(_) if !through_data => return Relay::Forward(at),
                 State::Data(left) => {
                     let k = usize::try_from(left)
                         .unwrap_or(usize::MAX)
@@ -186,37 +202,6 @@ impl ChunkedRelay {
                         State::Data(left)
                     };
                 }
-                _ => {
-                    let next = self.step(input[at]);
-                    if let State::Failed(why) = next {
-                        self.state = next;
-                        return Relay::Refused(why);
-                    }
-                    self.state = next;
-                    at += 1;
-                    self.position += 1;
-                }
-            }
-        }
-        match self.state {
-            State::Done => Relay::End(at),
-            State::Failed(why) => Relay::Refused(why),
-            _ => Relay::Forward(at),
-        }
-    }
-
-    /// Reads framing bytes only, for a caller that decodes the body rather than relays
-    /// it: stops where chunk data begins ([`Self::data_left`] is then above 0), so the
-    /// caller takes the data itself and feeds it with [`Self::feed`]. Answers as `feed`
-    /// does, `Forward(n)` with `n` the framing bytes read (fewer than the slice when data
-    /// begins).
-    pub fn feed_framing(&mut self, input: &[u8]) -> Relay {
-        let mut at = 0;
-        while at < input.len() {
-            match self.state {
-                State::Done => return Relay::End(at),
-                State::Failed(why) => return Relay::Refused(why),
-                State::Data(_) => return Relay::Forward(at),
                 _ => {
                     let next = self.step(input[at]);
                     self.state = next;

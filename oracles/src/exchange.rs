@@ -496,11 +496,12 @@ pub enum Deliberate {
     /// that disagree on line ends are a smuggling risk, so the proxy accepts only CRLF.
     /// Judged with the input (see [`bare_lf_refusal`]), not by [`compare`].
     BareLf,
-    /// The own path refuses a head (400) as soon as the bytes it has make it malformed,
-    /// where hyper's path waits for the head's end (or its header read timeout) before
-    /// it answers. A malformed prefix stays malformed whatever follows it (httparse
-    /// reads a head front to back), so the answer is the same, only sooner. Judged on
-    /// the exchanges (see [`early_refusal`]), not by [`compare`].
+    /// The own path refuses a head (400, or 431 for more fields than hyper's 100) as
+    /// soon as the bytes it has make it malformed or too large, where hyper's path waits
+    /// for the head's end (or its header read timeout) before it answers. A malformed
+    /// prefix stays malformed whatever follows it (httparse reads a head front to back),
+    /// and a prefix with too many fields stays too large, so the answer is the same, only
+    /// sooner. Judged on the exchanges (see [`early_refusal`]), not by [`compare`].
     EarlyRefusal,
     /// After a 4xx answer to a request whose body the proxy did not need, hyper's path
     /// closed the connection where the own path skipped the body (all of it buffered,
@@ -656,15 +657,15 @@ pub fn bare_lf_refusal(input: &[u8], hyper: &Exchange, fast: &Exchange) -> bool 
         && before(&hyper.forwarded.messages, &fast.forwarded.messages)
 }
 
-/// Whether the own path answered what hyper's did, then refused (400) and closed where
-/// hyper's path still waits, nothing more forwarded ([`Deliberate::EarlyRefusal`]).
+/// Whether the own path answered what hyper's did, then refused (400 or 431) and closed
+/// where hyper's path still waits, nothing more forwarded ([`Deliberate::EarlyRefusal`]).
 pub fn early_refusal(hyper: &Exchange, fast: &Exchange) -> bool {
     let Some((refusal, answered)) = fast.responses.messages.split_last() else {
         return false;
     };
     !hyper.closed
         && fast.closed
-        && status(refusal) == Some(400)
+        && matches!(status(refusal), Some(400 | 431))
         && hyper.responses.messages == answered
         && hyper.forwarded == fast.forwarded
 }
@@ -986,6 +987,20 @@ mod tests {
         );
         refused.closed = true;
         assert!(early_refusal(&waiting, &refused));
+        // Too many fields (431) is refused early too; no other status is.
+        let answered_with = |refusal: &[u8]| {
+            let mut e = exchange(
+                b"GET /a HTTP/1.1\r\n\r\n",
+                &[ok, refusal].concat(),
+                &["GET", "GET"],
+            );
+            e.closed = true;
+            e
+        };
+        let too_large = b"HTTP/1.1 431 Too Large\r\ncontent-length: 0\r\n\r\n".as_slice();
+        assert!(early_refusal(&waiting, &answered_with(too_large)));
+        let not_found = b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n".as_slice();
+        assert!(!early_refusal(&waiting, &answered_with(not_found)));
         // hyper's path closing (it refused too, or timed out) is not this difference.
         let mut hyper_closed = waiting.clone();
         hyper_closed.closed = true;

@@ -123,6 +123,17 @@ async fn a_head_malformed_before_its_end_is_refused_early_by_the_fast_path() {
         "{}",
         agreed.hyper
     );
+    // The same with more fields than hyper's 100 before the head's end: 431 at once.
+    let mut many =
+        b"GET /api/v2/public/workflow HTTP/1.1\r\nHost: a\r\nAuthorization: @AUTH@\r\n".to_vec();
+    for i in 0..120 {
+        many.extend_from_slice(format!("X-Field-{i}: {i}\r\n").as_bytes());
+    }
+    let agreed = pair.check(&many).await.unwrap();
+    assert_eq!(
+        agreed.verdict,
+        Verdict::Allowed(vec![refold_oracles::exchange::Deliberate::EarlyRefusal])
+    );
 }
 
 /// Found by the fuzz target once the fast path served: a request refused before its

@@ -373,3 +373,30 @@ async fn a_refused_requests_body_already_sent_is_skipped_and_the_connection_goes
         h.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_refused_head_is_counted_as_a_request_on_either_path() {
+    for fast in [true, false] {
+        let h = proxy(fast, "").await;
+        let mut stream = connect(h.proxy_addr).await;
+        // Both framing fields: a smuggling attempt an operator wants to see.
+        let smuggling = format!(
+            "POST {ECHO} HTTP/1.1\r\nhost: proxy\r\nauthorization: Bearer {}\r\n\
+             content-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+            app_jwt("alice")
+        );
+        stream.write_all(smuggling.as_bytes()).await.unwrap();
+        let (responses, closed) = read_responses(&mut stream, 1).await;
+        assert_eq!(responses[0].status, 400, "fast path {fast}");
+        assert!(closed, "fast path {fast}");
+        let metrics = h.proxy.metrics().encode();
+        let line =
+            "refold_proxy_requests_total{route=\"unmatched\",method=\"POST\",status=\"400\"} 1";
+        assert!(
+            metrics.contains(line),
+            "fast path {fast}: no {line} in\n{metrics}"
+        );
+        assert!(forwarded(&h).is_empty(), "fast path {fast}");
+        h.stop().await;
+    }
+}

@@ -43,8 +43,8 @@ use crate::process::listener::Connection;
 use crate::process::tls::ServerStream;
 use crate::process::watchdog::Activity;
 use crate::proxy::{ConnInfo, ProxyHandle};
-use crate::telemetry::access::{request_id, REQUEST_ID};
-use crate::telemetry::metrics::{Http1Handoff, OpenConnection};
+use crate::telemetry::access::{request_id, RequestLog, REQUEST_ID};
+use crate::telemetry::metrics::{Http1Handoff, OpenConnection, RouteLabel};
 use crate::wire::chunked::Limits as ChunkLimits;
 use crate::wire::head::{parse_request, Decline, Framing, Limits as HeadLimits, Parse, Refusal};
 use crate::BoxError;
@@ -198,12 +198,8 @@ where
             Next::Request { request, close } => (request, close),
             Next::Closed => return Ok(()),
             Next::Refused(refusal) => {
-                let mut response = refusal.error().to_response();
-                let id = request_id(&HeaderMap::new());
-                response.headers_mut().insert(REQUEST_ID, id);
-                let _ =
-                    response::write_response(&mut writer, &mut out, response, &Method::GET, true)
-                        .await;
+                let method = refused_method(&lock(&inbound).buf);
+                answer_refusal(&mut writer, &mut out, refusal, &method, &handle).await;
                 let _ = writer.shutdown().await;
                 return Ok(());
             }
@@ -239,6 +235,41 @@ where
             return Ok(());
         }
     }
+}
+
+/// The method of a refused head's request line, when it has a valid one (`-` otherwise),
+/// for its log line and its count.
+fn refused_method(buf: &[u8]) -> Method {
+    let token = buf.split(|b| *b == b' ').next().unwrap_or_default();
+    Method::from_bytes(token)
+        .or_else(|_| Method::from_bytes(b"-"))
+        .unwrap_or_default()
+}
+
+/// Answers a head refused where it was parsed in the proxy's JSON envelope, and logs and
+/// counts it as the request path logs and counts its own refusals (route `unmatched`),
+/// so an operator sees smuggling attempts and oversized heads on either path.
+async fn answer_refusal(
+    writer: &mut io::WriteSide,
+    out: &mut Vec<u8>,
+    refusal: Refusal,
+    method: &Method,
+    handle: &ProxyHandle,
+) {
+    let started = std::time::Instant::now();
+    let err = refusal.error();
+    let mut response = err.to_response();
+    let id = request_id(&HeaderMap::new());
+    response.headers_mut().insert(REQUEST_ID, id.clone());
+    let status = response.status().as_u16();
+    tracing::debug!(request_id = ?id, code = err.code(), error = %err, "request head refused");
+    RequestLog::default().emit(&id, method, status, started, Some(err.code()));
+    handle
+        .current()
+        .metrics()
+        .request(RouteLabel::Unmatched, method, status, started.elapsed());
+    // The method only decides whether a body may follow; a refusal has one.
+    let _ = response::write_response(writer, out, response, &Method::GET, true).await;
 }
 
 /// The metric label of a hand-off.

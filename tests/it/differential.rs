@@ -171,3 +171,27 @@ async fn a_request_served_after_a_refused_ones_skipped_body_is_that_difference_o
         agreed.hyper
     );
 }
+
+/// Found by the fuzz target once the fast path served: after a refused request, a head
+/// whose version is no HTTP version. Handed to hyper, it went unanswered for a while on
+/// the fast path where hyper's path answered 400 at once; the fast path now refuses such
+/// a version itself (400 in the envelope), keeping hand-offs for HTTP/1.0 and the HTTP/2
+/// preface.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_with_no_http_version_after_a_refused_request_is_refused_on_both_paths() {
+    let pair = Pair::start("").await.unwrap();
+    let input = b"GET /api/v2/public/workflow HTTP/1.1\r\nAuthorization: @AUTH@\r\n\
+                  Authorization: @AUTH@\r\n\r\n\
+                  aaaaPOST /ion: @Ai/v2/publiection: close\r\n\raaaa\naaaa";
+    let agreed = pair.check(input).await.unwrap();
+    assert_eq!(
+        agreed.verdict,
+        Verdict::Allowed(vec![refold_oracles::exchange::Deliberate::RefusalEnvelope])
+    );
+    assert!(agreed.hyper.closed, "{}", agreed.hyper);
+    assert!(
+        agreed.hyper.forwarded.messages.is_empty(),
+        "{}",
+        agreed.hyper
+    );
+}

@@ -38,8 +38,8 @@
 //! ASCII `http::Uri` keeps (hyper's `Uri` drops a fragment, checks UTF-8 above ASCII,
 //! refuses `<`, `>`, `` ` `` in a path and `"` in a query), a target longer than hyper's
 //! 65,534 bytes, every `Expect` (not only `100-continue`), every `Upgrade` (also on
-//! HTTP/1.0, where hyper ignores it), a head whose first line httparse reads as a version
-//! other than 1.x (the HTTP/2 preface among them). Obsolete line folding is refused, as
+//! HTTP/1.0, where hyper ignores it), HTTP/1.0, the HTTP/2 preface. Another version
+//! httparse does not read is refused (400), as hyper refuses it. Obsolete line folding is refused, as
 //! httparse refuses it in requests; it is named apart so the refusal says why.
 
 use std::mem::MaybeUninit;
@@ -111,7 +111,7 @@ impl Refusal {
 pub enum Decline {
     /// More header fields than [`HEADER_SLOTS`] (up to hyper's 100; the framing checked).
     TooManyFields,
-    /// Not HTTP/1.1: HTTP/1.0, or a version httparse does not read (the HTTP/2 preface).
+    /// Not HTTP/1.1: HTTP/1.0, or the HTTP/2 preface.
     Version,
     /// A `CONNECT` request.
     Connect,
@@ -439,7 +439,10 @@ fn too_many_fields(buf: &[u8], limits: Limits) -> Parse<'_> {
 fn failed(buf: &[u8], error: httparse::Error) -> Parse<'_> {
     match error {
         httparse::Error::TooManyHeaders => Parse::Refused(Refusal::HeadTooLarge),
-        httparse::Error::Version => Parse::Declined(Decline::Version),
+        // HTTP/2 with prior knowledge is hyper's; any other version hyper refuses (400),
+        // so it is refused here rather than handed over only to be refused.
+        httparse::Error::Version if could_be_h2_preface(buf) => Parse::Declined(Decline::Version),
+        httparse::Error::Version => Parse::Refused(Refusal::Malformed("unsupported HTTP version")),
         // A field line starting with a blank is where httparse stops at a name; the
         // error path only, so the search costs nothing on good heads.
         httparse::Error::HeaderName
@@ -454,6 +457,13 @@ fn failed(buf: &[u8], error: httparse::Error) -> Parse<'_> {
         httparse::Error::Token => Parse::Refused(Refusal::Malformed("invalid request line")),
         httparse::Error::Status => Parse::Refused(Refusal::Malformed("invalid request line")),
     }
+}
+
+/// Whether `buf` is the HTTP/2 connection preface, or the start of it.
+fn could_be_h2_preface(buf: &[u8]) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let n = buf.len().min(PREFACE.len());
+    buf[..n] == PREFACE[..n]
 }
 
 /// Whether a line of `head` ends in a LF with no CR before it.

@@ -314,6 +314,28 @@ fn the_http2_preface_is_declined() {
         declined(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
         Some(Decline::Version)
     );
+    // Still only part of it: declined too (hyper waits for the rest).
+    assert_eq!(declined(b"PRI * HTTP/2.0\r\n"), Some(Decline::Version));
+}
+
+#[test]
+fn another_version_httparse_does_not_read_is_refused_as_hyper_refuses_it() {
+    // hyper answers these 400 itself; the fast path answers them in the proxy's envelope
+    // rather than hand hyper a connection it will only refuse.
+    for head in [
+        &b"GET / HTTP/2.0\r\n\r\n"[..],
+        b"GET / HTTP/0.9\r\n\r\n",
+        b"aaaaPOST /ion: @Ai/v2/publiection: close\r\n",
+    ] {
+        assert!(
+            matches!(
+                parse_request(head, LIMITS),
+                Parse::Refused(Refusal::Malformed(_))
+            ),
+            "{:?}",
+            String::from_utf8_lossy(head)
+        );
+    }
 }
 
 #[test]

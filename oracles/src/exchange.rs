@@ -509,6 +509,13 @@ pub enum Deliberate {
     /// hyper's path forwarded and answered, the own path forwarded and answered first.
     /// Judged on the exchanges (see [`served_after_refusal`]), not by [`compare`].
     ServedAfterRefusal,
+    /// A head whose framing the own path refuses where it parses it (a
+    /// `Transfer-Encoding` with a `Content-Length`, or other than one plain `chunked`) is
+    /// refused there (400) before any other check; hyper's path reads the head and runs
+    /// the request path's checks in their order, so another refusal (a disallowed origin,
+    /// say) may come first. Both refuse and close, nothing is forwarded; only which
+    /// refusal differs. Judged with the input (see [`framing_refused_first`]).
+    FramingRefusedFirst,
 }
 
 impl Deliberate {
@@ -536,6 +543,9 @@ impl Deliberate {
             Deliberate::ServedAfterRefusal => {
                 "after a 4xx, hyper's path closed; the own path skipped the unread body and went on"
             }
+            Deliberate::FramingRefusedFirst => {
+                "a framing the own path refuses at the parse is refused before the request path's other checks"
+            }
         }
     }
 
@@ -552,9 +562,10 @@ impl Deliberate {
         match self {
             Deliberate::RefusalEnvelope => return erase_refusal_envelopes(exchange),
             Deliberate::ConnectionAfterRefusal => return erase_close_after_refusal(exchange),
-            Deliberate::BareLf | Deliberate::EarlyRefusal | Deliberate::ServedAfterRefusal => {
-                return exchange.clone()
-            }
+            Deliberate::BareLf
+            | Deliberate::EarlyRefusal
+            | Deliberate::ServedAfterRefusal
+            | Deliberate::FramingRefusedFirst => return exchange.clone(),
             Deliberate::FieldNameCase | Deliberate::ChunkFrames => {}
         }
         let stream = |s: &Stream| Stream {
@@ -578,7 +589,8 @@ impl Deliberate {
                         | Deliberate::ConnectionAfterRefusal
                         | Deliberate::BareLf
                         | Deliberate::EarlyRefusal
-                        | Deliberate::ServedAfterRefusal => {}
+                        | Deliberate::ServedAfterRefusal
+                        | Deliberate::FramingRefusedFirst => {}
                     }
                     m
                 })
@@ -685,6 +697,29 @@ pub fn served_after_refusal(hyper: &Exchange, fast: &Exchange) -> bool {
         && starts(&fast.responses.messages, &hyper.responses.messages)
         && forwarded.len() >= hyper.forwarded.messages.len()
         && forwarded[..hyper.forwarded.messages.len()] == *hyper.forwarded.messages
+}
+
+/// Whether `input` carries a `Transfer-Encoding` field and both paths refused and closed,
+/// the own path with 400, after the same answers, nothing more forwarded by either
+/// ([`Deliberate::FramingRefusedFirst`]).
+pub fn framing_refused_first(input: &[u8], hyper: &Exchange, fast: &Exchange) -> bool {
+    const NAME: &[u8] = b"transfer-encoding";
+    let coded = input
+        .windows(NAME.len())
+        .any(|w| w.eq_ignore_ascii_case(NAME));
+    let (Some((fast_last, fast_before)), Some((hyper_last, hyper_before))) = (
+        fast.responses.messages.split_last(),
+        hyper.responses.messages.split_last(),
+    ) else {
+        return false;
+    };
+    coded
+        && fast.closed
+        && hyper.closed
+        && status(fast_last) == Some(400)
+        && status(hyper_last).is_some_and(|s| (400..500).contains(&s))
+        && fast_before == hyper_before
+        && fast.forwarded == hyper.forwarded
 }
 
 /// The verdict on two exchanges of the same bytes.
@@ -1044,5 +1079,39 @@ mod tests {
         // Not when the own path answered the refused request otherwise.
         let other = exchange(b"", &[ok, ok].concat(), &["POST", "GET"]);
         assert!(!served_after_refusal(&hyper, &other));
+    }
+
+    #[test]
+    fn a_framing_refused_first_needs_a_coding_and_both_paths_refusing() {
+        let refused = |status: &str| {
+            let mut e = exchange(
+                b"",
+                format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n").as_bytes(),
+                &["POST"],
+            );
+            e.closed = true;
+            e
+        };
+        let input = b"POST / HTTP/1.1\r\nOrigin: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        let (forbidden, malformed) = (refused("403 Forbidden"), refused("400 Bad Request"));
+        assert!(framing_refused_first(input, &forbidden, &malformed));
+        // Without a coding in the input there is nothing the parse refuses first.
+        assert!(!framing_refused_first(
+            b"POST / HTTP/1.1\r\n\r\n",
+            &forbidden,
+            &malformed
+        ));
+        // hyper's path serving it is no refusal on both.
+        assert!(!framing_refused_first(
+            input,
+            &refused("200 OK"),
+            &malformed
+        ));
+        // The own path must refuse with 400.
+        assert!(!framing_refused_first(
+            input,
+            &forbidden,
+            &refused("404 Not Found")
+        ));
     }
 }

@@ -195,3 +195,26 @@ async fn a_head_with_no_http_version_after_a_refused_request_is_refused_on_both_
         agreed.hyper
     );
 }
+
+/// Found by the fuzz target once the fast path served: both framing fields and an origin
+/// the proxy does not allow. hyper's path runs the origin check first (403); the fast
+/// path refuses the framing where it parses it (400). Both refuse and close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_framing_with_a_refused_origin_is_that_difference_only() {
+    let pair = Pair::start("").await.unwrap();
+    let input = b"POST /api/v2/public/workflow HTTP/1.1\r\nOrigin: https://elsewhere.test\r\n\
+                  Content-Type: application/json\r\nContent-Length: 3\r\n\
+                  Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    let agreed = pair.check(input).await.unwrap();
+    assert_eq!(
+        agreed.verdict,
+        Verdict::Allowed(vec![
+            refold_oracles::exchange::Deliberate::FramingRefusedFirst
+        ])
+    );
+    assert!(
+        agreed.hyper.forwarded.messages.is_empty(),
+        "{}",
+        agreed.hyper
+    );
+}

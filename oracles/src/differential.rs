@@ -15,9 +15,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 use crate::exchange::{
-    bare_lf_refusal, compare, early_refusal, framing_refused_first, read_requests, read_responses,
-    replace_all, request_methods, served_after_refusal, Deliberate, Exchange, Normaliser, Stream,
-    Verdict,
+    bare_lf_refusal, chunk_extension_refusal, compare, early_refusal, framing_refused_first,
+    read_requests, read_responses, replace_all, request_methods, served_after_refusal, Deliberate,
+    Exchange, Normaliser, Stream, Verdict,
 };
 use crate::upstream::RecordingUpstream;
 
@@ -207,6 +207,12 @@ impl Pair {
                 Verdict::Diverged if bare_lf_refusal(&input, &hyper, &fast) => {
                     return Ok(Agreed {
                         verdict: Verdict::Allowed(vec![Deliberate::BareLf]),
+                        hyper,
+                    });
+                }
+                Verdict::Diverged if chunk_extension_refusal(&input, &hyper, &fast) => {
+                    return Ok(Agreed {
+                        verdict: Verdict::Allowed(vec![Deliberate::ChunkExtension]),
                         hyper,
                     });
                 }

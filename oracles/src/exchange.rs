@@ -516,6 +516,12 @@ pub enum Deliberate {
     /// say) may come first. Both refuse and close, nothing is forwarded; only which
     /// refusal differs. Judged with the input (see [`framing_refused_first`]).
     FramingRefusedFirst,
+    /// The own path refuses (400, nothing more forwarded, the connection closed) a chunk
+    /// extension holding a control byte or a byte above ASCII, which hyper's chunked
+    /// decoder passes over (it takes any byte but LF there): bytes no sender needs, where
+    /// parsers are known to disagree. Judged with the input (see
+    /// [`chunk_extension_refusal`]).
+    ChunkExtension,
 }
 
 impl Deliberate {
@@ -546,6 +552,9 @@ impl Deliberate {
             Deliberate::FramingRefusedFirst => {
                 "a framing the own path refuses at the parse is refused before the request path's other checks"
             }
+            Deliberate::ChunkExtension => {
+                "a chunk extension with a control or non-ASCII byte is refused by the own path, passed over by hyper"
+            }
         }
     }
 
@@ -565,7 +574,8 @@ impl Deliberate {
             Deliberate::BareLf
             | Deliberate::EarlyRefusal
             | Deliberate::ServedAfterRefusal
-            | Deliberate::FramingRefusedFirst => return exchange.clone(),
+            | Deliberate::FramingRefusedFirst
+            | Deliberate::ChunkExtension => return exchange.clone(),
             Deliberate::FieldNameCase | Deliberate::ChunkFrames => {}
         }
         let stream = |s: &Stream| Stream {
@@ -590,7 +600,8 @@ impl Deliberate {
                         | Deliberate::BareLf
                         | Deliberate::EarlyRefusal
                         | Deliberate::ServedAfterRefusal
-                        | Deliberate::FramingRefusedFirst => {}
+                        | Deliberate::FramingRefusedFirst
+                        | Deliberate::ChunkExtension => {}
                     }
                     m
                 })
@@ -657,13 +668,31 @@ pub fn bare_lf_refusal(input: &[u8], hyper: &Exchange, fast: &Exchange) -> bool 
         .iter()
         .enumerate()
         .any(|(i, b)| *b == b'\n' && (i == 0 || input[i - 1] != b'\r'));
+    bare_lf && refused_after_the_same(hyper, fast)
+}
+
+/// Whether `input` has a chunk extension (after a `;` on a line of the body) holding a
+/// byte the own path refuses there, and the own path did what it does with one
+/// ([`Deliberate::ChunkExtension`]).
+pub fn chunk_extension_refusal(input: &[u8], hyper: &Exchange, fast: &Exchange) -> bool {
+    let refused_byte = |b: u8| (b < 0x20 && b != b'\t' && b != b'\r') || b >= 0x7f;
+    let odd_extension = input.split(|b| *b == b'\n').any(|line| {
+        line.iter()
+            .position(|b| *b == b';')
+            .is_some_and(|at| line[at..].iter().any(|b| refused_byte(*b)))
+    });
+    odd_extension && refused_after_the_same(hyper, fast)
+}
+
+/// The own path forwarded and answered what hyper's path did before it (or nothing),
+/// then answered one 400 and closed.
+fn refused_after_the_same(hyper: &Exchange, fast: &Exchange) -> bool {
     let Some((refusal, answered)) = fast.responses.messages.split_last() else {
         return false;
     };
     let before =
         |all: &[Message], part: &[Message]| all.len() >= part.len() && all[..part.len()] == *part;
-    bare_lf
-        && fast.closed
+    fast.closed
         && status(refusal) == Some(400)
         && before(&hyper.responses.messages, answered)
         && before(&hyper.forwarded.messages, &fast.forwarded.messages)
@@ -1112,6 +1141,40 @@ mod tests {
             input,
             &forbidden,
             &refused("404 Not Found")
+        ));
+    }
+
+    #[test]
+    fn a_chunk_extension_refusal_needs_the_odd_byte_in_an_extension() {
+        let served = exchange(
+            b"POST / HTTP/1.1\r\ncontent-length: 1\r\n\r\na",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+            &["POST"],
+        );
+        let mut refused = exchange(b"", ENVELOPE, &["POST"]);
+        refused.closed = true;
+        let with = |extension: &[u8]| {
+            [
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;".as_slice(),
+                extension,
+                b"\r\na\r\n0\r\n\r\n",
+            ]
+            .concat()
+        };
+        assert!(chunk_extension_refusal(
+            &with(b"n\x00e=v"),
+            &served,
+            &refused
+        ));
+        assert!(chunk_extension_refusal(
+            &with(b"caf\xc3\xa9"),
+            &served,
+            &refused
+        ));
+        assert!(!chunk_extension_refusal(
+            &with(b"name=value"),
+            &served,
+            &refused
         ));
     }
 }

@@ -218,3 +218,20 @@ async fn a_refused_framing_with_a_refused_origin_is_that_difference_only() {
         agreed.hyper
     );
 }
+
+/// Found by the fuzz target once the fast path served: a NUL byte in a chunk extension,
+/// which hyper's decoder passes over and the fast path refuses (400, nothing forwarded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_byte_in_a_chunk_extension_is_refused_by_the_fast_path_only() {
+    let pair = Pair::start("").await.unwrap();
+    let input = b"POST /api/v2/public/workflow HTTP/1.1\r\nAuthorization: @AUTH@\r\n\
+                  Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n\
+                  3;nam\x00e=value\r\n{\"a\r\n4\r\n\":1}\r\n0\r\n\r\n";
+    let agreed = pair.check(input).await.unwrap();
+    assert_eq!(
+        agreed.verdict,
+        Verdict::Allowed(vec![refold_oracles::exchange::Deliberate::ChunkExtension])
+    );
+    // hyper's path forwarded it; the fast path forwarded nothing (the oracle checked).
+    assert_eq!(agreed.hyper.forwarded.messages.len(), 1, "{}", agreed.hyper);
+}
